@@ -42,7 +42,115 @@ def setup(c, dry_run=False):
 # (build-kernel, kernel-info, list-kernels: see below)
 
 # ---------------------------------------------------------------- image and VM
-# (build-image, vm.*: see below)
+@task(help={"recipe": "Image recipe in vm/ (default bookworm).",
+            "json": "Print the image record as JSON."})
+@friendly
+def build_image(c, recipe="bookworm", json=False):
+    """Build the lab root filesystem image (mmdebstrap + mke2fs -d); cached by recipe hash."""
+    from kernlab.image import build_image as build
+
+    record = build(recipe)
+    _print_json(record) if json else print(record["image"]["path"])
+
+
+def _vm_or_exit(name):
+    from kernlab.errors import NotFound
+    from kernlab.vm import find_vm
+
+    vm = find_vm(name)
+    if vm is None:
+        raise NotFound(f"no running VM {name}", "start one: `invoke vm.up --kernel VERSION`")
+    return vm
+
+
+@task(name="up", help={
+    "kernel": "Kernel version to boot (a build from `invoke build-kernel --version V`).",
+    "name": "VM name (run dir <state>/vms/NAME; default: default).",
+    "recipe": "Image recipe in vm/ (built first if needed).",
+    "append": "Extra kernel parameters.",
+    "memory": "Guest memory (default 2G).",
+    "cpus": "Guest CPUs (default 2).",
+    "timeout": "Seconds to wait for SSH (default: 30, x5 under TCG).",
+})
+@friendly
+def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", cpus=2,
+          timeout=0.0):
+    """Boot a built kernel on the lab image and wait until SSH answers."""
+    from kernlab.build import find_build
+    from kernlab.image import build_image as build
+    from kernlab.vm import ensure_vm
+
+    record = find_build(kernel)
+    vm = ensure_vm(record, build(recipe), name, append=append, memory=memory, cpus=int(cpus),
+                   timeout=float(timeout) or None)
+    print(f"VM {vm.name}: ssh -F {vm.record['ssh_config']} kernlab-{vm.name}")
+
+
+@task(name="ssh", help={"command": "Command to run in the guest (default: interactive shell).",
+                        "name": "VM name.", "timeout": "Seconds before the command is stopped."})
+@friendly
+def vm_ssh(c, command="", name="default", timeout=600.0):
+    """Run a command in the VM (its exit status is returned), or open a shell."""
+    import os
+
+    from kernlab.proc import require_tool
+    from kernlab.remote import connect, run
+
+    vm = _vm_or_exit(name)
+    if not command:
+        ssh = require_tool("ssh", "openssh-client")
+        os.execv(ssh, [ssh, "-F", vm.record["ssh_config"], f"kernlab-{vm.name}"])
+    result = run(connect(vm), command, timeout=float(timeout), check=False)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    if result.exited:
+        raise Exit(code=result.exited)
+
+
+@task(name="down", help={"name": "VM name."})
+@friendly
+def vm_down(c, name="default"):
+    """Stop the VM (QMP quit, then signals) and drop its overlay; logs are kept."""
+    from kernlab.vm import find_vm
+
+    vm = find_vm(name)
+    if vm is None:
+        print(f"VM {name} is not running")
+        return
+    vm.stop()
+    print(f"VM {name} stopped (console log: {vm.console_log})")
+
+
+@task(name="status", help={"name": "Only this VM.", "json": "Print the VM records as JSON."})
+@friendly
+def vm_status(c, name="", json=False):
+    """List running VMs (stale ones, whose QEMU died, are cleaned up)."""
+    from kernlab.vm import list_vms
+
+    vms = [_vm_or_exit(name)] if name else list_vms()
+    if json:
+        _print_json([vm.record for vm in vms])
+        return
+    if not vms:
+        print("no VMs running")
+    for vm in vms:
+        rec = vm.record
+        print(f"{vm.name}: pid {vm.pid}, ssh 127.0.0.1:{vm.ssh_port}, {rec['accel']}, "
+              f"kernel {rec['kernel']['kernelrelease']}, image {rec['image']['key'][:12]}, "
+              f"console {vm.console_log}")
+
+
+@task(name="verify", help={"name": "VM name."})
+@friendly
+def vm_verify(c, name="default"):
+    """Run the testinfra guest checks (kernel, debugfs/tracefs, bpf, kprobes, bpftrace)."""
+    from kernlab.verify import verify_vm
+
+    log = verify_vm(_vm_or_exit(name))
+    print(f"guest checks passed (log: {log})")
+
+
+vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify)
 
 # ---------------------------------------------------------------- experiments
 # (run-experiment, list-experiments: see below)
@@ -53,3 +161,5 @@ def _print_json(data) -> None:
 
 
 ns = Collection(setup)
+ns.add_task(build_image)
+ns.add_collection(vm_tasks)

@@ -1,0 +1,1 @@
+"""pytest-testinfra checks run against a lab VM by `invoke vm.verify`."""
