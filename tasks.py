@@ -39,7 +39,79 @@ def setup(c, dry_run=False):
 
 
 # ---------------------------------------------------------------- kernels
-# (build-kernel, kernel-info, list-kernels: see below)
+@task(
+    help={
+        "version": "Catalog version to build (see `invoke list-kernels`), e.g. 6.1 or 5.4.",
+        "plan": "Print what would be done (sources, checksums, patches, fragments, compiler); "
+        "no network, no build.",
+        "tarball": "Build from this local tarball instead of the catalog's sources.",
+        "git": "Build from this local git tree (exported at --ref; the tree is not modified).",
+        "ref": "Git ref for --git (default HEAD).",
+        "url": "Download the tarball from this URL instead of the catalog's.",
+        "sha256": "Pin the sha256 of the tarball (for --tarball/--url or an unpinned catalog entry).",
+        "allow_unverified": "Accept a tarball with no pinned sha256 (the record says unverified).",
+        "patches": "Extra patch series directory applied after the catalog's (repeatable).",
+        "fragment": "Extra config fragment merged after the catalog's (repeatable).",
+        "jobs": "make -j (default: number of cores).",
+        "no_ccache": "Do not use ccache even when installed.",
+        "no_samples": "Skip samples/bpf.",
+        "clean": "Remove this build's output directory first and build from scratch.",
+        "json": "Print the build record as JSON when done.",
+    },
+    iterable=["patches", "fragment"],
+)
+@friendly
+def build_kernel(c, version="", plan=False, tarball=None, git=None, ref="HEAD", url=None, sha256=None,
+                 allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
+                 no_samples=False, clean=False, json=False):
+    """Fetch, patch, configure (verified), build a kernel with headers and samples/bpf; record it."""
+    from pathlib import Path
+
+    from kernlab import build
+    from kernlab.catalog import load_catalog
+    from kernlab.source import SourceOptions
+
+    version = version or load_catalog().default
+    opts = build.BuildOptions(
+        source=SourceOptions(tarball=Path(tarball) if tarball else None, git=Path(git) if git else None,
+                             ref=ref, url=url, sha256=sha256, allow_unverified=allow_unverified),
+        extra_patches=[Path(p).resolve() for p in patches or []],
+        extra_fragments=[Path(f).resolve() for f in fragment or []],
+        jobs=int(jobs), ccache=not no_ccache, clean=clean, samples=not no_samples,
+    )
+    if plan:
+        _print_json(build.describe_plan(build.make_plan(version, opts)))
+        return
+    record = build.build_kernel(version, opts)
+    if json:
+        _print_json(record)
+    else:
+        print(f"{record['kernelrelease']}: {record['outputs']['bzImage']['path']}")
+
+
+@task(help={"version": "Catalog version (default: the catalog's default).",
+            "json": "Print the whole build record as JSON."})
+@friendly
+def kernel_info(c, version="", json=False):
+    """Show a built kernel: where its bzImage is, what went into it."""
+    from kernlab.build import find_build, summarize_record
+    from kernlab.catalog import load_catalog
+
+    record = find_build(version or load_catalog().default)
+    if json:
+        _print_json(record)
+    else:
+        print(summarize_record(record))
+
+
+@task
+@friendly
+def list_kernels(c):
+    """List the kernel versions in the catalog and which are built."""
+    from kernlab.build import catalog_table
+
+    print(catalog_table())
+
 
 # ---------------------------------------------------------------- image and VM
 @task(help={"recipe": "Image recipe in vm/ (default bookworm).",
@@ -160,6 +232,6 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-ns = Collection(setup)
+ns = Collection(setup, build_kernel, kernel_info, list_kernels)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)

@@ -1,0 +1,397 @@
+"""`invoke build-kernel`: source → patch → configure → verify → make → record.
+
+Inputs (source checksum, patches, fragments, base, compiler, make variables) are
+hashed into a key; outputs live in ``<work>/build/<version>-<key12>/`` with
+``build.json`` written last. Same key and a complete record: "up to date", no make.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .catalog import Catalog, KernelSpec, load_catalog
+from .errors import KernlabError, NotFound
+from .kconfig import load_model, raise_if_dropped, requested_options, verify_config
+from .patch import Patch, apply_series, collect_patches, series_dir
+from .proc import capture, require_tool, run_logged, status_from_make
+from .report import reporter
+from .source import ResolvedSource, SourceOptions, extract_source, resolve_source, tree_release
+from .util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
+
+BUILD_LOGIC_VERSION = 1  # bump when the way a build is made changes its outputs
+REPRODUCIBLE_ENV = {
+    "KBUILD_BUILD_TIMESTAMP": "1970-01-01 00:00:00 UTC",
+    "KBUILD_BUILD_USER": "kernlab",
+    "KBUILD_BUILD_HOST": "kernlab",
+    "KBUILD_BUILD_VERSION": "1",
+    "LOCALVERSION": "",
+    "LC_ALL": "C",
+    "TZ": "UTC",
+}
+
+
+@dataclass
+class BuildOptions:
+    source: SourceOptions = field(default_factory=SourceOptions)
+    extra_patches: list[Path] = field(default_factory=list)
+    extra_fragments: list[Path] = field(default_factory=list)
+    jobs: int = 0
+    ccache: bool = True
+    clean: bool = False
+    samples: bool = True
+
+
+@dataclass
+class Plan:
+    """Everything that determines a build, resolved without network or make."""
+
+    spec: KernelSpec
+    catalog: Catalog
+    patches: list[Patch]
+    fragments: list[Path]
+    compiler: str
+    opts: BuildOptions
+
+    def inputs(self, source_id: str) -> dict[str, Any]:
+        return {
+            "logic": BUILD_LOGIC_VERSION,
+            "version": self.spec.version,
+            "arch": self.spec.arch,
+            "source": source_id,
+            "patches": [p.record()["sha256"] for p in self.patches],
+            "base": self.spec.base,
+            "fragments": [[f.name, sha256_file(f)] for f in self.fragments],
+            "compiler": compiler_version(self.compiler),
+            "binutils": binutils_version(),
+            "samples_bpf": list(self.spec.samples_bpf) if self.opts.samples else [],
+            "env": REPRODUCIBLE_ENV,
+        }
+
+
+def compiler_version(compiler: str) -> str:
+    return capture([compiler, "--version"]).splitlines()[0] if shutil.which(compiler) else ""
+
+
+def binutils_version() -> str:
+    out = capture(["ld", "--version"])
+    return out.splitlines()[0] if out else ""
+
+
+def make_plan(version: str, opts: BuildOptions | None = None) -> Plan:
+    opts = opts or BuildOptions()
+    catalog = load_catalog()
+    spec = catalog.kernel(version)
+    patch_dirs = [series_dir(name) for name in spec.patches] + list(opts.extra_patches)
+    for directory in patch_dirs:
+        if not directory.is_dir():
+            raise KernlabError(f"patch directory {directory} does not exist",
+                               "create it with a `series` file or fix the catalog/--patches")
+    fragments = [paths.configs_dir() / name for name in spec.fragments] + list(opts.extra_fragments)
+    for fragment in fragments:
+        if not fragment.is_file():
+            raise KernlabError(f"config fragment {fragment} does not exist", "fix --fragment")
+    return Plan(spec, catalog, collect_patches(patch_dirs), fragments, spec.compiler, opts)
+
+
+def describe_plan(plan: Plan) -> dict[str, Any]:
+    """What `build-kernel --plan` prints: no network, no build."""
+    from .source import requested_sources
+
+    mirror = plan.catalog.effective_mirror()
+    return {
+        "version": plan.spec.version,
+        "release": plan.spec.release,
+        "sources (in order)": [s.describe(mirror) for s in requested_sources(plan.spec, plan.opts.source)],
+        "patches": [f"{p.series.name}/{p.name} sha256={p.record()['sha256'][:16]}" for p in plan.patches],
+        "config": {"base": plan.spec.base, "fragments": [str(f) for f in plan.fragments]},
+        "compiler": f"{plan.compiler} ({compiler_version(plan.compiler) or 'NOT INSTALLED'})",
+        "binutils": binutils_version(),
+        "make": " ".join(make_command(plan, Path("<build>/obj"), Path("<src>"), ["bzImage", "modules"])),
+        "samples_bpf": list(plan.spec.samples_bpf) if plan.opts.samples else [],
+        "environment": REPRODUCIBLE_ENV,
+    }
+
+
+# ---------------------------------------------------------------- the pipeline
+def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, Any]:
+    """Build (or find up to date) the kernel ``version``; returns its build record."""
+    started = time.monotonic()
+    plan = make_plan(version, opts)
+    opts = plan.opts
+    require_tool(plan.compiler, plan.compiler)
+    logs = paths.work_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with reporter().step(f"source for {version}"):
+        source = resolve_source(plan.spec, plan.catalog, opts.source, logs / f"source-{version}.log")
+    key = hash_inputs(plan.inputs(source.sha256))
+    build_dir = paths.work_dir() / "build" / f"{version}-{short(key)}"
+    record_path = build_dir / "build.json"
+    if not opts.clean and (record := _complete_record(record_path)):
+        reporter().note(f"{version} is up to date: {record['outputs']['bzImage']['path']}")
+        _remember_latest(version, build_dir)
+        return record
+    with reporter().step(f"patched tree for {version}"):
+        tree = prepared_tree(plan, source, key)
+    obj = build_dir / "obj"
+    if opts.clean and build_dir.exists():
+        shutil.rmtree(build_dir)
+    obj.mkdir(parents=True, exist_ok=True)
+    log_dir = build_dir / "logs"
+    with reporter().step("configure and verify"):
+        verification = configure(plan, tree, obj, log_dir)
+    with reporter().step(f"make bzImage modules (-j{jobs(opts)})"):
+        make(plan, tree, obj, ["bzImage", "modules"], log_dir / "make.log")
+    with reporter().step("headers_install"):
+        make(plan, tree, obj, ["headers_install"], log_dir / "headers.log")
+    samples = {}
+    if opts.samples and plan.spec.samples_bpf:
+        with reporter().step("samples/bpf"):
+            samples = build_samples(plan, tree, obj, log_dir / "samples-bpf.log")
+    record = make_record(plan, source, key, tree, obj, verification, samples, started)
+    atomic_write_json(record_path, record)
+    _remember_latest(version, build_dir)
+    return record
+
+
+def jobs(opts: BuildOptions) -> int:
+    return opts.jobs or os.cpu_count() or 1
+
+
+def prepared_tree(plan: Plan, source: ResolvedSource, key: str) -> Path:
+    """The extracted, patched source tree, shared by builds with the same source+patches."""
+    tree_key = hash_inputs([source.sha256, [p.record()["sha256"] for p in plan.patches]])
+    final = paths.work_dir() / "src" / f"{plan.spec.version}-{short(tree_key)}"
+    log = paths.work_dir() / "logs" / f"patch-{plan.spec.version}-{short(tree_key)}.log"
+    if (final / ".kernlab-tree-done").exists():
+        return final
+    with staging_dir(final) as staging:
+        reporter().note(f"extracting {source.origin}")
+        top = extract_source(source, staging / "x", log)
+        release = tree_release(top)
+        if release != plan.spec.release:
+            reporter().note(f"tree is {release} (catalog names {plan.spec.release})")
+        apply_series(top, plan.patches, release, log)
+        for item in top.iterdir():
+            os.replace(item, staging / item.name)
+        os.rmdir(top) if top != staging / "x" else shutil.rmtree(staging / "x")
+        (staging / ".kernlab-tree-done").write_text(release + "\n")
+    return final
+
+
+def make_command(plan: Plan, obj: Path, tree: Path, targets: list[str]) -> list[str]:
+    cc = plan.compiler
+    if plan.opts.ccache and shutil.which("ccache"):
+        cc = f"ccache {cc}"
+    cmd = ["make", "-C", str(tree), f"O={obj}", f"ARCH={plan.spec.arch}", f"CC={cc}",
+           f"HOSTCC={plan.compiler}", f"-j{jobs(plan.opts)}"]
+    flags = pahole_flags(tree)
+    if flags is not None:
+        cmd.append(f"PAHOLE_FLAGS={flags}")
+    return cmd + targets
+
+
+def pahole_flags(tree: Path) -> str | None:
+    """The tree's pahole flags without `-j`: parallel BTF encoding is not reproducible."""
+    script = tree / "scripts" / "pahole-flags.sh"
+    if not script.exists() or not shutil.which("pahole"):
+        return None
+    out = capture(["sh", str(script)]) if os.access(script, os.R_OK) else ""
+    return " ".join(flag for flag in out.split() if flag != "-j")
+
+
+def build_env() -> dict[str, str]:
+    env = dict(REPRODUCIBLE_ENV)
+    env["CCACHE_DIR"] = str(paths.ccache_dir())
+    env.setdefault("CCACHE_BASEDIR", str(paths.work_dir()))
+    return env
+
+
+def make(plan: Plan, tree: Path, obj: Path, targets: list[str], log: Path) -> None:
+    cmd = make_command(plan, obj, tree, targets)
+    env = {**build_env(), "PAHOLE": "pahole"}
+    run_logged(cmd, log, what=f"make {' '.join(targets)}", env=env, on_line=status_from_make,
+               fix="read the log; `invoke build-kernel --clean` starts from scratch")
+
+
+def configure(plan: Plan, tree: Path, obj: Path, log_dir: Path):
+    """Base config, merge fragments, olddefconfig, then verify every requested option."""
+    log = log_dir / "config.log"
+    base = [plan.spec.base]
+    run_logged(make_command(plan, obj, tree, base), log, what=f"make {plan.spec.base}", env=build_env())
+    merge = tree / "scripts" / "kconfig" / "merge_config.sh"
+    run_logged(["sh", merge, "-m", "-O", obj, obj / ".config", *plan.fragments], log,
+               what="merge_config.sh", cwd=tree, env=build_env())
+    run_logged(make_command(plan, obj, tree, ["olddefconfig"]), log, what="make olddefconfig",
+               env=build_env())
+    requests = requested_options(plan.fragments)
+    config = obj / ".config"
+    result = verify_config(requests, config)
+    if result.dropped or any(r.optional for r in requests):
+        model = load_model(tree, config, plan.spec.arch)
+        if model:
+            result = verify_config(requests, config, explain=model.explain, exists=model.exists)
+    for request in result.not_applicable:
+        reporter().note(f"CONFIG_{request.name}: not applicable to this kernel (optional)")
+    raise_if_dropped(result, config)
+    reporter().note(result.summary())
+    return result
+
+
+# ---------------------------------------------------------------- samples/bpf
+def build_samples(plan: Plan, tree: Path, obj: Path, log: Path) -> dict[str, Any]:
+    """Build samples/bpf; the catalog's targets must come out, others may fail."""
+    require_tool("clang", "clang")
+    require_tool("llc", "llvm")
+    out_dir = obj / "samples" / "bpf"
+    cmd = make_command(plan, obj, tree, ["samples/bpf/"])
+    cmd[cmd.index(f"-j{jobs(plan.opts)}")] = f"-j{jobs(plan.opts)}"
+    env = {**build_env(), "PAHOLE": "pahole"}
+    try:
+        run_logged([*cmd, "-k"], log, what="make samples/bpf", env=env, on_line=status_from_make)
+    except KernlabError as error:
+        reporter().warn(f"some samples/bpf targets failed; checking the ones the catalog needs "
+                        f"({error.cause})")
+    missing = [t for t in plan.spec.samples_bpf if not (out_dir / t).is_file()]
+    if missing:
+        raise KernlabError(
+            f"samples/bpf did not produce {', '.join(missing)}; full log: {log}",
+            "read the log; `invoke setup` installs clang, llvm and libelf-dev",
+        )
+    return {t: {"path": str(out_dir / t), "sha256": sha256_file(out_dir / t)}
+            for t in plan.spec.samples_bpf} | {"dir": {"path": str(out_dir)}}
+
+
+# ---------------------------------------------------------------- the record
+def find_symbols(system_map: Path, names: tuple[str, ...]) -> dict[str, str | None]:
+    """Exact System.map name for each wanted symbol (a clone such as copyout.isra.0 counts)."""
+    found: dict[str, str | None] = dict.fromkeys(names)
+    pattern = re.compile(r"^[0-9a-f]+ [tTwW] (\S+)$")
+    for line in system_map.read_text().splitlines():
+        match = pattern.match(line)
+        if not match:
+            continue
+        symbol = match.group(1)
+        base = symbol.split(".", 1)[0]
+        if base in found and (found[base] is None or "." in str(found[base])):
+            found[base] = symbol
+    for name, exact in found.items():
+        if exact is None:
+            reporter().warn(f"{name} is not in System.map: not probe-able on this build")
+        elif exact != name:
+            reporter().warn(f"{name} exists only as the clone {exact}; probe that name")
+        else:
+            reporter().note(f"System.map has {name}")
+    return found
+
+
+def _output(path: Path) -> dict[str, Any]:
+    return {"path": str(path), "sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def make_record(plan, source, key, tree, obj, verification, samples, started) -> dict[str, Any]:
+    system_map = obj / "System.map"
+    cmd = make_command(plan, obj, tree, ["bzImage", "modules"])
+    return {
+        "version": plan.spec.version,
+        "release": tree_release(tree),
+        "kernelrelease": (obj / "include" / "config" / "kernel.release").read_text().strip(),
+        "key": key,
+        "build_dir": str(obj.parent),
+        "tree": str(tree),
+        "source": source.record(),
+        "patches": [p.record() for p in plan.patches],
+        "fragments": [{"path": str(f), "sha256": sha256_file(f)} for f in plan.fragments],
+        "config_base": plan.spec.base,
+        "config_sha256": sha256_file(obj / ".config"),
+        "config_check": {"verified": len(verification.ok),
+                         "not_applicable": [r.name for r in verification.not_applicable]},
+        "compiler": compiler_version(plan.compiler),
+        "binutils": binutils_version(),
+        "pahole": capture(["pahole", "--version"]),
+        "make_command": shlex.join(cmd),
+        "environment": REPRODUCIBLE_ENV,
+        "outputs": {
+            "bzImage": _output(obj / "arch" / "x86" / "boot" / "bzImage"),
+            "vmlinux": _output(obj / "vmlinux"),
+            "System.map": _output(system_map),
+            "config": _output(obj / ".config"),
+            "headers": {"path": str(obj / "usr" / "include")},
+            **({"samples_bpf": samples} if samples else {}),
+        },
+        "symbols": find_symbols(system_map, plan.spec.symbols),
+        "duration_s": round(time.monotonic() - started, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _complete_record(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    outputs = record.get("outputs", {})
+    if all(Path(outputs[name]["path"]).is_file() for name in ("bzImage", "vmlinux", "System.map")):
+        return record
+    return None
+
+
+def _remember_latest(version: str, build_dir: Path) -> None:
+    atomic_write_json(paths.work_dir() / "latest" / f"{version}.json", {"build_dir": str(build_dir)})
+
+
+def find_build(version: str) -> dict[str, Any]:
+    """The record of the most recent complete build of ``version``."""
+    pointer = paths.work_dir() / "latest" / f"{version}.json"
+    candidates = []
+    if pointer.is_file():
+        candidates.append(Path(read_json(pointer)["build_dir"]) / "build.json")
+    candidates += sorted((paths.work_dir() / "build").glob(f"{version}-*/build.json"),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in candidates:
+        if record := _complete_record(candidate):
+            return record
+    raise NotFound(f"kernel {version} is not built", f"run `invoke build-kernel --version {version}`")
+
+
+def summarize_record(record: dict[str, Any]) -> str:
+    """Human summary of a build record for `invoke kernel-info`."""
+    outputs = record["outputs"]
+    source = record["source"]
+    lines = [
+        f"kernel {record['version']}: {record['kernelrelease']} (key {short(record['key'])})",
+        f"  source   {source['origin']} sha256={source['sha256'][:16]}"
+        + ("" if source.get("verified") else "  UNVERIFIED"),
+        f"  patches  {', '.join(p['name'] for p in record['patches']) or 'none'}",
+        f"  config   {record['config_base']} + {', '.join(Path(f['path']).name for f in record['fragments'])}"
+        f" ({record['config_check']['verified']} options verified)",
+        f"  compiler {record['compiler']}; {record['binutils']}",
+    ]
+    for name in ("bzImage", "vmlinux", "System.map", "config"):
+        lines.append(f"  {name:<9}{outputs[name]['path']}  sha256={outputs[name]['sha256'][:16]}")
+    lines.append(f"  headers  {outputs['headers']['path']}")
+    if "samples_bpf" in outputs:
+        lines.append(f"  samples  {outputs['samples_bpf']['dir']['path']}")
+    for name, exact in record.get("symbols", {}).items():
+        lines.append(f"  symbol   {name}: {exact or 'MISSING'}")
+    lines.append(f"  built in {record['duration_s']}s at {record['built_at']}")
+    return "\n".join(lines)
+
+
+def catalog_table() -> str:
+    catalog = load_catalog()
+    rows = [f"{'version':<8} {'release':<10} {'built':<30} description"]
+    for version, spec in catalog.kernels.items():
+        try:
+            built = find_build(version)["kernelrelease"]
+        except NotFound:
+            built = "-"
+        mark = " (default)" if version == catalog.default else ""
+        rows.append(f"{version:<8} {spec.release:<10} {built:<30} {spec.description}{mark}")
+    return "\n".join(rows)

@@ -1,0 +1,82 @@
+"""`invoke setup`: the host packages kernlab needs, installed idempotently."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from . import paths
+from .errors import KernlabError
+from .proc import capture, run_logged
+from .report import reporter
+
+HOST_PACKAGES = [
+    # kernel builds
+    "build-essential", "gcc-12", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "dwarves",
+    "ccache", "cpio", "kmod", "rsync", "xz-utils", "zstd", "patch", "git", "python3",
+    # samples/bpf and host-built BPF objects
+    "clang", "llvm", "lld", "libbpf-dev", "libcap-dev", "pkg-config",
+    # images and the VM
+    "qemu-system-x86", "qemu-utils", "mmdebstrap", "e2fsprogs", "openssh-client",
+]
+
+SUITES = {
+    "bookworm": "http://deb.debian.org/debian",
+    "bullseye": "http://deb.debian.org/debian",
+}
+
+
+def missing_packages(packages: list[str]) -> list[str]:
+    """Packages from ``packages`` that dpkg does not report as installed."""
+    out = capture(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *packages])
+    installed = {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
+    return [p for p in packages if p not in installed]
+
+
+def setup_host(dry_run: bool = False, extra: list[str] | None = None) -> list[str]:
+    """Install what is missing; returns the packages installed (or that would be)."""
+    wanted = HOST_PACKAGES + list(extra or [])
+    missing = missing_packages(wanted)
+    if not missing:
+        reporter().note(f"all {len(wanted)} host packages are installed")
+        return []
+    reporter().note(f"installing: {' '.join(missing)}")
+    if not dry_run:
+        install_debian_packages(missing, log=paths.cache_dir() / "setup.log")
+    return missing
+
+
+def _ensure_suite(suite: str) -> None:
+    """Add an apt source for an older Debian suite (e.g. bullseye for linux-source-5.10)."""
+    release = capture(["sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME"])
+    if not suite or suite == release or suite not in SUITES:
+        return
+    listing = Path(f"/etc/apt/sources.list.d/kernlab-{suite}.sources")
+    if listing.exists():
+        return
+    reporter().note(f"adding Debian {suite} to apt sources ({listing})")
+    listing.write_text(
+        f"Types: deb\nURIs: {SUITES[suite]}\nSuites: {suite}\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+
+
+def install_debian_packages(packages: list[str], suite: str | None = None, log: Path | None = None) -> None:
+    """apt-get install ``packages`` (from ``suite`` when given); needs root."""
+    log = log or paths.cache_dir() / "apt.log"
+    if os.geteuid() != 0:
+        raise KernlabError(f"installing {' '.join(packages)} needs root",
+                           f"run: sudo apt-get install {' '.join(packages)}")
+    if not shutil.which("apt-get"):
+        raise KernlabError("apt-get not found: kernlab's setup supports Debian and Ubuntu hosts",
+                           f"install the equivalents of: {' '.join(packages)}")
+    if suite:
+        _ensure_suite(suite)
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    with reporter().step(f"apt-get install {' '.join(packages)}"):
+        run_logged(["apt-get", "update"], log, what="apt-get update", env=env)
+        target = ["-t", suite] if suite and suite in SUITES else []
+        run_logged(["apt-get", "install", "-y", "--no-install-recommends", *target, *packages],
+                   log, what=f"apt-get install {' '.join(packages)}", env=env,
+                   fix="check the package names and your apt sources")
