@@ -1,0 +1,117 @@
+"""Build an experiment on the host, cached by the hash of everything it depends on.
+
+The experiment folder and the shared ``experiments/_lib`` (copied in as ``lib/``)
+go into a staging directory; ``bpf`` steps compile BPF objects with clang against
+the target kernel's ``headers_install`` output and libbpf's headers, ``program``
+steps compile user programs with gcc (the guest runs the same Debian release, so
+they run there), ``host`` steps are shell commands. Guest steps run later, in the
+guest. The result lives in ``<KERNLAB_WORK>/experiments/<name>-<key12>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+from . import paths
+from .expect import substitute
+from .experiment import LIB_DIR, BuildStep, Experiment, output_path
+from .proc import capture, require_tool, run_logged
+from .report import reporter
+from .util import hash_inputs, short, staging_dir
+
+STAMP = ".kernlab-build"
+BPF_FLAGS = ["-O2", "-g", "-Wall", "-Wno-unused-value", "-Wno-pointer-sign",
+             "-Wno-compare-distinct-pointer-types", "-target", "bpf", "-D__TARGET_ARCH_x86"]
+USER_FLAGS = ["-O2", "-g", "-Wall"]
+
+
+def headers_dir(build: dict) -> Path | None:
+    """The kernel's installed UAPI headers (the dir holding linux/ and asm/)."""
+    root = output_path(build, "headers")
+    if root is None:
+        return None
+    return root / "include" if (root / "include" / "linux").is_dir() else root
+
+
+def build_env(build: dict, variables: dict[str, str]) -> dict[str, str]:
+    """Variables host steps see (and ``${NAME}`` substitution uses)."""
+    env = {
+        "KERNEL_VERSION": str(build.get("version", "")),
+        "KERNEL_RELEASE": str(build.get("kernelrelease", "")),
+        "KERNEL_BUILD": str(build.get("build_dir", "")),
+        "KHEADERS": str(headers_dir(build) or ""),
+        "SAMPLES_BPF": str(output_path(build, "samples_bpf") or ""),
+        "VMLINUX": str(output_path(build, "vmlinux") or ""),
+        "CLANG": "clang", "CC": "gcc",
+    }
+    return {**env, **variables}
+
+
+def cache_key(exp: Experiment, build: dict, env: dict[str, str]) -> str:
+    needs_clang = any(s.kind == "bpf" for s in exp.build)
+    return hash_inputs({
+        "experiment": exp.content_hash(),
+        "kernel": build.get("key"), "config": build.get("config_sha256"),
+        "env": env,
+        "clang": capture(["clang", "--version"]) if needs_clang else "",
+        "gcc": capture(["gcc", "--version"]),
+        "libbpf": capture(["pkg-config", "--modversion", "libbpf"]),
+    })
+
+
+def _bpf_cmd(step: BuildStep, env: dict[str, str]) -> list[str]:
+    headers = env["KHEADERS"]
+    includes = ["-I.", "-Ilib"] + ([f"-I{headers}"] if headers else []) + [
+        "-idirafter", "/usr/include", "-idirafter", "/usr/include/x86_64-linux-gnu"]
+    return [env["CLANG"], *BPF_FLAGS, *includes,
+            *(substitute(f, env) for f in step.cflags), "-c", step.source, "-o", step.out]
+
+
+def _program_cmd(step: BuildStep, env: dict[str, str]) -> list[str]:
+    return [env["CC"], *USER_FLAGS, "-I.", "-Ilib", *(substitute(f, env) for f in step.cflags),
+            "-o", step.out, step.source, *(f"-l{lib}" for lib in step.libs)]
+
+
+def _run_step(step: BuildStep, cwd: Path, env: dict[str, str], log: Path) -> None:
+    if step.kind == "bpf":
+        cmd, what = _bpf_cmd(step, env), f"clang {step.source}"
+    elif step.kind == "program":
+        cmd, what = _program_cmd(step, env), f"gcc {step.source}"
+    else:
+        cmd, what = ["bash", "-ec", step.cmd], f"build step `{step.cmd}`"
+    run_logged(cmd, log, what=what, cwd=cwd, env=env,
+               fix="read the log; the experiment's build section is in its experiment.yaml")
+
+
+def _stage_sources(exp: Experiment, stage: Path) -> None:
+    shutil.copytree(exp.dir, stage, dirs_exist_ok=True, symlinks=True)
+    lib = exp.dir.parent / LIB_DIR
+    if lib.is_dir():
+        shutil.copytree(lib, stage / "lib", dirs_exist_ok=True, symlinks=True)
+
+
+def build_experiment(exp: Experiment, build: dict, variables: dict[str, str],
+                     log: Path) -> Path:
+    """The directory holding the experiment's sources and host-built outputs."""
+    env = build_env(build, variables)
+    key = cache_key(exp, build, env)
+    final = paths.work_dir() / "experiments" / f"{exp.name}-{short(key)}"
+    if (final / STAMP).is_file():
+        reporter().note(f"{exp.name} build is cached: {final}")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as handle:
+            handle.write(f"# cached build reused: {final}\n")
+        return final
+    host_steps = [s for s in exp.build if s.kind != "guest"]
+    if any(s.kind == "bpf" for s in host_steps):
+        require_tool("clang", "clang")
+    with reporter().step(f"build {exp.name} on the host"), staging_dir(final) as stage:
+        _stage_sources(exp, stage)
+        full_env = {**os.environ, **env}
+        for step in host_steps:
+            _run_step(step, stage, full_env, log)
+        (stage / STAMP).write_text(shlex.join(["key", key]) + "\n")
+    return final

@@ -1,0 +1,465 @@
+"""Experiments: load and validate ``experiments/<name>/experiment.yaml``.
+
+An experiment is a folder holding ``experiment.yaml`` and its sources. This module
+turns the YAML into an ``Experiment`` (every error names the file and the key),
+lists the suite, picks per-version variables and checks a kernel build against the
+experiment's needs. Running lives in ``kernlab.exprun``; expectations in
+``kernlab.expect``. The format is documented in ``docs/EXPERIMENTS.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import paths
+from .errors import KernlabError, NotFound
+from .expect import Expectation, parse_expectations, substitute
+from .util import hash_tree
+
+SPEC_FILE = "experiment.yaml"
+LIB_DIR = "_lib"
+FORMAT_DOC = "see docs/EXPERIMENTS.md"
+STEP_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
+SIGNALS = ("INT", "TERM", "KILL")
+
+
+@dataclass
+class BuildStep:
+    """One build action: ``bpf`` / ``program`` (host compilers) or a shell command."""
+
+    kind: str  # bpf | program | host | guest
+    source: str = ""
+    out: str = ""
+    cmd: str = ""
+    cflags: list[str] = field(default_factory=list)
+    libs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Step:
+    """A guest command of the run; background steps run alongside later steps."""
+
+    name: str
+    cmd: str
+    timeout: float = 60.0
+    background: bool = False
+    ready: str = ""
+    ready_timeout: float = 180.0
+    stop_signal: str = "INT"
+    may_fail: bool = False
+
+
+@dataclass
+class Capture:
+    trace_pipe: bool = True
+    max_bytes: int = 8 << 20
+    max_seconds: float = 600.0
+    comm: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Artifact:
+    """A guest file (``path``) or a rendered view (``render``) kept in the bundle."""
+
+    path: str = ""
+    render: str = ""  # "" | hist
+    source: str = ""  # for render: trace | output | step:NAME | file:PATH
+    name: str = ""
+
+
+@dataclass
+class Experiment:
+    name: str
+    dir: Path
+    title: str
+    description: str
+    kernel_min: str | None
+    kernel_max: str | None
+    config: list[str]
+    symbols: dict[str, str]
+    tools: list[str]
+    outputs: list[str]
+    variables: dict[str, dict[str, str]]
+    build: list[BuildStep]
+    steps: list[Step]
+    run_timeout: float
+    capture: Capture
+    expectations: list[Expectation]
+    artifacts: list[Artifact]
+
+    @property
+    def spec_path(self) -> Path:
+        return self.dir / SPEC_FILE
+
+    def content_hash(self) -> str:
+        """Hash of the experiment folder plus the shared ``_lib`` it builds with."""
+        lib = self.dir.parent / LIB_DIR
+        return hash_tree(self.dir) + (hash_tree(lib) if lib.is_dir() else "")
+
+    def needs_summary(self) -> str:
+        parts = [*self.config, *self.symbols, *self.outputs, *self.tools]
+        return ", ".join(parts) if parts else "-"
+
+    def kernels_summary(self) -> str:
+        low = self.kernel_min or "any"
+        return f"{low}..{self.kernel_max}" if self.kernel_max else f">= {low}"
+
+
+# ---------------------------------------------------------------- validation
+class _Spec:
+    """Typed access to one YAML mapping; every error names file and key path."""
+
+    def __init__(self, file: Path, data: Any, where: str = "") -> None:
+        self.file = file
+        self.where = where
+        if not isinstance(data, dict):
+            self.fail("", f"must be a mapping, got {type(data).__name__}")
+        self.data: dict = data
+
+    def fail(self, key: str, problem: str) -> None:
+        full = ".".join(p for p in (self.where, key) if p) or "(top level)"
+        raise KernlabError(f"{self.file}: {full}: {problem}", FORMAT_DOC)
+
+    def sub(self, key: str, value: Any) -> _Spec:
+        return _Spec(self.file, value, ".".join(p for p in (self.where, key) if p))
+
+    def only(self, *allowed: str) -> None:
+        for key in self.data:
+            if key not in allowed:
+                self.fail(str(key), f"unknown key (allowed: {', '.join(allowed)})")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
+            required: bool = False) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                self.fail(key, "is required")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.fail(key, f"must be a {names}, got {value!r}")
+        return value
+
+    def text(self, key: str, default: str = "", required: bool = False) -> str:
+        value = self.get(key, (str, int, float), default, required)
+        return str(value)
+
+    def strings(self, key: str) -> list[str]:
+        value = self.get(key, list, [])
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                self.fail(f"{key}[{i}]", f"must be a non-empty string, got {item!r}")
+        return list(value)
+
+    def positive(self, key: str, default: float) -> float:
+        value = self.get(key, float, default)
+        if value <= 0:
+            self.fail(key, f"must be > 0, got {value}")
+        return value
+
+    def version(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        text = str(value)
+        if not VERSION.match(text):
+            self.fail(key, f"must be a kernel version like 5.4 or 6.1.192, got {value!r}")
+        return text
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """(6, 1, 192) from '6.1.192'; trailing text such as '-rc1' or '+' is ignored."""
+    match = re.match(r"^(\d+(?:\.\d+)*)", version)
+    if not match:
+        raise KernlabError(f"not a kernel version: {version!r}", "use a version like 6.1")
+    return tuple(int(p) for p in match.group(1).split("."))
+
+
+def _parse_build(spec: _Spec) -> list[BuildStep]:
+    steps = []
+    for i, raw in enumerate(spec.get("build", list, [])):
+        item = spec.sub(f"build[{i}]", raw)
+        item.only("bpf", "program", "host", "guest", "out", "cflags", "libs")
+        kinds = [k for k in ("bpf", "program", "host", "guest") if k in item.data]
+        if len(kinds) != 1:
+            item.fail("", "needs exactly one of bpf, program, host, guest")
+        kind = kinds[0]
+        value = item.text(kind, required=True)
+        step = BuildStep(kind=kind, cflags=item.strings("cflags"), libs=item.strings("libs"))
+        if kind in ("bpf", "program"):
+            if not (spec.file.parent / value).is_file() and not value.startswith("lib/"):
+                item.fail(kind, f"source {value} not found in {spec.file.parent}")
+            step.source = value
+            default = Path(value).name.removesuffix(".c")
+            step.out = item.text("out", default + (".o" if kind == "bpf" else ""))
+        else:
+            step.cmd = value
+        steps.append(step)
+    return steps
+
+
+def _parse_steps(spec: _Spec) -> tuple[list[Step], float]:
+    run = spec.sub("run", spec.get("run", dict, required=True))
+    run.only("timeout", "steps")
+    steps: list[Step] = []
+    raw_steps = run.get("steps", list, required=True)
+    if not raw_steps:
+        run.fail("steps", "must list at least one step")
+    for i, raw in enumerate(raw_steps):
+        item = run.sub(f"steps[{i}]", raw)
+        item.only("name", "cmd", "timeout", "background", "ready", "ready_timeout",
+                  "stop_signal", "may_fail")
+        name = item.text("name", required=True)
+        if not STEP_NAME.match(name):
+            item.fail("name", f"must match {STEP_NAME.pattern}, got {name!r}")
+        if name in {s.name for s in steps}:
+            item.fail("name", f"duplicate step name {name!r}")
+        signal = item.text("stop_signal", "INT")
+        if signal not in SIGNALS:
+            item.fail("stop_signal", f"must be one of {', '.join(SIGNALS)}")
+        ready = item.text("ready")
+        _check_regex(item, "ready", ready)
+        steps.append(Step(
+            name=name, cmd=item.text("cmd", required=True),
+            timeout=item.positive("timeout", 60.0),
+            background=item.get("background", bool, False), ready=ready,
+            ready_timeout=item.positive("ready_timeout", 180.0), stop_signal=signal,
+            may_fail=item.get("may_fail", bool, False),
+        ))
+    if all(s.background for s in steps):
+        run.fail("steps", "needs at least one foreground step (the workload)")
+    return steps, run.positive("timeout", 600.0)
+
+
+def _check_regex(spec: _Spec, key: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        spec.fail(key, f"bad regular expression {pattern!r}: {error}")
+
+
+def _parse_capture(spec: _Spec) -> Capture:
+    raw = spec.get("capture", dict, {})
+    cap = spec.sub("capture", raw)
+    cap.only("trace_pipe", "max_bytes", "max_seconds", "comm")
+    return Capture(
+        trace_pipe=cap.get("trace_pipe", bool, True),
+        max_bytes=int(cap.positive("max_bytes", 8 << 20)),
+        max_seconds=cap.positive("max_seconds", 600.0),
+        comm=cap.strings("comm"),
+    )
+
+
+def _parse_needs(spec: _Spec) -> tuple[list[str], dict[str, str], list[str], list[str]]:
+    needs = spec.sub("needs", spec.get("needs", dict, {}))
+    needs.only("config", "symbols", "tools", "outputs")
+    config = [c.removeprefix("CONFIG_") for c in needs.strings("config")]
+    raw_symbols = needs.get("symbols", (list, dict), [])
+    if isinstance(raw_symbols, list):
+        symbols = {s: "" for s in needs.strings("symbols")}
+    else:
+        symbols = {str(k): str(v or "") for k, v in raw_symbols.items()}
+    return config, symbols, needs.strings("tools"), needs.strings("outputs")
+
+
+def _parse_vars(spec: _Spec) -> dict[str, dict[str, str]]:
+    """``vars: {NAME: {"<min version>": value, ...}}``: the highest min <= kernel wins."""
+    raw = spec.get("vars", dict, {})
+    out: dict[str, dict[str, str]] = {}
+    for name, table in raw.items():
+        if not re.match(r"^[A-Z][A-Z0-9_]*$", str(name)):
+            spec.fail(f"vars.{name}", "names are UPPER_CASE (they become environment variables)")
+        sub = spec.sub(f"vars.{name}", table)
+        for key in sub.data:
+            if not VERSION.match(str(key)):
+                sub.fail(str(key), "keys are minimum kernel versions like '4.17' or '0'")
+        out[str(name)] = {str(k): str(v) for k, v in sub.data.items()}
+    return out
+
+
+def _parse_artifacts(spec: _Spec) -> list[Artifact]:
+    arts = []
+    for i, raw in enumerate(spec.get("artifacts", list, [])):
+        if isinstance(raw, str):
+            arts.append(Artifact(path=raw, name=Path(raw).name))
+            continue
+        item = spec.sub(f"artifacts[{i}]", raw)
+        item.only("path", "render", "from", "name")
+        render = item.text("render")
+        if render and render != "hist":
+            item.fail("render", "only 'hist' (a bpftrace histogram) can be rendered")
+        path = item.text("path")
+        if not path and not render:
+            item.fail("", "needs path (a guest file) or render")
+        name = item.text("name", Path(path).name if path else "histogram")
+        arts.append(Artifact(path=path, render=render, source=item.text("from", "output"),
+                             name=name))
+    return arts
+
+
+def parse_experiment(file: Path) -> Experiment:
+    """Validate one ``experiment.yaml``; raise KernlabError naming file and key."""
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise KernlabError(f"{file}: not valid YAML: {error}", FORMAT_DOC) from None
+    spec = _Spec(file, data if data is not None else {})
+    spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
+              "expect", "artifacts")
+    kernels = spec.sub("kernels", spec.get("kernels", dict, {}))
+    kernels.only("min", "max")
+    steps, run_timeout = _parse_steps(spec)
+    config, symbols, tools, outputs = _parse_needs(spec)
+    raw_expect = spec.get("expect", list, required=True)
+    if not raw_expect:
+        spec.fail("expect", "must list at least one expectation")
+    step_names = [s.name for s in steps]
+    expectations = parse_expectations(raw_expect, step_names,
+                                      lambda key, msg: spec.fail(f"expect{key}", msg))
+    return Experiment(
+        name=file.parent.name, dir=file.parent,
+        title=spec.text("title", required=True),
+        description=spec.text("description", required=True).strip(),
+        kernel_min=kernels.version("min"), kernel_max=kernels.version("max"),
+        config=config, symbols=symbols, tools=tools, outputs=outputs,
+        variables=_parse_vars(spec), build=_parse_build(spec), steps=steps,
+        run_timeout=run_timeout, capture=_parse_capture(spec),
+        expectations=expectations, artifacts=_parse_artifacts(spec),
+    )
+
+
+# ---------------------------------------------------------------- the suite
+def experiment_names(root: Path | None = None) -> list[str]:
+    base = root or paths.experiments_dir()
+    if not base.is_dir():
+        return []
+    return sorted(p.parent.name for p in base.glob(f"*/{SPEC_FILE}")
+                  if not p.parent.name.startswith("_"))
+
+
+def load_experiment(name: str, root: Path | None = None) -> Experiment:
+    """The experiment called ``name``; NotFound lists the known ones."""
+    base = root or paths.experiments_dir()
+    file = base / name / SPEC_FILE
+    if name.startswith("_") or "/" in name or not file.is_file():
+        known = ", ".join(experiment_names(base)) or "(none)"
+        raise NotFound(f"unknown experiment {name!r}",
+                       f"known experiments: {known} (run `invoke list-experiments`)")
+    return parse_experiment(file)
+
+
+def load_all(root: Path | None = None) -> list[Experiment]:
+    return [load_experiment(n, root) for n in experiment_names(root)]
+
+
+# ---------------------------------------------------------------- kernel fit
+def resolve_vars(exp: Experiment, version: str) -> dict[str, str]:
+    """Per-version variables for ``version``: the entry with the highest min <= it."""
+    have = version_tuple(version)
+    chosen: dict[str, str] = {}
+    for name, table in exp.variables.items():
+        fits = [k for k in table if version_tuple(k) <= have]
+        if not fits:
+            raise KernlabError(
+                f"{exp.spec_path}: vars.{name} has no value for kernel {version}",
+                f"add an entry whose key is <= {version}")
+        chosen[name] = table[max(fits, key=version_tuple)]
+    return chosen
+
+
+def check_version(exp: Experiment, version: str) -> None:
+    """Raise if ``version`` is outside the experiment's kernels range."""
+    have = version_tuple(version)
+    if exp.kernel_min and have < version_tuple(exp.kernel_min):
+        raise KernlabError(
+            f"{exp.name} needs kernel >= {exp.kernel_min}, not {version}",
+            f"run it with --kernel {exp.kernel_min} or later")
+    if exp.kernel_max and have[: len(version_tuple(exp.kernel_max))] > version_tuple(
+            exp.kernel_max):
+        raise KernlabError(
+            f"{exp.name} supports kernels up to {exp.kernel_max}, not {version}",
+            f"run it with --kernel {exp.kernel_max} or earlier")
+
+
+def _config_values(config_file: Path) -> dict[str, str]:
+    values = {}
+    for line in config_file.read_text().splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.removeprefix("CONFIG_")] = value
+    return values
+
+
+def _system_map_names(system_map: Path) -> set[str]:
+    names = set()
+    with open(system_map) as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 3:
+                names.add(parts[2])
+    return names
+
+
+def output_path(build: dict, key: str) -> Path | None:
+    """Path of a build output (``{path, sha256}`` or a plain string), if present."""
+    entry = (build.get("outputs") or {}).get(key)
+    if isinstance(entry, dict):
+        entry = entry.get("path") or (entry.get("dir") or {}).get("path")
+    return Path(entry) if entry and Path(entry).exists() else None
+
+
+def resolve_symbol(build: dict, names: set[str], symbol: str) -> str | None:
+    """Exact kernel name for ``symbol`` (copyout, or a gcc clone copyout.isra.0)."""
+    recorded = (build.get("symbols") or {}).get(symbol)
+    if recorded and (not names or recorded in names):
+        return recorded
+    if symbol in names:
+        return symbol
+    clones = sorted(n for n in names if n.startswith(symbol + "."))
+    return clones[0] if clones else None
+
+
+def check_needs(exp: Experiment, build: dict, variables: dict[str, str]) -> dict[str, str]:
+    """Check config options, symbols and outputs; return {symbol: exact name}."""
+    version = str(build.get("version", "?"))
+    for out in exp.outputs:
+        if output_path(build, out) is None:
+            raise KernlabError(
+                f"{exp.name} needs the kernel build output {out!r}, absent from the "
+                f"{version} build", f"rebuild with `invoke build-kernel --version {version}`")
+    config_file = output_path(build, "config")
+    if exp.config and config_file:
+        have = _config_values(config_file)
+        for option in exp.config:
+            if have.get(option) not in ("y", "m"):
+                raise KernlabError(
+                    f"CONFIG_{option} is not set in the {version} kernel ({config_file})",
+                    f"add CONFIG_{option}=y to the lab config fragment in configs/ and run "
+                    f"`invoke build-kernel --version {version}`")
+    system_map = output_path(build, "System.map")
+    names = _system_map_names(system_map) if system_map else set()
+    found = {}
+    for raw, hint in exp.symbols.items():
+        symbol = substitute(raw, variables)
+        exact = resolve_symbol(build, names, symbol)
+        if exact is None:
+            fix = hint.replace("<v>", version).replace("<version>", version) if hint else (
+                f"use a kernel that has it, or patch it in under patches/{version}/")
+            raise KernlabError(f"{symbol} is not in kallsyms of the {version} kernel", fix)
+        found[symbol] = exact
+    return found
+
+
+def run_experiment(name: str, **opts: Any) -> Any:
+    """Run one experiment end to end (see ``kernlab.exprun.run_experiment``)."""
+    from .exprun import run_experiment as run
+
+    return run(name, **opts)

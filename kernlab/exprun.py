@@ -1,0 +1,419 @@
+"""Run experiments: kernel, image, VM, upload, guest driver, collect, check, bundle.
+
+``run_experiment(name)`` goes from whatever state the machine is in to a checked,
+saved bundle: it builds the kernel and image if missing, boots or reuses the VM,
+builds the experiment on the host, uploads it with the guest driver over the one
+SSH connection, runs it, fetches what the driver wrote and checks expectations.
+``run_suite()`` runs several experiments on one kernel, reusing one VM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shlex
+import socket
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from . import paths, remote
+from .errors import KernlabError
+from .expbuild import build_experiment
+from .expect import Evidence, Outcome, check_all
+from .experiment import (
+    Experiment,
+    check_needs,
+    check_version,
+    load_experiment,
+    resolve_vars,
+)
+from .report import reporter
+from .results import Bundle, hist_svg, manifest, parse_hist
+
+GUEST_ROOT = "/root/kernlab/exp"
+DRIVER = Path(__file__).with_name("guest_driver.py")
+GUEST_BUILD_TIMEOUT = 900.0
+SSH_ERRORS = (paramiko.SSHException, OSError, EOFError, socket.timeout)
+TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
+
+
+def default_kernel() -> str:
+    """The catalog's default kernel version (configs/kernels.yaml ``default``)."""
+    from .catalog import load_catalog
+
+    return load_catalog().default
+
+
+@dataclass
+class Session:
+    """The kernel, image, VM and SSH connection shared by the runs of one command."""
+
+    version: str
+    keep_vm: bool = False
+    vm_name: str = "default"
+    recipe: str = "bookworm"
+    build: dict | None = None
+    image: dict | None = None
+    vm: Any = None
+    started_vm: bool = False
+    guest: dict = field(default_factory=dict)
+
+    def kernel_and_image(self) -> tuple[dict, dict]:
+        from .build import build_kernel
+        from .image import build_image
+
+        if self.build is None:
+            with reporter().step(f"kernel {self.version}"):
+                self.build = build_kernel(self.version)
+        if self.image is None:
+            with reporter().step(f"image {self.recipe}"):
+                self.image = build_image(self.recipe)
+        return self.build, self.image
+
+    def connection(self) -> Any:
+        """An open connection to a VM running this session's kernel and image."""
+        from .vm import ensure_vm, find_vm
+
+        build, image = self.kernel_and_image()
+        if self.vm is None or not self.vm.alive():
+            running = find_vm(self.vm_name)
+            self.vm = ensure_vm(build, image, self.vm_name)
+            if running is None or running.pid != self.vm.pid:
+                self.started_vm = True
+        return remote.connect(self.vm)
+
+    def close(self) -> None:
+        """Stop the VM if this session booted it and --keep-vm was not given."""
+        if self.vm is not None and self.started_vm and not self.keep_vm:
+            with reporter().step(f"stop VM {self.vm_name}"):
+                self.vm.stop()
+        elif self.vm is not None:
+            reporter().note(f"VM {self.vm_name} left running (port {self.vm.ssh_port})")
+
+
+# ---------------------------------------------------------------- guest I/O
+def _guest(conn: Any, command: str, log: Path, timeout: float, check: bool = True) -> Any:
+    """Run a guest command; command, output and exit status go to ``log``."""
+    started = time.monotonic()
+    with open(log, "a") as out:
+        out.write(f"\n$ {command}\n")
+        try:
+            result = remote.run(conn, command, timeout=timeout, check=False)
+        except KernlabError as error:
+            out.write(f"# {error.cause}\n")
+            raise
+        out.write(result.stdout)
+        if result.stderr:
+            out.write(f"# stderr:\n{result.stderr}")
+        out.write(f"# exit {result.exited} after {time.monotonic() - started:.1f}s\n")
+    if check and result.exited != 0:
+        raise KernlabError(f"guest command failed (exit {result.exited}): {command}; "
+                           f"log: {log}", "read the log",
+                           details=(result.stdout + result.stderr).strip()[-2000:])
+    return result
+
+
+def _plan(exp: Experiment, workdir: str, env: dict[str, str]) -> dict[str, Any]:
+    guest_builds = [
+        {"name": f"build-{i}", "cmd": s.cmd, "timeout": GUEST_BUILD_TIMEOUT}
+        for i, s in enumerate(b for b in exp.build if b.kind == "guest")]
+    steps = [{"name": s.name, "cmd": s.cmd, "timeout": s.timeout, "background": s.background,
+              "ready": s.ready, "ready_timeout": s.ready_timeout,
+              "stop_signal": s.stop_signal} for s in exp.steps]
+    return {
+        "workdir": workdir, "outdir": f"{workdir}/out", "env": env,
+        "timeout": exp.run_timeout + GUEST_BUILD_TIMEOUT * len(guest_builds),
+        "trace": {"enabled": exp.capture.trace_pipe, "max_bytes": exp.capture.max_bytes,
+                  "max_seconds": exp.capture.max_seconds},
+        "steps": guest_builds + steps,
+    }
+
+
+def _upload(conn: Any, exp: Experiment, built: Path, plan: dict, bundle: Bundle,
+            tools: list[str]) -> dict[str, str]:
+    """Send sources, outputs, driver and plan as one tarball; unpack; check guest tools."""
+    workdir = plan["workdir"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tarball = Path(tmp) / "upload.tar.gz"
+        with tarfile.open(tarball, "w:gz") as tar:
+            tar.add(built, arcname=".")
+            tar.add(DRIVER, arcname="kernlab_driver.py")
+            info = tarfile.TarInfo("plan.json")
+            data = json.dumps(plan, indent=2).encode()
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        with open(bundle.log("remote"), "a") as out:
+            out.write(f"\n# put {tarball.stat().st_size} bytes -> {workdir}.tar.gz\n")
+        conn.put(str(tarball), f"{workdir}.tar.gz")
+    checks = " ".join(shlex.quote(t) for t in tools)
+    script = (f"set -e; rm -rf {workdir}; mkdir -p {workdir}; "
+              f"tar xzf {workdir}.tar.gz -C {workdir}; rm -f {workdir}.tar.gz; "
+              f"echo release=$(uname -r); "
+              f"for t in {checks}; do command -v $t >/dev/null || echo missing=$t; done")
+    result = _guest(conn, script, bundle.log("remote"), timeout=120)
+    facts = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    missing = [line.split("=", 1)[1] for line in result.stdout.splitlines()
+               if line.startswith("missing=")]
+    if missing:
+        raise KernlabError(f"{', '.join(missing)} not installed in the guest image",
+                           "add the package to vm/bookworm.yaml and run `invoke build-image`")
+    return {"release": facts.get("release", "")}
+
+
+def _fetch(conn: Any, exp: Experiment, workdir: str, bundle: Bundle, dest: Path) -> None:
+    """Bring back ``out/`` and the artifact files (whatever exists) into ``dest``."""
+    wanted = ["out"] + [a.path for a in exp.artifacts if a.path]
+    names = " ".join(shlex.quote(w) for w in wanted)
+    _guest(conn, f"cd {workdir} && tar czf {workdir}.out.tar.gz --ignore-failed-read "
+                 f"$(for f in {names}; do [ -e \"$f\" ] && echo \"$f\"; done) ; true",
+           bundle.log("remote"), timeout=120)
+    local = dest / "out.tar.gz"
+    conn.get(f"{workdir}.out.tar.gz", str(local))
+    with tarfile.open(local) as tar:
+        tar.extractall(dest / "fetched", filter="data")
+
+
+# ---------------------------------------------------------------- collecting
+def filter_trace(raw: str, comms: list[str]) -> str:
+    """Trace lines whose task comm is one of ``comms`` (all lines when empty)."""
+    if not comms:
+        return raw
+    kept = []
+    for line in raw.splitlines():
+        match = TRACE_LINE.match(line)
+        if match and match.group(1).strip() in comms:
+            kept.append(line)
+    return "\n".join(kept) + ("\n" if kept else "")
+
+
+def _collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, list[Outcome]]:
+    """Copy what the driver wrote into the bundle; build the evidence to check."""
+    out = fetched / "out"
+    steps = _read_json(out / "steps.json").get("steps", [])
+    driver = _read_json(out / "driver.json")
+    bundle.facts["steps"] = steps
+    bundle.facts["capture"] = driver.get("capture")
+    if driver.get("status") != "done":
+        bundle.fail(driver.get("reason") or "the guest driver did not finish")
+    texts: dict[str, str] = {}
+    raw = (out / "trace.raw").read_text(errors="replace") if (out / "trace.raw").exists() else ""
+    if exp.capture.trace_pipe:
+        bundle.write("trace.raw.txt", raw)
+        texts["trace"] = bundle.write("trace.txt", filter_trace(raw, exp.capture.comm)).read_text()
+    sections = []
+    for step in steps:
+        log = out / "steps" / f"{step['name']}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        bundle.write(f"steps/{step['name']}.log", text)
+        texts[f"step:{step['name']}"] = text
+        sections.append(f"==> {step['name']}: {step['cmd']} (exit {step['exit']}) <==\n{text}")
+    texts["output"] = bundle.write("output.txt", "\n".join(sections)).read_text()
+    for art in exp.artifacts:
+        if art.path and (fetched / art.path).is_file():
+            copied = bundle.copy_in(fetched / art.path, f"artifacts/{art.name}")
+            texts[f"file:{art.path}"] = copied.read_text(errors="replace") if copied else ""
+    _render(exp, texts, bundle)
+    exits = {s["name"]: (None if s.get("timed_out") else s.get("exit")) for s in steps}
+    return Evidence(texts=texts, exits=exits), _step_outcomes(exp, steps)
+
+
+def _step_outcomes(exp: Experiment, steps: list[dict]) -> list[Outcome]:
+    """Implicit checks: each step that may not fail exited 0 (or was stopped by us)."""
+    spec = {s.name: s for s in exp.steps}
+    outcomes = []
+    for step in steps:
+        conf = spec.get(step["name"])
+        if conf is not None and conf.may_fail:
+            continue
+        if step.get("timed_out"):
+            ok, detail = False, f"timed out after {step.get('seconds')}s"
+        elif step.get("stopped"):
+            ok, detail = True, "ran until stopped"
+        else:
+            ok, detail = step.get("exit") == 0, f"exited {step.get('exit')}"
+        outcomes.append(Outcome(f"step {step['name']} ran", "step", ok, detail))
+    return outcomes
+
+
+def _render(exp: Experiment, texts: dict[str, str], bundle: Bundle) -> None:
+    for art in exp.artifacts:
+        if art.render != "hist":
+            continue
+        hists = parse_hist(texts.get(art.source, ""))
+        bundle.write(f"artifacts/{art.name}.json", json.dumps(hists, indent=2) + "\n")
+        for i, hist in enumerate(hists):
+            suffix = "" if i == 0 else f"-{i}"
+            bundle.write(f"artifacts/{art.name}{suffix}.svg", hist_svg(hist))
+        texts[f"file:{art.name}.json"] = json.dumps(hists)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------- one run
+def _guest_env(exp: Experiment, workdir: str, build: dict, variables: dict[str, str],
+               symbols: dict[str, str]) -> dict[str, str]:
+    return {"KL_WORKDIR": workdir, "KERNEL_VERSION": str(build.get("version")),
+            "KERNEL_RELEASE": str(build.get("kernelrelease")), **variables,
+            **{f"SYM_{k}": v for k, v in symbols.items()}}
+
+
+def _execute(exp: Experiment, session: Session, bundle: Bundle) -> None:
+    """Everything after the bundle exists; raises on the first problem."""
+    build, _image = session.kernel_and_image()
+    variables = resolve_vars(exp, str(build.get("release") or session.version))
+    symbols = check_needs(exp, build, variables)
+    variables = {**variables, **{f"SYM_{k}": v for k, v in symbols.items()}}
+    bundle.facts["variables"] = variables
+    built = build_experiment(exp, build, variables, bundle.log("build"))
+    workdir = f"{GUEST_ROOT}/{exp.name}"
+    plan = _plan(exp, workdir, _guest_env(exp, workdir, build, variables, symbols))
+    with reporter().step("VM"):
+        conn = session.connection()
+    with reporter().step(f"upload {exp.name}"):
+        session.guest = _upload(conn, exp, built, plan, bundle, exp.tools)
+    if session.guest["release"] != build.get("kernelrelease"):
+        raise KernlabError(f"the guest runs {session.guest['release']}, not "
+                           f"{build.get('kernelrelease')}", "run `invoke vm.down` and retry")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_error: KernlabError | None = None
+        try:
+            with reporter().step(f"run {exp.name} in the guest"):
+                _guest(conn, f"cd {workdir} && python3 kernlab_driver.py plan.json",
+                       bundle.log("remote"), timeout=plan["timeout"] + 60, check=False)
+        except KernlabError as error:  # timed out: collect what there is, then report
+            run_error = error
+        with reporter().step("collect"):
+            _fetch(conn, exp, workdir, bundle, Path(tmp))
+            evidence, step_outcomes = _collect(exp, Path(tmp) / "fetched", bundle)
+        bundle.outcomes = step_outcomes + check_all(exp.expectations, evidence, variables)
+        if run_error:
+            raise run_error
+
+
+def _console(session: Session, bundle: Bundle, since: int) -> None:
+    vm = session.vm
+    if vm is None or not Path(vm.console_log).exists():
+        return
+    data = Path(vm.console_log).read_bytes()
+    bundle.write("console.log", data[since if since <= len(data) else 0:].decode(
+        errors="replace"))
+
+
+def _console_size(session: Session) -> int:
+    vm = session.vm
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        return Path(vm.console_log).stat().st_size
+    return 0
+
+
+def _ssh_lost(session: Session, error: BaseException) -> KernlabError:
+    from .vm import console_tail
+
+    vm = session.vm
+    alive = vm is not None and vm.alive()
+    state = "the VM is still running" if alive else "the VM is gone"
+    tail = console_tail(vm) if vm is not None else ""
+    return KernlabError(f"SSH connection lost mid-run ({type(error).__name__}: {error}); {state}",
+                        "read console.log in the bundle", details=tail)
+
+
+def run_in_session(exp: Experiment, session: Session, root: Path | None = None) -> Bundle:
+    """Run ``exp`` with the session's kernel and VM; always returns a written bundle."""
+    bundle = Bundle.create(exp.name, session.version, root)
+    reporter().note(f"bundle: {bundle.dir}")
+    since = _console_size(session)
+    try:
+        _execute(exp, session, bundle)
+        bundle.settle()
+    except KernlabError as error:
+        bundle.fail(error.one_line())
+        bundle.write("logs/error.log", f"{error.one_line()}\n{error.details}\n")
+    except SSH_ERRORS as error:
+        lost = _ssh_lost(session, error)
+        bundle.fail(lost.one_line())
+        bundle.write("logs/error.log", f"{lost.one_line()}\n{lost.details}\n")
+        if session.vm is not None:
+            session.vm.conn = None
+    except KeyboardInterrupt:
+        bundle.fail("interrupted")
+        raise
+    finally:
+        _console(session, bundle, since)
+        bundle.finish(_manifest(exp, session, bundle))
+    return bundle
+
+
+def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> dict:
+    vm = session.vm
+    return manifest(
+        experiment={"name": exp.name, "title": exp.title, "hash": exp.content_hash(),
+                    "spec": str(exp.spec_path)},
+        build=session.build, image=session.image,
+        vm={k: v for k, v in vm.record.items() if k not in ("argv",)} if vm else None,
+        guest=session.guest or None, variables=bundle.facts.get("variables", {}))
+
+
+def prepare(names: list[str], kernel: str | None) -> tuple[list[Experiment], str]:
+    """Load experiments and check the kernel version fits them, before any work."""
+    version = kernel or default_kernel()
+    experiments = [load_experiment(n) for n in names]
+    for exp in experiments:
+        check_version(exp, version)
+    return experiments, version
+
+
+def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
+                   vm_name: str = "default", root: Path | None = None) -> Bundle:
+    """Run one experiment end to end; returns its bundle (check ``bundle.passed``)."""
+    (exp,), version = prepare([name], kernel)
+    session = Session(version, keep_vm=keep_vm, vm_name=vm_name)
+    try:
+        return run_in_session(exp, session, root)
+    finally:
+        session.close()
+
+
+def run_suite(names: list[str], kernel: str | None = None, keep_vm: bool = False,
+              vm_name: str = "default", root: Path | None = None) -> list[Bundle]:
+    """Run several experiments on one kernel, one VM; a bundle each."""
+    from .experiment import experiment_names
+
+    experiments, version = prepare(names or experiment_names(), kernel)
+    session = Session(version, keep_vm=keep_vm, vm_name=vm_name)
+    bundles = []
+    try:
+        for exp in experiments:
+            with reporter().step(f"experiment {exp.name}"):
+                bundles.append(run_in_session(exp, session, root))
+    finally:
+        session.close()
+    return bundles
+
+
+def summary_table(bundles: list[Bundle]) -> str:
+    rows = [("experiment", "result", "seconds", "reason / bundle")]
+    for b in bundles:
+        res = b.result()
+        rows.append((b.experiment, b.status, f"{res['seconds']:.0f}",
+                     b.reason[:70] if b.reason else str(b.dir)))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    passed = sum(b.passed for b in bundles)
+    return "\n".join(lines) + f"\n{passed}/{len(bundles)} passed"
+
+
+def results_root() -> Path:
+    return paths.results_dir()

@@ -1,0 +1,231 @@
+"""Runs an experiment's steps inside the guest (copied there; standard library only).
+
+``python3 guest_driver.py plan.json`` clears the trace buffer, starts a bounded
+trace_pipe capture (size and time limits, written to ``out/trace.raw``), runs the
+steps (background steps wait for their ``ready`` line and are stopped with their
+signal after the foreground steps), then writes ``out/steps.json`` and
+``out/driver.json``. Everything goes to files as it happens, so a run cut short
+still leaves what it collected. The exit status is 0 unless the driver itself broke.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
+STOP_GRACE = 30.0
+DRAIN = 0.5
+
+
+def ensure_tracefs() -> str:
+    """The tracefs directory, mounting tracefs and debugfs where missing."""
+    if not os.path.exists("/sys/kernel/debug/tracing"):
+        subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"],
+                       stderr=subprocess.DEVNULL, check=False)
+    if not os.path.exists("/sys/kernel/tracing/trace"):
+        subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"],
+                       stderr=subprocess.DEVNULL, check=False)
+    for base in TRACEFS:
+        if os.path.exists(os.path.join(base, "trace_pipe")):
+            return base
+    raise SystemExit("kernlab driver: no tracefs (is CONFIG_FTRACE set?)")
+
+
+class Capture:
+    """``head -c MAX trace_pipe > out/trace.raw``, stopped on demand or at its deadline."""
+
+    def __init__(self, pipe: str, out: str, max_bytes: int, max_seconds: float) -> None:
+        self.handle = open(out, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(["head", "-c", str(max_bytes), pipe], stdout=self.handle,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.max_bytes = max_bytes
+        self.timer = threading.Timer(max_seconds, self._expire)
+        self.timer.daemon = True
+        self.timer.start()
+        self.expired = False
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+    def stop(self) -> dict:
+        self.timer.cancel()
+        stopped_by = "time limit" if self.expired else (
+            "driver" if self.proc.poll() is None else "reader exited")
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.handle.close()
+        size = os.path.getsize(self.handle.name)
+        full = size >= self.max_bytes
+        return {"bytes": size, "truncated": full, "stopped_by": "size limit" if full
+                else stopped_by}
+
+
+class Step:
+    """One shell command with its output in ``out/steps/<name>.log``."""
+
+    def __init__(self, spec: dict, outdir: str, env: dict) -> None:
+        self.spec = spec
+        self.name = spec["name"]
+        self.log = os.path.join(outdir, "steps", self.name + ".log")
+        self.handle = open(self.log, "wb")  # noqa: SIM115 (closed in finish)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(["bash", "-c", spec["cmd"]], stdout=self.handle,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+        self.record = {"name": self.name, "cmd": spec["cmd"], "pid": self.proc.pid,
+                       "background": spec.get("background", False), "exit": None,
+                       "timed_out": False, "stopped": False, "seconds": None, "note": ""}
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=max(timeout, 0.01))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def finish(self, code: int | None) -> None:
+        self.record["exit"] = code
+        self.record["seconds"] = round(time.monotonic() - self.started, 3)
+        self.handle.close()
+
+    def kill(self, sig: int, grace: float) -> int | None:
+        """Send ``sig`` to the step's process group; SIGKILL after ``grace`` seconds."""
+        self.signal(sig)
+        code = self.wait(grace)
+        if code is None:
+            self.signal(signal.SIGKILL)
+            code = self.wait(5)
+        return code
+
+    def wait_ready(self, pattern: str, timeout: float) -> str:
+        """'' once ``pattern`` shows in the log; else why not."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log, "rb") as handle:
+                if regex.search(handle.read().decode(errors="replace")):
+                    return ""
+            if self.proc.poll() is not None:
+                return f"exited {self.proc.returncode} before printing {pattern!r}"
+            time.sleep(0.1)
+        return f"not ready after {timeout:.0f}s (no {pattern!r} in its output)"
+
+
+def run_foreground(step: Step, deadline: float) -> str:
+    limit = min(step.spec.get("timeout", 60), deadline - time.monotonic())
+    code = step.wait(limit)
+    if code is None:
+        step.record["timed_out"] = True
+        code = step.kill(signal.SIGTERM, 5)
+        step.finish(code)
+        return f"step {step.name} timed out after {limit:.0f}s"
+    step.finish(code)
+    return ""
+
+
+def run_plan(plan: dict) -> dict:
+    outdir = plan["outdir"]
+    os.makedirs(os.path.join(outdir, "steps"), exist_ok=True)
+    started = time.monotonic()
+    deadline = started + plan.get("timeout", 600)
+    env = {**os.environ, **plan.get("env", {}), "PYTHONUNBUFFERED": "1"}
+    status = {"status": "running", "reason": "", "tracefs": "", "capture": None}
+    write(os.path.join(outdir, "driver.json"), status)
+    capture = None
+    trace = plan.get("trace") or {}
+    if trace.get("enabled", True):
+        base = ensure_tracefs()
+        status["tracefs"] = base
+        with open(os.path.join(base, "trace"), "w"):
+            pass  # opening with O_TRUNC clears the ring buffer
+        capture = Capture(os.path.join(base, "trace_pipe"), os.path.join(outdir, "trace.raw"),
+                          trace.get("max_bytes", 8 << 20), trace.get("max_seconds", 600))
+    else:
+        ensure_tracefs()
+    steps: list[Step] = []
+    background: list[Step] = []
+    reason = ""
+    try:
+        for spec in plan["steps"]:
+            if time.monotonic() > deadline:
+                reason = f"run timed out after {plan.get('timeout', 600):.0f}s"
+                break
+            step = Step(spec, outdir, env)
+            steps.append(step)
+            write_steps(outdir, steps)
+            if spec.get("background"):
+                background.append(step)
+                if spec.get("ready"):
+                    why = step.wait_ready(spec["ready"], min(spec.get("ready_timeout", 180),
+                                                             deadline - time.monotonic()))
+                    if why:
+                        step.record["note"] = why
+                        reason = f"background step {step.name} {why}"
+                        break
+                continue
+            reason = run_foreground(step, deadline)
+            if reason:
+                break
+        time.sleep(DRAIN)
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    finally:
+        for step in reversed(background):
+            if step.record["exit"] is not None:
+                continue
+            code = step.proc.poll()
+            if code is None:
+                step.record["stopped"] = True
+                code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")], STOP_GRACE)
+            step.finish(code)
+        for step in steps:
+            if step.record["exit"] is None and step.proc.poll() is None:
+                step.finish(step.kill(signal.SIGKILL, 5))
+        if capture:
+            time.sleep(DRAIN)
+            status["capture"] = capture.stop()
+        write_steps(outdir, steps)
+    status.update(status="failed" if reason else "done", reason=reason,
+                  seconds=round(time.monotonic() - started, 3))
+    write(os.path.join(outdir, "driver.json"), status)
+    return status
+
+
+def write(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def write_steps(outdir: str, steps: list[Step]) -> None:
+    write(os.path.join(outdir, "steps.json"), {"steps": [s.record for s in steps]})
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[1]) as handle:
+        plan = json.load(handle)
+    os.chdir(plan["workdir"])
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    status = run_plan(plan)
+    print(json.dumps(status))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
