@@ -225,7 +225,54 @@ def vm_verify(c, name="default"):
 vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify)
 
 # ---------------------------------------------------------------- experiments
-# (run-experiment, list-experiments: see below)
+@task
+@friendly
+def list_experiments(c):
+    """Table of the experiments: name, what it shows, kernels, needs."""
+    from kernlab.experiment import load_all
+
+    rows = [("name", "shows", "kernels", "needs")]
+    rows += [(e.name, e.title, e.kernels_summary(), e.needs_summary()) for e in load_all()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3])
+
+
+@task(
+    positional=["name"],
+    help={
+        "name": "Experiment to run (see `invoke list-experiments`).",
+        "kernel": "Kernel version (default: the catalog's default).",
+        "keep_vm": "Leave the VM running afterwards (the next run reuses it).",
+        "all_": "Run every experiment on one kernel, reusing one VM.",
+        "vm_name": "Name of the VM to use or boot.",
+    },
+)
+@friendly
+def run_experiment(c, name="", kernel=None, keep_vm=False, all_=False, vm_name="default"):
+    """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL."""
+    from kernlab.errors import KernlabError
+    from kernlab.exprun import run_experiment as run_one
+    from kernlab.exprun import run_suite, summary_table
+
+    if all_ or not name:
+        if not all_:
+            raise KernlabError("no experiment named", "give one (invoke list-experiments) "
+                               "or --all")
+        bundles = run_suite([], kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+        print(summary_table(bundles))
+        failed = [b for b in bundles if not b.passed]
+        if failed:
+            raise Exit(f"{len(failed)} experiment(s) failed", code=1)
+        return
+    bundle = run_one(name, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+    for outcome in bundle.outcomes:
+        print(f"  {'ok  ' if outcome.passed else 'FAIL'} {outcome.name}: {outcome.detail}")
+    if not bundle.passed:
+        print(f"reason: {bundle.reason}")
+    print(f"{bundle.dir} {bundle.status}")
+    if not bundle.passed:
+        raise Exit(code=1)
 
 
 def _print_json(data) -> None:
@@ -235,3 +282,5 @@ def _print_json(data) -> None:
 ns = Collection(setup, build_kernel, kernel_info, list_kernels)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
+ns.add_task(list_experiments)
+ns.add_task(run_experiment)
