@@ -87,7 +87,7 @@ def test_bad_checksum_deletes_the_download(isolated, served, monkeypatch):
     mirror, _ = served
     write_catalog(isolated / "KERNLAB_CONFIGS", "0" * 64)
     monkeypatch.setenv("KERNLAB_MIRROR", mirror.url)
-    with pytest.raises(KernlabError, match="checksum mismatch .* the download was deleted"):
+    with pytest.raises(KernlabError, match=r"checksum mismatch .* the download was deleted"):
         resolve(isolated)
     assert downloads(isolated) == []
 
@@ -98,7 +98,7 @@ def test_truncated_download_is_reported_and_kept_for_resume(isolated, served, mo
     mirror.state.ranges = False  # every retry starts over and is cut again
     write_catalog(isolated / "KERNLAB_CONFIGS", sha)
     monkeypatch.setenv("KERNLAB_MIRROR", mirror.url)
-    with pytest.raises(KernlabError, match="truncated at 100000 bytes .*run the command again to resume"):
+    with pytest.raises(KernlabError, match=r"truncated at 100000 bytes .*run the command again to resume"):
         resolve(isolated)
     assert downloads(isolated) == [f"{sha}-linux-9.9.tar.xz.part"]
 
@@ -120,7 +120,7 @@ def test_missing_file_on_mirror_is_a_404_error(isolated, served, monkeypatch):
     mirror, sha = served
     write_catalog(isolated / "KERNLAB_CONFIGS", sha, url="{mirror}/v9.x/linux-9.8.tar.xz")
     monkeypatch.setenv("KERNLAB_MIRROR", mirror.url)
-    with pytest.raises(KernlabError, match="HTTP 404.*check the version and the mirror"):
+    with pytest.raises(KernlabError, match=r"HTTP 404.*check the version and the mirror"):
         resolve(isolated)
 
 
@@ -138,7 +138,7 @@ def test_unpinned_tarball_is_refused_unless_allowed(isolated, served, monkeypatc
     mirror, sha = served
     write_catalog(isolated / "KERNLAB_CONFIGS", None)
     monkeypatch.setenv("KERNLAB_MIRROR", mirror.url)
-    with pytest.raises(KernlabError, match="no pinned sha256.*--sha256 SUM.*--allow-unverified"):
+    with pytest.raises(KernlabError, match=r"no pinned sha256.*--sha256 SUM.*--allow-unverified"):
         resolve(isolated)
     assert mirror.state.requests == []
     unverified = resolve(isolated, allow_unverified=True)
