@@ -38,6 +38,17 @@ def setup(c, dry_run=False):
     setup_host(dry_run=dry_run)
 
 
+@task(help={"fast": "Skip the slow end-to-end tests (real kernel builds and QEMU boots).",
+            "k": "Only tests matching this pytest -k expression.",
+            "junit": "Where to write JUnit XML (default results/junit.xml)."})
+def test(c, fast=False, k="", junit="results/junit.xml"):
+    """Lint, then run the test suite (slow end-to-end tests included unless --fast)."""
+    c.run("ruff check kernlab tasks.py tests bench", pty=False)
+    marker = '-m "not slow"' if fast else ""
+    select = f"-k {k!r}" if k else ""
+    c.run(f"python -m pytest {marker} {select} --junitxml={junit} -v --durations=15", pty=False)
+
+
 # ---------------------------------------------------------------- kernels
 @task(
     help={
@@ -279,7 +290,7 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-ns = Collection(setup, build_kernel, kernel_info, list_kernels)
+ns = Collection(setup, test, build_kernel, kernel_info, list_kernels)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)
