@@ -1,9 +1,10 @@
 """QEMU for the lab guest: accelerator probe, command line, launch, QMP.
 
 KVM is used only when a probe shows it works: a 512-byte boot sector that writes to
-QEMU's isa-debug-exit port must make QEMU exit within a few seconds. On hosts where
-/dev/kvm exists but nested KVM hangs, the probe times out and kernlab uses TCG with
-longer timeouts. The verdict is cached per host kernel and QEMU version.
+QEMU's isa-debug-exit port must make QEMU exit within 3 s, then the kernel to be
+booted must reach its no-root-disk panic under KVM within 20 s. On hosts where
+/dev/kvm exists but nested KVM crawls or hangs, a probe times out and kernlab uses
+TCG with longer timeouts. The verdict is cached per host kernel and QEMU version.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from .util import atomic_write_json, read_json
 
 QEMU = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
-PROBE_TIMEOUT = 8.0
+PROBE_LIMIT = 3.0  # a working KVM runs the probe sector in well under 1 s
+KERNEL_PROBE_LIMIT = 20.0
 PROBE_EXIT = (0x2A << 1) | 1  # isa-debug-exit turns the byte written into (v << 1) | 1
 # mov al,0x2a; out 0xf4,al; cli; hlt; jmp $   then the boot signature
 PROBE_SECTOR = bytes.fromhex("b02ae6f4faf4ebfe").ljust(510, b"\0") + b"\x55\xaa"
@@ -68,17 +70,18 @@ def probe_cache() -> Path:
     return paths.state_dir() / "accel.json"
 
 
-def choose_accel(refresh: bool = False) -> Accel:
+def choose_accel(kernel: Path | None = None, refresh: bool = False) -> Accel:
     """KVM if it works here (probed once, cached), else TCG with a one-line note.
 
-    ``KERNLAB_ACCEL=kvm|tcg`` forces a choice.
+    ``kernel`` lets the probe also boot a real kernel under KVM. ``KERNLAB_ACCEL=kvm|tcg``
+    forces a choice.
     """
     forced = os.environ.get("KERNLAB_ACCEL", "").strip().lower()
     if forced in TIMEOUT_SCALE:
         return Accel(forced, f"forced by KERNLAB_ACCEL={forced}")
     if forced:
         raise KernlabError(f"KERNLAB_ACCEL={forced!r} is not kvm or tcg", "unset it or fix it")
-    works, reason = kvm_verdict(refresh)
+    works, reason = kvm_verdict(kernel, refresh)
     if works:
         return Accel("kvm", reason)
     accel = Accel("tcg", reason)
@@ -86,7 +89,7 @@ def choose_accel(refresh: bool = False) -> Accel:
     return accel
 
 
-def kvm_verdict(refresh: bool = False) -> tuple[bool, str]:
+def kvm_verdict(kernel: Path | None = None, refresh: bool = False) -> tuple[bool, str]:
     """(works, reason) from the cache, or from a fresh probe that is then cached."""
     host = {"kernel": platform.release(), "qemu": qemu_version(),
             "kvm_dev": os.path.exists("/dev/kvm")}
@@ -94,16 +97,23 @@ def kvm_verdict(refresh: bool = False) -> tuple[bool, str]:
     if not refresh and cache.is_file():
         with contextlib.suppress(ValueError, KeyError):
             cached = read_json(cache)
-            if cached["host"] == host:
+            if cached["host"] == host and (cached["kernel_probed"] or not cached["kvm"]
+                                           or kernel is None):
                 return bool(cached["kvm"]), cached["reason"]
     works, reason = probe_kvm()
+    if works and kernel is not None:
+        works, reason = probe_kvm_kernel(kernel)
     atomic_write_json(cache, {"host": host, "kvm": works, "reason": reason,
-                              "probed_at": time.time()})
+                              "kernel_probed": kernel is not None, "probed_at": time.time()})
     return works, reason
 
 
-def probe_kvm(timeout: float = PROBE_TIMEOUT, accel: str = "kvm") -> tuple[bool, str]:
-    """Boot a one-sector guest that exits through isa-debug-exit; (works, reason)."""
+def probe_kvm(limit: float = PROBE_LIMIT, accel: str = "kvm") -> tuple[bool, str]:
+    """Boot a one-sector guest that exits through isa-debug-exit; (works, reason).
+
+    It must finish within ``limit`` seconds: a working KVM needs well under one; a
+    nested KVM without hardware support may finish it, but crawls (or hangs) on a kernel.
+    """
     if accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is missing or not accessible"
     with tempfile.TemporaryDirectory(prefix="kernlab-kvm-probe-") as tmp:
@@ -113,18 +123,41 @@ def probe_kvm(timeout: float = PROBE_TIMEOUT, accel: str = "kvm") -> tuple[bool,
                 "-display", "none", "-nodefaults", "-no-user-config", "-no-reboot",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
                 "-drive", f"file={disk},format=raw,if=ide"]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill(proc.pid)
-            proc.communicate()
-            return False, f"a {accel} test guest did not finish in {timeout:.0f}s"
-    if proc.returncode == PROBE_EXIT:
-        return True, f"a {accel} test guest ran"
-    text = out.decode(errors="replace").strip().splitlines()
-    return False, f"{accel} test guest failed: {text[-1] if text else proc.returncode}"
+        code, out, seconds = _run_probe(argv, limit)
+    if code is None:
+        return False, f"a {accel} test guest did not finish in {limit:.0f}s"
+    if code == PROBE_EXIT:
+        return True, f"a {accel} test guest ran in {seconds:.1f}s"
+    text = out.strip().splitlines()
+    return False, f"{accel} test guest failed: {text[-1] if text else code}"
+
+
+def probe_kvm_kernel(kernel: Path, limit: float = KERNEL_PROBE_LIMIT) -> tuple[bool, str]:
+    """Boot ``kernel`` under KVM with no root disk: it must reach its panic within ``limit``."""
+    argv = [qemu_binary(), "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-m", "256",
+            "-display", "none", "-nodefaults", "-no-user-config", "-no-reboot",
+            "-serial", "stdio", "-kernel", str(kernel),
+            "-append", "console=ttyS0 panic=-1 root=/dev/kernlab-probe-none"]
+    code, out, seconds = _run_probe(argv, limit)
+    if code is None:
+        return False, f"a kernel under kvm did not reach its root-mount panic in {limit:.0f}s"
+    if "Kernel panic" in out:
+        return True, f"a kernel under kvm booted to its root-mount panic in {seconds:.1f}s"
+    return False, f"a kernel under kvm stopped early (exit {code}; no panic line)"
+
+
+def _run_probe(argv: list[str], limit: float) -> tuple[int | None, str, float]:
+    """(exit code or None on timeout, output, seconds); a timed-out QEMU is killed."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        kill(proc.pid)
+        proc.communicate()
+        return None, "", limit
+    return proc.returncode, out.decode(errors="replace"), time.monotonic() - started
 
 
 # ---------------------------------------------------------------- command line

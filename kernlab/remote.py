@@ -9,7 +9,6 @@ connection to a TCG guest costs about 2 s, so one Connection per VM is kept open
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -145,7 +144,7 @@ def wait_ready(vm: Vm, deadline: float, on_dead: Callable[[], Exception]) -> Con
             if "host key" in error.cause:
                 raise
             last = error
-        except (paramiko.SSHException, socket.error, EOFError) as error:
+        except (OSError, paramiko.SSHException, EOFError) as error:
             last = error
         if vm.conn is not None:
             with contextlib.suppress(Exception):

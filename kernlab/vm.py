@@ -133,7 +133,7 @@ def start_vm(build: dict, image: dict, name: str = "default", *, append: str = "
     if find_vm(name):
         raise KernlabError(f"VM {name} is already running", f"run `invoke vm.down --name {name}`")
     kernel = _kernel_path(build)
-    accel = qemu.choose_accel()
+    accel = qemu.choose_accel(kernel)
     run_dir = run_dir_of(name)
     _fresh_run_dir(run_dir)
     spec = qemu.QemuSpec(
