@@ -68,13 +68,14 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "no_samples": "Skip samples/bpf.",
         "clean": "Remove this build's output directory first and build from scratch.",
         "json": "Print the build record as JSON when done.",
+        "update_lock": "Accept inputs that differ from kernlab.lock and record them there.",
     },
     iterable=["patches", "fragment"],
 )
 @friendly
 def build_kernel(c, version="", plan=False, tarball=None, git=None, ref="HEAD", url=None, sha256=None,
                  allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
-                 no_samples=False, clean=False, json=False):
+                 no_samples=False, clean=False, json=False, update_lock=False):
     """Fetch, patch, configure (verified), build a kernel with headers and samples/bpf; record it."""
     from pathlib import Path
 
@@ -89,6 +90,7 @@ def build_kernel(c, version="", plan=False, tarball=None, git=None, ref="HEAD", 
         extra_patches=[Path(p).resolve() for p in patches or []],
         extra_fragments=[Path(f).resolve() for f in fragment or []],
         jobs=int(jobs), ccache=not no_ccache, clean=clean, samples=not no_samples,
+        update_lock=update_lock,
     )
     if plan:
         _print_json(build.describe_plan(build.make_plan(version, opts)))
@@ -113,6 +115,28 @@ def kernel_info(c, version="", json=False):
         _print_json(record)
     else:
         print(summarize_record(record))
+
+
+@task(help={"version": "Kernel version to lock (repeatable; default: every built catalog kernel).",
+            "image": "Image recipe to lock (repeatable; default: bookworm when built)."},
+      iterable=["version", "image"])
+@friendly
+def lock(c, version=None, image=None):
+    """Write kernlab.lock from the current builds: source, patch, fragment, compiler, package pins."""
+    from kernlab import lock as lockfile
+    from kernlab.build import built_versions
+    from kernlab.image import find_image
+
+    versions = list(version or []) or built_versions()
+    images = list(image or [])
+    if not image:
+        try:
+            find_image("bookworm")
+            images = ["bookworm"]
+        except KernlabError:
+            images = []
+    path, locked = lockfile.lock_built(versions, images)
+    print(f"{path}: locked {', '.join(locked) or 'nothing (build something first)'}")
 
 
 @task
@@ -290,7 +314,7 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-ns = Collection(setup, test, build_kernel, kernel_info, list_kernels)
+ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)

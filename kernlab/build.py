@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import lock, paths
 from .catalog import Catalog, KernelSpec, load_catalog
 from .errors import KernlabError, NotFound
 from .kconfig import load_model, raise_if_dropped, requested_options, verify_config
@@ -47,6 +47,7 @@ class BuildOptions:
     ccache: bool = True
     clean: bool = False
     samples: bool = True
+    update_lock: bool = False
 
 
 @dataclass
@@ -59,6 +60,13 @@ class Plan:
     fragments: list[Path]
     compiler: str
     opts: BuildOptions
+
+    def lock_entry(self, source: ResolvedSource) -> dict[str, Any]:
+        return lock.kernel_entry(
+            source.sha256, [p.record() for p in self.patches],
+            [(f.name, sha256_file(f)) for f in self.fragments],
+            compiler_version(self.compiler), binutils_version(),
+        )
 
     def inputs(self, source_id: str) -> dict[str, Any]:
         return {
@@ -131,6 +139,8 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
     logs.mkdir(parents=True, exist_ok=True)
     with reporter().step(f"source for {version}"):
         source = resolve_source(plan.spec, plan.catalog, opts.source, logs / f"source-{version}.log")
+    lock_entry = plan.lock_entry(source)
+    lock.check_kernel(version, lock_entry, opts.update_lock)
     key = hash_inputs(plan.inputs(source.sha256))
     build_dir = paths.work_dir() / "build" / f"{version}-{short(key)}"
     record_path = build_dir / "build.json"
@@ -158,6 +168,9 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
     record = make_record(plan, source, key, tree, obj, verification, samples, started)
     atomic_write_json(record_path, record)
     _remember_latest(version, build_dir)
+    if opts.update_lock:
+        lock.update_kernel(version, lock_entry)
+        reporter().note(f"{lock.lock_path()} updated for {version}")
     return record
 
 
@@ -210,7 +223,8 @@ def pahole_flags(tree: Path) -> str | None:
 def build_env() -> dict[str, str]:
     env = dict(REPRODUCIBLE_ENV)
     env["CCACHE_DIR"] = str(paths.ccache_dir())
-    env.setdefault("CCACHE_BASEDIR", str(paths.work_dir()))
+    env["CCACHE_BASEDIR"] = str(paths.work_dir())
+    env["CCACHE_NOHASHDIR"] = "1"  # hits across build directories (bzImage has no paths)
     return env
 
 
@@ -382,6 +396,18 @@ def summarize_record(record: dict[str, Any]) -> str:
         lines.append(f"  symbol   {name}: {exact or 'MISSING'}")
     lines.append(f"  built in {record['duration_s']}s at {record['built_at']}")
     return "\n".join(lines)
+
+
+def built_versions() -> list[str]:
+    """Catalog versions that have a complete build."""
+    versions = []
+    for version in load_catalog().kernels:
+        try:
+            find_build(version)
+            versions.append(version)
+        except NotFound:
+            continue
+    return versions
 
 
 def catalog_table() -> str:

@@ -1,0 +1,144 @@
+"""`kernlab.lock`: the pinned inputs of every kernel and image, committed by the user.
+
+Per kernel: source sha256, patch and fragment hashes, compiler and binutils versions.
+Per image: recipe hash and the exact package versions mmdebstrap installed.
+A build whose inputs differ from the lock names what differs and stops, unless told
+``--update-lock``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import KernlabError
+from .util import atomic_write_json, read_json
+
+LOCK_FORMAT = 1
+
+
+def lock_path() -> Path:
+    override = os.environ.get("KERNLAB_LOCK")
+    return Path(override).resolve() if override else paths.root() / "kernlab.lock"
+
+
+def read_lock() -> dict[str, Any]:
+    path = lock_path()
+    if not path.is_file():
+        return {"format": LOCK_FORMAT, "kernels": {}, "images": {}}
+    try:
+        data = read_json(path)
+    except ValueError as error:
+        raise KernlabError(f"{path} is not valid JSON ({error})",
+                           "restore it from git or rewrite it with `invoke lock`") from None
+    data.setdefault("kernels", {})
+    data.setdefault("images", {})
+    return data
+
+
+def write_lock(data: dict[str, Any]) -> Path:
+    data["format"] = LOCK_FORMAT
+    atomic_write_json(lock_path(), data)
+    return lock_path()
+
+
+def kernel_entry(source_sha256: str, patches: list[dict], fragments: list[tuple[str, str]],
+                 compiler: str, binutils: str) -> dict[str, Any]:
+    """The lockable inputs of one kernel build (the source checksum pins the release)."""
+    return {
+        "source_sha256": source_sha256,
+        "patches": {p["name"]: p["sha256"] for p in patches},
+        "fragments": dict(fragments),
+        "compiler": compiler,
+        "binutils": binutils,
+    }
+
+
+def kernel_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
+    return kernel_entry(
+        record["source"]["sha256"], record["patches"],
+        [(Path(f["path"]).name, f["sha256"]) for f in record["fragments"]],
+        record["compiler"], record["binutils"],
+    )
+
+
+def image_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
+    packages = record.get("packages", [])
+    if isinstance(packages, list):
+        packages = dict(p.split("=", 1) for p in packages if "=" in p)
+    return {"recipe_sha256": record.get("recipe_sha256") or record.get("key"), "packages": packages}
+
+
+def differences(locked: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human lines naming what changed between a lock entry and the current inputs."""
+    lines = []
+    for field in sorted(set(locked) | set(current)):
+        old, new = locked.get(field), current.get(field)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            for name in sorted(set(old) | set(new)):
+                if name not in new:
+                    lines.append(f"{field}: {name} removed (locked {str(old[name])[:16]})")
+                elif name not in old:
+                    lines.append(f"{field}: {name} added ({str(new[name])[:16]})")
+                elif old[name] != new[name]:
+                    was, now = str(old[name])[:16], str(new[name])[:16]
+                    lines.append(f"{field}: {name} changed from {was} to {now}")
+        else:
+            lines.append(f"{field}: changed from {old!r} to {new!r}")
+    return lines
+
+
+def check_kernel(version: str, current: dict[str, Any], update: bool) -> None:
+    """Stop when ``current`` inputs differ from the lock (unless ``update``)."""
+    lock = read_lock()
+    locked = lock["kernels"].get(version)
+    if locked is None or update:
+        return
+    changed = differences(locked, current)
+    if changed:
+        raise KernlabError(
+            f"inputs of kernel {version} differ from {lock_path()}: {changed[0]}"
+            + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""),
+            "restore the locked inputs, or pass --update-lock to accept and record the change",
+            details="\n".join(changed),
+        )
+
+
+def update_kernel(version: str, entry: dict[str, Any]) -> None:
+    lock = read_lock()
+    lock["kernels"][version] = entry
+    write_lock(lock)
+
+
+def check_image(recipe: str, current: dict[str, Any], update: bool) -> None:
+    lock = read_lock()
+    locked = lock["images"].get(recipe)
+    if locked is None or update:
+        return
+    changed = differences(locked, current)
+    if changed:
+        raise KernlabError(
+            f"image {recipe} differs from {lock_path()}: {changed[0]}",
+            "restore the locked recipe, or pass --update-lock to accept and record the change",
+            details="\n".join(changed),
+        )
+
+
+def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]]:
+    """Write lock entries from the existing build and image records; returns what was locked."""
+    from .build import find_build
+    from .image import find_image
+
+    data = read_lock()
+    locked = []
+    for version in versions:
+        data["kernels"][version] = kernel_entry_from_record(find_build(version))
+        locked.append(f"kernel {version}")
+    for recipe in recipes:
+        data["images"][recipe] = image_entry_from_record(find_image(recipe))
+        locked.append(f"image {recipe}")
+    return write_lock(data), locked
