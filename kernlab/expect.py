@@ -172,7 +172,7 @@ def parse_expectations(items: list, steps: list[str], fail: Fail) -> list[Expect
 # ---------------------------------------------------------------- checking
 def substitute(text: str, variables: dict[str, str]) -> str:
     """Replace ``${NAME}`` with its value (unknown names stay as they are)."""
-    return re.sub(r"\$\{([A-Z][A-Z0-9_]*)\}",
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
                   lambda m: variables.get(m.group(1), m.group(0)), text)
 
 

@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Rejected (seed 000, second attempt): the map value is 4 bytes, the program reads 8.
+ * Verifier: invalid access to map value, value_size=4 off=0 size=8. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} params SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int value_size(void *ctx)
+{
+	__u32 key = 0;
+	__u32 *value = bpf_map_lookup_elem(&params, &key);
+
+	if (!value)
+		return 0;
+	bpf_printk("value %lu", *(volatile __u64 *)value);
+	return 0;
+}
+
+char _license[] SEC("license") = "GPL";
