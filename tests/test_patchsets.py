@@ -1,0 +1,202 @@
+"""The shipped patch sets and lab fragments against real kernel trees.
+
+Vanilla kernel.org trees are not part of the repository. A test that needs one runs
+when its path is given in the environment and is skipped (saying which variable to
+set) otherwise:
+
+    KERNLAB_VANILLA_4_15=/path/to/linux-4.15     vanilla 4.15.0
+    KERNLAB_VANILLA_5_4=/path/to/linux-5.4.286   vanilla 5.4.286
+
+The Debian trees (5.10 and 6.1) are taken from /usr/src/linux-source-X.Y.tar.xz when
+the linux-source-X.Y package is installed (as in CI), or from an extracted tree named
+by KERNLAB_VANILLA_5_10 / KERNLAB_VANILLA_6_1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from kernlab.catalog import load_catalog
+from kernlab.kconfig import load_model, requested_options, verify_config
+from kernlab.patch import apply_series, read_series
+
+ROOT = Path(__file__).resolve().parent.parent
+PATCHES = ROOT / "patches"
+CONFIGS = ROOT / "configs"
+
+VANILLA = {"4.15": "KERNLAB_VANILLA_4_15", "5.4": "KERNLAB_VANILLA_5_4"}
+DEBIAN = {"5.10": "KERNLAB_VANILLA_5_10", "6.1": "KERNLAB_VANILLA_6_1"}
+SERIES = ["4.15", "5.4", "5.10", "6.1"]
+UPSTREAM_ID = re.compile(r"\b[0-9a-f]{12,40}\b")
+
+
+def _vanilla_tree(version: str) -> Path:
+    var = VANILLA[version]
+    value = os.environ.get(var)
+    if not value:
+        pytest.skip(f"no vanilla {version} tree: set {var} to its path")
+    tree = Path(value)
+    if not (tree / "Makefile").is_file():
+        pytest.skip(f"{var}={value} is not a kernel tree (no Makefile)")
+    return tree
+
+
+def _makefile_release(tree: Path) -> str:
+    fields = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL) = (\d*)$",
+                             (tree / "Makefile").read_text(), re.MULTILINE))
+    return ".".join(fields[k] for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL") if fields.get(k))
+
+
+def _scratch_copy(tree: Path, dest: Path) -> Path:
+    """A hard-linked copy: GNU patch replaces the files it changes, the original stays."""
+    subprocess.run(["cp", "-al", str(tree), str(dest)], check=True)
+    return dest
+
+
+def _touched_files(version: str) -> list[str]:
+    files = []
+    for patch in read_series(PATCHES / version):
+        for line in patch.path.read_text().splitlines():
+            if line.startswith("+++ b/"):
+                files.append(line[len("+++ b/"):].split("\t")[0])
+    return sorted(set(files))
+
+
+def _debian_tree(version: str, dest: Path) -> Path:
+    """The files the series touches, from the Debian tree (extracted or the tarball)."""
+    value = os.environ.get(DEBIAN[version])
+    if value:
+        return _scratch_copy(Path(value), dest)
+    tarball = Path(f"/usr/src/linux-source-{version}.tar.xz")
+    if not tarball.exists():
+        pytest.skip(f"{tarball} missing: install linux-source-{version} or set {DEBIAN[version]}")
+    wanted = {f"linux-source-{version}/{name}" for name in _touched_files(version)}
+    wanted.add(f"linux-source-{version}/Makefile")
+    with tarfile.open(tarball) as archive:
+        members = [m for m in archive if m.name in wanted and m.isfile()]
+        archive.extractall(dest, members=members, filter="data")
+    return dest / f"linux-source-{version}"
+
+
+# ---------------------------------------------------------------- no tree needed
+@pytest.mark.parametrize("version", SERIES)
+def test_series_names_its_release_and_every_patch_has_a_header(version):
+    series = PATCHES / version / "series"
+    first = series.read_text().splitlines()[0]
+    assert re.match(r"^# written for: \d+\.\d+(\.\d+)?\b", first), first
+    patches = read_series(PATCHES / version)
+    assert patches, f"{series} lists no patch"
+    for patch in patches:
+        text = patch.path.read_text()
+        header = text.split("\n--- a/", 1)[0].split("\ndiff --git ", 1)[0]
+        assert len(header.strip().splitlines()) >= 3, f"{patch.name}: header too short"
+        assert "Upstream:" in header, f"{patch.name}: header names no upstream commit (or `none`)"
+        if "copyout" not in patch.name:
+            assert UPSTREAM_ID.search(header), f"{patch.name}: backport without an upstream commit id"
+
+
+@pytest.mark.parametrize("version", SERIES)
+def test_copyout_patch_makes_it_noinline_and_exported(version):
+    text = next(p for p in read_series(PATCHES / version) if "copyout" in p.name).path.read_text()
+    assert re.search(r"^\+noinline int copyout\(void __user \*to", text, re.MULTILINE)
+    assert "+EXPORT_SYMBOL(copyout);" in text
+    # 4.15's access_ok() takes VERIFY_WRITE; 5.0 dropped the argument.
+    if version == "4.15":
+        assert "access_ok(VERIFY_WRITE, to, n)" in text
+
+
+@pytest.mark.parametrize("version", ["4.15", "5.4", "5.10"])
+def test_catalog_entry_uses_the_series_and_fragments(version):
+    spec = load_catalog().kernel(version)
+    assert version in spec.patches
+    assert spec.fragments[-1] == f"lab-{version}.config"
+    for fragment in spec.fragments:
+        assert (CONFIGS / fragment).is_file(), fragment
+
+
+def test_options_absent_from_4_15_are_not_requested_for_it():
+    requests = requested_options([CONFIGS / f for f in load_catalog().kernel("4.15").fragments])
+    absent = {"DEBUG_INFO_BTF", "IKHEADERS", "BPF_KPROBE_OVERRIDE", "XDP_SOCKETS"}
+    assert not absent & {r.name for r in requests}
+    notrace = [r for r in requests if r.name == "KPROBE_EVENTS_ON_NOTRACE"]
+    assert notrace and notrace[0].optional, "KPROBE_EVENTS_ON_NOTRACE (4.19+) must be optional"
+
+
+# ---------------------------------------------------------------- vanilla trees
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["4.15", "5.4"])
+def test_series_applies_to_the_vanilla_tree(version, tmp_path):
+    vanilla = _vanilla_tree(version)
+    tree = _scratch_copy(vanilla, tmp_path / "tree")
+    patches = read_series(PATCHES / version)
+    for patch in patches:  # each patch on its own, in order: dry run first, as `patch` users do
+        dry = subprocess.run(["patch", "-p1", "--dry-run", "--forward", "--batch", "-i", str(patch.path)],
+                             cwd=tree, capture_output=True, text=True, check=False)
+        assert dry.returncode == 0, f"{patch.name}:\n{dry.stdout}{dry.stderr}"
+        subprocess.run(["patch", "-p1", "-s", "--batch", "-i", str(patch.path)], cwd=tree, check=True)
+    # the tool's strict applier sees a patched tree and applies nothing twice
+    records = apply_series(tree, patches, _makefile_release(tree), tmp_path / "patch.log")
+    assert [r["name"] for r in records] == [p.name for p in patches]
+    text = (tree / "lib" / "iov_iter.c").read_text()
+    assert "noinline int copyout(" in text and "EXPORT_SYMBOL(copyout);" in text
+    # the original tree is untouched
+    assert "static int copyout(" in (vanilla / "lib" / "iov_iter.c").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["4.15", "5.4"])
+def test_lab_config_verifies_on_the_vanilla_tree(version, tmp_path):
+    tree = _vanilla_tree(version)
+    spec = load_catalog().kernel(version)
+    obj = tmp_path / "obj"
+    obj.mkdir()
+    fragments = [CONFIGS / f for f in spec.fragments]
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run(list(cmd), cwd=tree, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+
+    run("make", f"O={obj}", "ARCH=x86_64", spec.base)
+    run("sh", "scripts/kconfig/merge_config.sh", "-m", "-O", str(obj), str(obj / ".config"),
+        *map(str, fragments))
+    run("make", f"O={obj}", "ARCH=x86_64", "olddefconfig")
+    requests = requested_options(fragments)
+    model = load_model(tree, obj / ".config", "x86_64")
+    result = verify_config(requests, obj / ".config",
+                           explain=model.explain if model else None,
+                           exists=model.exists if model else None)
+    assert not result.dropped, "\n".join(f"{r.name}={r.value} ({r.fragment}) {why}"
+                                         for r, why in result.dropped)
+    asked = {r.name for r in requests}
+    for name in ("MODULES", "BPF_SYSCALL", "BPF_JIT", "BPF_EVENTS", "KPROBES", "KPROBE_EVENTS",
+                 "UPROBE_EVENTS", "FTRACE", "FUNCTION_TRACER", "DYNAMIC_FTRACE", "FTRACE_SYSCALLS",
+                 "DEBUG_FS", "KALLSYMS_ALL", "IKCONFIG_PROC", "EXT4_FS", "DEVTMPFS_MOUNT",
+                 "VIRTIO_BLK", "VIRTIO_NET", "VIRTIO_CONSOLE", "SERIAL_8250_CONSOLE"):
+        assert name in asked, f"CONFIG_{name} is not requested for {version}"
+    na = {r.name for r in result.not_applicable}
+    if version == "4.15":
+        assert "KPROBE_EVENTS_ON_NOTRACE" in na
+    else:
+        assert "KPROBE_EVENTS_ON_NOTRACE" not in na
+        assert {"KPROBE_EVENTS_ON_NOTRACE", "DEBUG_INFO_BTF"} <= {r.name for r in result.ok}
+
+
+# ---------------------------------------------------------------- Debian trees
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["5.10", "6.1"])
+def test_series_applies_to_debian_linux_source(version, tmp_path):
+    if not shutil.which("patch"):
+        pytest.skip("GNU patch is not installed")
+    tree = _debian_tree(version, tmp_path / "src")
+    patches = read_series(PATCHES / version)
+    records = apply_series(tree, patches, _makefile_release(tree), tmp_path / "patch.log")
+    assert [r["name"] for r in records] == [p.name for p in patches]
+    text = (tree / "lib" / "iov_iter.c").read_text()
+    assert "noinline int copyout(" in text and "EXPORT_SYMBOL(copyout);" in text
