@@ -49,7 +49,8 @@ class Vm:
         """QEMU still runs (and the pid is still our QEMU, not a reused pid)."""
         if self._proc is not None and self._proc.poll() is not None:
             return False
-        return qemu.pid_alive(self.pid) and f"kernlab-{self.name}" in qemu.cmdline_of(self.pid)
+        marker = f"process=kernlab-{self.name} "
+        return qemu.pid_alive(self.pid) and marker in qemu.cmdline_of(self.pid) + " "
 
     def stop(self) -> None:
         """Quit QEMU (QMP, then signals), drop the overlay; keep the logs."""
