@@ -273,7 +273,39 @@ def list_experiments(c):
         print("  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3])
 
 
+from invoke import Argument, Task  # noqa: E402  (used only by the experiments section)
+
+
+class _NameUnlessAll(Argument):
+    """The positional NAME, which ``--all`` makes unnecessary (invoke would require it)."""
+
+    partner: Argument | None = None
+
+    @property
+    def value(self):
+        if self._value is None and self.partner is not None and self.partner.value:
+            return ""
+        return self._value if self._value is not None else self.default
+
+    @value.setter
+    def value(self, arg):
+        self.set_value(arg, cast=True)
+
+
+class _RunExperimentTask(Task):
+    """`invoke run-experiment NAME` or `invoke run-experiment --all`."""
+
+    def get_arguments(self, ignore_unknown_help=None):
+        args = super().get_arguments(ignore_unknown_help)
+        name = next(a for a in args if a.name == "name")
+        optional = _NameUnlessAll(names=name.names, kind=name.kind, default=name.default,
+                                  help=name.help, positional=True)
+        optional.partner = next(a for a in args if a.name == "all_")
+        return [optional if a is name else a for a in args]
+
+
 @task(
+    klass=_RunExperimentTask,
     positional=["name"],
     help={
         "name": "Experiment to run (see `invoke list-experiments`).",
@@ -284,7 +316,7 @@ def list_experiments(c):
     },
 )
 @friendly
-def run_experiment(c, name="", kernel=None, keep_vm=False, all_=False, vm_name="default"):
+def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name="default"):
     """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL."""
     from kernlab.errors import KernlabError
     from kernlab.exprun import run_experiment as run_one

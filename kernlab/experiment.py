@@ -4,7 +4,7 @@ An experiment is a folder holding ``experiment.yaml`` and its sources. This modu
 turns the YAML into an ``Experiment`` (every error names the file and the key),
 lists the suite, picks per-version variables and checks a kernel build against the
 experiment's needs. Running lives in ``kernlab.exprun``; expectations in
-``kernlab.expect``. The format is documented in ``docs/EXPERIMENTS.md``.
+``kernlab.expect``. The format is documented in ``experiments/README.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .util import hash_tree
 
 SPEC_FILE = "experiment.yaml"
 LIB_DIR = "_lib"
-FORMAT_DOC = "see docs/EXPERIMENTS.md"
+FORMAT_DOC = "see experiments/README.md"
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 SIGNALS = ("INT", "TERM", "KILL")
@@ -103,7 +103,11 @@ class Experiment:
         return hash_tree(self.dir) + (hash_tree(lib) if lib.is_dir() else "")
 
     def needs_summary(self) -> str:
-        parts = [*self.config, *self.symbols, *self.outputs, *self.tools]
+        def shown(symbol: str) -> str:
+            var = re.fullmatch(r"\$\{(\w+)\}", symbol)
+            return "|".join(self.variables.get(var.group(1), {}).values()) if var else symbol
+
+        parts = [*self.config, *map(shown, self.symbols), *self.outputs, *self.tools]
         return ", ".join(parts) if parts else "-"
 
     def kernels_summary(self) -> str:

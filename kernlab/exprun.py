@@ -270,12 +270,18 @@ def _guest_env(exp: Experiment, workdir: str, build: dict, variables: dict[str, 
             **{f"SYM_{k}": v for k, v in symbols.items()}}
 
 
-def _execute(exp: Experiment, session: Session, bundle: Bundle) -> None:
-    """Everything after the bundle exists; raises on the first problem."""
+def requirements(exp: Experiment, session: Session) -> tuple[dict[str, str], dict[str, str]]:
+    """Kernel and image ready, needs met: (variables, symbols); raises naming what is missing."""
     build, _image = session.kernel_and_image()
     variables = resolve_vars(exp, str(build.get("release") or session.version))
     symbols = check_needs(exp, build, variables)
-    variables = {**variables, **{f"SYM_{k}": v for k, v in symbols.items()}}
+    return {**variables, **{f"SYM_{k}": v for k, v in symbols.items()}}, symbols
+
+
+def _execute(exp: Experiment, session: Session, bundle: Bundle,
+             variables: dict[str, str], symbols: dict[str, str]) -> None:
+    """Everything after the bundle exists; raises on the first problem."""
+    build = session.build or {}
     bundle.facts["variables"] = variables
     built = build_experiment(exp, build, variables, bundle.log("build"))
     workdir = f"{GUEST_ROOT}/{exp.name}"
@@ -331,12 +337,16 @@ def _ssh_lost(session: Session, error: BaseException) -> KernlabError:
 
 
 def run_in_session(exp: Experiment, session: Session, root: Path | None = None) -> Bundle:
-    """Run ``exp`` with the session's kernel and VM; always returns a written bundle."""
+    """Run ``exp`` with the session's kernel and VM; returns its written bundle.
+
+    A kernel that lacks what the experiment needs raises before any bundle is made.
+    """
+    variables, symbols = requirements(exp, session)
     bundle = Bundle.create(exp.name, session.version, root)
     reporter().note(f"bundle: {bundle.dir}")
     since = _console_size(session)
     try:
-        _execute(exp, session, bundle)
+        _execute(exp, session, bundle, variables, symbols)
         bundle.settle()
     except KernlabError as error:
         bundle.fail(error.one_line())
@@ -397,10 +407,21 @@ def run_suite(names: list[str], kernel: str | None = None, keep_vm: bool = False
     try:
         for exp in experiments:
             with reporter().step(f"experiment {exp.name}"):
-                bundles.append(run_in_session(exp, session, root))
+                bundles.append(_run_or_record(exp, session, root))
     finally:
         session.close()
     return bundles
+
+
+def _run_or_record(exp: Experiment, session: Session, root: Path | None) -> Bundle:
+    """In a suite, an unmet requirement becomes a failed bundle instead of stopping it."""
+    try:
+        return run_in_session(exp, session, root)
+    except KernlabError as error:
+        bundle = Bundle.create(exp.name, session.version, root)
+        bundle.fail(error.one_line())
+        bundle.finish(_manifest(exp, session, bundle))
+        return bundle
 
 
 def summary_table(bundles: list[Bundle]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -178,3 +180,24 @@ def test_experiments_dir_is_movable(tmp_path, monkeypatch):
     monkeypatch.setenv("KERNLAB_EXPERIMENTS", str(tmp_path))
     assert paths.experiments_dir() == tmp_path
     assert experiment_names() == ["tiny"]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cli_unknown_experiment():
+    """`invoke run-experiment nope`: exit 1 and the known experiments, before any work."""
+    done = subprocess.run([sys.executable, "-m", "invoke", "run-experiment", "nope"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "kernlab: error: unknown experiment 'nope'; known experiments: " in done.stderr
+    assert "readiter" in done.stderr
+
+
+def test_cli_list_experiments():
+    done = subprocess.run([sys.executable, "-m", "invoke", "list-experiments"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:4] == ["name", "shows", "kernels", "needs"]
+    assert [line.split()[0] for line in lines[1:]] == SUITE
+    assert "copyout" in next(line for line in lines if line.startswith("readiter "))

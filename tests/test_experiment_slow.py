@@ -1,0 +1,132 @@
+"""The suite on a real 6.1 TCG guest: every experiment passes, and can fail.
+
+One VM (the session's ``lab_vm``) is shared; bundles go to a temporary results dir.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kernlab import paths
+from kernlab.errors import KernlabError
+from kernlab.experiment import experiment_names, load_experiment
+from kernlab.exprun import Session, run_in_session, run_suite
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def suite(lab_vm, results) -> dict:
+    """Every experiment run once on 6.1 in the shared VM: {name: bundle}."""
+    bundles = run_suite(experiment_names(), kernel="6.1", keep_vm=True, vm_name=lab_vm.name,
+                        root=results)
+    return {b.experiment: b for b in bundles}
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_experiment_passes_on_61(suite, name):
+    bundle = suite[name]
+    result = json.loads((bundle.dir / "result.json").read_text())
+    failed = [e for e in result["expectations"] if not e["passed"]]
+    assert result["status"] == "PASS", (result["reason"], failed)
+    for item in ("manifest.json", "output.txt", "console.log", "logs/remote.log"):
+        assert (bundle.dir / item).is_file(), item
+    manifest = json.loads((bundle.dir / "manifest.json").read_text())
+    assert manifest["build"]["version"] == "6.1"
+    assert manifest["experiment"]["hash"] and manifest["versions"]["qemu"] != "absent"
+
+
+def test_histogram_is_rendered(suite):
+    art = suite["kretprobe-hist"].dir / "artifacts"
+    assert (art / "vfs_read_bytes.svg").read_text().startswith("<svg")
+    hists = json.loads((art / "vfs_read_bytes.json").read_text())
+    assert {"low": "4K", "high": "8K", "count": 256} in hists[0]["buckets"]
+
+
+def run_changed(lab_vm, results, tmp_path, monkeypatch, name: str, change) -> dict:
+    """Run a copy of experiment ``name`` after ``change(folder)``; its result.json."""
+    copy = tmp_path / "experiments"
+    shutil.copytree(paths.experiments_dir(), copy)
+    change(copy / name)
+    monkeypatch.setenv("KERNLAB_EXPERIMENTS", str(copy))
+    session = Session("6.1", keep_vm=True, vm_name=lab_vm.name)
+    bundle = run_in_session(load_experiment(name), session, results)
+    return json.loads((bundle.dir / "result.json").read_text())
+
+
+def failed_names(result: dict) -> set[str]:
+    return {e["name"] for e in result["expectations"] if not e["passed"]}
+
+
+def test_readiter_fails_when_the_file_changes(lab_vm, results, tmp_path, monkeypatch):
+    def other_content(folder: Path) -> None:
+        (folder / "data.txt").write_text("SOMETHING-ELSE-ENTIRELY-0123456789abcdefgh\n")
+
+    result = run_changed(lab_vm, results, tmp_path, monkeypatch, "readiter", other_content)
+    assert result["status"] == "FAIL"
+    assert failed_names(result) == {"the workload read the file",
+                                    "copyout sees the file content"}
+    seen = next(e for e in result["expectations"] if e["name"] == "copyout sees the file content")
+    assert "0 matching lines" in seen["detail"]
+
+
+def test_uprobe_local_fails_for_another_input(lab_vm, results, tmp_path, monkeypatch):
+    def input_nine(folder: Path) -> None:
+        spec = folder / "experiment.yaml"
+        spec.write_text(spec.read_text().replace("cmd: ./sample2 8", "cmd: ./sample2 9"))
+
+    result = run_changed(lab_vm, results, tmp_path, monkeypatch, "uprobe-local", input_nine)
+    assert "foo1(8) leaves variable1 at 92" in failed_names(result)
+    value = next(e for e in result["expectations"] if e["name"].startswith("foo1(8)"))
+    assert "values 91" in value["detail"]
+
+
+def test_verifier_expectation_fails_when_the_program_is_fixed(lab_vm, results, tmp_path,
+                                                              monkeypatch):
+    def load_fixed(folder: Path) -> None:
+        spec = folder / "experiment.yaml"
+        spec.write_text(spec.read_text().replace("-l null_deref.bpf.o", "-l fixed.bpf.o"))
+
+    result = run_changed(lab_vm, results, tmp_path, monkeypatch, "verifier", load_fixed)
+    assert failed_names(result) == {"unchecked lookup result is rejected"}
+
+
+def test_workload_timeout_keeps_partial_results(lab_vm, results, tmp_path, monkeypatch):
+    def hang(folder: Path) -> None:
+        spec = folder / "experiment.yaml"
+        spec.write_text(spec.read_text().replace(
+            "cmd: ./readiter data.txt\n      timeout: 30",
+            "cmd: ./readiter data.txt && echo still-running && sleep 300\n      timeout: 5"))
+
+    result = run_changed(lab_vm, results, tmp_path, monkeypatch, "readiter", hang)
+    assert result["status"] == "FAIL"
+    assert "step workload timed out" in result["reason"]
+    bundle = results / "readiter" / "6.1"
+    latest = sorted(p for p in bundle.iterdir() if (p / "result.json").is_file())[-1]
+    assert "still-running" in (latest / "steps" / "workload.log").read_text()
+    assert "KERNLAB-READITER-CONTENT" in (latest / "trace.txt").read_text()
+
+
+def test_missing_symbol_is_named(lab_vm, tmp_path, monkeypatch):
+    def needs_ghost(folder: Path) -> None:
+        spec = folder / "experiment.yaml"
+        spec.write_text(spec.read_text().replace("copy_page_to_iter: \"\"",
+                                                 "kernlab_no_such_function: \"\""))
+
+    copy = tmp_path / "experiments"
+    shutil.copytree(paths.experiments_dir(), copy)
+    needs_ghost(copy / "readiter")
+    monkeypatch.setenv("KERNLAB_EXPERIMENTS", str(copy))
+    with pytest.raises(KernlabError, match=r"kernlab_no_such_function is not in kallsyms of the "
+                                           r"6\.1 kernel"):
+        run_in_session(load_experiment("readiter"), Session("6.1", keep_vm=True,
+                                                            vm_name=lab_vm.name), tmp_path)
