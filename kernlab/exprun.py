@@ -378,7 +378,10 @@ def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> dict:
 
 def prepare(names: list[str], kernel: str | None) -> tuple[list[Experiment], str]:
     """Load experiments and check the kernel version fits them, before any work."""
+    from .catalog import load_catalog
+
     version = kernel or default_kernel()
+    load_catalog().kernel(version)  # an unknown version fails here, before any work
     experiments = [load_experiment(n) for n in names]
     for exp in experiments:
         check_version(exp, version)
