@@ -172,7 +172,8 @@ def _fetch(conn: Any, exp: Experiment, workdir: str, bundle: Bundle, dest: Path)
     """Bring back ``out/`` and the artifact files (whatever exists) into ``dest``."""
     wanted = ["out"] + [a.path for a in exp.artifacts if a.path]
     names = " ".join(shlex.quote(w) for w in wanted)
-    _guest(conn, f"cd {workdir} && tar czf {workdir}.out.tar.gz --ignore-failed-read "
+    _guest(conn, f"cd {workdir} && mkdir -p out && tar czf {workdir}.out.tar.gz "
+                 f"--ignore-failed-read "
                  f"$(for f in {names}; do [ -e \"$f\" ] && echo \"$f\"; done) ; true",
            bundle.log("remote"), timeout=120)
     local = dest / "out.tar.gz"
