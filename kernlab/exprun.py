@@ -141,6 +141,7 @@ def _upload(conn: Any, exp: Experiment, built: Path, plan: dict, bundle: Bundle,
             tools: list[str]) -> dict[str, str]:
     """Send sources, outputs, driver and plan as one tarball; unpack; check guest tools."""
     workdir = plan["workdir"]
+    upload = f"/tmp/kernlab-{exp.name}.tar.gz"
     with tempfile.TemporaryDirectory() as tmp:
         tarball = Path(tmp) / "upload.tar.gz"
         with tarfile.open(tarball, "w:gz") as tar:
@@ -151,11 +152,11 @@ def _upload(conn: Any, exp: Experiment, built: Path, plan: dict, bundle: Bundle,
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
         with open(bundle.log("remote"), "a") as out:
-            out.write(f"\n# put {tarball.stat().st_size} bytes -> {workdir}.tar.gz\n")
-        conn.put(str(tarball), f"{workdir}.tar.gz")
+            out.write(f"\n# put {tarball.stat().st_size} bytes -> {upload}\n")
+        _transfer(conn.put, str(tarball), upload)
     checks = " ".join(shlex.quote(t) for t in tools)
     script = (f"set -e; rm -rf {workdir}; mkdir -p {workdir}; "
-              f"tar xzf {workdir}.tar.gz -C {workdir}; rm -f {workdir}.tar.gz; "
+              f"tar xzf {upload} -C {workdir}; rm -f {upload}; "
               f"echo release=$(uname -r); "
               f"for t in {checks}; do command -v $t >/dev/null || echo missing=$t; done")
     result = _guest(conn, script, bundle.log("remote"), timeout=120)
@@ -172,25 +173,50 @@ def _fetch(conn: Any, exp: Experiment, workdir: str, bundle: Bundle, dest: Path)
     """Bring back ``out/`` and the artifact files (whatever exists) into ``dest``."""
     wanted = ["out"] + [a.path for a in exp.artifacts if a.path]
     names = " ".join(shlex.quote(w) for w in wanted)
-    _guest(conn, f"cd {workdir} && mkdir -p out && tar czf {workdir}.out.tar.gz "
+    fetched = f"/tmp/kernlab-{exp.name}.out.tar.gz"
+    _guest(conn, f"cd {workdir} && mkdir -p out && tar czf {fetched} "
                  f"--ignore-failed-read "
                  f"$(for f in {names}; do [ -e \"$f\" ] && echo \"$f\"; done) ; true",
            bundle.log("remote"), timeout=120)
     local = dest / "out.tar.gz"
-    conn.get(f"{workdir}.out.tar.gz", str(local))
+    _transfer(conn.get, fetched, str(local))
     with tarfile.open(local) as tar:
         tar.extractall(dest / "fetched", filter="data")
 
 
+def _transfer(method: Any, source: str, dest: str) -> None:
+    """conn.put / conn.get; a missing file is the run's problem, not a lost connection."""
+    try:
+        method(source, dest)
+    except FileNotFoundError as error:
+        raise KernlabError(f"copying {source} to {dest} failed: {error}",
+                           "see logs/remote.log in the bundle") from None
+
+
 # ---------------------------------------------------------------- collecting
-def filter_trace(raw: str, comms: list[str]) -> str:
-    """Trace lines whose task comm is one of ``comms`` (all lines when empty)."""
+def parse_cmdlines(text: str) -> dict[str, str]:
+    """tracefs ``saved_cmdlines`` ("PID COMM" lines) as {pid: comm}."""
+    pairs = (line.split(maxsplit=1) for line in text.splitlines())
+    return {p[0]: p[1].strip() for p in pairs if len(p) == 2}
+
+
+def filter_trace(raw: str, comms: list[str], cmdlines: dict[str, str] | None = None) -> str:
+    """Trace lines whose task comm is one of ``comms`` (all lines when empty).
+
+    A line whose comm the tracer printed as ``<...>`` is judged by its pid's name in
+    ``cmdlines`` (the guest's saved_cmdlines at the end of the run).
+    """
     if not comms:
         return raw
     kept = []
     for line in raw.splitlines():
         match = TRACE_LINE.match(line)
-        if match and match.group(1).strip() in comms:
+        if not match:
+            continue
+        comm = match.group(1).strip()
+        if comm == "<...>":
+            comm = (cmdlines or {}).get(match.group(2), comm)
+        if comm in comms:
             kept.append(line)
     return "\n".join(kept) + ("\n" if kept else "")
 
@@ -205,10 +231,14 @@ def _collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, 
     if driver.get("status") != "done":
         bundle.fail(driver.get("reason") or "the guest driver did not finish")
     texts: dict[str, str] = {}
-    raw = (out / "trace.raw").read_text(errors="replace") if (out / "trace.raw").exists() else ""
+    raw = _read_text(out / "trace.raw")
     if exp.capture.trace_pipe:
         bundle.write("trace.raw.txt", raw)
-        texts["trace"] = bundle.write("trace.txt", filter_trace(raw, exp.capture.comm)).read_text()
+        names = _read_text(out / "saved_cmdlines")
+        if names:
+            bundle.write("saved_cmdlines.txt", names)
+        kept = filter_trace(raw, exp.capture.comm, parse_cmdlines(names))
+        texts["trace"] = bundle.write("trace.txt", kept).read_text()
     sections = []
     for step in steps:
         log = out / "steps" / f"{step['name']}.log"
@@ -254,6 +284,10 @@ def _render(exp: Experiment, texts: dict[str, str], bundle: Bundle) -> None:
             suffix = "" if i == 0 else f"-{i}"
             bundle.write(f"artifacts/{art.name}{suffix}.svg", hist_svg(hist))
         texts[f"file:{art.name}.json"] = json.dumps(hists)
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
 
 
 def _read_json(path: Path) -> dict:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -41,35 +42,79 @@ def ensure_tracefs() -> str:
 
 
 class Capture:
-    """``head -c MAX trace_pipe > out/trace.raw``, stopped on demand or at its deadline."""
+    """Copy trace_pipe to ``out/trace.raw`` in a thread, up to a size and a time limit."""
 
     def __init__(self, pipe: str, out: str, max_bytes: int, max_seconds: float) -> None:
-        self.handle = open(out, "wb")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(["head", "-c", str(max_bytes), pipe], stdout=self.handle,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.pipe, self.out = pipe, out
         self.max_bytes = max_bytes
-        self.timer = threading.Timer(max_seconds, self._expire)
-        self.timer.daemon = True
-        self.timer.start()
-        self.expired = False
+        self.deadline = time.monotonic() + max_seconds
+        self.size = 0
+        self.why = ""
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._copy, daemon=True)
+        self.thread.start()
 
-    def _expire(self) -> None:
-        self.expired = True
-        if self.proc.poll() is None:
-            self.proc.terminate()
+    def _copy(self) -> None:
+        fd = os.open(self.pipe, os.O_RDONLY | os.O_NONBLOCK)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        try:
+            with open(self.out, "wb", buffering=0) as out:
+                while not self.why:
+                    self._pump(fd, poller, out)
+        finally:
+            os.close(fd)
+
+    def _pump(self, fd: int, poller: select.poll, out) -> None:
+        if self.size >= self.max_bytes:
+            self.why = "size limit"
+            return
+        if time.monotonic() > self.deadline:
+            self.why = "time limit"
+            return
+        ready = poller.poll(100)
+        try:
+            data = os.read(fd, min(65536, self.max_bytes - self.size)) if ready else b""
+        except BlockingIOError:
+            data = b""
+        if data:
+            out.write(data)
+            self.size += len(data)
+        elif self.stopping.is_set():
+            self.why = "driver"  # stopped and drained
+        elif ready:
+            time.sleep(0.05)  # a FIFO stand-in without a writer reports EOF
 
     def stop(self) -> dict:
-        self.timer.cancel()
-        stopped_by = "time limit" if self.expired else (
-            "driver" if self.proc.poll() is None else "reader exited")
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.handle.close()
-        size = os.path.getsize(self.handle.name)
-        full = size >= self.max_bytes
-        return {"bytes": size, "truncated": full, "stopped_by": "size limit" if full
-                else stopped_by}
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        if not self.why:
+            self.why = "driver"
+        return {"bytes": self.size, "truncated": self.why == "size limit",
+                "stopped_by": self.why}
+
+
+def record_comms(base: str, on: bool) -> None:
+    """Make the tracer remember task names (trace lines show ``<...>`` otherwise).
+
+    Enabling any event arms comm recording; sched_switch with a filter that never
+    matches adds nothing to the trace.
+    """
+    event = os.path.join(base, "events", "sched", "sched_switch")
+    if not os.path.isdir(event):
+        return
+    with contextlib.suppress(OSError):
+        with open(os.path.join(event, "filter"), "w") as handle:
+            handle.write("common_pid < 0" if on else "0")
+        with open(os.path.join(event, "enable"), "w") as handle:
+            handle.write("1" if on else "0")
+
+
+def save_comms(base: str, outdir: str) -> None:
+    """pid -> comm as the tracer knows it, for filtering ``<...>`` lines on the host."""
+    with contextlib.suppress(OSError), open(os.path.join(base, "saved_cmdlines"), "rb") as src, \
+                open(os.path.join(outdir, "saved_cmdlines"), "wb") as dst:
+        dst.write(src.read())
 
 
 class Step:
@@ -151,6 +196,7 @@ def run_plan(plan: dict) -> dict:
     if trace.get("enabled", True):
         base = trace.get("dir") or ensure_tracefs()  # "dir": a stand-in, for tests
         status["tracefs"] = base
+        record_comms(base, True)
         with open(os.path.join(base, "trace"), "w"):
             pass  # opening with O_TRUNC clears the ring buffer
         capture = Capture(os.path.join(base, "trace_pipe"), os.path.join(outdir, "trace.raw"),
@@ -199,6 +245,8 @@ def run_plan(plan: dict) -> dict:
         if capture:
             time.sleep(DRAIN)
             status["capture"] = capture.stop()
+            save_comms(status["tracefs"], outdir)
+            record_comms(status["tracefs"], False)
         write_steps(outdir, steps)
     status.update(status="failed" if reason else "done", reason=reason,
                   seconds=round(time.monotonic() - started, 3))

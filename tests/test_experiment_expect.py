@@ -12,7 +12,7 @@ import pytest
 
 from kernlab.expect import Evidence, check, check_all, parse_expectation
 from kernlab.experiment import load_all
-from kernlab.exprun import filter_trace
+from kernlab.exprun import filter_trace, parse_cmdlines
 from kernlab.results import Bundle, hist_svg, parse_hist
 
 TRACE = """\
@@ -105,6 +105,15 @@ def test_filter_trace_by_comm():
     kept = filter_trace(TRACE, ["readiter"])
     assert "sshd" not in kept and kept.count("readiter-2425") == 2
     assert filter_trace(TRACE, []) == TRACE
+
+
+def test_filter_trace_names_unknown_comms_by_pid():
+    raw = ("           <...>-127     [001] ....1    27.77: bpf_trace_printk: mine\n"
+           "           <...>-128     [001] ....1    27.78: bpf_trace_printk: other\n"
+           "         file-io-129     [000] ....1    27.79: bpf_trace_printk: dashed\n")
+    names = parse_cmdlines("127 readiter\n128 sshd\n")
+    assert filter_trace(raw, ["readiter", "file-io"], names).splitlines() == [
+        raw.splitlines()[0], raw.splitlines()[2]]
 
 
 HIST = """\
