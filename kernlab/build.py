@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from .report import reporter
 from .source import ResolvedSource, SourceOptions, extract_source, resolve_source, tree_release
 from .util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
 
-BUILD_LOGIC_VERSION = 1  # bump when the way a build is made changes its outputs
+BUILD_LOGIC_VERSION = 2  # bump when the way a build is made changes its outputs
 REPRODUCIBLE_ENV = {
     "KBUILD_BUILD_TIMESTAMP": "1970-01-01 00:00:00 UTC",
     "KBUILD_BUILD_USER": "kernlab",
@@ -81,6 +82,8 @@ class Plan:
             "binutils": binutils_version(),
             "samples_bpf": list(self.spec.samples_bpf) if self.opts.samples else [],
             "env": REPRODUCIBLE_ENV,
+            "make": make_command(self, Path("/O"), Path("/S"), ["bzImage", "modules"])[3:],
+            "pahole": capture(["pahole", "--version"]),
         }
 
 
@@ -199,11 +202,12 @@ def prepared_tree(plan: Plan, source: ResolvedSource, key: str) -> Path:
     return final
 
 
-def make_command(plan: Plan, obj: Path, tree: Path, targets: list[str]) -> list[str]:
+def make_command(plan: Plan, obj: Path | None, tree: Path, targets: list[str]) -> list[str]:
+    """make with the catalog's compiler (through ccache), -j cores, O=obj unless in-tree."""
     cc = plan.compiler
     if plan.opts.ccache and shutil.which("ccache"):
         cc = f"ccache {cc}"
-    cmd = ["make", "-C", str(tree), f"O={obj}", f"ARCH={plan.spec.arch}", f"CC={cc}",
+    cmd = ["make", "-C", str(tree), *([f"O={obj}"] if obj else []), f"ARCH={plan.spec.arch}", f"CC={cc}",
            f"HOSTCC={plan.compiler}", f"-j{jobs(plan.opts)}"]
     flags = pahole_flags(tree)
     if flags is not None:
@@ -216,7 +220,9 @@ def pahole_flags(tree: Path) -> str | None:
     script = tree / "scripts" / "pahole-flags.sh"
     if not script.exists() or not shutil.which("pahole"):
         return None
-    out = capture(["sh", str(script)]) if os.access(script, os.R_OK) else ""
+    done = subprocess.run(["sh", str(script)], env={**os.environ, "PAHOLE": "pahole"},
+                          capture_output=True, text=True, check=False)
+    out = done.stdout.strip()
     return " ".join(flag for flag in out.split() if flag != "-j")
 
 
@@ -261,18 +267,28 @@ def configure(plan: Plan, tree: Path, obj: Path, log_dir: Path):
 
 # ---------------------------------------------------------------- samples/bpf
 def build_samples(plan: Plan, tree: Path, obj: Path, log: Path) -> dict[str, Any]:
-    """Build samples/bpf; the catalog's targets must come out, others may fail."""
+    """Build samples/bpf in-tree, in a hard-linked copy of the patched tree.
+
+    6.1's samples/bpf Makefile mishandles O= builds (it writes libbpf into the source
+    tree and loses its .bpf.c sources), so kernlab uses the documented in-tree route
+    on a private copy: sources are shared hard links, outputs are new files. The
+    catalog's targets must come out; other samples may fail (logged).
+    """
     require_tool("clang", "clang")
     require_tool("llc", "llvm")
-    out_dir = obj / "samples" / "bpf"
-    cmd = make_command(plan, obj, tree, ["samples/bpf/"])
-    cmd[cmd.index(f"-j{jobs(plan.opts)}")] = f"-j{jobs(plan.opts)}"
+    copy = obj.parent / "samples-tree"
+    shutil.rmtree(copy, ignore_errors=True)
+    run_logged(["cp", "-al", tree, copy], log, what="hard-linked copy of the tree")
+    shutil.copy(obj / ".config", copy / ".config")
     env = {**build_env(), "PAHOLE": "pahole"}
+    run_logged(make_command(plan, None, copy, ["olddefconfig", "prepare", "headers_install"]), log,
+               what="make prepare headers_install (samples tree)", env=env, on_line=status_from_make)
+    samples = [*make_command(plan, None, copy, ["M=samples/bpf", f"VMLINUX_BTF={obj / 'vmlinux'}"]), "-k"]
     try:
-        run_logged([*cmd, "-k"], log, what="make samples/bpf", env=env, on_line=status_from_make)
+        run_logged(samples, log, what="make M=samples/bpf", env=env, on_line=status_from_make)
     except KernlabError as error:
-        reporter().warn(f"some samples/bpf targets failed; checking the ones the catalog needs "
-                        f"({error.cause})")
+        reporter().warn(f"some samples/bpf targets failed; checking the catalog's ({error.cause})")
+    out_dir = copy / "samples" / "bpf"
     missing = [t for t in plan.spec.samples_bpf if not (out_dir / t).is_file()]
     if missing:
         raise KernlabError(
