@@ -1,9 +1,9 @@
 """The lab guest's root filesystem: mmdebstrap a Debian root, then `mke2fs -d` an ext4 image.
 
 No root mounts, no loop devices. The image is keyed by the hash of its recipe
-(``vm/<recipe>.yaml``) and kernlab's init (``vm/init``); a cached image is reused at
-once. The guest's SSH host key and the lab's client key are made here, so the host
-key is known before the guest ever boots.
+(``vm/<recipe>.yaml``) and of kernlab's init and fstab (``vm/init``, ``vm/fstab``); a
+cached image is reused at once. The guest's SSH host key and the lab's client key are
+made here, so the host key is known before the guest ever boots.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .util import atomic_write_json, hash_inputs, read_json, sha256_file, short,
 FORMAT = 1  # bump when the way an image is made changes (not only its recipe)
 INIT_PATH = "/sbin/kernlab-init"
 REQUIRED = ("suite", "mirror", "packages")
+GUEST_FILES = ("init", "fstab")  # vm/ files copied into every image (part of its key)
 VARIANTS = ("minbase", "apt")
 MIB = 1 << 20
 AUTO_HEADROOM_MIB = 1536  # free space in the guest for in-guest builds and traces
@@ -75,12 +76,14 @@ def load_recipe(recipe: str) -> dict[str, Any]:
 
 
 def image_key(recipe: str) -> str:
-    """Hash of everything that goes into the image: recipe file, init script, format."""
-    init = paths.vm_dir() / "init"
-    if not init.is_file():
-        raise KernlabError(f"{init} is missing", "restore vm/init from git")
-    return hash_inputs({"format": FORMAT, "recipe": recipe_path(recipe).read_text(),
-                        "init": init.read_text()})
+    """Hash of everything that goes into the image: recipe, init, fstab, format."""
+    files = {}
+    for name in GUEST_FILES:
+        path = paths.vm_dir() / name
+        if not path.is_file():
+            raise KernlabError(f"{path} is missing", f"restore vm/{name} from git")
+        files[name] = path.read_text()
+    return hash_inputs({"format": FORMAT, "recipe": recipe_path(recipe).read_text(), **files})
 
 
 def images_dir() -> Path:
@@ -204,7 +207,7 @@ def customize(root: Path, stage: Path, spec: dict[str, Any]) -> None:
     if resolv.is_symlink():
         resolv.unlink()
     _write(resolv, "nameserver 10.0.2.3\n", 0o644)
-    _write(root / "etc/fstab", "/dev/vda / ext4 rw,relatime 0 1\n", 0o644)
+    _write(root / "etc/fstab", (paths.vm_dir() / "fstab").read_text(), 0o644)
 
 
 def installed_packages(root: Path) -> list[str]:

@@ -23,6 +23,9 @@ from .report import reporter
 from .util import atomic_write_json, read_json
 
 CMDLINE = "console=ttyS0 root=/dev/vda rw init=/sbin/kernlab-init panic=-1 quiet"
+# Under TCG, ACPI PCI interrupt links and the PS/2 probes cost ~1.5 s of a 3.8 s kernel
+# boot; the lab guest needs neither (acpi=off would also lose the second CPU).
+FAST_BOOT = "pci=noacpi i8042.noaux i8042.nokbd"
 READY_LINE = "KERNLAB-READY"
 READY_TIMEOUT = 30.0  # seconds under KVM; scaled for TCG
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -140,7 +143,7 @@ def start_vm(build: dict, image: dict, name: str = "default", *, append: str = "
     spec = qemu.QemuSpec(
         kernel=kernel, disk=run_dir / "overlay.qcow2", console_log=run_dir / "console.log",
         qmp_socket=run_dir / "qmp.sock", pidfile=run_dir / "qemu.pid",
-        cmdline=f"{CMDLINE} {append}".strip(), accel=accel, memory=memory, cpus=cpus,
+        cmdline=f"{CMDLINE} {FAST_BOOT} {append}".strip(), accel=accel, memory=memory, cpus=cpus,
         name=f"kernlab-{name}")
     limit = timeout if timeout is not None else READY_TIMEOUT * accel.scale
     vm: Vm | None = None
