@@ -342,11 +342,80 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
         raise Exit(code=1)
 
 
+# ---------------------------------------------------------------- reproducibility and CI
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _matrix(kernels: str, experiments: str, out: str):
+    from pathlib import Path
+
+    from kernlab import matrix
+
+    names = None if experiments in ("", "all") else _csv(experiments)
+    result = matrix.run_matrix(_csv(kernels), names)
+    written = matrix.write_report(result, Path(out) if out else matrix.default_out())
+    print(matrix.grid_text(result))
+    for kind, path in written.items():
+        print(f"{kind:<9}{path}")
+    return result
+
+
+@task(help={"kernels": "Comma-separated catalog versions, e.g. 5.10,6.1.",
+            "experiments": "Comma-separated experiment names, or `all` (default).",
+            "out": "Report directory (default results/matrix/<time>)."})
+@friendly
+def matrix(c, kernels, experiments="all", out=""):
+    """Run every experiment on every kernel (one VM per kernel) and write a comparison report."""
+    result = _matrix(kernels, experiments, out)
+    if not result.passed:
+        raise Exit("kernlab: matrix FAIL (see the report)", code=1)
+
+
+@task(help={"kernels": "Comma-separated catalog versions (default: the catalog's default).",
+            "experiments": "Comma-separated experiment names, or `all` (default).",
+            "out": "Report directory (default results/matrix/<time>); JUnit XML is junit.xml there."})
+@friendly
+def ci(c, kernels="", experiments="all", out=""):
+    """Non-interactive run for CI: plain progress, builds what is missing, matrix, JUnit XML, exit status."""
+    import os
+
+    from kernlab.catalog import load_catalog
+
+    os.environ.setdefault("CI", "1")
+    os.environ["KERNLAB_PLAIN"] = "1"
+    result = _matrix(kernels or load_catalog().default, experiments, out)
+    if not result.passed:
+        raise Exit("kernlab: ci FAIL", code=1)
+    print("kernlab: ci PASS")
+
+
+@task(help={"bundle": "A results bundle directory (results/<experiment>/<kernel>/<time>).",
+            "anyway": "Rerun even if today's kernel inputs differ from the bundle's.",
+            "keep_vm": "Leave the VM running afterwards.",
+            "vm_name": "VM to use (reused when it runs the same kernel and image).",
+            "json": "Print the comparison as JSON."})
+@friendly
+def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=False):
+    """Rebuild or reuse what a bundle names, rerun it, compare hashes, expectations and trace."""
+    from pathlib import Path
+
+    from kernlab.reproduce import reproduce as run
+
+    comparison = run(Path(bundle), anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
+    if json:
+        _print_json(comparison.to_json())
+    else:
+        print(comparison.text())
+    if not comparison.identical:
+        raise Exit(code=1)
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock)
+ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)

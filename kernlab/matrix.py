@@ -1,0 +1,253 @@
+"""`invoke matrix` and `invoke ci`: every experiment on every kernel, compared.
+
+Kernels run one at a time, each with one VM shared by its experiments. The report
+(Markdown and HTML) has a pass/fail grid, the per-experiment differences between
+kernels (expectations, resolved variables, trace sizes), and the histogram pictures
+side by side. JUnit XML has one test case per (kernel, experiment).
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import KernlabError
+from .report import reporter
+from .util import atomic_write_json, atomic_write_text, read_json
+
+PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"
+
+
+@dataclass
+class Cell:
+    """One (kernel, experiment) outcome."""
+
+    kernel: str
+    experiment: str
+    status: str
+    reason: str = ""
+    bundle: Path | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Matrix:
+    kernels: list[str]
+    experiments: list[str]
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+
+    def cell(self, kernel: str, experiment: str) -> Cell:
+        return self.cells[(kernel, experiment)]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.status in (PASS, NA) for c in self.cells.values())
+
+
+def run_matrix(kernels: list[str], experiments: list[str] | None = None) -> Matrix:
+    """Run every experiment on every kernel (one VM per kernel, one kernel at a time)."""
+    from .experiment import check_version, experiment_names, load_experiment
+    from .exprun import run_suite
+
+    names = experiments or experiment_names()
+    matrix = Matrix(kernels, names)
+    for kernel in kernels:
+        runnable = []
+        for name in names:
+            try:
+                check_version(load_experiment(name), kernel)
+                runnable.append(name)
+            except KernlabError as error:
+                matrix.cells[(kernel, name)] = Cell(kernel, name, NA, error.cause)
+        with reporter().step(f"kernel {kernel}: {len(runnable)} experiments"):
+            try:
+                bundles = run_suite(runnable, kernel, vm_name=f"matrix-{kernel}")
+            except KernlabError as error:
+                for name in runnable:
+                    matrix.cells[(kernel, name)] = Cell(kernel, name, ERROR, error.one_line())
+                continue
+        for bundle in bundles:
+            result = read_json(bundle.dir / "result.json")
+            matrix.cells[(kernel, bundle.experiment)] = Cell(
+                kernel, bundle.experiment, PASS if bundle.passed else FAIL, bundle.reason, bundle.dir, result)
+        for name in runnable:  # an experiment the suite could not start at all
+            matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, "did not run"))
+    return matrix
+
+
+# ---------------------------------------------------------------- comparison
+def expectation_map(cell: Cell) -> dict[str, bool]:
+    return {e["name"]: bool(e.get("passed")) for e in cell.result.get("expectations", [])}
+
+
+def differences(matrix: Matrix, experiment: str) -> list[str]:
+    """How one experiment's outcome differs between kernels, in plain lines."""
+    cells = [matrix.cell(k, experiment) for k in matrix.kernels]
+    lines = []
+    statuses = {c.kernel: c.status for c in cells}
+    if len(set(statuses.values())) > 1:
+        lines.append("status: " + ", ".join(f"{k} {s}" for k, s in statuses.items()))
+    expectations = {c.kernel: expectation_map(c) for c in cells if c.result}
+    names = sorted({n for e in expectations.values() for n in e})
+    for name in names:
+        values = {k: e.get(name) for k, e in expectations.items()}
+        if len({v for v in values.values()}) > 1:
+            shown = ", ".join(f"{k} {'pass' if v else ('fail' if v is False else 'absent')}"
+                              for k, v in values.items())
+            lines.append(f"expectation `{name}`: {shown}")
+    variables = {c.kernel: c.result.get("variables", {}) for c in cells if c.result}
+    for var in sorted({v for d in variables.values() for v in d}):
+        values = {k: d.get(var) for k, d in variables.items()}
+        if len(set(map(str, values.values()))) > 1:
+            lines.append(f"variable `{var}`: " + ", ".join(f"{k} = {v}" for k, v in values.items()))
+    sizes = {c.kernel: _trace_lines(c) for c in cells if c.bundle}
+    if sizes and any(v is not None for v in sizes.values()):
+        lines.append("trace lines: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    return lines
+
+
+def _trace_lines(cell: Cell) -> int | None:
+    trace = cell.bundle / "trace.txt" if cell.bundle else None
+    return len(trace.read_text(errors="replace").splitlines()) if trace and trace.is_file() else None
+
+
+def pictures(cell: Cell) -> list[Path]:
+    return sorted(cell.bundle.glob("artifacts/*.svg")) if cell.bundle else []
+
+
+# ---------------------------------------------------------------- reports
+def write_report(matrix: Matrix, out: Path) -> dict[str, Path]:
+    """report.md, report.html, the pictures they show, junit.xml and matrix.json in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    shown = _copy_pictures(matrix, out)
+    written = {
+        "markdown": out / "report.md",
+        "html": out / "report.html",
+        "junit": out / "junit.xml",
+        "json": out / "matrix.json",
+    }
+    atomic_write_text(written["markdown"], markdown(matrix, shown))
+    atomic_write_text(written["html"], html_report(matrix, shown))
+    atomic_write_text(written["junit"], junit_xml(matrix))
+    atomic_write_json(written["json"], {
+        "kernels": matrix.kernels, "experiments": matrix.experiments, "passed": matrix.passed,
+        "cells": [{"kernel": c.kernel, "experiment": c.experiment, "status": c.status, "reason": c.reason,
+                   "bundle": str(c.bundle) if c.bundle else None} for c in matrix.cells.values()],
+    })
+    return written
+
+
+def _copy_pictures(matrix: Matrix, out: Path) -> dict[tuple[str, str], list[str]]:
+    shown: dict[tuple[str, str], list[str]] = {}
+    for (kernel, experiment), cell in matrix.cells.items():
+        for svg in pictures(cell):
+            name = f"{experiment}-{kernel}-{svg.name}"
+            shutil.copyfile(svg, out / name)
+            shown.setdefault((kernel, experiment), []).append(name)
+    return shown
+
+
+def _rel(cell: Cell, out_hint: str = "") -> str:
+    return str(cell.bundle) if cell.bundle else out_hint
+
+
+def markdown(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
+    head = "| experiment | " + " | ".join(matrix.kernels) + " |"
+    rule = "|---|" + "---|" * len(matrix.kernels)
+    rows = [f"| {name} | " + " | ".join(_md_status(matrix.cell(k, name)) for k in matrix.kernels) + " |"
+            for name in matrix.experiments]
+    parts = [f"# kernlab matrix: {', '.join(matrix.kernels)}", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+             f"Overall: **{'PASS' if matrix.passed else 'FAIL'}**.", "", head, rule, *rows, "",
+             "## Differences between kernels", ""]
+    for name in matrix.experiments:
+        diff = differences(matrix, name)
+        parts.append(f"### {name}")
+        parts += [f"- {line}" for line in diff] if diff else ["- no difference"]
+        for kernel in matrix.kernels:
+            cell = matrix.cell(kernel, name)
+            if cell.status not in (PASS,) and cell.reason:
+                parts.append(f"- {kernel}: {cell.reason}")
+        pics = [(k, p) for k in matrix.kernels for p in shown.get((k, name), [])]
+        if pics:
+            parts += ["", "| " + " | ".join(k for k, _ in pics) + " |", "|" + "---|" * len(pics),
+                      "| " + " | ".join(f"![{name} on {k}]({p})" for k, p in pics) + " |"]
+        parts.append("")
+    return "\n".join(parts) + "\n"
+
+
+def _md_status(cell: Cell) -> str:
+    mark = {PASS: "✅ PASS", FAIL: "❌ FAIL", NA: "n/a", ERROR: "⚠️ ERROR"}[cell.status]
+    return mark
+
+
+def html_report(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
+    esc = html.escape
+    colour = {PASS: "#d8f0d8", FAIL: "#f6d5d5", NA: "#eeeeee", ERROR: "#fbe9c8"}
+    grid = ["<table><tr><th>experiment</th>" + "".join(f"<th>{esc(k)}</th>" for k in matrix.kernels)
+            + "</tr>"]
+    for name in matrix.experiments:
+        cells = []
+        for kernel in matrix.kernels:
+            cell = matrix.cell(kernel, name)
+            title = esc(cell.reason or str(cell.bundle or ""))
+            cells.append(f'<td style="background:{colour[cell.status]}" title="{title}">{cell.status}</td>')
+        grid.append(f"<tr><td>{esc(name)}</td>{''.join(cells)}</tr>")
+    grid.append("</table>")
+    sections = []
+    for name in matrix.experiments:
+        diff = differences(matrix, name)
+        items = "".join(f"<li>{esc(line)}</li>" for line in diff) or "<li>no difference</li>"
+        pics = "".join(f'<figure><img src="{esc(p)}"><figcaption>{esc(k)}</figcaption></figure>'
+                       for k in matrix.kernels for p in shown.get((k, name), []))
+        sections.append(f"<h3>{esc(name)}</h3><ul>{items}</ul>"
+                        + (f'<div class="pics">{pics}</div>' if pics else ""))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:4px 10px;"
+             "border:1px solid #ccc}table{border-collapse:collapse}.pics{display:flex;gap:1em;"
+             "flex-wrap:wrap}figure{margin:0}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>kernlab matrix</title>"
+            f"<style>{style}</style></head><body><h1>kernlab matrix: {esc(', '.join(matrix.kernels))}</h1>"
+            f"<p>Overall: <b>{'PASS' if matrix.passed else 'FAIL'}</b></p>{''.join(grid)}"
+            f"<h2>Differences between kernels</h2>{''.join(sections)}</body></html>\n")
+
+
+def junit_xml(matrix: Matrix) -> str:
+    suites = ET.Element("testsuites", name="kernlab")
+    for kernel in matrix.kernels:
+        cells = [matrix.cell(kernel, n) for n in matrix.experiments]
+        suite = ET.SubElement(suites, "testsuite", name=f"kernel-{kernel}", tests=str(len(cells)),
+                              failures=str(sum(c.status == FAIL for c in cells)),
+                              errors=str(sum(c.status == ERROR for c in cells)),
+                              skipped=str(sum(c.status == NA for c in cells)))
+        for cell in cells:
+            case = ET.SubElement(suite, "testcase", classname=f"kernel-{kernel}", name=cell.experiment,
+                                 time=str(cell.result.get("seconds", 0)))
+            if cell.status == FAIL:
+                ET.SubElement(case, "failure", message=cell.reason).text = str(cell.bundle or "")
+            elif cell.status == ERROR:
+                ET.SubElement(case, "error", message=cell.reason)
+            elif cell.status == NA:
+                ET.SubElement(case, "skipped", message=cell.reason)
+            if cell.bundle:
+                ET.SubElement(case, "system-out").text = f"bundle: {cell.bundle}"
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def grid_text(matrix: Matrix) -> str:
+    width = max(len(n) for n in matrix.experiments) + 2
+    lines = ["experiment".ljust(width) + "".join(k.ljust(8) for k in matrix.kernels)]
+    for name in matrix.experiments:
+        statuses = "".join(matrix.cell(k, name).status.ljust(8) for k in matrix.kernels)
+        lines.append(name.ljust(width) + statuses)
+    return "\n".join(lines)
+
+
+def default_out() -> Path:
+    return paths.results_dir() / "matrix" / time.strftime("%Y%m%d-%H%M%S")
