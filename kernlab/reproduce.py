@@ -126,7 +126,8 @@ def _sha(build: dict[str, Any], output: str) -> str:
     return build["outputs"][output]["sha256"]
 
 
-def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False, vm_name: str = "default") -> Comparison:
+def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
+              vm_name: str = "default") -> Comparison:
     """Rebuild or reuse what ``bundle`` names, rerun it, and compare."""
     from .build import build_kernel
     from .experiment import load_experiment
