@@ -159,7 +159,7 @@ class Step:
 
     def wait_ready(self, pattern: str, timeout: float) -> str:
         """'' once ``pattern`` shows in the log; else why not."""
-        regex = re.compile(pattern)
+        regex = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(self.log, "rb") as handle:

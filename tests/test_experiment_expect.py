@@ -169,11 +169,11 @@ def run_driver(tmp_path: Path, steps: list[dict], **trace) -> dict:
 
 
 def test_driver_background_ready_and_stop(tmp_path):
-    loader = ("echo 'kl: ready'; trap 'echo stopped by INT; exit 0' INT; "
+    loader = ("echo starting; echo 'kl: ready'; trap 'echo stopped by INT; exit 0' INT; "
               "while :; do sleep 0.05; done")
     writer = "echo '  readiter-7 [000] ....: hello' > $KL_PIPE; echo wrote"
     run = run_driver(tmp_path, [
-        {"name": "load", "cmd": loader, "background": True, "ready": "kl: ready"},
+        {"name": "load", "cmd": loader, "background": True, "ready": "^kl: ready$"},
         {"name": "workload", "cmd": writer, "timeout": 10}])
     assert run["driver"]["status"] == "done"
     load, work = run["steps"]
