@@ -130,3 +130,36 @@ def test_missing_symbol_is_named(lab_vm, tmp_path, monkeypatch):
                                            r"6\.1 kernel"):
         run_in_session(load_experiment("readiter"), Session("6.1", keep_vm=True,
                                                             vm_name=lab_vm.name), tmp_path)
+
+
+LOST = """\
+title: the guest powers off mid-run
+description: a lost SSH connection is reported with the console tail
+run:
+  steps:
+    - name: workload
+      cmd: echo before; sleep 1; python3 -c "import ctypes; ctypes.CDLL(None).reboot(0x4321fedc)"
+      timeout: 60
+expect:
+  - in: step:workload
+    contains: before
+"""
+
+
+def test_ssh_lost_mid_run_is_reported(lab_kernel, lab_image, results, tmp_path, monkeypatch):
+    """Its own VM (it dies): the bundle says SSH was lost and keeps the console."""
+    root = tmp_path / "experiments"
+    (root / "lost").mkdir(parents=True)
+    (root / "lost" / "experiment.yaml").write_text(LOST)
+    monkeypatch.setenv("KERNLAB_EXPERIMENTS", str(root))
+    session = Session("6.1", vm_name="t-exp-lost")
+    try:
+        bundle = run_in_session(load_experiment("lost"), session, results)
+    finally:
+        session.close()
+    result = json.loads((bundle.dir / "result.json").read_text())
+    assert result["status"] == "FAIL"
+    assert result["reason"].startswith("SSH connection lost mid-run")
+    assert "the VM is gone" in result["reason"]
+    assert "reboot: Power down" in (bundle.dir / "console.log").read_text()
+    assert "reboot: Power down" in (bundle.dir / "logs" / "error.log").read_text()
