@@ -53,13 +53,22 @@ def _ensure_suite(suite: str) -> None:
     if not suite or suite == release or suite not in SUITES:
         return
     listing = Path(f"/etc/apt/sources.list.d/kernlab-{suite}.sources")
-    if listing.exists():
+    if listing.exists() or _suite_listed(suite):
         return
     reporter().note(f"adding Debian {suite} to apt sources ({listing})")
     listing.write_text(
         f"Types: deb\nURIs: {SUITES[suite]}\nSuites: {suite}\nComponents: main\n"
         "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     )
+
+
+def _suite_listed(suite: str) -> bool:
+    """Whether some apt source already names ``suite`` (as a word: not bullseye-security)."""
+    import re
+
+    sources = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]
+    pattern = re.compile(rf"(^|\s){re.escape(suite)}(\s|$)", re.MULTILINE)
+    return any(p.is_file() and pattern.search(p.read_text(errors="replace")) for p in sources)
 
 
 def install_debian_packages(packages: list[str], suite: str | None = None, log: Path | None = None) -> None:
