@@ -17,7 +17,7 @@ import testinfra
 from kernlab.remote import ssh_client
 from kernlab.util import read_json
 
-COMMAND_TIMEOUT = float(os.environ.get("KERNLAB_CHECK_TIMEOUT", "300"))
+COMMAND_TIMEOUT = float(os.environ.get("KERNLAB_CHECK_TIMEOUT", "120"))
 
 
 @pytest.fixture(scope="session")
