@@ -229,8 +229,12 @@ def launch(argv_for_port: Callable[[int], list[str]], qmp_socket: Path, log: Pat
     for _ in range(PORT_TRIES):
         port = next(ports)
         proc = _spawn(argv_for_port(port), log)
-        if _wait_qmp(proc, qmp_socket, timeout):
-            return proc, port
+        try:
+            if _wait_qmp(proc, qmp_socket, timeout):
+                return proc, port
+        except BaseException:  # Ctrl-C while QEMU starts: do not leave it behind
+            kill(proc.pid)
+            raise
         output = _log_tail(log)
         if "host forwarding" in output or "hostfwd" in output:
             reporter().note(f"port {port} on 127.0.0.1 is taken; trying another")
