@@ -118,12 +118,25 @@ def ensure_vm(build: dict, image: dict, name: str = "default", **opts: Any) -> V
     vm = find_vm(name)
     if vm and vm.record["kernel"]["key"] == build["key"] and \
             vm.record["image"]["key"] == image["key"]:
-        reporter().note(f"VM {name} already runs this kernel and image (port {vm.ssh_port})")
-        return vm
-    if vm:
+        if _answers(vm):
+            reporter().note(f"VM {name} already runs this kernel and image "
+                            f"(port {vm.ssh_port})")
+            return vm
+        reporter().note(f"VM {name} does not answer over SSH: restarting it")
+    elif vm:
         reporter().note(f"VM {name} runs another kernel or image: restarting it")
+    if vm:
         vm.stop()
     return start_vm(build, image, name, **opts)
+
+
+def _answers(vm: Vm) -> bool:
+    """True if a command runs in the guest within the (accel-scaled) connect timeout."""
+    try:
+        remote.run(remote.connect(vm), "true", timeout=10 * vm.record.get("timeout_scale", 1))
+        return True
+    except Exception:  # any SSH failure means: do not reuse this guest
+        return False
 
 
 def start_vm(build: dict, image: dict, name: str = "default", *, append: str = "",

@@ -15,7 +15,7 @@ from kernlab import qemu, remote
 from kernlab.errors import KernlabError
 from kernlab.util import sha256_file
 from kernlab.verify import verify_vm
-from kernlab.vm import find_vm, run_dir_of, start_vm
+from kernlab.vm import ensure_vm, find_vm, run_dir_of, start_vm
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,13 @@ def test_guest_writes_go_to_the_overlay(lab_vm, lab_image: dict) -> None:
                timeout=120)
     assert base.stat().st_mtime_ns == before
     assert Path(lab_vm.record["overlay"]).stat().st_size > 8 << 20
+
+
+def test_ensure_vm_reuses_the_running_guest(lab_vm, lab_kernel: dict, lab_image: dict) -> None:
+    started = time.monotonic()
+    again = ensure_vm(lab_kernel, lab_image, "t-lab")
+    assert again.pid == lab_vm.pid
+    assert time.monotonic() - started < 10
 
 
 def test_testinfra_checks_pass(lab_vm) -> None:
