@@ -396,21 +396,21 @@ def summarize_record(record: dict[str, Any]) -> str:
     source = record["source"]
     lines = [
         f"kernel {record['version']}: {record['kernelrelease']} (key {short(record['key'])})",
-        f"  source   {source['origin']} sha256={source['sha256'][:16]}"
+        f"  source     {source['origin']} sha256={source['sha256'][:16]}"
         + ("" if source.get("verified") else "  UNVERIFIED"),
-        f"  patches  {', '.join(p['name'] for p in record['patches']) or 'none'}",
-        f"  config   {record['config_base']} + {', '.join(Path(f['path']).name for f in record['fragments'])}"
+        f"  patches    {', '.join(p['name'] for p in record['patches']) or 'none'}",
+        f"  config     {record['config_base']} + {', '.join(Path(f['path']).name for f in record['fragments'])}"
         f" ({record['config_check']['verified']} options verified)",
-        f"  compiler {record['compiler']}; {record['binutils']}",
+        f"  compiler   {record['compiler']}; {record['binutils']}",
     ]
     for name in ("bzImage", "vmlinux", "System.map", "config"):
-        lines.append(f"  {name:<9}{outputs[name]['path']}  sha256={outputs[name]['sha256'][:16]}")
-    lines.append(f"  headers  {outputs['headers']['path']}")
+        lines.append(f"  {name:<11}{outputs[name]['path']}  sha256={outputs[name]['sha256'][:16]}")
+    lines.append(f"  headers    {outputs['headers']['path']}")
     if "samples_bpf" in outputs:
-        lines.append(f"  samples  {outputs['samples_bpf']['dir']['path']}")
+        lines.append(f"  samples    {outputs['samples_bpf']['dir']['path']}")
     for name, exact in record.get("symbols", {}).items():
-        lines.append(f"  symbol   {name}: {exact or 'MISSING'}")
-    lines.append(f"  built in {record['duration_s']}s at {record['built_at']}")
+        lines.append(f"  symbol     {name}: {exact or 'MISSING'}")
+    lines.append(f"  built in   {record['duration_s']}s at {record['built_at']}")
     return "\n".join(lines)
 
 

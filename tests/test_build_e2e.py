@@ -54,4 +54,4 @@ def test_kernel_info_says_where_the_bzimage_is(lab_kernel):
     done = invoke("kernel-info", "--version", "6.1")
     assert done.returncode == 0, done.stderr
     assert lab_kernel["outputs"]["bzImage"]["path"] in done.stdout
-    assert "symbol   copyout: copyout" in done.stdout
+    assert "symbol     copyout: copyout" in done.stdout
