@@ -394,12 +394,13 @@ def summarize_record(record: dict[str, Any]) -> str:
     """Human summary of a build record for `invoke kernel-info`."""
     outputs = record["outputs"]
     source = record["source"]
+    fragments = ", ".join(Path(f["path"]).name for f in record["fragments"])
     lines = [
         f"kernel {record['version']}: {record['kernelrelease']} (key {short(record['key'])})",
         f"  source     {source['origin']} sha256={source['sha256'][:16]}"
         + ("" if source.get("verified") else "  UNVERIFIED"),
         f"  patches    {', '.join(p['name'] for p in record['patches']) or 'none'}",
-        f"  config     {record['config_base']} + {', '.join(Path(f['path']).name for f in record['fragments'])}"
+        f"  config     {record['config_base']} + {fragments}"
         f" ({record['config_check']['verified']} options verified)",
         f"  compiler   {record['compiler']}; {record['binutils']}",
     ]
