@@ -56,13 +56,17 @@ def test_recipe_change_changes_the_key(tmp_path: Path, monkeypatch) -> None:
     vm_dir = tmp_path / "vm"
     vm_dir.mkdir()
     source = image.paths.vm_dir()
-    (vm_dir / "init").write_text((source / "init").read_text())
-    (vm_dir / "bookworm.yaml").write_text((source / "bookworm.yaml").read_text())
+    for name in ("init", "fstab", "bookworm.yaml"):
+        (vm_dir / name).write_text((source / name).read_text())
     monkeypatch.setenv("KERNLAB_ROOT", str(tmp_path))
     before = image.image_key("bookworm")
     with open(vm_dir / "bookworm.yaml", "a") as recipe:
         recipe.write("  - jq\n")
-    assert image.image_key("bookworm") != before
+    after_recipe = image.image_key("bookworm")
+    assert after_recipe != before
+    with open(vm_dir / "init", "a") as init:
+        init.write("# changed\n")
+    assert image.image_key("bookworm") not in (before, after_recipe)
     monkeypatch.setenv("KERNLAB_STATE", str(tmp_path / "state"))
     with pytest.raises(NotFound, match="run `invoke build-image --recipe bookworm`"):
         image.find_image("bookworm")
