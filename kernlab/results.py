@@ -44,6 +44,7 @@ class Bundle:
     reason: str = "run did not finish"
     outcomes: list[Outcome] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    finished: float | None = None
 
     @classmethod
     def create(cls, experiment: str, kernel: str, root: Path | None = None) -> Bundle:
@@ -115,7 +116,7 @@ class Bundle:
             "passed": self.passed,
             "reason": self.reason,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
-            "seconds": round(time.time() - self.started, 2),
+            "seconds": round((self.finished or time.time()) - self.started, 2),
             "expectations": [o.to_json() for o in self.outcomes],
             **self.facts,
             "files": files,
@@ -123,6 +124,7 @@ class Bundle:
 
     def finish(self, manifest: dict[str, Any]) -> None:
         """Write manifest.json, then result.json (last: its presence means complete)."""
+        self.finished = time.time()
         atomic_write_json(self.dir / "manifest.json", manifest)
         atomic_write_json(self.dir / "result.json", self.result())
 
