@@ -19,7 +19,7 @@ import yaml
 from . import paths
 from .errors import KernlabError, NotFound
 from .expect import Expectation, parse_expectations, substitute
-from .util import hash_tree
+from .util import hash_tree, sha256_text
 
 SPEC_FILE = "experiment.yaml"
 LIB_DIR = "_lib"
@@ -100,7 +100,7 @@ class Experiment:
     def content_hash(self) -> str:
         """Hash of the experiment folder plus the shared ``_lib`` it builds with."""
         lib = self.dir.parent / LIB_DIR
-        return hash_tree(self.dir) + (hash_tree(lib) if lib.is_dir() else "")
+        return sha256_text(hash_tree(self.dir) + (hash_tree(lib) if lib.is_dir() else ""))
 
     def needs_summary(self) -> str:
         def shown(symbol: str) -> str:
