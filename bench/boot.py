@@ -27,7 +27,8 @@ from kernlab.vm import find_vm, start_vm  # noqa: E402
 
 def image_cold(recipe: str) -> float:
     """Seconds to build the image with an empty state dir and an empty .deb cache."""
-    with tempfile.TemporaryDirectory(prefix="kernlab-bench-", dir=ROOT / "bench") as tmp:
+    (ROOT / "bench/out").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cold-image-", dir=ROOT / "bench/out") as tmp:
         os.environ["KERNLAB_STATE"] = f"{tmp}/state"
         os.environ["KERNLAB_CACHE"] = f"{tmp}/cache"
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -113,20 +114,57 @@ def build_image(recipe: str = "bookworm") -> dict[str, Any]:
         reporter().note(f"image {final.name} is cached")
         return read_json(final / "image.json")
     _check_host()
+    log = images_dir() / f"{final.name}.build.log"  # outside the staging dir: kept on failure
+    log.unlink(missing_ok=True)
     with reporter().step(f"build image {final.name}"), staging_dir(final) as stage:
-        started = time.monotonic()
-        root = stage / "root"
-        make_keys(stage)
-        _debootstrap(spec, root, stage / "build.log")
-        customize(root, stage, spec)
-        packages = installed_packages(root)
-        size = image_size(root, spec["size"])
-        _make_ext4(root, stage / "rootfs.ext4", size, stage / "build.log")
-        shutil.rmtree(root)
-        record = _record(recipe, key, spec | {"size": size}, final, stage, packages,
-                         time.monotonic() - started)
-        atomic_write_json(stage / "image.json", record)
+        try:
+            record = _build_in(stage, recipe, key, spec, final, log)
+        except BaseException:
+            _unmount_under(stage)  # never let the cleanup's rmtree walk into /proc or /dev
+            raise
+    shutil.move(log, final / "build.log")
     return record
+
+
+def _build_in(stage: Path, recipe: str, key: str, spec: dict[str, Any], final: Path,
+              log: Path) -> dict[str, Any]:
+    """The build steps, in the staging dir that becomes ``final``."""
+    started = time.monotonic()
+    root = stage / "root"
+    make_keys(stage)
+    _debootstrap(spec, root, log)
+    customize(root, stage, spec)
+    packages = installed_packages(root)
+    size = image_size(root, spec["size"])
+    _make_ext4(root, stage / "rootfs.ext4", size, log)
+    shutil.rmtree(root)
+    record = _record(recipe, key, spec | {"size": size}, final, stage, packages,
+                     time.monotonic() - started)
+    atomic_write_json(stage / "image.json", record)
+    return record
+
+
+def _unmount_under(path: Path) -> None:
+    """Unmount whatever a failed mmdebstrap left mounted below ``path`` (deepest first).
+
+    If something stays mounted, move the directory aside and raise, so the staging
+    cleanup cannot delete through the mount.
+    """
+    prefix = str(path.resolve()) + "/"
+    for target in sorted(_mounts_under(prefix), key=len, reverse=True):
+        if subprocess.run(["umount", target], capture_output=True, check=False).returncode:
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+    if left := _mounts_under(prefix):
+        kept = path.with_name(path.name + ".mounted")
+        os.replace(path, kept)  # out of the staging cleanup's reach
+        raise KernlabError(f"mounts left under {kept}: {', '.join(left)}",
+                           "unmount them by hand, then delete the directory")
+
+
+def _mounts_under(prefix: str) -> list[str]:
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    targets = [line.split()[4].encode().decode("unicode_escape") for line in lines]
+    return [t for t in targets if t.startswith(prefix)]
 
 
 def _check_host() -> None:
@@ -252,7 +290,7 @@ def _record(recipe: str, key: str, spec: dict[str, Any], final: Path, stage: Pat
         "host_key_pub": (keys / "host_ed25519.pub").read_text().strip(),
         "client_key": str(final / "keys/client_ed25519"),
         "packages": packages,
-        "build_log": str(final / "build.log"),
+        "build_log": str(final / "build.log"),  # moved there once the build succeeds
         "build_seconds": round(seconds, 1),
         "mmdebstrap": capture(["mmdebstrap", "--version"]),
     }

@@ -255,3 +255,23 @@ def test_vm_commands_without_a_vm_fail_cleanly(tmp_path: Path) -> None:
     assert "no running VM nope; start one: `invoke vm.up --kernel VERSION`" in done.stderr
     bad = _invoke("vm.status", "--name", "Bad Name", env=env)
     assert bad.returncode == 1 and "bad VM name" in bad.stderr
+
+
+def test_failed_image_build_unmounts_before_cleanup(tmp_path: Path) -> None:
+    """A mount left in the staging root (as a killed mmdebstrap leaves /proc) is unmounted
+    before the staging dir is deleted, so the cleanup never deletes through it."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    stage = tmp_path / "stage"
+    target = stage / "root/proc"
+    target.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(target)], check=True)
+    (target / "keep").write_text("outside file system")
+    try:
+        image._unmount_under(stage)
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+    assert image._mounts_under(str(stage) + "/") == []
+    assert not (target / "keep").exists()  # we see the empty mount point again
