@@ -69,7 +69,7 @@ def failed_names(result: dict) -> set[str]:
 
 def test_readiter_fails_when_the_file_changes(lab_vm, results, tmp_path, monkeypatch):
     def other_content(folder: Path) -> None:
-        (folder / "data.txt").write_text("SOMETHING-ELSE-ENTIRELY-0123456789abcdefgh\n")
+        (folder / "data.txt").write_text("SOMETHING-ELSE-ENTIRELY-0123456789abcdefg\n")
 
     result = run_changed(lab_vm, results, tmp_path, monkeypatch, "readiter", other_content)
     assert result["status"] == "FAIL"
