@@ -326,7 +326,7 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
         if not all_:
             raise KernlabError("no experiment named", "give one (invoke list-experiments) "
                                "or --all")
-        bundles = run_suite([], kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+        bundles = run_suite(None, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
         print(summary_table(bundles))
         failed = [b for b in bundles if not b.passed]
         if failed:

@@ -434,12 +434,14 @@ def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
         session.close()
 
 
-def run_suite(names: list[str], kernel: str | None = None, keep_vm: bool = False,
+def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool = False,
               vm_name: str = "default", root: Path | None = None) -> list[Bundle]:
-    """Run several experiments on one kernel, one VM; a bundle each."""
+    """Run several experiments (None: all of them) on one kernel, one VM; a bundle each."""
     from .experiment import experiment_names
 
-    experiments, version = prepare(names or experiment_names(), kernel)
+    experiments, version = prepare(experiment_names() if names is None else names, kernel)
+    if not experiments:
+        return []
     session = Session(version, keep_vm=keep_vm, vm_name=vm_name)
     bundles = []
     try:
