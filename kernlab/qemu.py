@@ -85,7 +85,8 @@ def choose_accel(kernel: Path | None = None, refresh: bool = False) -> Accel:
     if works:
         return Accel("kvm", reason)
     accel = Accel("tcg", reason)
-    reporter().note(f"KVM unusable ({reason}): using TCG, timeouts x{accel.scale:.0f}")
+    reporter().note(f"KVM unusable ({reason}): using TCG, timeouts x{accel.scale:.0f}"
+                    f" (probe log: {paths.state_dir() / 'kvm-probe.log'})")
     return accel
 
 
@@ -147,17 +148,28 @@ def probe_kvm_kernel(kernel: Path, limit: float = KERNEL_PROBE_LIMIT) -> tuple[b
 
 
 def _run_probe(argv: list[str], limit: float) -> tuple[int | None, str, float]:
-    """(exit code or None on timeout, output, seconds); a timed-out QEMU is killed."""
+    """(exit code or None on timeout, output, seconds); a timed-out QEMU is killed.
+
+    Every probe's command line and output are appended to ``<state>/kvm-probe.log``.
+    """
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    timed_out = False
     try:
         out, _ = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
         kill(proc.pid)
-        proc.communicate()
-        return None, "", limit
-    return proc.returncode, out.decode(errors="replace"), time.monotonic() - started
+        out = proc.communicate()[0] + f"(killed after {limit:.0f}s)\n".encode()
+        timed_out = True
+    text = out.decode(errors="replace")
+    log = paths.state_dir() / "kvm-probe.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle:
+        handle.write(f"\n$ {' '.join(argv)}\n# at {time.ctime()}\n{text}# exit {proc.returncode}\n")
+    if timed_out:
+        return None, text, limit
+    return proc.returncode, text, time.monotonic() - started
 
 
 # ---------------------------------------------------------------- command line
