@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import tarfile
 import urllib.error
@@ -369,10 +368,6 @@ def tree_release(tree: Path) -> str:
     if fields.get("SUBLEVEL", "0") not in ("", "0"):
         release += f".{fields['SUBLEVEL']}"
     return release + fields.get("EXTRAVERSION", "")
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 
