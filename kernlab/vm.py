@@ -8,6 +8,7 @@ the QMP socket and a qcow2 overlay over the image (the base image never changes)
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import re
 import shutil
 import signal
@@ -147,9 +148,31 @@ def start_vm(build: dict, image: dict, name: str = "default", *, append: str = "
     ``append`` adds kernel parameters (a later ``init=``/``root=`` wins); ``timeout``
     overrides the accel-scaled readiness timeout. Any failure or Ctrl-C stops QEMU.
     """
-    if find_vm(name):
-        raise KernlabError(f"VM {name} is already running", f"run `invoke vm.down --name {name}`")
     kernel = _kernel_path(build)
+    with _start_lock(name):
+        if find_vm(name):
+            raise KernlabError(f"VM {name} is already running",
+                               f"run `invoke vm.down --name {name}`")
+        return _start(build, image, name, kernel, append=append, memory=memory, cpus=cpus,
+                      port=port, timeout=timeout, wait=wait)
+
+
+@contextlib.contextmanager
+def _start_lock(name: str) -> Iterator[None]:
+    """Only one process at a time may (re)create VM ``name``'s run dir."""
+    vms_dir().mkdir(parents=True, exist_ok=True)
+    with open(vms_dir() / f".{name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KernlabError(f"VM {name} is being started by another process",
+                               "wait for it, or use another --name") from None
+        yield
+
+
+def _start(build: dict, image: dict, name: str, kernel: Path, *, append: str, memory: str,
+           cpus: int, port: int | None, timeout: float | None, wait: bool) -> Vm:
+    """start_vm's work, under the VM's start lock."""
     accel = qemu.choose_accel(kernel)
     run_dir = run_dir_of(name)
     _fresh_run_dir(run_dir)

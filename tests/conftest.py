@@ -23,13 +23,19 @@ def lab_kernel() -> dict:
 
 
 @pytest.fixture(scope="session")
-def lab_vm(lab_kernel: dict, lab_image: dict):
-    """One real TCG guest (6.1 + bookworm) shared by the VM tests, stopped at the end."""
-    from kernlab.vm import find_vm, start_vm
+def vm_name():
+    """VM names unique to this test session: test runs that overlap (two engineers, CI)
+    share the state dir, so fixed names would stop each other's guests."""
+    import os
 
-    stale = find_vm("t-lab")
-    if stale:
-        stale.stop()
-    vm = start_vm(lab_kernel, lab_image, "t-lab")
+    return lambda what: f"t-{what}-{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def lab_vm(lab_kernel: dict, lab_image: dict, vm_name):
+    """One real TCG guest (6.1 + bookworm) shared by the VM tests, stopped at the end."""
+    from kernlab.vm import start_vm
+
+    vm = start_vm(lab_kernel, lab_image, vm_name("lab"))
     yield vm
     vm.stop()

@@ -47,7 +47,7 @@ def test_guest_writes_go_to_the_overlay(lab_vm, lab_image: dict) -> None:
 
 def test_ensure_vm_reuses_the_running_guest(lab_vm, lab_kernel: dict, lab_image: dict) -> None:
     started = time.monotonic()
-    again = ensure_vm(lab_kernel, lab_image, "t-lab")
+    again = ensure_vm(lab_kernel, lab_image, lab_vm.name)
     assert again.pid == lab_vm.pid
     assert time.monotonic() - started < 10
 
@@ -69,50 +69,55 @@ def test_command_timeout_is_enforced(lab_vm) -> None:
 
 
 def test_cli_ssh_and_status(lab_vm) -> None:
-    done = _invoke("vm.ssh", "--name", "t-lab", "-c", "cat /proc/sys/kernel/osrelease")
+    done = _invoke("vm.ssh", "--name", lab_vm.name, "-c", "cat /proc/sys/kernel/osrelease")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == lab_vm.record["kernel"]["kernelrelease"]
-    assert _invoke("vm.ssh", "--name", "t-lab", "-c", "exit 3").returncode == 3
-    status = _invoke("vm.status", "--name", "t-lab")
+    assert _invoke("vm.ssh", "--name", lab_vm.name, "-c", "exit 3").returncode == 3
+    status = _invoke("vm.status", "--name", lab_vm.name)
     assert f"ssh 127.0.0.1:{lab_vm.ssh_port}, tcg" in status.stdout
 
 
 def test_openssh_client_uses_the_generated_config(lab_vm) -> None:
-    done = subprocess.run(["ssh", "-F", lab_vm.record["ssh_config"], "kernlab-t-lab", "true"],
+    done = subprocess.run(["ssh", "-F", lab_vm.record["ssh_config"], f"kernlab-{lab_vm.name}",
+                           "true"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
 
-def test_guest_panic_is_reported_and_qemu_ends(lab_kernel: dict) -> None:
+def test_guest_panic_is_reported_and_qemu_ends(lab_kernel: dict, vm_name) -> None:
     """A bad root= panics the guest: exit 1, the panic line, the console tail; no QEMU left."""
-    done = _invoke("vm.up", "--kernel", "6.1", "--name", "t-panic", "--append",
+    name = vm_name("panic")
+    done = _invoke("vm.up", "--kernel", "6.1", "--name", name, "--append",
                    "root=/dev/kernlab-missing")
     assert done.returncode == 1
-    console = run_dir_of("t-panic") / "console.log"
+    console = run_dir_of(name) / "console.log"
     assert "guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root" \
         in done.stderr
     assert str(console) in done.stderr
     assert "Call Trace:" in done.stderr  # the console tail is shown
-    assert find_vm("t-panic") is None
+    assert find_vm(name) is None
 
 
-def test_sshd_never_ready_times_out_naming_the_console(lab_kernel: dict,
-                                                        lab_image: dict) -> None:
+def test_sshd_never_ready_times_out_naming_the_console(lab_kernel: dict, lab_image: dict,
+                                                        vm_name) -> None:
     """init=/bin/sh boots fine but never starts sshd: a timeout naming the console log."""
+    name = vm_name("nossh")
     started = time.monotonic()
     with pytest.raises(KernlabError) as error:
-        start_vm(lab_kernel, lab_image, "t-nossh", append="init=/bin/sh", timeout=25)
+        start_vm(lab_kernel, lab_image, name, append="init=/bin/sh", timeout=25)
     assert time.monotonic() - started < 60
-    console = run_dir_of("t-nossh") / "console.log"
+    console = run_dir_of(name) / "console.log"
     assert f"was not ready within 25s; console log: {console}" in error.value.cause
-    assert find_vm("t-nossh") is None
-    assert not [p for p in _qemu_pids() if "kernlab-t-nossh" in qemu.cmdline_of(p)]
+    assert find_vm(name) is None
+    assert not [p for p in _qemu_pids() if f"process=kernlab-{name} " in qemu.cmdline_of(p)]
 
 
-def test_ctrl_c_during_boot_leaves_no_qemu(lab_kernel: dict, lab_image: dict) -> None:
+def test_ctrl_c_during_boot_leaves_no_qemu(lab_kernel: dict, lab_image: dict,
+                                           vm_name) -> None:
+    name = vm_name("ctrlc")
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "vm.up", "--kernel", "6.1",
-                             "--name", "t-ctrlc"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    pidfile = run_dir_of("t-ctrlc") / "qemu.pid"
+                             "--name", name], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    pidfile = run_dir_of(name) / "qemu.pid"
     deadline = time.monotonic() + 60
     while not (pidfile.is_file() and pidfile.read_text().strip()):
         assert time.monotonic() < deadline, "QEMU never started"
@@ -124,17 +129,17 @@ def test_ctrl_c_during_boot_leaves_no_qemu(lab_kernel: dict, lab_image: dict) ->
     assert proc.returncode == 130, err
     assert "kernlab: interrupted" in err
     assert not qemu.pid_alive(qemu_pid)
-    assert find_vm("t-ctrlc") is None
+    assert find_vm(name) is None
 
 
-def test_vm_down_stops_qemu(lab_kernel: dict, lab_image: dict) -> None:
-    vm = start_vm(lab_kernel, lab_image, "t-down")
+def test_vm_down_stops_qemu(lab_kernel: dict, lab_image: dict, vm_name) -> None:
+    vm = start_vm(lab_kernel, lab_image, vm_name("down"))
     pid = vm.pid
     image_sha = lab_image["image"]["sha256"]
-    done = _invoke("vm.down", "--name", "t-down")
+    done = _invoke("vm.down", "--name", vm.name)
     assert done.returncode == 0, done.stderr
     assert not qemu.pid_alive(pid)
-    assert find_vm("t-down") is None
+    assert find_vm(vm.name) is None
     assert not Path(vm.record["overlay"]).exists()
     assert sha256_file(Path(lab_image["image"]["path"])) == image_sha  # base never written
 

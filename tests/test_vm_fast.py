@@ -275,3 +275,21 @@ def test_failed_image_build_unmounts_before_cleanup(tmp_path: Path) -> None:
         subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
     assert image._mounts_under(str(stage) + "/") == []
     assert not (target / "keep").exists()  # we see the empty mount point again
+
+
+def test_a_vm_being_started_elsewhere_is_not_touched(state: Path, tmp_path: Path) -> None:
+    """Two processes starting the same VM name: the second is refused, the run dir kept."""
+    import fcntl
+
+    from kernlab.vm import start_vm, vms_dir
+
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"not booted")
+    vms_dir().mkdir(parents=True)
+    (vms_dir() / "t-busy").mkdir()
+    (vms_dir() / "t-busy/console.log").write_text("the other process's guest\n")
+    with open(vms_dir() / ".t-busy.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with pytest.raises(KernlabError, match="VM t-busy is being started by another process"):
+            start_vm({"outputs": {"bzImage": {"path": str(kernel)}}}, {}, "t-busy")
+    assert (vms_dir() / "t-busy/console.log").read_text() == "the other process's guest\n"
