@@ -1,6 +1,6 @@
 """The suite on a real 6.1 TCG guest: every experiment passes, and can fail.
 
-One VM (the session's ``lab_vm``) is shared; bundles go to a temporary results dir.
+One VM (the module's ``exp_vm``, named t-exp) is shared; bundles go to a temporary results dir.
 """
 
 from __future__ import annotations
@@ -25,9 +25,22 @@ def results(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def suite(lab_vm, results) -> dict:
+def exp_vm(lab_kernel, lab_image):
+    """This module's own TCG guest (other test modules' VMs come and go meanwhile)."""
+    from kernlab.vm import find_vm, start_vm
+
+    stale = find_vm("t-exp")
+    if stale:
+        stale.stop()
+    vm = start_vm(lab_kernel, lab_image, "t-exp")
+    yield vm
+    vm.stop()
+
+
+@pytest.fixture(scope="module")
+def suite(exp_vm, results) -> dict:
     """Every experiment run once on 6.1 in the shared VM: {name: bundle}."""
-    bundles = run_suite(experiment_names(), kernel="6.1", keep_vm=True, vm_name=lab_vm.name,
+    bundles = run_suite(experiment_names(), kernel="6.1", keep_vm=True, vm_name=exp_vm.name,
                         root=results)
     return {b.experiment: b for b in bundles}
 
@@ -52,13 +65,13 @@ def test_histogram_is_rendered(suite):
     assert {"low": "4K", "high": "8K", "count": 256} in hists[0]["buckets"]
 
 
-def run_changed(lab_vm, results, tmp_path, monkeypatch, name: str, change) -> dict:
+def run_changed(exp_vm, results, tmp_path, monkeypatch, name: str, change) -> dict:
     """Run a copy of experiment ``name`` after ``change(folder)``; its result.json."""
     copy = tmp_path / "experiments"
     shutil.copytree(paths.experiments_dir(), copy)
     change(copy / name)
     monkeypatch.setenv("KERNLAB_EXPERIMENTS", str(copy))
-    session = Session("6.1", keep_vm=True, vm_name=lab_vm.name)
+    session = Session("6.1", keep_vm=True, vm_name=exp_vm.name)
     bundle = run_in_session(load_experiment(name), session, results)
     return json.loads((bundle.dir / "result.json").read_text())
 
@@ -67,11 +80,11 @@ def failed_names(result: dict) -> set[str]:
     return {e["name"] for e in result["expectations"] if not e["passed"]}
 
 
-def test_readiter_fails_when_the_file_changes(lab_vm, results, tmp_path, monkeypatch):
+def test_readiter_fails_when_the_file_changes(exp_vm, results, tmp_path, monkeypatch):
     def other_content(folder: Path) -> None:
         (folder / "data.txt").write_text("SOMETHING-ELSE-ENTIRELY-0123456789abcdefg\n")
 
-    result = run_changed(lab_vm, results, tmp_path, monkeypatch, "readiter", other_content)
+    result = run_changed(exp_vm, results, tmp_path, monkeypatch, "readiter", other_content)
     assert result["status"] == "FAIL"
     assert failed_names(result) == {"the workload read the file",
                                     "copyout sees the file content"}
@@ -79,35 +92,35 @@ def test_readiter_fails_when_the_file_changes(lab_vm, results, tmp_path, monkeyp
     assert "0 matching lines" in seen["detail"]
 
 
-def test_uprobe_local_fails_for_another_input(lab_vm, results, tmp_path, monkeypatch):
+def test_uprobe_local_fails_for_another_input(exp_vm, results, tmp_path, monkeypatch):
     def input_nine(folder: Path) -> None:
         spec = folder / "experiment.yaml"
         spec.write_text(spec.read_text().replace("cmd: ./sample2 8", "cmd: ./sample2 9"))
 
-    result = run_changed(lab_vm, results, tmp_path, monkeypatch, "uprobe-local", input_nine)
+    result = run_changed(exp_vm, results, tmp_path, monkeypatch, "uprobe-local", input_nine)
     assert "foo1(8) leaves variable1 at 92" in failed_names(result)
     value = next(e for e in result["expectations"] if e["name"].startswith("foo1(8)"))
     assert "values 91" in value["detail"]
 
 
-def test_verifier_expectation_fails_when_the_program_is_fixed(lab_vm, results, tmp_path,
+def test_verifier_expectation_fails_when_the_program_is_fixed(exp_vm, results, tmp_path,
                                                               monkeypatch):
     def load_fixed(folder: Path) -> None:
         spec = folder / "experiment.yaml"
         spec.write_text(spec.read_text().replace("-l null_deref.bpf.o", "-l fixed.bpf.o"))
 
-    result = run_changed(lab_vm, results, tmp_path, monkeypatch, "verifier", load_fixed)
+    result = run_changed(exp_vm, results, tmp_path, monkeypatch, "verifier", load_fixed)
     assert failed_names(result) == {"unchecked lookup result is rejected"}
 
 
-def test_workload_timeout_keeps_partial_results(lab_vm, results, tmp_path, monkeypatch):
+def test_workload_timeout_keeps_partial_results(exp_vm, results, tmp_path, monkeypatch):
     def hang(folder: Path) -> None:
         spec = folder / "experiment.yaml"
         spec.write_text(spec.read_text().replace(
             "cmd: ./readiter data.txt\n      timeout: 30",
             "cmd: ./readiter data.txt && echo still-running && sleep 300\n      timeout: 5"))
 
-    result = run_changed(lab_vm, results, tmp_path, monkeypatch, "readiter", hang)
+    result = run_changed(exp_vm, results, tmp_path, monkeypatch, "readiter", hang)
     assert result["status"] == "FAIL"
     assert "step workload timed out" in result["reason"]
     bundle = results / "readiter" / "6.1"
@@ -116,7 +129,7 @@ def test_workload_timeout_keeps_partial_results(lab_vm, results, tmp_path, monke
     assert "KERNLAB-READITER-CONTENT" in (latest / "trace.txt").read_text()
 
 
-def test_missing_symbol_is_named(lab_vm, tmp_path, monkeypatch):
+def test_missing_symbol_is_named(exp_vm, tmp_path, monkeypatch):
     def needs_ghost(folder: Path) -> None:
         spec = folder / "experiment.yaml"
         spec.write_text(spec.read_text().replace("copy_page_to_iter: \"\"",
@@ -129,7 +142,7 @@ def test_missing_symbol_is_named(lab_vm, tmp_path, monkeypatch):
     with pytest.raises(KernlabError, match=r"kernlab_no_such_function is not in kallsyms of the "
                                            r"6\.1 kernel"):
         run_in_session(load_experiment("readiter"), Session("6.1", keep_vm=True,
-                                                            vm_name=lab_vm.name), tmp_path)
+                                                            vm_name=exp_vm.name), tmp_path)
 
 
 LOST = """\
