@@ -27,8 +27,16 @@ def vm_name():
     """VM names unique to this test session: test runs that overlap (two engineers, CI)
     share the state dir, so fixed names would stop each other's guests."""
     import os
+    import shutil
 
-    return lambda what: f"t-{what}-{os.getpid()}"
+    from kernlab.vm import find_vm, vms_dir
+
+    suffix = f"-{os.getpid()}"
+    yield lambda what: f"t-{what}{suffix}"
+    for run_dir in vms_dir().glob(f"t-*{suffix}"):  # logs of this session's guests
+        if find_vm(run_dir.name) is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            (vms_dir() / f".{run_dir.name}.lock").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
