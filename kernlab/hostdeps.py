@@ -14,7 +14,7 @@ from .report import reporter
 HOST_PACKAGES = [
     # kernel builds
     "build-essential", "gcc-12", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "dwarves",
-    "ccache", "cpio", "kmod", "rsync", "xz-utils", "zstd", "patch", "git", "python3",
+    "ccache", "cpio", "kmod", "lz4", "rsync", "xz-utils", "zstd", "patch", "git", "python3",
     # samples/bpf and host-built BPF objects
     "clang", "llvm", "lld", "libbpf-dev", "libcap-dev", "pkg-config",
     # images and the VM
