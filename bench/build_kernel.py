@@ -8,9 +8,10 @@ Measures, in one run on one machine (ratios, since the machine is noisy):
   4. `build-kernel --clean` with ccache warm                       -> T_warm    (goal <= 0.25 x T_cold)
   5. bzImage sha256 of builds 1 and 4 (two clean builds)           -> equal
 
-Usage: python bench/build_kernel.py [--version 6.1] [--out bench/out]
-Everything goes under --out (its own KERNLAB_WORK and CCACHE_DIR); results are printed
-and written to <out>/build_kernel.json.
+Usage: python bench/build_kernel.py [--version 6.1] [--out bench/out] [--work DIR]
+The ccache is a fresh one under --out; builds go to --work (default <out>/work; pass
+kernels/ to leave the result in place for use). Only the benchmarked build directory is
+removed (`--clean`). Results are printed and written to <out>/build_kernel.json.
 """
 
 from __future__ import annotations
@@ -73,19 +74,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", default="6.1")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--work", type=Path, help="KERNLAB_WORK for the builds (default <out>/work)")
     parser.add_argument("--skip-hand", action="store_true", help="skip the hand-run make")
     args = parser.parse_args()
     out = args.out.resolve()
-    work, ccache = out / "work", out / "ccache"
-    for directory in (work / "build", ccache):
-        shutil.rmtree(directory, ignore_errors=True)
+    work, ccache = (args.work or out / "work").resolve(), out / "ccache"
+    shutil.rmtree(ccache, ignore_errors=True)
     ccache.mkdir(parents=True)
     log = out / "build_kernel.log"
     log.write_text("")
     env = {**os.environ, "KERNLAB_WORK": str(work), "CCACHE_DIR": str(ccache), "KERNLAB_PLAIN": "1"}
     build = ["build-kernel", "--version", args.version]
 
-    t_cold, cold_out = run_kernlab(build, env, log)
+    t_cold, cold_out = run_kernlab([*build, "--clean"], env, log)
     cold = record(args.version, env)
     t_again, _ = run_kernlab(build, env, log)
     t_hand = None if args.skip_hand else hand_make(cold, out, log)
