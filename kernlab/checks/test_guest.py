@@ -61,3 +61,15 @@ def test_copyout_in_kallsyms(guest: Any, vm_record: dict[str, Any]) -> None:
     if not symbol:
         pytest.skip("the build record has no copyout symbol (copyout patch not applied)")
     assert guest.run(f"grep -qw {symbol} /proc/kallsyms").rc == 0
+
+
+def test_copyout_accepts_a_kprobe(guest: Any, vm_record: dict[str, Any]) -> None:
+    """The readiter probe: 5.x refuses notrace functions unless KPROBE_EVENTS_ON_NOTRACE."""
+    symbol = (vm_record["kernel"].get("symbols") or {}).get("copyout")
+    if not symbol:
+        pytest.skip("the build record has no copyout symbol (copyout patch not applied)")
+    events = "/sys/kernel/tracing/kprobe_events"
+    add = guest.run(f"echo 'p:readiter_copyout {symbol}' >> {events}")
+    assert add.rc == 0, f"kprobe on {symbol} refused: {add.stderr}"
+    assert "readiter_copyout" in guest.file(events).content_string
+    assert guest.run(f"echo '-:readiter_copyout' >> {events}").rc == 0
