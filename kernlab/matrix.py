@@ -67,7 +67,7 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None) -> Matr
                 matrix.cells[(kernel, name)] = Cell(kernel, name, NA, error.cause)
         with reporter().step(f"kernel {kernel}: {len(runnable)} experiments"):
             try:
-                bundles = run_suite(runnable, kernel, vm_name=f"matrix-{kernel}")
+                bundles = run_suite(runnable, kernel, vm_name="matrix-" + kernel.replace(".", "-"))
             except KernlabError as error:
                 for name in runnable:
                     matrix.cells[(kernel, name)] = Cell(kernel, name, ERROR, error.one_line())
