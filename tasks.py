@@ -363,10 +363,24 @@ def _matrix(kernels: str, experiments: str, out: str):
 
 @task(help={"kernels": "Comma-separated catalog versions, e.g. 5.10,6.1.",
             "experiments": "Comma-separated experiment names, or `all` (default).",
-            "out": "Report directory (default results/matrix/<time>)."})
+            "out": "Report directory (default results/matrix/<time>).",
+            "rerender": "Only rewrite the report in --out from its matrix.json (no runs)."})
 @friendly
-def matrix(c, kernels, experiments="all", out=""):
+def matrix(c, kernels="", experiments="all", out="", rerender=False):
     """Run every experiment on every kernel (one VM per kernel) and write a comparison report."""
+    from pathlib import Path
+
+    from kernlab import matrix as mx
+
+    if rerender:
+        if not out:
+            raise KernlabError("--rerender needs --out DIR", "name the report directory to rewrite")
+        result = mx.load_matrix(Path(out) / "matrix.json")
+        mx.write_report(result, Path(out))
+        print(mx.grid_text(result))
+        return
+    if not kernels:
+        raise KernlabError("no kernels given", "pass --kernels, e.g. --kernels 5.10,6.1")
     result = _matrix(kernels, experiments, out)
     if not result.passed:
         raise Exit("kernlab: matrix FAIL (see the report)", code=1)

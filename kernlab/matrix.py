@@ -81,6 +81,18 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None) -> Matr
     return matrix
 
 
+def load_matrix(matrix_json: Path) -> Matrix:
+    """A finished run again, from its matrix.json and bundles (to re-render its report)."""
+    data = read_json(matrix_json)
+    matrix = Matrix(data["kernels"], data["experiments"])
+    for raw in data["cells"]:
+        bundle = Path(raw["bundle"]) if raw.get("bundle") else None
+        result = read_json(bundle / "result.json") if bundle and (bundle / "result.json").is_file() else {}
+        matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
+            raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result)
+    return matrix
+
+
 # ---------------------------------------------------------------- comparison
 def expectation_map(cell: Cell) -> dict[str, bool]:
     return {e["name"]: bool(e.get("passed")) for e in cell.result.get("expectations", [])}
@@ -107,7 +119,7 @@ def differences(matrix: Matrix, experiment: str) -> list[str]:
         if len(set(map(str, values.values()))) > 1:
             lines.append(f"variable `{var}`: " + ", ".join(f"{k} = {v}" for k, v in values.items()))
     sizes = {c.kernel: _trace_lines(c) for c in cells if c.bundle}
-    if sizes and any(v is not None for v in sizes.values()):
+    if len(set(sizes.values())) > 1:
         lines.append("trace lines: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
     return lines
 
