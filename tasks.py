@@ -43,10 +43,11 @@ def setup(c, dry_run=False):
             "junit": "Where to write JUnit XML (default results/junit.xml)."})
 def test(c, fast=False, k="", junit="results/junit.xml"):
     """Lint, then run the test suite (slow end-to-end tests included unless --fast)."""
-    c.run("ruff check kernlab tasks.py tests bench", pty=False)
+    python = sys.executable  # the interpreter running invoke: kernlab's venv under ./kl
+    c.run(f"{python} -m ruff check kernlab tasks.py tests bench", pty=False)
     marker = '-m "not slow"' if fast else ""
     select = f"-k {k!r}" if k else ""
-    c.run(f"python -m pytest {marker} {select} --junitxml={junit} -v --durations=15", pty=False)
+    c.run(f"{python} -m pytest {marker} {select} --junitxml={junit} -v --durations=15", pty=False)
 
 
 # ---------------------------------------------------------------- kernels
