@@ -227,10 +227,14 @@ def pahole_flags(tree: Path) -> str | None:
 
 
 def build_env() -> dict[str, str]:
+    """The fixed build environment, plus ccache's settings."""
     env = dict(REPRODUCIBLE_ENV)
     env["CCACHE_DIR"] = str(paths.ccache_dir())
     env["CCACHE_BASEDIR"] = str(paths.work_dir())
-    env["CCACHE_NOHASHDIR"] = "1"  # hits across build directories (bzImage has no paths)
+    # Keep ccache's hash_dir: an object with debug info is reused only in the directory it
+    # was compiled in. Sharing across directories (CCACHE_NOHASHDIR) changed 40 bytes of
+    # .BTF, since pahole reads DWARF that carries the other directory's paths.
+    env["CCACHE_HASHDIR"] = "1"
     return env
 
 
