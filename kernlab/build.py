@@ -152,7 +152,7 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
         _remember_latest(version, build_dir)
         return record
     with reporter().step(f"patched tree for {version}"):
-        tree = prepared_tree(plan, source, key)
+        tree = prepared_tree(plan, source)
     obj = build_dir / "obj"
     if opts.clean and build_dir.exists():
         shutil.rmtree(build_dir)
@@ -181,7 +181,7 @@ def jobs(opts: BuildOptions) -> int:
     return opts.jobs or os.cpu_count() or 1
 
 
-def prepared_tree(plan: Plan, source: ResolvedSource, key: str) -> Path:
+def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
     """The extracted, patched source tree, shared by builds with the same source+patches."""
     tree_key = hash_inputs([source.sha256, [p.record()["sha256"] for p in plan.patches]])
     final = paths.work_dir() / "src" / f"{plan.spec.version}-{short(tree_key)}"
@@ -197,7 +197,7 @@ def prepared_tree(plan: Plan, source: ResolvedSource, key: str) -> Path:
         apply_series(top, plan.patches, release, log)
         for item in top.iterdir():
             os.replace(item, staging / item.name)
-        os.rmdir(top) if top != staging / "x" else shutil.rmtree(staging / "x")
+        shutil.rmtree(staging / "x")  # now empty: the tree's top directory was inside it
         (staging / ".kernlab-tree-done").write_text(release + "\n")
     return final
 
