@@ -94,15 +94,14 @@ def differences(locked: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 def check_kernel(version: str, current: dict[str, Any], update: bool) -> None:
     """Stop when ``current`` inputs differ from the lock (unless ``update``)."""
-    lock = read_lock()
-    locked = lock["kernels"].get(version)
+    locked = read_lock()["kernels"].get(version)
     if locked is None or update:
         return
     changed = differences(locked, current)
     if changed:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
         raise KernlabError(
-            f"inputs of kernel {version} differ from {lock_path()}: {changed[0]}"
-            + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""),
+            f"inputs of kernel {version} differ from {lock_path()}: {changed[0]}{more}",
             "restore the locked inputs, or pass --update-lock to accept and record the change",
             details="\n".join(changed),
         )
@@ -112,20 +111,6 @@ def update_kernel(version: str, entry: dict[str, Any]) -> None:
     lock = read_lock()
     lock["kernels"][version] = entry
     write_lock(lock)
-
-
-def check_image(recipe: str, current: dict[str, Any], update: bool) -> None:
-    lock = read_lock()
-    locked = lock["images"].get(recipe)
-    if locked is None or update:
-        return
-    changed = differences(locked, current)
-    if changed:
-        raise KernlabError(
-            f"image {recipe} differs from {lock_path()}: {changed[0]}",
-            "restore the locked recipe, or pass --update-lock to accept and record the change",
-            details="\n".join(changed),
-        )
 
 
 def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]]:
