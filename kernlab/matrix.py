@@ -83,6 +83,9 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None) -> Matr
 
 def load_matrix(matrix_json: Path) -> Matrix:
     """A finished run again, from its matrix.json and bundles (to re-render its report)."""
+    if not matrix_json.is_file():
+        raise KernlabError(f"no matrix run in {matrix_json.parent} (no matrix.json)",
+                           "pass the --out directory of an earlier `invoke matrix`")
     data = read_json(matrix_json)
     matrix = Matrix(data["kernels"], data["experiments"])
     for raw in data["cells"]:
