@@ -151,13 +151,14 @@ def list_kernels(c):
 
 # ---------------------------------------------------------------- image and VM
 @task(help={"recipe": "Image recipe in vm/ (default bookworm).",
-            "json": "Print the image record as JSON."})
+            "json": "Print the image record as JSON.",
+            "update_lock": "Accept recipe files or package versions unlike kernlab.lock's; record them."})
 @friendly
-def build_image(c, recipe="bookworm", json=False):
+def build_image(c, recipe="bookworm", json=False, update_lock=False):
     """Build the lab root filesystem image (mmdebstrap + mke2fs -d); cached by recipe hash."""
     from kernlab.image import build_image as build
 
-    record = build(recipe)
+    record = build(recipe, update_lock=update_lock)
     _print_json(record) if json else print(record["image"]["path"])
 
 

@@ -19,7 +19,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import paths
+from . import lock, paths
 from .errors import KernlabError, NotFound
 from .proc import capture, require_tool, run_logged
 from .report import reporter
@@ -76,15 +76,23 @@ def load_recipe(recipe: str) -> dict[str, Any]:
     return data
 
 
+def _guest_file(name: str) -> Path:
+    path = paths.vm_dir() / name
+    if not path.is_file():
+        raise KernlabError(f"{path} is missing", f"restore vm/{name} from git")
+    return path
+
+
 def image_key(recipe: str) -> str:
     """Hash of everything that goes into the image: recipe, init, fstab, format."""
-    files = {}
-    for name in GUEST_FILES:
-        path = paths.vm_dir() / name
-        if not path.is_file():
-            raise KernlabError(f"{path} is missing", f"restore vm/{name} from git")
-        files[name] = path.read_text()
+    files = {name: _guest_file(name).read_text() for name in GUEST_FILES}
     return hash_inputs({"format": FORMAT, "recipe": recipe_path(recipe).read_text(), **files})
+
+
+def input_files_sha256(recipe: str) -> dict[str, str]:
+    """sha256 of each file behind the image key (what kernlab.lock names when it moves)."""
+    files = [recipe_path(recipe), *(_guest_file(name) for name in GUEST_FILES)]
+    return {f"vm/{path.name}": sha256_file(path) for path in files}
 
 
 def images_dir() -> Path:
@@ -105,10 +113,24 @@ def find_image(recipe: str = "bookworm") -> dict[str, Any]:
     return read_json(record_path)
 
 
-def build_image(recipe: str = "bookworm") -> dict[str, Any]:
-    """Build the image for ``recipe``, or return the cached record at once."""
+def build_image(recipe: str = "bookworm", update_lock: bool = False) -> dict[str, Any]:
+    """Build the image for ``recipe``, or return the cached record at once.
+
+    Either way it is checked against kernlab.lock (recipe files, then package
+    versions); ``update_lock`` accepts and records a difference instead.
+    """
     spec = load_recipe(recipe)
     key = image_key(recipe)
+    lock.check_image_inputs(recipe, key, input_files_sha256(recipe), update_lock)
+    record = _cached_or_built(recipe, key, spec)
+    lock.check_image_packages(recipe, record, update_lock)
+    if update_lock:
+        lock.update_image(recipe, record)
+        reporter().note(f"{lock.lock_path()} updated for image {recipe}")
+    return record
+
+
+def _cached_or_built(recipe: str, key: str, spec: dict[str, Any]) -> dict[str, Any]:
     final = image_dir(recipe, key)
     if (final / "image.json").is_file():
         reporter().note(f"image {final.name} is cached")

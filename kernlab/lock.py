@@ -65,10 +65,25 @@ def kernel_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def image_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The lockable inputs of one image: its key, the files behind it, the package versions."""
+    from .image import input_files_sha256
+
     packages = record.get("packages", [])
     if isinstance(packages, list):
         packages = dict(p.split("=", 1) for p in packages if "=" in p)
-    return {"recipe_sha256": record.get("recipe_sha256") or record.get("key"), "packages": packages}
+    entry = {"recipe_sha256": record.get("recipe_sha256") or record.get("key"), "packages": packages}
+    if record.get("key") and record["key"] == _current_image_key(record.get("recipe", "")):
+        entry["files"] = input_files_sha256(record["recipe"])  # names the file when the key moves
+    return entry
+
+
+def _current_image_key(recipe: str) -> str | None:
+    from .image import image_key
+
+    try:
+        return image_key(recipe)
+    except (KernlabError, OSError):
+        return None
 
 
 def differences(locked: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -99,12 +114,49 @@ def check_kernel(version: str, current: dict[str, Any], update: bool) -> None:
         return
     changed = differences(locked, current)
     if changed:
-        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-        raise KernlabError(
-            f"inputs of kernel {version} differ from {lock_path()}: {changed[0]}{more}",
-            "restore the locked inputs, or pass --update-lock to accept and record the change",
-            details="\n".join(changed),
-        )
+        _refuse(f"inputs of kernel {version} differ from {lock_path()}", changed,
+                "restore the locked inputs, or pass --update-lock to accept and record the change")
+
+
+def check_image_inputs(recipe: str, key: str, files: dict[str, str], update: bool) -> None:
+    """Stop before building when the image's recipe, init or fstab differ from the lock."""
+    locked = read_lock()["images"].get(recipe)
+    if locked is None or update or locked.get("recipe_sha256") == key:
+        return
+    changed = differences({"files": locked.get("files", {})}, {"files": files}) if locked.get("files") else []
+    changed = changed or [f"image key changed from {str(locked.get('recipe_sha256'))[:16]} to {key[:16]}"]
+    _refuse(f"inputs of image {recipe} differ from {lock_path()}", changed,
+            f"restore vm/{recipe}.yaml, vm/init and vm/fstab, or accept the change with "
+            f"`invoke build-image --recipe {recipe} --update-lock`")
+
+
+def check_image_packages(recipe: str, record: dict[str, Any], update: bool) -> None:
+    """Stop when the image's installed package versions differ from the lock.
+
+    Debian's archive moves on (security updates), so the same recipe can install other
+    versions than the locked ones: the image is kept, but not used until accepted.
+    """
+    locked = read_lock()["images"].get(recipe)
+    if locked is None or update:
+        return
+    current = image_entry_from_record(record)["packages"]
+    changed = differences({"packages": locked.get("packages", {})}, {"packages": current})
+    if changed:
+        fix = (f"accept the new versions with `invoke build-image --recipe {recipe} --update-lock`, "
+               "or point the recipe's mirror at the locked archive snapshot (snapshot.debian.org)")
+        _refuse(f"image {recipe} ({record.get('dir', '?')}) installs other packages than {lock_path()}",
+                changed, fix)
+
+
+def _refuse(what: str, changed: list[str], fix: str) -> None:
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    raise KernlabError(f"{what}: {changed[0]}{more}", fix, details="\n".join(changed))
+
+
+def update_image(recipe: str, record: dict[str, Any]) -> None:
+    lock = read_lock()
+    lock["images"][recipe] = image_entry_from_record(record)
+    write_lock(lock)
 
 
 def update_kernel(version: str, entry: dict[str, Any]) -> None:
