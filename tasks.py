@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 from invoke import Collection, Exit, task
@@ -43,6 +44,10 @@ def setup(c, dry_run=False):
             "junit": "Where to write JUnit XML (default results/junit.xml)."})
 def test(c, fast=False, k="", junit="results/junit.xml"):
     """Lint, then run the test suite (slow end-to-end tests included unless --fast)."""
+    from kernlab.hostdeps import TEST_PACKAGES, missing_packages, setup_host
+
+    if os.geteuid() == 0 and missing_packages(TEST_PACKAGES):
+        setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd
     python = sys.executable  # the interpreter running invoke: kernlab's venv under ./kl
     c.run(f"{python} -m ruff check kernlab tasks.py tests bench", pty=False)
     marker = '-m "not slow"' if fast else ""
@@ -349,14 +354,15 @@ def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _matrix(kernels: str, experiments: str, out: str):
+def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
     from pathlib import Path
 
     from kernlab import matrix
 
     names = None if experiments in ("", "all") else _csv(experiments)
-    result = matrix.run_matrix(_csv(kernels), names)
-    written = matrix.write_report(result, Path(out) if out else matrix.default_out())
+    target = Path(out).resolve() if out else matrix.default_out()
+    result = matrix.run_matrix(_csv(kernels), names, Path(hosts) if hosts else None, target)
+    written = matrix.write_report(result, target)
     print(matrix.grid_text(result))
     for kind, path in written.items():
         print(f"{kind:<9}{path}")
@@ -366,9 +372,11 @@ def _matrix(kernels: str, experiments: str, out: str):
 @task(help={"kernels": "Comma-separated catalog versions, e.g. 5.10,6.1.",
             "experiments": "Comma-separated experiment names, or `all` (default).",
             "out": "Report directory (default results/matrix/<time>).",
+            "hosts": "Hosts file (YAML): share the kernels out to these machines over SSH "
+            "(see configs/hosts.example.yaml); their bundles come back under OUT/hosts/.",
             "rerender": "Only rewrite the report in --out from its matrix.json (no runs)."})
 @friendly
-def matrix(c, kernels="", experiments="all", out="", rerender=False):
+def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False):
     """Run every experiment on every kernel (one VM per kernel) and write a comparison report."""
     from pathlib import Path
 
@@ -383,16 +391,17 @@ def matrix(c, kernels="", experiments="all", out="", rerender=False):
         return
     if not kernels:
         raise KernlabError("no kernels given", "pass --kernels, e.g. --kernels 5.10,6.1")
-    result = _matrix(kernels, experiments, out)
+    result = _matrix(kernels, experiments, out, hosts)
     if not result.passed:
         raise Exit("kernlab: matrix FAIL (see the report)", code=1)
 
 
 @task(help={"kernels": "Comma-separated catalog versions (default: the catalog's default).",
             "experiments": "Comma-separated experiment names, or `all` (default).",
-            "out": "Report directory (default results/matrix/<time>); JUnit XML is junit.xml there."})
+            "out": "Report directory (default results/matrix/<time>); JUnit XML is junit.xml there.",
+            "hosts": "Hosts file (YAML) of other machines to share the kernels with (see `matrix`)."})
 @friendly
-def ci(c, kernels="", experiments="all", out=""):
+def ci(c, kernels="", experiments="all", out="", hosts=""):
     """Non-interactive run for CI: plain progress, builds what is missing, matrix, JUnit XML, exit status."""
     import os
 
@@ -400,7 +409,7 @@ def ci(c, kernels="", experiments="all", out=""):
 
     os.environ.setdefault("CI", "1")
     os.environ["KERNLAB_PLAIN"] = "1"
-    result = _matrix(kernels or load_catalog().default, experiments, out)
+    result = _matrix(kernels or load_catalog().default, experiments, out, hosts)
     if not result.passed:
         raise Exit("kernlab: ci FAIL", code=1)
     print("kernlab: ci PASS")

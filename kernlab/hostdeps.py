@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import paths
@@ -20,6 +22,10 @@ HOST_PACKAGES = [
     # images and the VM
     "qemu-system-x86", "qemu-utils", "mmdebstrap", "e2fsprogs", "openssh-client",
 ]
+
+# only for the tests: a second sshd on 127.0.0.1 stands in for another lab host (--hosts)
+TEST_PACKAGES = ["openssh-server"]
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 SUITES = {
     "bookworm": "http://deb.debian.org/debian",
@@ -83,9 +89,23 @@ def install_debian_packages(packages: list[str], suite: str | None = None, log: 
     if suite:
         _ensure_suite(suite)
     env = {"DEBIAN_FRONTEND": "noninteractive"}
-    with reporter().step(f"apt-get install {' '.join(packages)}"):
+    with reporter().step(f"apt-get install {' '.join(packages)}"), _services_not_started():
         run_logged(["apt-get", "update"], log, what="apt-get update", env=env)
         target = ["-t", suite] if suite and suite in SUITES else []
         run_logged(["apt-get", "install", "-y", "--no-install-recommends", *target, *packages],
                    log, what=f"apt-get install {' '.join(packages)}", env=env,
                    fix="check the package names and your apt sources")
+
+
+@contextlib.contextmanager
+def _services_not_started() -> Iterator[None]:
+    """Packages such as openssh-server must not start a daemon on 0.0.0.0 when installed."""
+    if POLICY_RC_D.exists():  # an existing policy (Docker images ship one) is left alone
+        yield
+        return
+    POLICY_RC_D.write_text("#!/bin/sh\n# kernlab: no service starts during its package installs\nexit 101\n")
+    POLICY_RC_D.chmod(0o755)
+    try:
+        yield
+    finally:
+        POLICY_RC_D.unlink(missing_ok=True)

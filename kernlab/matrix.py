@@ -26,7 +26,7 @@ PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"
 
 @dataclass
 class Cell:
-    """One (kernel, experiment) outcome."""
+    """One (kernel, experiment) outcome, and the machine it ran on."""
 
     kernel: str
     experiment: str
@@ -34,6 +34,7 @@ class Cell:
     reason: str = ""
     bundle: Path | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    host: str = "local"
 
 
 @dataclass
@@ -41,22 +42,59 @@ class Matrix:
     kernels: list[str]
     experiments: list[str]
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    hosts: dict[str, str] = field(default_factory=dict)  # kernel -> runner, when not all local
 
     def cell(self, kernel: str, experiment: str) -> Cell:
         return self.cells[(kernel, experiment)]
+
+    def label(self, kernel: str) -> str:
+        """The kernel's column title: ``6.1``, or ``6.1 @ lab2`` when a host ran it."""
+        host = self.hosts.get(kernel, "local")
+        return kernel if host == "local" else f"{kernel} @ {host}"
 
     @property
     def passed(self) -> bool:
         return all(c.status in (PASS, NA) for c in self.cells.values())
 
 
-def run_matrix(kernels: list[str], experiments: list[str] | None = None) -> Matrix:
-    """Run every experiment on every kernel (one VM per kernel, one kernel at a time)."""
-    from .experiment import check_version, experiment_names, load_experiment
-    from .exprun import run_suite
+def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_file: Path | None = None,
+               out: Path | None = None) -> Matrix:
+    """Run every experiment on every kernel (one VM per kernel, one kernel at a time per machine).
+
+    With ``hosts_file``, kernels are shared out between this machine and the hosts it
+    names; the hosts run theirs in parallel and their bundles land under ``out/hosts``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .experiment import experiment_names
 
     names = experiments or experiment_names()
     matrix = Matrix(kernels, names)
+    if hosts_file is None:
+        _run_local(matrix, kernels, names)
+        return matrix
+    from . import hosts as remote
+
+    config = remote.load_hosts(hosts_file)
+    plan = remote.assign(kernels, config)
+    matrix.hosts = {k: runner for runner, ks in plan.items() for k in ks}
+    by_name = {h.name: h for h in config.hosts}
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = out or default_out()
+    with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:
+        futures = [pool.submit(remote.run_on_host, by_name[runner], ks, names, target, run_id)
+                   for runner, ks in plan.items() if runner != remote.LOCAL]
+        _run_local(matrix, plan.get(remote.LOCAL, []), names)
+        for future in futures:
+            _add_host_cells(matrix, future.result(), names)
+    return matrix
+
+
+def _run_local(matrix: Matrix, kernels: list[str], names: list[str]) -> None:
+    """This machine's kernels, one at a time, each on one VM shared by its experiments."""
+    from .experiment import check_version, load_experiment
+    from .exprun import run_suite
+
     for kernel in kernels:
         runnable = []
         for name in names:
@@ -78,7 +116,30 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None) -> Matr
                 kernel, bundle.experiment, PASS if bundle.passed else FAIL, bundle.reason, bundle.dir, result)
         for name in runnable:  # an experiment the suite could not start at all
             matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, "did not run"))
-    return matrix
+
+
+def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
+    """Cells from a host's fetched matrix.json (bundle paths made local); the rest ERROR."""
+    host = run.host.name
+    for raw in (run.matrix or {}).get("cells", []):
+        if raw["kernel"] not in run.kernels:
+            continue
+        bundle = _fetched_bundle(raw.get("bundle"), run.remote_out, run.local_dir)
+        result = read_json(bundle / "result.json") if bundle and (bundle / "result.json").is_file() else {}
+        matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
+            raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result, host)
+    why = run.error or f"host {host} did not report this cell; log {run.log}"
+    for kernel in run.kernels:
+        for name in names:
+            matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, why, host=host))
+
+
+def _fetched_bundle(remote: str | None, remote_out: str, local_dir: Path) -> Path | None:
+    """Where a host's bundle path landed locally (None when it was not under its run dir)."""
+    if not remote or not remote.startswith(remote_out + "/"):
+        return None
+    local = local_dir / remote[len(remote_out) + 1:]
+    return local if local.is_dir() else None
 
 
 def load_matrix(matrix_json: Path) -> Matrix:
@@ -87,12 +148,13 @@ def load_matrix(matrix_json: Path) -> Matrix:
         raise KernlabError(f"no matrix run in {matrix_json.parent} (no matrix.json)",
                            "pass the --out directory of an earlier `invoke matrix`")
     data = read_json(matrix_json)
-    matrix = Matrix(data["kernels"], data["experiments"])
+    matrix = Matrix(data["kernels"], data["experiments"], hosts=data.get("hosts", {}))
     for raw in data["cells"]:
         bundle = Path(raw["bundle"]) if raw.get("bundle") else None
         result = read_json(bundle / "result.json") if bundle and (bundle / "result.json").is_file() else {}
         matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
-            raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result)
+            raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result,
+            raw.get("host", "local"))
     return matrix
 
 
@@ -152,8 +214,10 @@ def write_report(matrix: Matrix, out: Path) -> dict[str, Path]:
     atomic_write_text(written["junit"], junit_xml(matrix))
     atomic_write_json(written["json"], {
         "kernels": matrix.kernels, "experiments": matrix.experiments, "passed": matrix.passed,
+        "hosts": matrix.hosts,
         "cells": [{"kernel": c.kernel, "experiment": c.experiment, "status": c.status, "reason": c.reason,
-                   "bundle": str(c.bundle) if c.bundle else None} for c in matrix.cells.values()],
+                   "host": c.host, "bundle": str(c.bundle) if c.bundle else None}
+                  for c in matrix.cells.values()],
     })
     return written
 
@@ -173,7 +237,7 @@ def _rel(cell: Cell, out_hint: str = "") -> str:
 
 
 def markdown(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
-    head = "| experiment | " + " | ".join(matrix.kernels) + " |"
+    head = "| experiment | " + " | ".join(matrix.label(k) for k in matrix.kernels) + " |"
     rule = "|---|" + "---|" * len(matrix.kernels)
     rows = [f"| {name} | " + " | ".join(_md_status(matrix.cell(k, name)) for k in matrix.kernels) + " |"
             for name in matrix.experiments]
@@ -205,8 +269,8 @@ def _md_status(cell: Cell) -> str:
 def html_report(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
     esc = html.escape
     colour = {PASS: "#d8f0d8", FAIL: "#f6d5d5", NA: "#eeeeee", ERROR: "#fbe9c8"}
-    grid = ["<table><tr><th>experiment</th>" + "".join(f"<th>{esc(k)}</th>" for k in matrix.kernels)
-            + "</tr>"]
+    titles = "".join(f"<th>{esc(matrix.label(k))}</th>" for k in matrix.kernels)
+    grid = [f"<table><tr><th>experiment</th>{titles}</tr>"]
     for name in matrix.experiments:
         cells = []
         for kernel in matrix.kernels:
@@ -237,6 +301,7 @@ def junit_xml(matrix: Matrix) -> str:
     for kernel in matrix.kernels:
         cells = [matrix.cell(kernel, n) for n in matrix.experiments]
         suite = ET.SubElement(suites, "testsuite", name=f"kernel-{kernel}", tests=str(len(cells)),
+                              hostname=matrix.hosts.get(kernel, "local"),
                               failures=str(sum(c.status == FAIL for c in cells)),
                               errors=str(sum(c.status == ERROR for c in cells)),
                               skipped=str(sum(c.status == NA for c in cells)))
@@ -257,9 +322,10 @@ def junit_xml(matrix: Matrix) -> str:
 
 def grid_text(matrix: Matrix) -> str:
     width = max(len(n) for n in matrix.experiments) + 2
-    lines = ["experiment".ljust(width) + "".join(k.ljust(8) for k in matrix.kernels)]
+    cols = {k: max(8, len(matrix.label(k)) + 2) for k in matrix.kernels}
+    lines = ["experiment".ljust(width) + "".join(matrix.label(k).ljust(cols[k]) for k in matrix.kernels)]
     for name in matrix.experiments:
-        statuses = "".join(matrix.cell(k, name).status.ljust(8) for k in matrix.kernels)
+        statuses = "".join(matrix.cell(k, name).status.ljust(cols[k]) for k in matrix.kernels)
         lines.append(name.ljust(width) + statuses)
     return "\n".join(lines)
 

@@ -1,0 +1,181 @@
+"""Matrix cells on other hosts over SSH: hosts file checks, assignment, real sshd on loopback.
+
+The "other host" is a second OpenSSH sshd on 127.0.0.1 (tests/sshd.py): real SSH,
+real SFTP, real key and host-key checks; only the machine behind it is this one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sshd
+import yaml
+
+from kernlab import hosts
+from kernlab.errors import KernlabError
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_sshd = pytest.mark.skipif(not sshd.available(), reason="needs root and openssh-server (invoke setup)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not sshd.available():
+        pytest.skip("needs root and openssh-server (invoke setup)")
+    running = sshd.start(tmp_path_factory.mktemp("sshd"))
+    yield running
+    running.stop()
+
+
+def write_hosts(path: Path, entries: list[dict], include_local: bool = True) -> Path:
+    path.write_text(yaml.safe_dump({"include_local": include_local, "hosts": entries}))
+    return path
+
+
+def invoke(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=False, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def key_pair(tmp_path: Path) -> tuple[Path, Path]:
+    key, known = tmp_path / "id", tmp_path / "known_hosts"
+    key.write_text("not a real key\n")
+    key.chmod(0o600)
+    known.write_text("")
+    return key, known
+
+
+# ---------------------------------------------------------------- the hosts file
+def test_kernels_are_shared_out_and_pins_are_kept(tmp_path):
+    key, known = key_pair(tmp_path)
+    entry = {"key": str(key), "known_hosts": str(known), "address": "192.0.2.1"}
+    config = hosts.load_hosts(write_hosts(tmp_path / "h.yaml", [
+        {"name": "a", **entry}, {"name": "b", "kernels": ["4.15"], **entry}]))
+    # b keeps its pin; the rest alternate between this machine and a, in the given order
+    assert hosts.assign(["4.15", "5.4", "5.10", "6.1"], config) == {
+        "b": ["4.15"], "local": ["5.4", "6.1"], "a": ["5.10"]}
+    config.include_local = False
+    assert hosts.assign(["5.10", "6.1"], config) == {"a": ["5.10", "6.1"]}
+    config.hosts = [h for h in config.hosts if h.name == "b"]
+    with pytest.raises(KernlabError, match=r"no runner for kernels 5\.10, 6\.1"):
+        hosts.assign(["5.10", "6.1"], config)
+
+
+def test_a_private_key_readable_by_others_is_refused_before_connecting(tmp_path):
+    key, known = key_pair(tmp_path)
+    key.chmod(0o644)
+    path = write_hosts(tmp_path / "h.yaml", [{"name": "lab2", "address": "192.0.2.1", "key": str(key),
+                                              "known_hosts": str(known)}])
+    done = invoke("matrix", "--kernels", "6.1", "--hosts", str(path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"kernlab: error: host lab2: private key {key} is readable by others (mode 644); chmod 600 {key}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_known_hosts_says_how_to_get_the_key(tmp_path):
+    key, _ = key_pair(tmp_path)
+    path = write_hosts(tmp_path / "h.yaml", [{"name": "lab2", "address": "192.0.2.1", "port": 2222,
+                                              "key": str(key), "known_hosts": "nowhere"}])
+    with pytest.raises(KernlabError) as caught:
+        hosts.load_hosts(path)
+    assert "known_hosts file" in caught.value.cause and str(tmp_path / "nowhere") in caught.value.cause
+    assert "ssh-keyscan -p 2222 192.0.2.1" in caught.value.fix
+
+
+def test_repeated_host_names_are_refused(tmp_path):
+    key, known = key_pair(tmp_path)
+    entry = {"name": "lab2", "address": "192.0.2.1", "key": str(key), "known_hosts": str(known)}
+    with pytest.raises(KernlabError, match="host names repeat: lab2"):
+        hosts.load_hosts(write_hosts(tmp_path / "h.yaml", [entry, entry]))
+
+
+# ---------------------------------------------------------------- real SSH
+@needs_sshd
+def test_an_unknown_host_key_is_refused_and_nothing_is_sent(server, tmp_path):
+    other = tmp_path / "other_known_hosts"  # holds some other machine's key for that address
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    other.write_text(f"[127.0.0.1]:{server.port} " + " ".join((tmp_path / "k.pub").read_text().split()[:2])
+                     + "\n")
+    workdir = tmp_path / "lab2"
+    path = write_hosts(tmp_path / "h.yaml", [server.host_entry("lab2", workdir, known_hosts=str(other))],
+                       include_local=False)
+    done = invoke("matrix", "--kernels", "6.1", "--experiments", "hellotrace", "--hosts", str(path),
+                  "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    cells = json.loads((tmp_path / "out" / "matrix.json").read_text())["cells"]
+    assert [c["status"] for c in cells] == ["ERROR"]
+    assert "offered a host key unlike the one in" in cells[0]["reason"] and cells[0]["host"] == "lab2"
+    assert not workdir.exists()
+
+
+@needs_sshd
+def test_an_unreachable_host_is_an_error_cell_naming_it(server, tmp_path):
+    closed = sshd._free_port()
+    path = write_hosts(tmp_path / "h.yaml", [server.host_entry("lab3", tmp_path / "w", port=closed)],
+                       include_local=False)
+    done = invoke("matrix", "--kernels", "6.1", "--experiments", "hellotrace", "--hosts", str(path),
+                  "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| hellotrace | ⚠️ ERROR |" in report
+    assert f"cannot reach host lab3 at 127.0.0.1:{closed}" in report
+
+
+@needs_sshd
+def test_kernlab_is_shipped_once_per_content(server, tmp_path):
+    path = write_hosts(tmp_path / "h.yaml", [server.host_entry("lab2", tmp_path / "w")])
+    host = hosts.load_hosts(path).hosts[0]
+    with hosts._connected(host) as conn:
+        tree = hosts.ship(conn, str(tmp_path / "w"))
+        shipped = Path(tree)
+        assert (shipped / "kernlab" / "hosts.py").read_bytes() == (ROOT / "kernlab" / "hosts.py").read_bytes()
+        assert os.access(shipped / "kl", os.X_OK)
+        assert not (shipped / "tests").exists() and not (shipped / ".venv").exists()
+        marker = (shipped / ".kernlab-shipped").stat().st_mtime_ns
+        assert hosts.ship(conn, str(tmp_path / "w")) == tree
+        assert (shipped / ".kernlab-shipped").stat().st_mtime_ns == marker  # not sent again
+
+
+@needs_sshd
+@pytest.mark.slow
+def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, tmp_path):
+    """lab2 runs 6.1 there: ships kernlab, makes its venv, its own image and VM, runs, sends back.
+
+    The host is this machine, so it shares the work area (the 6.1 build, which its
+    build-kernel finds up to date) and the download cache; its state (image, VMs),
+    tree, venv and results are its own, under its workdir.
+    """
+    from kernlab import paths
+
+    workdir = tmp_path / "lab2"
+    path = write_hosts(tmp_path / "h.yaml", [server.host_entry(
+        "lab2", workdir, kernels=["6.1"],
+        env={"KERNLAB_WORK": str(paths.work_dir()), "KERNLAB_CACHE": str(paths.cache_dir())})],
+        include_local=False)
+    out = tmp_path / "out"
+    done = invoke("matrix", "--kernels", "6.1", "--experiments", "hellotrace,readiter", "--hosts", str(path),
+                  "--out", str(out), timeout=3600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "6.1 @ lab2" in done.stdout and "[lab2] > kernel 6.1: 2 experiments" in done.stderr
+
+    matrix = json.loads((out / "matrix.json").read_text())
+    assert matrix["hosts"] == {"6.1": "lab2"}
+    for cell in matrix["cells"]:
+        assert (cell["status"], cell["host"]) == ("PASS", "lab2")
+        bundle = Path(cell["bundle"])
+        assert bundle.is_relative_to(out / "hosts" / "lab2" / "bundles")
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert manifest["build"]["outputs"]["bzImage"]["sha256"] == lab_kernel["outputs"]["bzImage"]["sha256"]
+        assert manifest["image"]["dir"].startswith(str(workdir / "state"))  # lab2 built its own image
+        assert (bundle / "trace.txt").is_file() and (bundle / "console.log").is_file()
+    assert "| readiter | ✅ PASS |" in (out / "report.md").read_text()
+    assert 'hostname="lab2"' in (out / "junit.xml").read_text()
+    log = (out / "hosts" / "lab2.log").read_text()
+    assert "./kl matrix --kernels 6.1" in log and "6.1 is up to date" in log
+    assert len(list(workdir.glob("tree-*/.venv/bin/invoke"))) == 1
