@@ -69,6 +69,7 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     from .experiment import experiment_names
 
     names = experiments or experiment_names()
+    check_names(kernels, names)
     matrix = Matrix(kernels, names)
     if hosts_file is None:
         _run_local(matrix, kernels, names)
@@ -88,6 +89,18 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
         for future in futures:
             _add_host_cells(matrix, future.result(), names)
     return matrix
+
+
+def check_names(kernels: list[str], names: list[str]) -> None:
+    """Unknown kernels or experiments stop the run before any machine starts on it."""
+    from .catalog import load_catalog
+    from .experiment import load_experiment
+
+    catalog = load_catalog()
+    for kernel in kernels:
+        catalog.kernel(kernel)
+    for name in names:
+        load_experiment(name)
 
 
 def _run_local(matrix: Matrix, kernels: list[str], names: list[str]) -> None:

@@ -179,3 +179,14 @@ def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, tmp
     log = (out / "hosts" / "lab2.log").read_text()
     assert "./kl matrix --kernels 6.1" in log and "6.1 is up to date" in log
     assert len(list(workdir.glob("tree-*/.venv/bin/invoke"))) == 1
+
+
+@needs_sshd
+def test_an_unknown_kernel_stops_the_run_before_any_host_starts(server, tmp_path):
+    workdir = tmp_path / "lab2"
+    path = write_hosts(tmp_path / "h.yaml", [server.host_entry("lab2", workdir)], include_local=False)
+    done = invoke("matrix", "--kernels", "6.1,9.9", "--experiments", "hellotrace", "--hosts", str(path),
+                  "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("kernlab: error: unknown kernel version '9.9'")
+    assert not workdir.exists() and not (tmp_path / "out").exists()
