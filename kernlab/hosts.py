@@ -265,8 +265,9 @@ def run_on_host(host: Host, kernels: list[str], experiments: list[str], out: Pat
             run.remote_out = f"{workdir}/runs/{run_id}"
             try:
                 _remote_matrix(conn, host, tree, workdir, run.remote_out, kernels, experiments, run.log)
-            finally:  # a failed run still brings back what it made
-                run.matrix = fetch_run(conn, run.remote_out, run.local_dir)
+            finally:  # a failed run still brings back what it made (not after Ctrl-C)
+                if not _STOPPING.is_set():
+                    run.matrix = fetch_run(conn, run.remote_out, run.local_dir)
     except KernlabError as error:
         run.error = error.one_line()
     except (OSError, EOFError, paramiko.SSHException) as error:
@@ -274,13 +275,46 @@ def run_on_host(host: Host, kernels: list[str], experiments: list[str], out: Pat
     return run
 
 
+_RUNNING: dict[str, tuple[Connection, str]] = {}  # host name -> (connection, remote pid file)
+_STOPPING = threading.Event()
+_RUNNING_LOCK = threading.Lock()
+INTERRUPT_GRACE = 60.0  # seconds a host gets to stop its VM and exit after Ctrl-C
+
+
 @contextlib.contextmanager
 def _connected(host: Host) -> Iterator[Connection]:
+    if _STOPPING.is_set():
+        raise KernlabError(f"host {host.name}: not started (interrupted)", "run the matrix again")
     conn = open_connection(host)
     try:
         yield conn
     finally:
         conn.close()
+
+
+def interrupt_all() -> None:
+    """Ctrl-C: send SIGINT to every host's ``./kl`` process group, as a Ctrl-C there would.
+
+    Each host's kernlab then stops its VM and exits (130); the run threads return when
+    it has. Nothing is fetched after an interrupt.
+    """
+    _STOPPING.set()
+    with _RUNNING_LOCK:
+        running = list(_RUNNING.items())
+    for name, (conn, pid_file) in running:
+        reporter().note(f"[{name}] interrupting")
+        with contextlib.suppress(Exception):  # a second channel on the same SSH connection
+            conn.run(f"kill -INT -- -$(cat {shlex.quote(pid_file)})", hide=True, warn=True,
+                     timeout=15, in_stream=False)
+
+
+def hang_up_all() -> None:
+    """Close the connections of hosts still running after the grace period."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING.values())
+    for conn, _ in running:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def _check_platform(conn: Connection, host: Host) -> None:
@@ -304,18 +338,38 @@ def remote_env(host: Host, workdir: str, remote_out: str) -> dict[str, str]:
     }
 
 
+def remote_command(host: Host, tree: str, workdir: str, remote_out: str, kernels: list[str],
+                   experiments: list[str]) -> tuple[str, str]:
+    """The shell command that runs ``./kl matrix`` on the host, and its pid file.
+
+    It runs in its own session (setsid) and writes its pid, which is also its process
+    group id, so a Ctrl-C here can be passed on to the whole group there.
+    """
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in remote_env(host, workdir, remote_out).items())
+    pid_file = f"{remote_out}.pid"
+    matrix = (f"exec env {env} ./kl matrix --kernels {shlex.quote(','.join(kernels))}"
+              f" --experiments {shlex.quote(','.join(experiments))} --out {shlex.quote(remote_out)}/report")
+    inner = f"echo $$ > {shlex.quote(pid_file)}; {matrix}"
+    return (f"cd {shlex.quote(tree)} && mkdir -p {shlex.quote(remote_out)} && exec setsid -w sh -c "
+            f"{shlex.quote(inner)}", pid_file)
+
+
 def _remote_matrix(conn: Connection, host: Host, tree: str, workdir: str, remote_out: str,
                    kernels: list[str], experiments: list[str], log: Path) -> None:
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in remote_env(host, workdir, remote_out).items())
-    command = (f"cd {shlex.quote(tree)} && env {env} ./kl matrix --kernels {shlex.quote(','.join(kernels))}"
-               f" --experiments {shlex.quote(','.join(experiments))} --out {shlex.quote(remote_out)}/report")
+    command, pid_file = remote_command(host, tree, workdir, remote_out, kernels, experiments)
     reporter().note(f"[{host.name}] {', '.join(kernels)}: running there, log {log}")
     with log.open("a") as sink:
         sink.write(f"$ {command}\n")
         stream = _LogStream(sink, host.name)
-        result = conn.run(command, warn=True, hide=False, out_stream=stream, err_stream=stream,
-                          timeout=RUN_TIMEOUT, in_stream=False, pty=False)
-        stream.flush()
+        with _RUNNING_LOCK:
+            _RUNNING[host.name] = (conn, pid_file)
+        try:
+            result = conn.run(command, warn=True, hide=False, out_stream=stream, err_stream=stream,
+                              timeout=RUN_TIMEOUT, in_stream=False, pty=False)
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.pop(host.name, None)
+            stream.flush()
     if result.exited not in (0, 1):  # 1: the matrix ran and some cell failed
         raise KernlabError(f"host {host.name}: `./kl matrix` exited {result.exited}; log {log}",
                            "read the log's last lines (the host's own one-line error is there)")

@@ -64,7 +64,7 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     With ``hosts_file``, kernels are shared out between this machine and the hosts it
     names; the hosts run theirs in parallel and their bundles land under ``out/hosts``.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     from .experiment import experiment_names
 
@@ -82,12 +82,21 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     by_name = {h.name: h for h in config.hosts}
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = out or default_out()
-    with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, len(plan)))
+    futures = []
+    try:
         futures = [pool.submit(remote.run_on_host, by_name[runner], ks, names, target, run_id)
                    for runner, ks in plan.items() if runner != remote.LOCAL]
         _run_local(matrix, plan.get(remote.LOCAL, []), names)
         for future in futures:
             _add_host_cells(matrix, future.result(), names)
+    except KeyboardInterrupt:
+        remote.interrupt_all()  # else every host would run on to the end
+        if wait(futures, timeout=remote.INTERRUPT_GRACE).not_done:
+            remote.hang_up_all()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     return matrix
 
 

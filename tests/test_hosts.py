@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,22 @@ def server(tmp_path_factory):
     running = sshd.start(tmp_path_factory.mktemp("sshd"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def lab2_workdir(tmp_path_factory) -> Path:
+    """lab2's workdir, kept for the module: its tree, venv and image are made once."""
+    return tmp_path_factory.mktemp("lab2")
+
+
+def lab2_entry(server, workdir: Path) -> dict:
+    """lab2 runs 6.1. It is this machine, so it shares the work area (the 6.1 build, which
+    its build-kernel finds up to date) and the download cache; its state (image, VMs),
+    tree, venv and results are its own, under its workdir."""
+    from kernlab import paths
+
+    return server.host_entry("lab2", workdir, kernels=["6.1"], env={
+        "KERNLAB_WORK": str(paths.work_dir()), "KERNLAB_CACHE": str(paths.cache_dir())})
 
 
 def write_hosts(path: Path, entries: list[dict], include_local: bool = True) -> Path:
@@ -144,20 +161,10 @@ def test_kernlab_is_shipped_once_per_content(server, tmp_path):
 
 @needs_sshd
 @pytest.mark.slow
-def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, tmp_path):
-    """lab2 runs 6.1 there: ships kernlab, makes its venv, its own image and VM, runs, sends back.
-
-    The host is this machine, so it shares the work area (the 6.1 build, which its
-    build-kernel finds up to date) and the download cache; its state (image, VMs),
-    tree, venv and results are its own, under its workdir.
-    """
-    from kernlab import paths
-
-    workdir = tmp_path / "lab2"
-    path = write_hosts(tmp_path / "h.yaml", [server.host_entry(
-        "lab2", workdir, kernels=["6.1"],
-        env={"KERNLAB_WORK": str(paths.work_dir()), "KERNLAB_CACHE": str(paths.cache_dir())})],
-        include_local=False)
+def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, lab2_workdir, tmp_path):
+    """lab2 runs 6.1 there: ships kernlab, makes its venv, its own image and VM, runs, sends back."""
+    workdir = lab2_workdir
+    path = write_hosts(tmp_path / "h.yaml", [lab2_entry(server, workdir)], include_local=False)
     out = tmp_path / "out"
     done = invoke("matrix", "--kernels", "6.1", "--experiments", "hellotrace,readiter", "--hosts", str(path),
                   "--out", str(out), timeout=3600)
@@ -179,6 +186,36 @@ def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, tmp
     log = (out / "hosts" / "lab2.log").read_text()
     assert "./kl matrix --kernels 6.1" in log and "6.1 is up to date" in log
     assert len(list(workdir.glob("tree-*/.venv/bin/invoke"))) == 1
+    assert not qemu_processes_under(workdir)
+
+
+def qemu_processes_under(workdir: Path) -> list[str]:
+    found = subprocess.run(["pgrep", "-a", "-f", f"qemu-system.*{workdir}"], capture_output=True, text=True)
+    return found.stdout.splitlines()
+
+
+@needs_sshd
+@pytest.mark.slow
+def test_ctrl_c_is_passed_on_to_the_host_which_stops_its_vm(server, lab_kernel, lab2_workdir, tmp_path):
+    path = write_hosts(tmp_path / "h.yaml", [lab2_entry(server, lab2_workdir)], include_local=False)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "matrix", "--kernels", "6.1", "--experiments", "hellotrace,readiter",
+         "--hosts", str(path), "--out", str(tmp_path / "out")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in run.stderr:  # wait until lab2's guest is running an experiment
+        seen.append(line)
+        if "[lab2] > run hellotrace in the guest" in line:
+            break
+    assert qemu_processes_under(lab2_workdir), "".join(seen)[-2000:]
+    run.send_signal(signal.SIGINT)
+    _, rest = run.communicate(timeout=120)
+    assert run.returncode == 130, rest[-2000:]
+    assert "[lab2] interrupting" in rest and "kernlab: interrupted" in rest
+    assert not qemu_processes_under(lab2_workdir)  # lab2's kernlab stopped its VM
+    pid_file = next((lab2_workdir / "runs").glob("*.pid"))
+    group = subprocess.run(["pgrep", "-g", pid_file.read_text().strip()], capture_output=True, text=True)
+    assert group.stdout == ""  # nothing of that run is left on the host
 
 
 @needs_sshd
