@@ -203,16 +203,43 @@ def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
 
 
 def make_command(plan: Plan, obj: Path | None, tree: Path, targets: list[str]) -> list[str]:
-    """make with the catalog's compiler (through ccache), -j cores, O=obj unless in-tree."""
+    """make with the catalog's compiler (through ccache), -j cores, O=obj unless in-tree.
+
+    Its arguments after ``-C <tree>`` go into the build key (with placeholder paths), so
+    a change of flags here gives a new key and a rebuild.
+    """
     cc = plan.compiler
     if plan.opts.ccache and shutil.which("ccache"):
         cc = f"ccache {cc}"
+    maps = debug_prefix_maps(tree, obj)
     cmd = ["make", "-C", str(tree), *([f"O={obj}"] if obj else []), f"ARCH={plan.spec.arch}", f"CC={cc}",
-           f"HOSTCC={plan.compiler}", f"-j{jobs(plan.opts)}"]
+           f"HOSTCC={plan.compiler}", f"KCFLAGS={maps}", f"KAFLAGS={maps}", f"-j{jobs(plan.opts)}"]
     flags = pahole_flags(tree)
     if flags is not None:
         cmd.append(f"PAHOLE_FLAGS={flags}")
     return cmd + targets
+
+
+SOURCE_NAME = "/kernlab/src"  # what debug info calls the source tree, wherever it lives
+OBJ_NAME = "/kernlab/obj"  # ... and the O= directory (the compiler's working directory)
+
+
+def debug_prefix_maps(tree: Path, obj: Path | None) -> str:
+    """Compiler flags that take the tree's and build directory's paths out of debug info.
+
+    Under O= the compiler runs in ``obj`` on ``<tree>/kernel/fork.c``, so the DWARF holds
+    both absolute paths (DW_AT_comp_dir, DW_AT_name, line tables), pahole carries them
+    into .BTF, and a build elsewhere gave another bzImage. The kernel itself maps only
+    __FILE__ (-fmacro-prefix-map=$(srctree)/=); -ffile-prefix-map would override that, so
+    this maps debug info only (gcc also hands it to gas for .S files, hence KAFLAGS too).
+    ccache (4.x) hashes only the option's name and the working directory after the map,
+    so with base_dir at the work area, work areas of the same layout share objects.
+    In-tree builds (``obj`` None, the samples/bpf copy) compile in the tree itself.
+    """
+    maps = [f"-fdebug-prefix-map={tree}={SOURCE_NAME}"]
+    if obj is not None:
+        maps.append(f"-fdebug-prefix-map={obj}={OBJ_NAME}")
+    return " ".join(maps)
 
 
 def pahole_flags(tree: Path) -> str | None:
@@ -231,9 +258,9 @@ def build_env() -> dict[str, str]:
     env = dict(REPRODUCIBLE_ENV)
     env["CCACHE_DIR"] = str(paths.ccache_dir())
     env["CCACHE_BASEDIR"] = str(paths.work_dir())
-    # Keep ccache's hash_dir: an object with debug info is reused only in the directory it
-    # was compiled in. Sharing across directories (CCACHE_NOHASHDIR) changed 40 bytes of
-    # .BTF, since pahole reads DWARF that carries the other directory's paths.
+    # Keep ccache's hash_dir: ccache hashes the working directory as debug_prefix_maps()
+    # renames it, so objects (whose debug info is path-free) are shared between work
+    # areas, and never with a build whose debug info names another path.
     env["CCACHE_HASHDIR"] = "1"
     # Depend mode: on a miss ccache compiles once and takes the dependencies from the
     # compiler's -MMD output, instead of preprocessing every file a second time to hash it.
