@@ -84,6 +84,7 @@ class Plan:
             "env": REPRODUCIBLE_ENV,
             "make": make_command(self, Path("/O"), Path("/S"), ["bzImage", "modules"])[3:],
             "pahole": capture(["pahole", "--version"]),
+            "cc_wrapper": sha256_file(CC_WRAPPER) if self.opts.ccache else "",
         }
 
 
@@ -210,7 +211,7 @@ def make_command(plan: Plan, obj: Path | None, tree: Path, targets: list[str]) -
     """
     cc = plan.compiler
     if plan.opts.ccache and shutil.which("ccache"):
-        cc = f"ccache {cc}"
+        cc = f"{CC_WRAPPER.name} {cc}"  # ccache, but not for .incbin sources (see the script)
     maps = debug_prefix_maps(tree, obj)
     cmd = ["make", "-C", str(tree), *([f"O={obj}"] if obj else []), f"ARCH={plan.spec.arch}", f"CC={cc}",
            f"HOSTCC={plan.compiler}", f"KCFLAGS={maps}", f"KAFLAGS={maps}", f"-j{jobs(plan.opts)}"]
@@ -253,9 +254,17 @@ def pahole_flags(tree: Path) -> str | None:
     return " ".join(flag for flag in out.split() if flag != "-j")
 
 
+CC_WRAPPER = Path(__file__).resolve().parent / "bin" / "kernlab-ccache"
+# ccache hashes these (they localise compiler messages): fixed, so that a build over SSH
+# (no LANG) and one from a terminal (LANG=C.UTF-8) share objects. LC_ALL=C already rules
+# what the compiler does, so they are not part of the build key.
+LOCALE_ENV = {"LANG": "C", "LC_CTYPE": "C", "LC_MESSAGES": "C"}
+
+
 def build_env() -> dict[str, str]:
-    """The fixed build environment, plus ccache's settings."""
-    env = dict(REPRODUCIBLE_ENV)
+    """The fixed build environment, plus ccache's settings and kernlab's CC wrapper."""
+    env = {**REPRODUCIBLE_ENV, **LOCALE_ENV}
+    env["PATH"] = f"{CC_WRAPPER.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
     env["CCACHE_DIR"] = str(paths.ccache_dir())
     env["CCACHE_BASEDIR"] = str(paths.work_dir())
     # Keep ccache's hash_dir: ccache hashes the working directory as debug_prefix_maps()

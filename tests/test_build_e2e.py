@@ -55,3 +55,22 @@ def test_kernel_info_says_where_the_bzimage_is(lab_kernel):
     assert done.returncode == 0, done.stderr
     assert lab_kernel["outputs"]["bzImage"]["path"] in done.stdout
     assert "symbol     copyout: copyout" in done.stdout
+
+
+def test_bzimage_carries_this_builds_vmlinux(lab_kernel, tmp_path):
+    """vmlinux -> compressed/vmlinux.bin -> .lz4 -> piggy.o -> bzImage, each from the one before.
+
+    A stale link here (ccache once handed back a piggy.o from an earlier build, since it
+    cannot see piggy.S's .incbin) boots another kernel than the vmlinux and System.map say.
+    """
+    obj = Path(lab_kernel["build_dir"]) / "obj"
+    compressed = obj / "arch/x86/boot/compressed"
+    stripped = tmp_path / "vmlinux.bin"
+    subprocess.run(["objcopy", "-R", ".comment", "-S", "-O", "binary", str(obj / "vmlinux"), str(stripped)],
+                   check=True)
+    assert stripped.read_bytes() == (compressed / "vmlinux.bin").read_bytes()
+    unpacked = subprocess.run(["lz4", "-dc", str(compressed / "vmlinux.bin.lz4")], capture_output=True,
+                              check=True).stdout
+    assert unpacked[:len(stripped.read_bytes())] == stripped.read_bytes()
+    bzimage = Path(lab_kernel["outputs"]["bzImage"]["path"]).read_bytes()
+    assert (compressed / "vmlinux.bin.lz4").read_bytes() in bzimage
