@@ -267,12 +267,32 @@ def run_on_host(host: Host, kernels: list[str], experiments: list[str], out: Pat
                 _remote_matrix(conn, host, tree, workdir, run.remote_out, kernels, experiments, run.log)
             finally:  # a failed run still brings back what it made (not after Ctrl-C)
                 if not _STOPPING.is_set():
-                    run.matrix = fetch_run(conn, run.remote_out, run.local_dir)
+                    run.matrix = _fetch_keeping_the_first_error(conn, run)
     except KernlabError as error:
         run.error = error.one_line()
     except (OSError, EOFError, paramiko.SSHException) as error:
         run.error = f"host {host.name} ({host.where}): connection lost ({error}); log {run.log}"
     return run
+
+
+def last_error(run: HostRun) -> str:
+    """The host's own one-line error (``kernlab: error: ...``) from its log, if it printed one."""
+    if not run.log.is_file():
+        return ""
+    errors = [line for line in run.log.read_text(errors="replace").splitlines()
+              if line.startswith("kernlab: error: ")]
+    return f"host {run.host.name}: {errors[-1].removeprefix('kernlab: error: ')}" if errors else ""
+
+
+def _fetch_keeping_the_first_error(conn: Connection, run: HostRun) -> dict[str, Any] | None:
+    """fetch_run, whose own failure goes to the host log instead of hiding the run's."""
+    try:
+        return fetch_run(conn, run.remote_out, run.local_dir)
+    except (KernlabError, OSError, EOFError, paramiko.SSHException) as error:
+        with run.log.open("a") as sink:
+            sink.write(f"kernlab: fetching {run.remote_out} failed: {error}\n")
+        run.error = run.error or f"host {run.host.name}: results not fetched ({error}); log {run.log}"
+        return None
 
 
 _RUNNING: dict[str, tuple[Connection, str]] = {}  # host name -> (connection, remote pid file)
@@ -407,6 +427,7 @@ def fetch_run(conn: Connection, remote_out: str, local_dir: Path) -> dict[str, A
     with tempfile.TemporaryDirectory(prefix="kernlab-fetch-") as tmp:
         local_archive = Path(tmp) / "run.tar.gz"
         conn.get(archive, str(local_archive))
+        conn.run(f"rm -f {shlex.quote(archive)}", hide=True, warn=True, in_stream=False)
         staging = local_dir.with_name(local_dir.name + ".part")
         shutil.rmtree(staging, ignore_errors=True)
         safe_extract(local_archive, staging)

@@ -150,7 +150,9 @@ def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
         result = read_json(bundle / "result.json") if bundle and (bundle / "result.json").is_file() else {}
         matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
             raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result, host)
-    why = run.error or f"host {host} did not report this cell; log {run.log}"
+    from .hosts import last_error
+
+    why = run.error or last_error(run) or f"host {host} did not report this cell; log {run.log}"
     for kernel in run.kernels:
         for name in names:
             matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, why, host=host))

@@ -195,6 +195,22 @@ def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, lab
     assert not qemu_processes_under(workdir)
 
 
+@needs_sshd
+@pytest.mark.slow
+def test_a_host_that_fails_says_why_in_its_cells(server, lab2_workdir, tmp_path):
+    """lab2's kernlab stops at once (its catalog is missing): the cells carry its own error."""
+    entry = lab2_entry(server, lab2_workdir)
+    entry["env"]["KERNLAB_CONFIGS"] = str(tmp_path / "no-configs")
+    path = write_hosts(tmp_path / "h.yaml", [entry], include_local=False)
+    done = invoke("matrix", "--kernels", "6.1", "--experiments", "hellotrace", "--hosts", str(path),
+                  "--out", str(tmp_path / "out"), timeout=1800)
+    assert done.returncode == 1
+    cell = json.loads((tmp_path / "out" / "matrix.json").read_text())["cells"][0]
+    assert cell["status"] == "ERROR" and cell["host"] == "lab2"
+    assert cell["reason"] == f"host lab2: no kernel catalog at {tmp_path}/no-configs/kernels.yaml; " \
+                             "set KERNLAB_CONFIGS or restore it"
+
+
 def qemu_processes_under(workdir: Path) -> list[str]:
     found = subprocess.run(["pgrep", "-a", "-f", f"qemu-system.*{workdir}"], capture_output=True, text=True)
     return found.stdout.splitlines()
