@@ -203,8 +203,12 @@ def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
     return final
 
 
-def make_command(plan: Plan, obj: Path | None, tree: Path, targets: list[str]) -> list[str]:
+def make_command(plan: Plan, obj: Path | None, tree: Path, targets: list[str],
+                 host_ccache: bool = True) -> list[str]:
     """make with the catalog's compiler (through ccache), -j cores, O=obj unless in-tree.
+
+    ``host_ccache`` False keeps HOSTCC a single word: samples/bpf builds bpftool with an
+    unquoted ``CC=$(HOSTCC)``, which splits ``kernlab-ccache gcc-12``.
 
     Its arguments after ``-C <tree>`` go into the build key (with placeholder paths), so
     a change of flags here gives a new key and a rebuild.
@@ -213,8 +217,12 @@ def make_command(plan: Plan, obj: Path | None, tree: Path, targets: list[str]) -
     if plan.opts.ccache and shutil.which("ccache"):
         cc = f"{CC_WRAPPER.name} {cc}"  # ccache, but not for .incbin sources (see the script)
     maps = debug_prefix_maps(tree, obj)
+    # HOSTCC through ccache too: a --clean rebuild otherwise recompiles objtool,
+    # resolve_btfids and their libbpf/libsubcmd twice (obj/ and the samples tree's prepare).
+    # Host tools only run at build time; the bzImage is unchanged (measured, README).
+    hostcc = cc if host_ccache else plan.compiler
     cmd = ["make", "-C", str(tree), *([f"O={obj}"] if obj else []), f"ARCH={plan.spec.arch}", f"CC={cc}",
-           f"HOSTCC={plan.compiler}", f"KCFLAGS={maps}", f"KAFLAGS={maps}", f"-j{jobs(plan.opts)}"]
+           f"HOSTCC={hostcc}", f"KCFLAGS={maps}", f"KAFLAGS={maps}", f"-j{jobs(plan.opts)}"]
     flags = pahole_flags(tree)
     if flags is not None:
         cmd.append(f"PAHOLE_FLAGS={flags}")
@@ -326,7 +334,8 @@ def build_samples(plan: Plan, tree: Path, obj: Path, log: Path) -> dict[str, Any
     env = {**build_env(), "PAHOLE": "pahole"}
     run_logged(make_command(plan, None, copy, ["olddefconfig", "prepare", "headers_install"]), log,
                what="make prepare headers_install (samples tree)", env=env, on_line=status_from_make)
-    samples = [*make_command(plan, None, copy, ["M=samples/bpf", f"VMLINUX_BTF={obj / 'vmlinux'}"]), "-k"]
+    samples = [*make_command(plan, None, copy, ["M=samples/bpf", f"VMLINUX_BTF={obj / 'vmlinux'}"],
+                             host_ccache=False), "-k"]
     try:
         run_logged(samples, log, what="make M=samples/bpf", env=env, on_line=status_from_make)
     except KernlabError as error:
