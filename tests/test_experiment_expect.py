@@ -169,8 +169,11 @@ def run_driver(tmp_path: Path, steps: list[dict], **trace) -> dict:
 
 
 def test_driver_background_ready_and_stop(tmp_path):
-    loader = ("echo starting; echo 'kl: ready'; trap 'echo stopped by INT; exit 0' INT; "
-              "while :; do sleep 0.05; done")
+    # The trap is set before "ready" (the stop can follow the marker at once), and the
+    # loop waits with `wait`: a SIGINT that lands as a foreground `sleep` exits normally
+    # is dropped by bash (it assumes the child handled it), and the loader never stops.
+    loader = ("trap 'echo stopped by INT; exit 0' INT; echo starting; echo 'kl: ready'; "
+              "while :; do sleep 0.05 & wait $!; done")
     writer = "echo '  readiter-7 [000] ....: hello' > $KL_PIPE; echo wrote"
     run = run_driver(tmp_path, [
         {"name": "load", "cmd": loader, "background": True, "ready": "^kl: ready$"},

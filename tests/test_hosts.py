@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import sshd
 import yaml
+from interrupts import sigint_default
 
 from kernlab import hosts
 from kernlab.errors import KernlabError
@@ -223,7 +224,7 @@ def test_ctrl_c_is_passed_on_to_the_host_which_stops_its_vm(server, lab_kernel, 
     run = subprocess.Popen(
         [sys.executable, "-m", "invoke", "matrix", "--kernels", "6.1", "--experiments", "hellotrace,readiter",
          "--hosts", str(path), "--out", str(tmp_path / "out")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     seen = []
     for line in run.stderr:  # wait until lab2's guest is running an experiment
         seen.append(line)

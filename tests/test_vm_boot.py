@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from interrupts import sigint_default
 
 from kernlab import qemu, remote
 from kernlab.errors import KernlabError
@@ -116,7 +117,8 @@ def test_ctrl_c_during_boot_leaves_no_qemu(lab_kernel: dict, lab_image: dict,
                                            vm_name) -> None:
     name = vm_name("ctrlc")
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "vm.up", "--kernel", "6.1",
-                             "--name", name], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                             "--name", name], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)
     pidfile = run_dir_of(name) / "qemu.pid"
     deadline = time.monotonic() + 60
     while not (pidfile.is_file() and pidfile.read_text().strip()):
