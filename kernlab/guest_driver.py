@@ -128,7 +128,7 @@ class Step:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(["bash", "-c", spec["cmd"]], stdout=self.handle,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True)
+                                     env=env, start_new_session=True, preexec_fn=_stop_signals_default)
         self.record = {"name": self.name, "cmd": spec["cmd"], "pid": self.proc.pid,
                        "background": spec.get("background", False), "exit": None,
                        "timed_out": False, "stopped": False, "seconds": None, "note": ""}
@@ -169,6 +169,16 @@ class Step:
                 return f"exited {self.proc.returncode} before printing {pattern!r}"
             time.sleep(0.1)
         return f"not ready after {timeout:.0f}s (no {pattern!r} in its output)"
+
+
+def _stop_signals_default() -> None:
+    """In a step's process: INT and TERM at their defaults, whatever the driver inherited.
+
+    Steps are stopped with these signals; a shell started with SIGINT ignored (a
+    background job's lot) could neither trap it nor die of it, and would be SIGKILLed.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_foreground(step: Step, deadline: float) -> str:
