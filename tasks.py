@@ -205,8 +205,6 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
 @friendly
 def vm_ssh(c, command="", name="default", timeout=600.0):
     """Run a command in the VM (its exit status is returned), or open a shell."""
-    import os
-
     from kernlab.proc import require_tool
     from kernlab.remote import connect, run
 
@@ -403,8 +401,6 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False):
 @friendly
 def ci(c, kernels="", experiments="all", out="", hosts=""):
     """Non-interactive run for CI: plain progress, builds what is missing, matrix, JUnit XML, exit status."""
-    import os
-
     from kernlab.catalog import load_catalog
 
     os.environ.setdefault("CI", "1")

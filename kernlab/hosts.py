@@ -30,14 +30,15 @@ from typing import Any
 
 import paramiko
 import yaml
-from fabric import Config, Connection
+from fabric import Connection
 
 from . import paths
 from .errors import KernlabError
+from .matrix import LOCAL
+from .remote import key_only_connection
 from .report import reporter
 from .util import read_json
 
-LOCAL = "local"
 RUN_TIMEOUT = 6 * 3600.0  # a cold remote build + image + suite, under TCG, with margin
 SHIPPED = (  # what a host needs to run kernlab: the package, its front and the project data
     "kernlab", "tasks.py", "kl", "pyproject.toml", "README.md", "kernlab.lock",
@@ -152,16 +153,7 @@ def assign(kernels: list[str], hosts: HostsFile) -> dict[str, list[str]]:
 # ---------------------------------------------------------------- SSH
 def open_connection(host: Host, timeout: float = 15.0) -> Connection:
     """An open fabric Connection that trusts only the host keys in ``host.known_hosts``."""
-    conn = Connection(
-        host.address, user=host.user, port=host.port, connect_timeout=timeout,
-        config=Config(ssh_config=paramiko.SSHConfig()),
-        connect_kwargs={"key_filename": [str(host.key)], "look_for_keys": False,
-                        "allow_agent": False, "banner_timeout": timeout, "auth_timeout": timeout},
-    )
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(host.known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    conn.client = client
+    conn = key_only_connection(host.address, host.port, host.user, host.key, host.known_hosts, timeout)
     try:
         conn.open()
     except paramiko.BadHostKeyException:

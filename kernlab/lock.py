@@ -64,26 +64,18 @@ def kernel_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def image_packages(record: dict[str, Any]) -> dict[str, str]:
+    """``{name: version}`` of the packages an ImageRecord lists as ``name=version``."""
+    return dict(p.split("=", 1) for p in record.get("packages", []) if "=" in p)
+
+
 def image_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
-    """The lockable inputs of one image: its key, the files behind it, the package versions."""
+    """The lockable inputs of an image built from the vm/ files as they are now: its key,
+    each file's hash (to name the one that changes later) and the package versions."""
     from .image import input_files_sha256
 
-    packages = record.get("packages", [])
-    if isinstance(packages, list):
-        packages = dict(p.split("=", 1) for p in packages if "=" in p)
-    entry = {"recipe_sha256": record.get("recipe_sha256") or record.get("key"), "packages": packages}
-    if record.get("key") and record["key"] == _current_image_key(record.get("recipe", "")):
-        entry["files"] = input_files_sha256(record["recipe"])  # names the file when the key moves
-    return entry
-
-
-def _current_image_key(recipe: str) -> str | None:
-    from .image import image_key
-
-    try:
-        return image_key(recipe)
-    except (KernlabError, OSError):
-        return None
+    return {"recipe_sha256": record["key"], "files": input_files_sha256(record["recipe"]),
+            "packages": image_packages(record)}
 
 
 def differences(locked: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -139,8 +131,7 @@ def check_image_packages(recipe: str, record: dict[str, Any], update: bool) -> N
     locked = read_lock()["images"].get(recipe)
     if locked is None or update:
         return
-    current = image_entry_from_record(record)["packages"]
-    changed = differences({"packages": locked.get("packages", {})}, {"packages": current})
+    changed = differences({"packages": locked.get("packages", {})}, {"packages": image_packages(record)})
     if changed:
         fix = (f"accept the new versions with `invoke build-image --recipe {recipe} --update-lock`, "
                "or point the recipe's mirror at the locked archive snapshot (snapshot.debian.org)")

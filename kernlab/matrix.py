@@ -22,11 +22,12 @@ from .report import reporter
 from .util import atomic_write_json, atomic_write_text, read_json
 
 PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"
+LOCAL = "local"  # this machine, as a runner of matrix cells
 
 
 @dataclass
 class Cell:
-    """One (kernel, experiment) outcome, and the machine it ran on."""
+    """One (kernel, experiment) outcome (the machine is the kernel's: ``Matrix.host``)."""
 
     kernel: str
     experiment: str
@@ -34,7 +35,6 @@ class Cell:
     reason: str = ""
     bundle: Path | None = None
     result: dict[str, Any] = field(default_factory=dict)
-    host: str = "local"
 
 
 @dataclass
@@ -47,10 +47,14 @@ class Matrix:
     def cell(self, kernel: str, experiment: str) -> Cell:
         return self.cells[(kernel, experiment)]
 
+    def host(self, kernel: str) -> str:
+        """The machine that ran ``kernel``'s cells."""
+        return self.hosts.get(kernel, LOCAL)
+
     def label(self, kernel: str) -> str:
         """The kernel's column title: ``6.1``, or ``6.1 @ lab2`` when a host ran it."""
-        host = self.hosts.get(kernel, "local")
-        return kernel if host == "local" else f"{kernel} @ {host}"
+        host = self.host(kernel)
+        return kernel if host == LOCAL else f"{kernel} @ {host}"
 
     @property
     def passed(self) -> bool:
@@ -86,8 +90,8 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     futures = []
     try:
         futures = [pool.submit(remote.run_on_host, by_name[runner], ks, names, target, run_id)
-                   for runner, ks in plan.items() if runner != remote.LOCAL]
-        _run_local(matrix, plan.get(remote.LOCAL, []), names)
+                   for runner, ks in plan.items() if runner != LOCAL]
+        _run_local(matrix, plan.get(LOCAL, []), names)
         for future in futures:
             _add_host_cells(matrix, future.result(), names)
     except KeyboardInterrupt:
@@ -142,20 +146,22 @@ def _run_local(matrix: Matrix, kernels: list[str], names: list[str]) -> None:
 
 def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
     """Cells from a host's fetched matrix.json (bundle paths made local); the rest ERROR."""
-    host = run.host.name
-    for raw in (run.matrix or {}).get("cells", []):
-        if raw["kernel"] not in run.kernels:
-            continue
-        bundle = _fetched_bundle(raw.get("bundle"), run.remote_out, run.local_dir)
-        result = read_json(bundle / "result.json") if bundle and (bundle / "result.json").is_file() else {}
-        matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
-            raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result, host)
     from .hosts import last_error
 
-    why = run.error or last_error(run) or f"host {host} did not report this cell; log {run.log}"
+    for raw in (run.matrix or {}).get("cells", []):
+        if raw["kernel"] in run.kernels:
+            _add_cell(matrix, raw, _fetched_bundle(raw.get("bundle"), run.remote_out, run.local_dir))
+    why = run.error or last_error(run) or f"host {run.host.name} did not report this cell; log {run.log}"
     for kernel in run.kernels:
         for name in names:
-            matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, why, host=host))
+            matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, why))
+
+
+def _add_cell(matrix: Matrix, raw: dict[str, Any], bundle: Path | None) -> None:
+    """A cell as matrix.json records it, with its bundle's result.json when there is one."""
+    result = read_json(bundle / "result.json") if bundle and (bundle / "result.json").is_file() else {}
+    matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
+        raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result)
 
 
 def _fetched_bundle(remote: str | None, remote_out: str, local_dir: Path) -> Path | None:
@@ -174,11 +180,7 @@ def load_matrix(matrix_json: Path) -> Matrix:
     data = read_json(matrix_json)
     matrix = Matrix(data["kernels"], data["experiments"], hosts=data.get("hosts", {}))
     for raw in data["cells"]:
-        bundle = Path(raw["bundle"]) if raw.get("bundle") else None
-        result = read_json(bundle / "result.json") if bundle and (bundle / "result.json").is_file() else {}
-        matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
-            raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result,
-            raw.get("host", "local"))
+        _add_cell(matrix, raw, Path(raw["bundle"]) if raw.get("bundle") else None)
     return matrix
 
 
@@ -240,7 +242,7 @@ def write_report(matrix: Matrix, out: Path) -> dict[str, Path]:
         "kernels": matrix.kernels, "experiments": matrix.experiments, "passed": matrix.passed,
         "hosts": matrix.hosts,
         "cells": [{"kernel": c.kernel, "experiment": c.experiment, "status": c.status, "reason": c.reason,
-                   "host": c.host, "bundle": str(c.bundle) if c.bundle else None}
+                   "host": matrix.host(c.kernel), "bundle": str(c.bundle) if c.bundle else None}
                   for c in matrix.cells.values()],
     })
     return written
@@ -325,7 +327,7 @@ def junit_xml(matrix: Matrix) -> str:
     for kernel in matrix.kernels:
         cells = [matrix.cell(kernel, n) for n in matrix.experiments]
         suite = ET.SubElement(suites, "testsuite", name=f"kernel-{kernel}", tests=str(len(cells)),
-                              hostname=matrix.hosts.get(kernel, "local"),
+                              hostname=matrix.host(kernel),
                               failures=str(sum(c.status == FAIL for c in cells)),
                               errors=str(sum(c.status == ERROR for c in cells)),
                               skipped=str(sum(c.status == NA for c in cells)))

@@ -73,18 +73,25 @@ def ssh_client(known_hosts: Path) -> paramiko.SSHClient:
     return client
 
 
+def key_only_connection(address: str, port: int, user: str, key: Path, known_hosts: Path,
+                        timeout: float) -> Connection:
+    """A fabric Connection (not yet open): this key only, these host keys only, no ~/.ssh/config."""
+    conn = Connection(
+        address, user=user, port=port, connect_timeout=timeout,
+        config=Config(ssh_config=paramiko.SSHConfig()),
+        connect_kwargs={"key_filename": [str(key)], "look_for_keys": False,
+                        "allow_agent": False, "banner_timeout": timeout, "auth_timeout": timeout},
+    )
+    conn.client = ssh_client(known_hosts)  # replaces fabric's AutoAddPolicy
+    return conn
+
+
 def connection(vm: Vm, timeout: float | None = None) -> Connection:
-    """A fabric Connection (not yet open) to ``vm`` that ignores ~/.ssh/config."""
+    """A fabric Connection (not yet open) to ``vm`` with the lab key and the image's host key."""
     rec = vm.record
     limit = timeout or CONNECT_TIMEOUT * float(rec.get("timeout_scale", 1.0))
-    conn = Connection(
-        rec["host"], user=rec["user"], port=vm.ssh_port, connect_timeout=limit,
-        config=Config(ssh_config=paramiko.SSHConfig()),
-        connect_kwargs={"key_filename": [rec["client_key"]], "look_for_keys": False,
-                        "allow_agent": False, "banner_timeout": limit, "auth_timeout": limit},
-    )
-    conn.client = ssh_client(Path(rec["known_hosts"]))  # replaces fabric's AutoAddPolicy
-    return conn
+    return key_only_connection(rec["host"], vm.ssh_port, rec["user"], Path(rec["client_key"]),
+                               Path(rec["known_hosts"]), limit)
 
 
 def connect(vm: Vm) -> Connection:
