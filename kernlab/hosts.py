@@ -103,14 +103,20 @@ def _host(path: Path, raw: Any) -> Host:
     if missing:
         raise KernlabError(f"{path}: host {name} lacks {', '.join(missing)}",
                            "name the private key and a known_hosts file holding the host's key")
+    port, env, kernels = raw.get("port", 22), raw.get("env") or {}, raw.get("kernels") or []
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise KernlabError(f"{path}: host {name}: port {port!r} is not a TCP port", "give a number, e.g. 22")
+    if not isinstance(env, dict) or not isinstance(kernels, list):
+        raise KernlabError(f"{path}: host {name}: `env` must be a mapping and `kernels` a list",
+                           "fix the hosts file (see configs/hosts.example.yaml)")
     base = path.parent
     host = Host(
-        name=name, address=str(raw["address"]), port=int(raw.get("port", 22)),
+        name=name, address=str(raw["address"]), port=port,
         user=str(raw.get("user", "root")), workdir=str(raw.get("workdir", "kernlab-remote")),
         key=(base / Path(raw["key"]).expanduser()).resolve(),
         known_hosts=(base / Path(raw["known_hosts"]).expanduser()).resolve(),
-        env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
-        kernels=[str(k) for k in raw.get("kernels") or []],
+        env={str(k): str(v) for k, v in env.items()},
+        kernels=[str(k) for k in kernels],
     )
     check_credentials(host)
     return host
@@ -181,9 +187,9 @@ def open_connection(host: Host, timeout: float = 15.0) -> Connection:
 def _run(conn: Connection, command: str, what: str, timeout: float = 600.0) -> str:
     result = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
     if result.exited != 0:
-        raise KernlabError(f"{what} failed on {conn.host} (exit {result.exited}): "
-                           f"{(result.stderr or result.stdout).strip()[-300:]}",
-                           "see the host log under <out>/hosts/")
+        said = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise KernlabError(f"{what} failed on {conn.host} (exit {result.exited}): {said[-1][:200]}",
+                           "check the host's workdir and disk space")
     return result.stdout.strip()
 
 

@@ -110,6 +110,16 @@ def test_missing_known_hosts_says_how_to_get_the_key(tmp_path):
     assert "ssh-keyscan -p 2222 192.0.2.1" in caught.value.fix
 
 
+def test_a_port_that_is_not_a_number_is_refused_in_one_line(tmp_path):
+    key, known = key_pair(tmp_path)
+    path = write_hosts(tmp_path / "h.yaml", [{"name": "lab2", "address": "192.0.2.1", "port": "ssh",
+                                              "key": str(key), "known_hosts": str(known)}])
+    done = invoke("matrix", "--kernels", "6.1", "--hosts", str(path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"kernlab: error: {path}: host lab2: port 'ssh' is not a TCP port; give a number, e.g. 22")
+
+
 def test_repeated_host_names_are_refused(tmp_path):
     key, known = key_pair(tmp_path)
     entry = {"name": "lab2", "address": "192.0.2.1", "key": str(key), "known_hosts": str(known)}
