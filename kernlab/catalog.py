@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,34 @@ def _kernel(v: _Validator, version: str, raw: Any) -> KernelSpec:
     )
 
 
+def local_tarballs() -> dict[str, tuple[Path, str]]:
+    """``KERNLAB_LOCAL_KERNELS``: {file name: (path, sha256)} from that folder's SHA256SUMS."""
+    folder = os.environ.get("KERNLAB_LOCAL_KERNELS")
+    if not folder:
+        return {}
+    sums = Path(folder).expanduser().resolve() / "SHA256SUMS"
+    if not sums.is_file():
+        raise KernlabError(f"KERNLAB_LOCAL_KERNELS={folder} has no SHA256SUMS file",
+                           "point it at a folder holding the tarballs and their SHA256SUMS")
+    table = {}
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and SHA256.match(parts[0].lower()):
+            name = parts[1].lstrip("*")
+            table[name] = (sums.parent / name, parts[0].lower())
+    return table
+
+
+def with_local_source(spec: KernelSpec, local: dict[str, tuple[Path, str]]) -> KernelSpec:
+    """``spec`` with the local tarball of its release (pinned by SHA256SUMS) tried first."""
+    found = local.get(f"linux-{spec.release}.tar.xz")
+    if not found or not found[0].is_file():
+        return spec
+    path, sha = found
+    first = SourceSpec("file", {"path": str(path), "sha256": sha})
+    return replace(spec, sources=(first, *spec.sources))
+
+
 def load_catalog(path: Path | None = None) -> Catalog:
     """Read and validate the catalog; errors name file, key and problem."""
     path = path or paths.configs_dir() / "kernels.yaml"
@@ -177,8 +205,10 @@ def load_catalog(path: Path | None = None) -> Catalog:
         mirror=v.string(raw.get("mirror", "https://cdn.kernel.org/pub/linux/kernel"), "mirror"),
         default=v.string(raw.get("default", ""), "default") if raw.get("default") else "",
     )
+    local = local_tarballs()
     for version, entry in kernels.items():
-        catalog.kernels[str(version)] = _kernel(v, str(version), entry)
+        spec = _kernel(v, str(version), entry)
+        catalog.kernels[str(version)] = with_local_source(spec, local)
     if catalog.default and catalog.default not in catalog.kernels:
         raise v.fail("default", f"'{catalog.default}' is not in kernels")
     return catalog
