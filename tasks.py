@@ -7,17 +7,28 @@ import json
 import os
 import sys
 
-from invoke import Collection, Exit, task
+import invoke
+from invoke import Argument, Collection, Exit, Task
+from invoke.exceptions import UnexpectedExit
 
-from kernlab.errors import KernlabError
+from kernlab.errors import KernlabError, unexpected
+from kernlab.validate import BadNumber, not_empty, number
 
 
 def friendly(func):
-    """Turn a KernlabError into its details, then one line `kernlab: error: cause; fix`."""
+    """Every way a task can fail ends in one line `kernlab: error: cause; fix`, exit != 0.
+
+    A KernlabError prints its details, then its one line. Any other exception is a
+    kernlab bug: its traceback goes to a log file under the state dir and the one line
+    names the exception and that file. No traceback reaches the terminal.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, BadNumber):  # `--jobs abc`: parsed late, reported here
+                    raise value.error()
             return func(*args, **kwargs)
         except KernlabError as error:
             if error.details:
@@ -25,8 +36,42 @@ def friendly(func):
             raise Exit(f"kernlab: error: {error.one_line()}", code=1) from None
         except KeyboardInterrupt:
             raise Exit("kernlab: interrupted", code=130) from None
+        except (Exit, SystemExit):
+            raise
+        except UnexpectedExit as error:  # a command run with c.run (its output was shown)
+            code = error.result.exited or 1
+            raise Exit(f"kernlab: error: `{error.result.command}` failed (exit {code}); "
+                       "see its output above", code=code) from None
+        except Exception as error:
+            raise Exit(f"kernlab: error: {unexpected(func.__name__, error)}", code=1) from None
 
     return wrapper
+
+
+class _NumberArgument(Argument):
+    """An int/float flag whose bad value becomes a BadNumber (invoke would raise a traceback)."""
+
+    def set_value(self, value, cast=True):
+        try:
+            super().set_value(value, cast)
+        except (TypeError, ValueError):
+            self.raw_value = value
+            self._value = BadNumber(self.names[0], value, self.kind)
+
+
+class _KernlabTask(Task):
+    def get_arguments(self, ignore_unknown_help=None):
+        args = super().get_arguments(ignore_unknown_help)
+        for arg in args:
+            if arg.kind in (int, float) and type(arg) is Argument:
+                arg.__class__ = _NumberArgument
+        return args
+
+
+def task(*args, **kwargs):
+    """invoke's @task with kernlab's argument handling (numbers checked by the task wrapper)."""
+    kwargs.setdefault("klass", _KernlabTask)
+    return invoke.task(*args, **kwargs)
 
 
 # ---------------------------------------------------------------- host setup
@@ -42,17 +87,33 @@ def setup(c, dry_run=False):
 @task(help={"fast": "Skip the slow end-to-end tests (real kernel builds and QEMU boots).",
             "k": "Only tests matching this pytest -k expression.",
             "junit": "Where to write JUnit XML (default results/junit.xml)."})
+@friendly
 def test(c, fast=False, k="", junit="results/junit.xml"):
     """Lint, then run the test suite (slow end-to-end tests included unless --fast)."""
-    from kernlab.hostdeps import TEST_PACKAGES, missing_packages, setup_host
+    import shlex
+    from pathlib import Path
 
+    from kernlab.hostdeps import TEST_PACKAGES, missing_packages, setup_host
+    from kernlab.matrix import junit_counts
+
+    if not junit.strip() or Path(junit).is_dir():
+        raise KernlabError(f"--junit {junit!r} is not a file name", "give --junit PATH/junit.xml")
     if os.geteuid() == 0 and missing_packages(TEST_PACKAGES):
         setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd
     python = sys.executable  # the interpreter running invoke: kernlab's venv under ./kl
     c.run(f"{python} -m ruff check kernlab tasks.py tests bench", pty=False)
     marker = '-m "not slow"' if fast else ""
-    select = f"-k {k!r}" if k else ""
-    c.run(f"{python} -m pytest {marker} {select} --junitxml={junit} -v --durations=15", pty=False)
+    select = f"-k {shlex.quote(k)}" if k else ""
+    Path(junit).unlink(missing_ok=True)  # a stale file must not count as this run's
+    result = c.run(f"{python} -m pytest {marker} {select} --junitxml={shlex.quote(junit)} -v "
+                   "--durations=15", pty=False, warn=True)
+    ran = junit_counts(Path(junit))["tests"] if Path(junit).is_file() else 0
+    if result.exited == 5 or ran == 0:  # pytest's "no tests collected"
+        raise KernlabError("no test ran" + (f" (none matches -k {k!r})" if k else ""),
+                           "check the -k expression; `invoke test --fast` runs the fast suite")
+    if result.exited:
+        raise Exit(f"kernlab: error: tests failed (pytest exit {result.exited}); the failures are "
+                   f"listed above, JUnit XML in {junit}", code=result.exited)
 
 
 # ---------------------------------------------------------------- kernels
@@ -63,13 +124,13 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "no network, no build.",
         "tarball": "Build from this local tarball instead of the catalog's sources.",
         "git": "Build from this local git tree (exported at --ref; the tree is not modified).",
-        "ref": "Git ref for --git (default HEAD).",
+        "ref": "Git ref for --git (default HEAD); only with --git.",
         "url": "Download the tarball from this URL instead of the catalog's.",
         "sha256": "Pin the sha256 of the tarball (for --tarball/--url or an unpinned catalog entry).",
         "allow_unverified": "Accept a tarball with no pinned sha256 (the record says unverified).",
         "patches": "Extra patch series directory applied after the catalog's (repeatable).",
         "fragment": "Extra config fragment merged after the catalog's (repeatable).",
-        "jobs": "make -j (default: number of cores).",
+        "jobs": "make -j (default or 0: number of cores).",
         "no_ccache": "Do not use ccache even when installed.",
         "no_samples": "Skip samples/bpf.",
         "clean": "Remove this build's output directory first and build from scratch.",
@@ -79,7 +140,7 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
     iterable=["patches", "fragment"],
 )
 @friendly
-def build_kernel(c, version="", plan=False, tarball=None, git=None, ref="HEAD", url=None, sha256=None,
+def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, url=None, sha256=None,
                  allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
                  no_samples=False, clean=False, json=False, update_lock=False):
     """Fetch, patch, configure (verified), build a kernel with headers and samples/bpf; record it."""
@@ -89,14 +150,21 @@ def build_kernel(c, version="", plan=False, tarball=None, git=None, ref="HEAD", 
     from kernlab.catalog import load_catalog
     from kernlab.source import SourceOptions
 
-    version = version or load_catalog().default
+    version = not_empty("version", version) or load_catalog().default
+    tarball, git, url = not_empty("tarball", tarball), not_empty("git", git), not_empty("url", url)
+    sha256, ref = not_empty("sha256", sha256), not_empty("ref", ref)
+    _source_flags(tarball, git, url, ref, sha256)
+    for flag, items in (("patches", patches), ("fragment", fragment)):
+        for item in items or []:
+            not_empty(flag, item)
     opts = build.BuildOptions(
         source=SourceOptions(tarball=Path(tarball) if tarball else None, git=Path(git) if git else None,
-                             ref=ref, url=url, sha256=sha256, allow_unverified=allow_unverified),
+                             ref=ref or "HEAD", url=url, sha256=sha256, allow_unverified=allow_unverified),
         extra_patches=[Path(p).resolve() for p in patches or []],
         extra_fragments=[Path(f).resolve() for f in fragment or []],
-        jobs=int(jobs), ccache=not no_ccache, clean=clean, samples=not no_samples,
-        update_lock=update_lock,
+        jobs=number("jobs", jobs, low=0, high=1024, integer=True,
+                    fix="give --jobs N with 1 <= N <= 1024, or leave it out (one job per core)"),
+        ccache=not no_ccache, clean=clean, samples=not no_samples, update_lock=update_lock,
     )
     if plan:
         _print_json(build.describe_plan(build.make_plan(version, opts)))
@@ -108,15 +176,33 @@ def build_kernel(c, version="", plan=False, tarball=None, git=None, ref="HEAD", 
         print(f"{record['kernelrelease']}: {record['outputs']['bzImage']['path']}")
 
 
+def _source_flags(tarball, git, url, ref, sha256) -> None:
+    """build-kernel's source flags name one source; --ref and --sha256 only where they apply."""
+    import re
+
+    given = [f"--{n}" for n, v in (("tarball", tarball), ("git", git), ("url", url)) if v]
+    if len(given) > 1:
+        raise KernlabError(f"{' and '.join(given)} both name the kernel source",
+                           "give only one of --tarball, --git and --url")
+    if ref and not git:
+        raise KernlabError("--ref is only used with --git", "add --git PATH, or leave --ref out")
+    if sha256 and git:
+        raise KernlabError("--sha256 pins a tarball; a --git source is pinned by its commit",
+                           "leave --sha256 out, or use --ref COMMIT")
+    if sha256 and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise KernlabError(f"--sha256 {sha256!r} is not a sha256 (64 lowercase hex digits)",
+                           "copy it from `sha256sum FILE` or the release's sha256sums.asc")
+
+
 @task(help={"version": "Catalog version (default: the catalog's default).",
             "json": "Print the whole build record as JSON."})
 @friendly
-def kernel_info(c, version="", json=False):
+def kernel_info(c, version=None, json=False):
     """Show a built kernel: where its bzImage is, what went into it."""
     from kernlab.build import find_build, summarize_record
     from kernlab.catalog import load_catalog
 
-    record = find_build(version or load_catalog().default)
+    record = find_build(not_empty("version", version) or load_catalog().default)
     if json:
         _print_json(record)
     else:
@@ -133,7 +219,7 @@ def lock(c, version=None, image=None):
     from kernlab.build import built_versions
     from kernlab.image import find_image
 
-    versions = list(version or []) or built_versions()
+    versions = [not_empty("version", v) for v in version or []] or built_versions()
     images = list(image or [])
     if not image:
         try:
@@ -182,9 +268,9 @@ def _vm_or_exit(name):
     "name": "VM name (run dir <state>/vms/NAME; default: default).",
     "recipe": "Image recipe in vm/ (built first if needed).",
     "append": "Extra kernel parameters.",
-    "memory": "Guest memory (default 2G).",
-    "cpus": "Guest CPUs (default 2).",
-    "timeout": "Seconds to wait for SSH (default: 30, x5 under TCG).",
+    "memory": "Guest memory (default 2G; at least 128M).",
+    "cpus": "Guest CPUs (default 2; 1 to 255).",
+    "timeout": "Seconds to wait for SSH (default or 0: 30, x5 under TCG).",
 })
 @friendly
 def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", cpus=2,
@@ -192,11 +278,17 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
     """Boot a built kernel on the lab image and wait until SSH answers."""
     from kernlab.build import find_build
     from kernlab.image import build_image as build
-    from kernlab.vm import ensure_vm
+    from kernlab.validate import memory as memory_size
+    from kernlab.vm import ensure_vm, run_dir_of
 
-    record = find_build(kernel)
-    vm = ensure_vm(record, build(recipe), name, append=append, memory=memory, cpus=int(cpus),
-                   timeout=float(timeout) or None)
+    run_dir_of(name)  # a bad name fails before any build
+    memory = memory_size("memory", memory)
+    cpus = number("cpus", cpus, low=1, high=255, integer=True)
+    timeout = number("timeout", timeout, low=0, high=86400,
+                     fix="give --timeout SECONDS (1 to 86400), or 0 for the default")
+    record = find_build(not_empty("kernel", kernel))
+    vm = ensure_vm(record, build(recipe), name, append=append, memory=memory, cpus=cpus,
+                   timeout=timeout or None)
     print(f"VM {vm.name}: ssh -F {vm.record['ssh_config']} kernlab-{vm.name}")
 
 
@@ -208,11 +300,13 @@ def vm_ssh(c, command="", name="default", timeout=600.0):
     from kernlab.proc import require_tool
     from kernlab.remote import connect, run
 
+    timeout = number("timeout", timeout, above=0, high=86400,
+                     fix="give --timeout SECONDS, more than 0 and at most 86400")
     vm = _vm_or_exit(name)
     if not command:
         ssh = require_tool("ssh", "openssh-client")
         os.execv(ssh, [ssh, "-F", vm.record["ssh_config"], f"kernlab-{vm.name}"])
-    result = run(connect(vm), command, timeout=float(timeout), check=False)
+    result = run(connect(vm), command, timeout=timeout, check=False)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     if result.exited:
@@ -268,17 +362,25 @@ vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify)
 @task
 @friendly
 def list_experiments(c):
-    """Table of the experiments: name, what it shows, kernels, needs."""
-    from kernlab.experiment import load_all
+    """Table of the experiments: name, what it shows, kernels, needs (broken ones with their error)."""
+    from kernlab import paths
+    from kernlab.experiment import scan_all
 
+    good, broken = scan_all()
+    if not good and not broken:
+        raise KernlabError(f"no experiments in {paths.experiments_dir()}",
+                           "add one (experiments/README.md describes the format) or set "
+                           "KERNLAB_EXPERIMENTS to a folder of experiments")
     rows = [("name", "shows", "kernels", "needs")]
-    rows += [(e.name, e.title, e.kernels_summary(), e.needs_summary()) for e in load_all()]
+    rows += [(e.name, e.title, e.kernels_summary(), e.needs_summary()) for e in good]
+    rows += [(name, "BROKEN", "-", error.one_line()) for name, error in broken]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print("  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3])
-
-
-from invoke import Argument, Task  # noqa: E402  (used only by the experiments section)
+    if broken:
+        names = ", ".join(name for name, _ in broken)
+        raise KernlabError(f"{len(broken)} experiment folder(s) broken: {names} (the others are usable)",
+                           "fix each one as its row says")
 
 
 class _NameUnlessAll(Argument):
@@ -297,7 +399,7 @@ class _NameUnlessAll(Argument):
         self.set_value(arg, cast=True)
 
 
-class _RunExperimentTask(Task):
+class _RunExperimentTask(_KernlabTask):
     """`invoke run-experiment NAME` or `invoke run-experiment --all`."""
 
     def get_arguments(self, ignore_unknown_help=None):
@@ -323,15 +425,23 @@ class _RunExperimentTask(Task):
 @friendly
 def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name="default"):
     """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL."""
-    from kernlab.errors import KernlabError
+    from kernlab import paths
     from kernlab.exprun import run_experiment as run_one
     from kernlab.exprun import run_suite, summary_table
+    from kernlab.vm import run_dir_of
 
+    kernel = not_empty("kernel", kernel)
+    run_dir_of(vm_name)  # a bad name fails before any build
+    if all_ and name:
+        raise KernlabError(f"both an experiment ({name}) and --all given", "give one or the other")
     if all_ or not name:
         if not all_:
             raise KernlabError("no experiment named", "give one (invoke list-experiments) "
                                "or --all")
         bundles = run_suite(None, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+        if not bundles:
+            raise KernlabError(f"no experiment ran: {paths.experiments_dir()} holds none",
+                               "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
         print(summary_table(bundles))
         failed = [b for b in bundles if not b.passed]
         if failed:
@@ -352,18 +462,45 @@ def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _names(flag: str, value: str, what: str, example: str) -> list[str]:
+    """A comma-separated flag's items: at least one, none twice."""
+    items = _csv(value)
+    if not items:
+        raise KernlabError(f"--{flag} {value!r} names no {what}",
+                           f"give comma-separated {what}s, e.g. --{flag} {example}")
+    if twice := sorted({i for i in items if items.count(i) > 1}):
+        raise KernlabError(f"--{flag} names {', '.join(twice)} twice", f"give each {what} once")
+    return items
+
+
+def _out_dir(out: str):
+    from pathlib import Path
+
+    from kernlab import matrix
+
+    target = Path(out).resolve() if out else matrix.default_out()
+    if target.exists() and not target.is_dir():
+        raise KernlabError(f"--out {out} is a file, not a directory", "give --out a directory")
+    return target
+
+
 def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
     from pathlib import Path
 
     from kernlab import matrix
 
-    names = None if experiments in ("", "all") else _csv(experiments)
-    target = Path(out).resolve() if out else matrix.default_out()
-    result = matrix.run_matrix(_csv(kernels), names, Path(hosts) if hosts else None, target)
+    kernel_list = _names("kernels", kernels, "kernel", "5.4,6.1 (see `invoke list-kernels`)")
+    names = None if experiments.strip() == "all" else _names(
+        "experiments", experiments, "experiment", "readiter,hellotrace, or all")
+    target = _out_dir(out)
+    result = matrix.run_matrix(kernel_list, names, Path(hosts) if hosts else None, target)
     written = matrix.write_report(result, target)
     print(matrix.grid_text(result))
     for kind, path in written.items():
         print(f"{kind:<9}{path}")
+    if not result.ran:
+        raise KernlabError(f"nothing ran: all {len(result.cells)} cells are n/a ({result.why_nothing_ran()})",
+                           "pick kernels the experiments support (see `invoke list-experiments`)")
     return result
 
 
@@ -383,12 +520,12 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False):
     if rerender:
         if not out:
             raise KernlabError("--rerender needs --out DIR", "name the report directory to rewrite")
-        result = mx.load_matrix(Path(out) / "matrix.json")
+        result = mx.load_matrix(_out_dir(out) / "matrix.json")
         mx.write_report(result, Path(out))
         print(mx.grid_text(result))
         return
     if not kernels:
-        raise KernlabError("no kernels given", "pass --kernels, e.g. --kernels 5.10,6.1")
+        raise KernlabError("no kernels given", "pass --kernels, e.g. --kernels 5.4,6.1")
     result = _matrix(kernels, experiments, out, hosts)
     if not result.passed:
         raise Exit("kernlab: matrix FAIL (see the report)", code=1)
@@ -422,8 +559,10 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
     from pathlib import Path
 
     from kernlab.reproduce import reproduce as run
+    from kernlab.vm import run_dir_of
 
-    comparison = run(Path(bundle), anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
+    run_dir_of(vm_name)
+    comparison = run(Path(not_empty("bundle", bundle)), anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
     if json:
         _print_json(comparison.to_json())
     else:

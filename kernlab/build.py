@@ -192,7 +192,7 @@ def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
     with staging_dir(final) as staging:
         reporter().note(f"extracting {source.origin}")
         top = extract_source(source, staging / "x", log)
-        release = tree_release(top)
+        release = tree_release(top, source.origin)
         if release != plan.spec.release:
             reporter().note(f"tree is {release} (catalog names {plan.spec.release})")
         apply_series(top, plan.patches, release, log)

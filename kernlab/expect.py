@@ -14,6 +14,7 @@ Kinds, one per YAML item (``in`` picks the text: ``trace``, ``output``,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,13 +66,19 @@ class Evidence:
 Fail = Callable[[str, str], None]
 
 
-def _number(item: dict, key: str, where: str, fail: Fail) -> float | None:
+def _number(item: dict, key: str, where: str, fail: Fail, low: float | None = None) -> float | None:
+    """A finite number (``.inf``/``.nan`` refused), at least ``low`` when given."""
+    from .validate import yaml_number
+
     value = item.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        fail(f"{where}.{key}", f"must be a number, got {value!r}")
-    return float(value)
+    return yaml_number(value, f"{where}.{key}", fail, low=low)
+
+
+def _range(exp: Expectation, where: str, fail: Fail) -> None:
+    if exp.min is not None and exp.max is not None and exp.min > exp.max:
+        fail(f"{where}.min", f"min {exp.min:g} is greater than max {exp.max:g}: nothing can pass")
 
 
 def _regex(pattern: Any, where: str, fail: Fail) -> str:
@@ -98,9 +105,12 @@ def _source(item: dict, where: str, steps: list[str], fail: Fail, default: str) 
     return source
 
 
-def _step_ref(value: Any, where: str, steps: list[str], fail: Fail) -> dict:
+def _step_ref(value: Any, where: str, steps: list[str], fail: Fail, allowed: tuple[str, ...]) -> dict:
     if not isinstance(value, dict) or not isinstance(value.get("step"), str):
         fail(where, "must be a mapping with a step name")
+    for key in value:
+        if key not in allowed:
+            fail(f"{where}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
     if value["step"] not in steps:
         fail(f"{where}.step", f"no step named {value['step']!r} (steps: {', '.join(steps)})")
     return value
@@ -126,30 +136,37 @@ def parse_expectation(item: Any, index: int, steps: list[str], fail: Fail) -> Ex
     if kind in ("contains", "absent", "value"):
         exp.patterns = [_regex(body, f"{where}.{kind}", fail)]
         exp.source = _source(item, where, steps, fail, "trace")
-        exp.min = _number(item, "min", where, fail)
-        exp.max = _number(item, "max", where, fail)
+        counts = 0 if kind == "contains" else None  # a line count cannot be negative
+        exp.min = _number(item, "min", where, fail, low=counts)
+        exp.max = _number(item, "max", where, fail, low=counts)
+        _range(exp, where, fail)
         if kind == "value":
             if re.compile(body).groups < 1:
                 fail(f"{where}.value", "needs one (group) holding the value")
             exp.equals = item.get("equals")
             if exp.equals is None and exp.min is None and exp.max is None:
                 fail(where, "a value expectation needs equals, min or max")
+            if isinstance(exp.equals, float) and not math.isfinite(exp.equals):
+                fail(f"{where}.equals", f"must be a finite number or a string, got {exp.equals!r}")
+            if not isinstance(exp.equals, (str, int, float, type(None))):
+                fail(f"{where}.equals", f"must be a number or a string, got {exp.equals!r}")
     elif kind == "sequence":
         if not isinstance(body, list) or len(body) < 2:
             fail(f"{where}.sequence", "must list at least two regular expressions")
         exp.patterns = [_regex(p, f"{where}.sequence[{i}]", fail) for i, p in enumerate(body)]
         exp.source = _source(item, where, steps, fail, "trace")
     elif kind == "rejected":
-        ref = _step_ref(body, f"{where}.rejected", steps, fail)
+        ref = _step_ref(body, f"{where}.rejected", steps, fail, ("step", "message"))
         exp.step = ref["step"]
         exp.patterns = [_regex(ref.get("message"), f"{where}.rejected.message", fail)]
         exp.source = f"step:{exp.step}"
     else:
-        ref = _step_ref(body, f"{where}.exit", steps, fail)
+        ref = _step_ref(body, f"{where}.exit", steps, fail, ("step", "code"))
         exp.step = ref["step"]
         exp.code = ref.get("code", 0)
-        if not (exp.code == "nonzero" or isinstance(exp.code, int)):
-            fail(f"{where}.exit.code", f"must be an integer or 'nonzero', got {exp.code!r}")
+        if not (exp.code == "nonzero" or (isinstance(exp.code, int) and not isinstance(exp.code, bool)
+                                          and 0 <= exp.code <= 255)):
+            fail(f"{where}.exit.code", f"must be an exit status 0..255 or 'nonzero', got {exp.code!r}")
     exp.name = exp.name or _default_name(exp)
     return exp
 

@@ -20,6 +20,7 @@ from . import paths
 from .errors import KernlabError, NotFound
 from .expect import Expectation, parse_expectations, substitute
 from .util import hash_tree, sha256_text
+from .validate import inside_path, plain_name, yaml_number
 
 SPEC_FILE = "experiment.yaml"
 LIB_DIR = "_lib"
@@ -27,6 +28,12 @@ FORMAT_DOC = "see experiments/README.md"
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 SIGNALS = ("INT", "TERM", "KILL")
+DAY = 86400.0  # no timeout kernlab reads from a file may be longer
+VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# What ``${NAME}`` may name besides vars and SYM_<symbol>: the host build's environment
+# (kernlab.expbuild.build_env, in cflags) and the guest's (exprun._guest_env).
+BUILD_NAMES = frozenset({"KERNEL_VERSION", "KERNEL_RELEASE", "KERNEL_BUILD", "KHEADERS",
+                         "SAMPLES_BPF", "VMLINUX", "CLANG", "CC"})
 
 
 @dataclass
@@ -163,10 +170,19 @@ class _Spec:
                 self.fail(f"{key}[{i}]", f"must be a non-empty string, got {item!r}")
         return list(value)
 
-    def positive(self, key: str, default: float) -> float:
-        value = self.get(key, float, default)
-        if value <= 0:
-            self.fail(key, f"must be > 0, got {value}")
+    def positive(self, key: str, default: float, high: float = DAY) -> float:
+        """A finite number > 0 and <= ``high`` (``.inf`` and ``.nan`` are refused)."""
+        if key not in self.data or self.data[key] is None:
+            return default
+        return yaml_number(self.data[key], key, self.fail, above=0, high=high)
+
+    def path(self, key: str, default: str = "", required: bool = False) -> str:
+        """A relative path that stays inside its directory (no absolute path, no '..')."""
+        value = self.text(key, default, required)
+        if value or required:
+            problem = inside_path(value)
+            if problem:
+                self.fail(key, problem)
         return value
 
     def version(self, key: str) -> str | None:
@@ -196,14 +212,15 @@ def _parse_build(spec: _Spec) -> list[BuildStep]:
         if len(kinds) != 1:
             item.fail("", "needs exactly one of bpf, program, host, guest")
         kind = kinds[0]
-        value = item.text(kind, required=True)
+        value = item.path(kind, required=True) if kind in ("bpf", "program") else \
+            item.text(kind, required=True)
         step = BuildStep(kind=kind, cflags=item.strings("cflags"), libs=item.strings("libs"))
         if kind in ("bpf", "program"):
             if not (spec.file.parent / value).is_file() and not value.startswith("lib/"):
                 item.fail(kind, f"source {value} not found in {spec.file.parent}")
             step.source = value
             default = Path(value).name.removesuffix(".c")
-            step.out = item.text("out", default + (".o" if kind == "bpf" else ""))
+            step.out = item.path("out", default + (".o" if kind == "bpf" else ""))
         else:
             step.cmd = value
         steps.append(step)
@@ -231,8 +248,11 @@ def _parse_steps(spec: _Spec) -> tuple[list[Step], float]:
             item.fail("stop_signal", f"must be one of {', '.join(SIGNALS)}")
         ready = item.text("ready")
         _check_regex(item, "ready", ready)
+        cmd = item.text("cmd", required=True)
+        if not cmd.strip():
+            item.fail("cmd", "is empty")
         steps.append(Step(
-            name=name, cmd=item.text("cmd", required=True),
+            name=name, cmd=cmd,
             timeout=item.positive("timeout", 60.0),
             background=item.get("background", bool, False), ready=ready,
             ready_timeout=item.positive("ready_timeout", 180.0), stop_signal=signal,
@@ -256,7 +276,7 @@ def _parse_capture(spec: _Spec) -> Capture:
     cap.only("trace_pipe", "max_bytes", "max_seconds", "comm")
     return Capture(
         trace_pipe=cap.get("trace_pipe", bool, True),
-        max_bytes=int(cap.positive("max_bytes", 8 << 20)),
+        max_bytes=int(cap.positive("max_bytes", 8 << 20, high=1 << 40)),
         max_seconds=cap.positive("max_seconds", 600.0),
         comm=cap.strings("comm"),
     )
@@ -293,6 +313,10 @@ def _parse_artifacts(spec: _Spec) -> list[Artifact]:
     arts = []
     for i, raw in enumerate(spec.get("artifacts", list, [])):
         if isinstance(raw, str):
+            problem = inside_path(raw)
+            if problem:
+                spec.fail(f"artifacts[{i}]", f"{problem}; an artifact is a file under the "
+                          "experiment's guest workdir")
             arts.append(Artifact(path=raw, name=Path(raw).name))
             continue
         item = spec.sub(f"artifacts[{i}]", raw)
@@ -300,13 +324,44 @@ def _parse_artifacts(spec: _Spec) -> list[Artifact]:
         render = item.text("render")
         if render and render != "hist":
             item.fail("render", "only 'hist' (a bpftrace histogram) can be rendered")
-        path = item.text("path")
+        path = item.path("path")
         if not path and not render:
             item.fail("", "needs path (a guest file) or render")
-        name = item.text("name", Path(path).name if path else "histogram")
+        name = item.path("name", Path(path).name if path else "histogram")
         arts.append(Artifact(path=path, render=render, source=item.text("from", "output"),
                              name=name))
+    names = [a.name for a in arts]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            spec.fail(f"artifacts[{i}].name", f"duplicate artifact name {name!r}")
     return arts
+
+
+def _check_references(spec: _Spec, symbols: dict[str, str], variables: dict[str, dict[str, str]],
+                      build: list[BuildStep], expectations: list[Expectation]) -> None:
+    """Every ``${NAME}`` kernlab substitutes names something defined (else it never matches)."""
+    sym_names = set()
+    for raw in symbols:
+        ref = re.fullmatch(r"\$\{(\w+)\}", raw)
+        values = variables.get(ref.group(1), {}).values() if ref else [raw]
+        sym_names |= {f"SYM_{v}" for v in values}
+    defined = set(variables) | sym_names
+
+    def check(key: str, text: str, allowed: set[str]) -> None:
+        for name in VAR_REF.findall(text):
+            if name not in allowed:
+                spec.fail(key, f"${{{name}}} is not defined (defined here: "
+                          f"{', '.join(sorted(allowed)) or 'none'}); add it under vars:")
+
+    for raw in symbols:
+        check(f"needs.symbols.{raw}", raw, set(variables))
+    for i, step in enumerate(build):
+        for j, flag in enumerate(step.cflags):
+            check(f"build[{i}].cflags[{j}]", flag, defined | BUILD_NAMES)
+    for i, exp in enumerate(expectations):
+        key = f"expect[{i}].{exp.kind}" + (".message" if exp.kind == "rejected" else "")
+        for pattern in exp.patterns:
+            check(key, pattern, defined)
 
 
 def parse_experiment(file: Path) -> Experiment:
@@ -314,7 +369,10 @@ def parse_experiment(file: Path) -> Experiment:
     try:
         data = yaml.safe_load(file.read_text())
     except yaml.YAMLError as error:
-        raise KernlabError(f"{file}: not valid YAML: {error}", FORMAT_DOC) from None
+        raise KernlabError(f"{file}: not valid YAML: {' '.join(str(error).split())}", FORMAT_DOC) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise KernlabError(f"{file}: cannot be read ({error})", "make it a readable UTF-8 text file") \
+            from None
     spec = _Spec(file, data if data is not None else {})
     spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
               "expect", "artifacts")
@@ -328,13 +386,15 @@ def parse_experiment(file: Path) -> Experiment:
     step_names = [s.name for s in steps]
     expectations = parse_expectations(raw_expect, step_names,
                                       lambda key, msg: spec.fail(f"expect{key}", msg))
+    variables, build = _parse_vars(spec), _parse_build(spec)
+    _check_references(spec, symbols, variables, build, expectations)
     return Experiment(
         name=file.parent.name, dir=file.parent,
         title=spec.text("title", required=True),
         description=spec.text("description", required=True).strip(),
         kernel_min=kernels.version("min"), kernel_max=kernels.version("max"),
         config=config, symbols=symbols, tools=tools, outputs=outputs,
-        variables=_parse_vars(spec), build=_parse_build(spec), steps=steps,
+        variables=variables, build=build, steps=steps,
         run_timeout=run_timeout, capture=_parse_capture(spec),
         expectations=expectations, artifacts=_parse_artifacts(spec),
     )
@@ -353,7 +413,7 @@ def load_experiment(name: str, root: Path | None = None) -> Experiment:
     """The experiment called ``name``; NotFound lists the known ones."""
     base = root or paths.experiments_dir()
     file = base / name / SPEC_FILE
-    if name.startswith("_") or "/" in name or not file.is_file():
+    if name.startswith("_") or plain_name(name) or not file.is_file():
         known = ", ".join(experiment_names(base)) or "(none)"
         raise NotFound(f"unknown experiment {name!r}",
                        f"known experiments: {known} (run `invoke list-experiments`)")
@@ -362,6 +422,35 @@ def load_experiment(name: str, root: Path | None = None) -> Experiment:
 
 def load_all(root: Path | None = None) -> list[Experiment]:
     return [load_experiment(n, root) for n in experiment_names(root)]
+
+
+def scan_all(root: Path | None = None) -> tuple[list[Experiment], list[tuple[str, KernlabError]]]:
+    """Every experiment folder: (the ones that load, [(name, error)] for the broken ones).
+
+    A folder without experiment.yaml counts as broken; ``_lib`` and hidden folders are not
+    experiments. One broken folder never hides the others.
+    """
+    base = root or paths.experiments_dir()
+    good: list[Experiment] = []
+    broken: list[tuple[str, KernlabError]] = []
+    if not base.is_dir():
+        return good, broken
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        if folder.name.startswith(("_", ".")) or folder.name == "__pycache__":
+            continue
+        if problem := plain_name(folder.name):
+            broken.append((folder.name, KernlabError(f"{folder}: the folder name {problem}",
+                                                     "rename the folder")))
+            continue
+        if not (folder / SPEC_FILE).is_file():
+            broken.append((folder.name, KernlabError(f"{folder}: no {SPEC_FILE}",
+                                                     f"add one ({FORMAT_DOC}) or remove the folder")))
+            continue
+        try:
+            good.append(load_experiment(folder.name, base))
+        except KernlabError as error:
+            broken.append((folder.name, error))
+    return good, broken
 
 
 # ---------------------------------------------------------------- kernel fit

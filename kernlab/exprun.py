@@ -224,7 +224,9 @@ def filter_trace(raw: str, comms: list[str], cmdlines: dict[str, str] | None = N
 def _collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, list[Outcome]]:
     """Copy what the driver wrote into the bundle; build the evidence to check."""
     out = fetched / "out"
-    steps = _read_json(out / "steps.json").get("steps", [])
+    known = {f"build-{i}" for i in range(len(exp.build))} | {s.name for s in exp.steps}
+    steps = [s for s in _read_json(out / "steps.json").get("steps", [])
+             if isinstance(s, dict) and s.get("name") in known]  # names become file names
     driver = _read_json(out / "driver.json")
     bundle.facts["steps"] = steps
     bundle.facts["capture"] = driver.get("capture")
@@ -437,13 +439,17 @@ def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
 def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool = False,
               vm_name: str = "default", root: Path | None = None) -> list[Bundle]:
     """Run several experiments (None: all of them) on one kernel, one VM; a bundle each."""
-    from .experiment import experiment_names
+    broken: list[tuple[str, KernlabError]] = []
+    if names is None:  # every experiment: a broken folder is a failed bundle, the rest run
+        from .experiment import scan_all
 
-    experiments, version = prepare(experiment_names() if names is None else names, kernel)
+        good, broken = scan_all()
+        names = [e.name for e in good]
+    experiments, version = prepare(names, kernel)
+    bundles = [_broken_bundle(name, error, version, root) for name, error in broken]
     if not experiments:
-        return []
+        return bundles
     session = Session(version, keep_vm=keep_vm, vm_name=vm_name)
-    bundles = []
     try:
         for exp in experiments:
             with reporter().step(f"experiment {exp.name}"):
@@ -451,6 +457,16 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     finally:
         session.close()
     return bundles
+
+
+def _broken_bundle(name: str, error: KernlabError, version: str, root: Path | None) -> Bundle:
+    """A FAIL bundle for an experiment folder that does not load (the suite goes on)."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip("._-") or "broken"  # a folder name
+    bundle = Bundle.create(safe, version, root)
+    bundle.fail(f"broken experiment: {error.one_line()}")
+    bundle.finish(manifest(experiment={"name": name, "broken": error.one_line()}, build=None,
+                           image=None, vm=None, guest=None, variables={}))
+    return bundle
 
 
 def _run_or_record(exp: Experiment, session: Session, root: Path | None) -> Bundle:

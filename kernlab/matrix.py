@@ -57,8 +57,18 @@ class Matrix:
         return kernel if host == LOCAL else f"{kernel} @ {host}"
 
     @property
+    def ran(self) -> bool:
+        """Some cell was run (or tried): a matrix of only n/a cells ran nothing."""
+        return any(c.status != NA for c in self.cells.values())
+
+    @property
     def passed(self) -> bool:
-        return all(c.status in (PASS, NA) for c in self.cells.values())
+        return self.ran and all(c.status in (PASS, NA) for c in self.cells.values())
+
+    def why_nothing_ran(self) -> str:
+        reasons = sorted({c.reason for c in self.cells.values() if c.reason})
+        return "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "") \
+            if reasons else "no cells"
 
 
 def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_file: Path | None = None,
@@ -70,11 +80,27 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     """
     from concurrent.futures import ThreadPoolExecutor, wait
 
-    from .experiment import experiment_names
+    from .experiment import scan_all
 
-    names = experiments or experiment_names()
+    if not kernels:
+        raise KernlabError("no kernels to run", "name at least one kernel, e.g. --kernels 6.1")
+    broken: dict[str, str] = {}
+    if experiments is None:  # all of them: a broken folder is an ERROR cell, the rest run
+        good, bad = scan_all()
+        broken = {name: error.one_line() for name, error in bad}
+        experiments = [e.name for e in good]
+        every = sorted([*experiments, *broken])
+    else:
+        every = list(experiments)
+    if not every:
+        raise KernlabError(f"no experiments to run in {paths.experiments_dir()}",
+                           "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
+    names = [n for n in every if n not in broken]
     check_names(kernels, names)
-    matrix = Matrix(kernels, names)
+    matrix = Matrix(kernels, every)
+    for kernel in kernels:
+        for name, why in broken.items():
+            matrix.cells[(kernel, name)] = Cell(kernel, name, ERROR, f"broken experiment: {why}")
     if hosts_file is None:
         _run_local(matrix, kernels, names)
         return matrix
@@ -159,7 +185,13 @@ def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
 
 def _add_cell(matrix: Matrix, raw: dict[str, Any], bundle: Path | None) -> None:
     """A cell as matrix.json records it, with its bundle's result.json when there is one."""
-    result = read_json(bundle / "result.json") if bundle and (bundle / "result.json").is_file() else {}
+    result: dict[str, Any] = {}
+    if bundle and (bundle / "result.json").is_file():
+        try:
+            result = read_json(bundle / "result.json")
+        except ValueError:  # a damaged bundle: the cell is kept, its details are lost
+            result = {}
+        result = result if isinstance(result, dict) else {}
     matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
         raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result)
 
@@ -177,10 +209,23 @@ def load_matrix(matrix_json: Path) -> Matrix:
     if not matrix_json.is_file():
         raise KernlabError(f"no matrix run in {matrix_json.parent} (no matrix.json)",
                            "pass the --out directory of an earlier `invoke matrix`")
-    data = read_json(matrix_json)
-    matrix = Matrix(data["kernels"], data["experiments"], hosts=data.get("hosts", {}))
-    for raw in data["cells"]:
-        _add_cell(matrix, raw, Path(raw["bundle"]) if raw.get("bundle") else None)
+    try:
+        data = read_json(matrix_json)
+        matrix = Matrix([str(k) for k in data["kernels"]], [str(e) for e in data["experiments"]],
+                        hosts=dict(data.get("hosts") or {}))
+        for raw in data["cells"]:
+            if raw.get("status") not in (PASS, FAIL, NA, ERROR):
+                raise ValueError(f"cell status {raw.get('status')!r}")
+            _add_cell(matrix, raw, Path(raw["bundle"]) if raw.get("bundle") else None)
+        for kernel in matrix.kernels:
+            for name in matrix.experiments:
+                matrix.cell(kernel, name)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise KernlabError(f"{matrix_json} is not a kernlab matrix.json ({type(error).__name__}: "
+                           f"{' '.join(str(error).split())[:120]})",
+                           "run the matrix again (`invoke matrix --kernels ... --out DIR`)") from None
+    if not matrix.cells:
+        raise KernlabError(f"{matrix_json} has no cells: that run ran nothing", "run the matrix again")
     return matrix
 
 
@@ -346,8 +391,22 @@ def junit_xml(matrix: Matrix) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def junit_counts(path: Path) -> dict[str, int]:
+    """Test cases, failures, errors and skips in a JUnit XML file (all 0 when unreadable)."""
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        return counts
+    for case in root.iter("testcase"):
+        counts["tests"] += 1
+        for kind, tag in (("failures", "failure"), ("errors", "error"), ("skipped", "skipped")):
+            counts[kind] += case.find(tag) is not None
+    return counts
+
+
 def grid_text(matrix: Matrix) -> str:
-    width = max(len(n) for n in matrix.experiments) + 2
+    width = max((len(n) for n in matrix.experiments), default=10) + 2
     cols = {k: max(8, len(matrix.label(k)) + 2) for k in matrix.kernels}
     lines = ["experiment".ljust(width) + "".join(matrix.label(k).ljust(cols[k]) for k in matrix.kernels)]
     for name in matrix.experiments:

@@ -19,8 +19,31 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env_path(name: str, default: Path) -> Path:
+    """``$name`` as a resolved directory path, else ``default``; a path that cannot be a
+    directory (it, or a parent, is a file) is refused with a one-line error."""
     value = os.environ.get(name)
-    return Path(value).expanduser().resolve() if value else default
+    path = Path(value).expanduser().resolve() if value else default
+    _check_dir(name, value, path)
+    return path
+
+
+def _check_dir(name: str, value: str | None, path: Path) -> None:
+    from .errors import KernlabError
+
+    for candidate in (path, *path.parents):
+        try:
+            if candidate.exists():
+                if candidate.is_dir():
+                    return
+                break
+        except OSError:  # a path too long, a loop: let the first real use report it
+            return
+    else:
+        return
+    what = f"{name}={value}" if value else f"the default {name} ({path})"
+    where = "is a file" if candidate == path else f"lies under {candidate}, which is a file"
+    raise KernlabError(f"{what} {where}, not a directory",
+                       f"point {name} at a directory (it is created when missing)")
 
 
 def root() -> Path:

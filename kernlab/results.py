@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, paths
+from .errors import KernlabError
 from .expect import Outcome
 from .proc import capture
 from .util import atomic_write_json, atomic_write_text, read_json
+from .validate import inside_path, plain_name
 
 PASS, FAIL = "PASS", "FAIL"
 
@@ -48,6 +50,10 @@ class Bundle:
 
     @classmethod
     def create(cls, experiment: str, kernel: str, root: Path | None = None) -> Bundle:
+        for what, name in (("experiment", experiment), ("kernel", kernel)):
+            if problem := plain_name(name):
+                raise KernlabError(f"cannot name a results bundle after the {what} {name!r}: {problem}",
+                                   f"rename the {what}")
         base = (root or paths.results_dir()) / experiment / kernel
         base.mkdir(parents=True, exist_ok=True)
         stamp = _timestamp()
@@ -66,8 +72,19 @@ class Bundle:
         """Path of a log file in the bundle (``logs/<name>.log``)."""
         return self.dir / "logs" / f"{name}.log"
 
-    def write(self, rel: str, text: str) -> Path:
+    def inside(self, rel: str) -> Path:
+        """``dir / rel``, refused unless it stays inside the bundle (names come from user files)."""
+        problem = inside_path(rel)
         path = self.dir / rel
+        if problem is None and not path.resolve().is_relative_to(self.dir.resolve()):
+            problem = f"{rel!r} resolves outside the bundle"
+        if problem:
+            raise KernlabError(f"refusing to write into the bundle: {problem}",
+                               "name bundle files (artifacts, steps) with plain relative names")
+        return path
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.inside(rel)
         atomic_write_text(path, text)
         return path
 
@@ -75,7 +92,7 @@ class Bundle:
         """Copy ``src`` into the bundle (atomically); None if it does not exist."""
         if not src.is_file():
             return None
-        dest = self.dir / rel
+        dest = self.inside(rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp")
         shutil.copyfile(src, tmp)

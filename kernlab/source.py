@@ -9,11 +9,14 @@ that would escape the tree.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import lzma
 import os
 import subprocess
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -196,6 +199,9 @@ def _download(url: str, pinned: str | None, opts: SourceOptions) -> ResolvedSour
             f"{url} has no pinned sha256 in the catalog",
             "pin one with --sha256 SUM (or in configs/kernels.yaml), or pass --allow-unverified",
         )
+    mirror = os.environ.get("KERNLAB_MIRROR")
+    check_url(url, f"KERNLAB_MIRROR={mirror}" if mirror and url.startswith(mirror.rstrip("/"))
+              else "the source URL (--url or configs/kernels.yaml)")
     name = PurePosixPath(urllib.request.urlparse(url).path).name or "download"
     downloads = paths.downloads_dir()
     downloads.mkdir(parents=True, exist_ok=True)
@@ -248,6 +254,15 @@ def fetch_with_resume(url: str, part: Path) -> None:
         f"partial file kept at {part}",
         "run the command again to resume",
     )
+
+
+def check_url(url: str, where: str) -> None:
+    """A download URL must have a scheme urllib can fetch (``KERNLAB_MIRROR=mirror.example``
+    would otherwise end in a ValueError traceback)."""
+    parsed = urllib.request.urlparse(url)
+    if parsed.scheme not in ("http", "https", "ftp", "file") or not (parsed.netloc or parsed.path):
+        raise KernlabError(f"{where} gives {url!r}, which is not an http(s), ftp or file URL",
+                           "write it with its scheme, e.g. https://cdn.kernel.org/pub/linux/kernel")
 
 
 def _host(url: str) -> str:
@@ -316,19 +331,44 @@ def _escape(member: tarfile.TarInfo, why: str) -> KernlabError:
                         "the archive is unsafe or corrupt; get it from a trusted source")
 
 
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile,
+                  UnicodeDecodeError)
+
+
 def safe_extract(archive: Path | None, dest: Path, *, stream: Any = None) -> Path:
-    """Extract into ``dest`` refusing escaping members; return the single top directory."""
+    """Extract into ``dest`` refusing escaping members; return the single top directory.
+
+    A file that is not a tar archive, or an empty or truncated one, is a one-line error
+    naming it (the caller's staging directory is then removed).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     count = 0
-    with _open_tar(archive, stream) as tar:
-        for member in tar:
-            check_member(member, dest)
-            tar.extract(member, dest, set_attrs=not member.issym(), filter="fully_trusted")
-            count += 1
-            if count % 2000 == 0:
-                reporter().status(f"extracted {count} files")
+    what = str(archive) if archive is not None else "the archive stream"
+    if archive is not None and archive.is_file() and archive.stat().st_size == 0:
+        raise _not_a_tar(what, "it is empty")
+    try:
+        with _open_tar(archive, stream) as tar:
+            for member in tar:
+                check_member(member, dest)
+                tar.extract(member, dest, set_attrs=not member.issym(), filter="fully_trusted")
+                count += 1
+                if count % 2000 == 0:
+                    reporter().status(f"extracted {count} files")
+    except (*ARCHIVE_ERRORS, OSError) as error:
+        if isinstance(error, OSError) and error.errno is not None:
+            raise  # the disk, not the archive (bz2's "Invalid data stream" has no errno)
+        why = " ".join(str(error).split()) or type(error).__name__
+        raise _not_a_tar(what, f"{why}; {count} members were read" if count else why) from None
+    if count == 0:
+        raise _not_a_tar(what, "it holds no files")
     entries = [p for p in dest.iterdir() if not p.name.startswith("pax_global_header")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def _not_a_tar(what: str, why: str) -> KernlabError:
+    return KernlabError(f"{what} is not a complete tar archive ({why})",
+                        "pass a whole kernel source tarball (linux-X.Y.tar.xz or .tar.gz); "
+                        "download it again if it was cut short")
 
 
 def _open_tar(archive: Path | None, stream: Any) -> tarfile.TarFile:
@@ -354,16 +394,26 @@ def extract_source(source: ResolvedSource, dest: Path, log: Path) -> Path:
     return safe_extract(source.tarball, dest)
 
 
-def tree_release(tree: Path) -> str:
+def tree_release(tree: Path, origin: str = "") -> str:
     """The kernel release a tree's top Makefile declares (e.g. 6.1.192)."""
     fields: dict[str, str] = {}
-    with open(tree / "Makefile") as makefile:
+    makefile_path = tree / "Makefile"
+    shown = origin or str(tree)
+    if not makefile_path.is_file():
+        raise KernlabError(f"{shown} holds no kernel tree: no top-level Makefile in {tree.name}/",
+                           "pass a Linux source tarball or git tree (its top directory has the "
+                           "kernel's Makefile)")
+    with open(makefile_path, errors="replace") as makefile:
         for line in makefile:
             key, sep, value = line.partition("=")
             if sep and key.strip() in ("VERSION", "PATCHLEVEL", "SUBLEVEL", "EXTRAVERSION"):
                 fields.setdefault(key.strip(), value.strip())
             if len(fields) == 4:
                 break
+    if not fields.get("VERSION", "").isdigit() or not fields.get("PATCHLEVEL", "").isdigit():
+        raise KernlabError(f"{shown}: {tree.name}/Makefile declares no kernel version "
+                           "(VERSION = / PATCHLEVEL =)",
+                           "pass a Linux source tree; this Makefile is not the kernel's")
     release = f"{fields.get('VERSION', '?')}.{fields.get('PATCHLEVEL', '?')}"
     if fields.get("SUBLEVEL", "0") not in ("", "0"):
         release += f".{fields['SUBLEVEL']}"
