@@ -415,12 +415,16 @@ def make_record(plan, source, key, tree, obj, verification, samples, started) ->
 
 
 def _complete_record(path: Path) -> dict[str, Any] | None:
+    """The build record at ``path`` if it is readable and its outputs exist; else None."""
     if not path.is_file():
         return None
-    record = read_json(path)
-    outputs = record.get("outputs", {})
-    if all(Path(outputs[name]["path"]).is_file() for name in ("bzImage", "vmlinux", "System.map")):
-        return record
+    try:
+        record = read_json(path)
+        outputs = record.get("outputs", {})
+        if all(Path(outputs[name]["path"]).is_file() for name in ("bzImage", "vmlinux", "System.map")):
+            return record
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        reporter().warn(f"{path} is damaged ({type(error).__name__}); it does not count as a build")
     return None
 
 
@@ -433,7 +437,11 @@ def find_build(version: str) -> dict[str, Any]:
     pointer = paths.work_dir() / "latest" / f"{version}.json"
     candidates = []
     if pointer.is_file():
-        candidates.append(Path(read_json(pointer)["build_dir"]) / "build.json")
+        try:
+            candidates.append(Path(read_json(pointer)["build_dir"]) / "build.json")
+        except (ValueError, KeyError, TypeError) as error:
+            reporter().warn(f"{pointer} is damaged ({type(error).__name__}): ignored, "
+                            "looking for builds of this version instead")
     candidates += sorted((paths.work_dir() / "build").glob(f"{version}-*/build.json"),
                          key=lambda p: p.stat().st_mtime, reverse=True)
     for candidate in candidates:

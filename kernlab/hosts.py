@@ -25,7 +25,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import paramiko
@@ -38,6 +38,10 @@ from .matrix import LOCAL
 from .remote import key_only_connection
 from .report import reporter
 from .util import read_json
+from .validate import inside_path, plain_name
+
+TOP_KEYS = ("hosts", "include_local")
+HOST_KEYS = ("name", "address", "port", "user", "key", "known_hosts", "workdir", "env", "kernels")
 
 RUN_TIMEOUT = 6 * 3600.0  # a cold remote build + image + suite, under TCG, with margin
 SHIPPED = (  # what a host needs to run kernlab: the package, its front and the project data
@@ -81,7 +85,20 @@ def load_hosts(path: Path) -> HostsFile:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise KernlabError(f"{path} is not valid YAML ({error})", "fix the hosts file") from None
+        raise KernlabError(f"{path} is not valid YAML ({' '.join(str(error).split())})",
+                           "fix the hosts file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise KernlabError(f"{path} cannot be read ({error})", "make it a readable text file") from None
+    if not isinstance(data, dict):
+        raise KernlabError(f"{path}: the top level is a {type(data).__name__}, not a mapping",
+                           "write `hosts:` with the list under it (see configs/hosts.example.yaml)")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise KernlabError(f"{path}: unknown key {key!r} (allowed: {', '.join(TOP_KEYS)})",
+                               "fix the hosts file (see configs/hosts.example.yaml)")
+    if not isinstance(data.get("include_local", True), bool):
+        raise KernlabError(f"{path}: include_local must be true or false, got {data['include_local']!r}",
+                           "fix the hosts file")
     raw_hosts = data.get("hosts")
     if not isinstance(raw_hosts, list) or not raw_hosts:
         raise KernlabError(f"{path} lists no hosts", "add a `hosts:` list (see configs/hosts.example.yaml)")
@@ -99,6 +116,17 @@ def _host(path: Path, raw: Any) -> Host:
     name = str(raw["name"])
     if name == LOCAL:
         raise KernlabError(f"{path}: `{LOCAL}` is this machine's name", "rename the host")
+    if problem := plain_name(name):  # it names the host's folder and log under --out/hosts/
+        raise KernlabError(f"{path}: host name {problem}", "rename the host")
+    for key in raw:
+        if key not in HOST_KEYS:
+            raise KernlabError(f"{path}: host {name}: unknown key {key!r} (allowed: {', '.join(HOST_KEYS)})",
+                               "fix the hosts file (see configs/hosts.example.yaml)")
+    workdir = str(raw.get("workdir", "kernlab-remote"))
+    if problem := workdir_problem(workdir):
+        raise KernlabError(f"{path}: host {name}: workdir {problem}",
+                           "give a folder of its own: relative (under the login's home), e.g. "
+                           "kernlab-remote, or absolute, e.g. /srv/kernlab")
     missing = [k for k in ("key", "known_hosts") if not raw.get(k)]
     if missing:
         raise KernlabError(f"{path}: host {name} lacks {', '.join(missing)}",
@@ -112,7 +140,7 @@ def _host(path: Path, raw: Any) -> Host:
     base = path.parent
     host = Host(
         name=name, address=str(raw["address"]), port=port,
-        user=str(raw.get("user", "root")), workdir=str(raw.get("workdir", "kernlab-remote")),
+        user=str(raw.get("user", "root")), workdir=workdir,
         key=(base / Path(raw["key"]).expanduser()).resolve(),
         known_hosts=(base / Path(raw["known_hosts"]).expanduser()).resolve(),
         env={str(k): str(v) for k, v in env.items()},
@@ -120,6 +148,22 @@ def _host(path: Path, raw: Any) -> Host:
     )
     check_credentials(host)
     return host
+
+
+def workdir_problem(workdir: str) -> str | None:
+    """Why a host's workdir would put kernlab's files outside a folder of their own; None if fine.
+
+    A relative workdir is under the login's home and must stay there (no '..'). An absolute
+    one is the user's explicit choice of place (e.g. /srv/kernlab, a big disk), but never
+    the root directory itself, and never through '..'.
+    """
+    path = PurePosixPath(workdir)
+    if workdir.startswith("/") and ".." not in path.parts:
+        return f"{workdir!r} is the root directory" if path == PurePosixPath("/") else None
+    if workdir.startswith("/"):
+        return f"{workdir!r} goes through '..'"
+    problem = inside_path(workdir)
+    return f"{problem}; a relative workdir is a folder under the login's home" if problem else None
 
 
 def check_credentials(host: Host) -> None:

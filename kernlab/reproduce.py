@@ -74,7 +74,18 @@ def load_bundle(bundle: Path) -> tuple[dict, dict]:
         if not (bundle / name).is_file():
             raise KernlabError(f"{bundle} is not a complete results bundle (no {name})",
                                "pass a directory under results/<experiment>/<kernel>/")
-    return read_json(bundle / "manifest.json"), read_json(bundle / "result.json")
+    loaded = []
+    for name in ("manifest.json", "result.json"):
+        try:
+            data = read_json(bundle / name)
+        except (ValueError, OSError) as error:
+            raise KernlabError(f"{bundle / name} is damaged ({' '.join(str(error).split())[:100]})",
+                               "pass another bundle; this one cannot be reproduced") from None
+        if not isinstance(data, dict):
+            raise KernlabError(f"{bundle / name} is not a bundle's {name} (not a JSON object)",
+                               "pass another bundle; this one cannot be reproduced")
+        loaded.append(data)
+    return loaded[0], loaded[1]
 
 
 def kernel_input_changes(build: dict[str, Any], allow: bool) -> list[str]:
@@ -122,6 +133,25 @@ def compare_expectations(old: dict, new: dict) -> list[str]:
     return changes
 
 
+def _inputs(bundle: Path, manifest: dict, result: dict) -> tuple[dict, dict | None, dict]:
+    """The manifest's build, image and experiment, or a one-line error saying what is missing."""
+    experiment, build, image = manifest.get("experiment"), manifest.get("build"), manifest.get("image")
+    if not isinstance(experiment, dict) or not experiment.get("name") or not experiment.get("hash"):
+        raise KernlabError(f"{bundle / 'manifest.json'} names no experiment (name and hash)",
+                           "pass a bundle written by `invoke run-experiment`")
+    bzimage = ((build or {}).get("outputs") or {}).get("bzImage") if isinstance(build, dict) else None
+    if not isinstance(bzimage, dict) or not bzimage.get("sha256") or not build.get("version"):
+        why = result.get("reason") or "no reason recorded"
+        raise KernlabError(
+            f"{bundle} records no kernel build (the run failed before it had one: {why})",
+            f"there is nothing to reproduce; run it afresh: `invoke run-experiment "
+            f"{experiment['name']} --kernel {result.get('kernel') or 'VERSION'}`")
+    if image is not None and not isinstance(image, dict):
+        raise KernlabError(f"{bundle / 'manifest.json'}: `image` is not a record",
+                           "pass a bundle written by `invoke run-experiment`")
+    return build, image, experiment
+
+
 def _sha(build: dict[str, Any], output: str) -> str:
     return build["outputs"][output]["sha256"]
 
@@ -136,10 +166,14 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
 
     bundle = bundle.resolve()
     manifest, result = load_bundle(bundle)
-    build, image, experiment = manifest["build"], manifest["image"], manifest["experiment"]
+    build, image, experiment = _inputs(bundle, manifest, result)
     comparison = Comparison(original=bundle)
     with reporter().step("check the bundle's inputs against today's"):
-        comparison.input_changes = kernel_input_changes(build, anyway)
+        try:
+            comparison.input_changes = kernel_input_changes(build, anyway)
+        except (KeyError, TypeError) as error:
+            raise KernlabError(f"{bundle / 'manifest.json'}: its build record lacks {error}",
+                               "pass a bundle written by `invoke run-experiment`") from None
         current = load_experiment(experiment["name"]).content_hash()
         comparison.same_experiment = current == experiment["hash"]
         if not comparison.same_experiment:
