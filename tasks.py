@@ -68,6 +68,34 @@ class _KernlabTask(Task):
         return args
 
 
+def _one_line_parse_errors() -> None:
+    """invoke's own command-line errors (an unknown flag, a missing NAME) in kernlab's form.
+
+    invoke prints a ParseError's text and exits 1; prefixing it here makes every failure
+    one `kernlab: error: cause; fix` line, the fix naming the help that lists the flags.
+    """
+    from invoke.exceptions import ParseError
+    from invoke.program import Program
+
+    original = Program.parse_tasks
+    if getattr(original, "kernlab", False):
+        return
+
+    def parse_tasks(self):
+        try:
+            original(self)
+        except ParseError as error:
+            task = getattr(error.context, "name", None)
+            fix = f"see `invoke --help {task}`" if task else "see `invoke --list`"
+            raise ParseError(f"kernlab: error: {error}; {fix}", error.context) from None
+
+    parse_tasks.kernlab = True
+    Program.parse_tasks = parse_tasks
+
+
+_one_line_parse_errors()
+
+
 def task(*args, **kwargs):
     """invoke's @task with kernlab's argument handling (numbers checked by the task wrapper)."""
     kwargs.setdefault("klass", _KernlabTask)
@@ -278,10 +306,12 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
     """Boot a built kernel on the lab image and wait until SSH answers."""
     from kernlab.build import find_build
     from kernlab.image import build_image as build
+    from kernlab.qemu import forced_accel
     from kernlab.validate import memory as memory_size
     from kernlab.vm import ensure_vm, run_dir_of
 
     run_dir_of(name)  # a bad name fails before any build
+    forced_accel()
     memory = memory_size("memory", memory)
     cpus = number("cpus", cpus, low=1, high=255, integer=True)
     timeout = number("timeout", timeout, low=0, high=86400,
@@ -428,10 +458,12 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
     from kernlab import paths
     from kernlab.exprun import run_experiment as run_one
     from kernlab.exprun import run_suite, summary_table
+    from kernlab.qemu import forced_accel
     from kernlab.vm import run_dir_of
 
     kernel = not_empty("kernel", kernel)
     run_dir_of(vm_name)  # a bad name fails before any build
+    forced_accel()
     if all_ and name:
         raise KernlabError(f"both an experiment ({name}) and --all given", "give one or the other")
     if all_ or not name:
@@ -488,8 +520,10 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
     from pathlib import Path
 
     from kernlab import matrix
+    from kernlab.qemu import forced_accel
 
     kernel_list = _names("kernels", kernels, "kernel", "5.4,6.1 (see `invoke list-kernels`)")
+    forced_accel()
     names = None if experiments.strip() == "all" else _names(
         "experiments", experiments, "experiment", "readiter,hellotrace, or all")
     target = _out_dir(out)

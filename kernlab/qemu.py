@@ -85,11 +85,9 @@ def choose_accel(kernel: Path | None = None, refresh: bool = False) -> Accel:
     ``kernel`` lets the probe also boot a real kernel under KVM. ``KERNLAB_ACCEL=kvm|tcg``
     forces a choice.
     """
-    forced = os.environ.get("KERNLAB_ACCEL", "").strip().lower()
-    if forced in TIMEOUT_SCALE:
-        return Accel(forced, f"forced by KERNLAB_ACCEL={forced}")
+    forced = forced_accel()
     if forced:
-        raise KernlabError(f"KERNLAB_ACCEL={forced!r} is not kvm or tcg", "unset it or fix it")
+        return Accel(forced, f"forced by KERNLAB_ACCEL={forced}")
     works, reason = kvm_verdict(kernel, refresh)
     if works:
         return Accel("kvm", reason)
@@ -101,6 +99,17 @@ def choose_accel(kernel: Path | None = None, refresh: bool = False) -> Accel:
 
 def verdict_log() -> Path:
     return paths.state_dir() / "kvm-verdict.log"
+
+
+def forced_accel() -> str | None:
+    """``KERNLAB_ACCEL`` (kvm or tcg) if set; a one-line error for anything else.
+
+    Commands that boot call it first, so a typo fails before any kernel or image is built.
+    """
+    forced = os.environ.get("KERNLAB_ACCEL", "").strip().lower()
+    if forced and forced not in TIMEOUT_SCALE:
+        raise KernlabError(f"KERNLAB_ACCEL={forced!r} is not kvm or tcg", "unset it or set it to kvm or tcg")
+    return forced or None
 
 
 def kvm_verdict(kernel: Path | None = None, refresh: bool = False) -> tuple[bool, str]:
