@@ -49,6 +49,12 @@ MaxStartups 30
 
 
 def recipe_path(recipe: str) -> Path:
+    """``vm/<recipe>.yaml``; a recipe is a plain name (it also names the image's folder)."""
+    from .validate import plain_name
+
+    if problem := plain_name(recipe):
+        raise KernlabError(f"image recipe {problem}", "give the name of a file in vm/ without .yaml, "
+                           "e.g. bookworm")
     return paths.vm_dir() / f"{recipe}.yaml"
 
 

@@ -250,6 +250,8 @@ CASES = [
          "No idea what '--bogus' is!; see `invoke --help"),
     Case("flags", "unknown-task", ["nosuchtask"], "No idea what 'nosuchtask' is!; see `invoke --list`"),
     Case("flags", "vm-up-without-kernel", ["vm.up"], "'vm.up' did not receive required positional"),
+    Case("flags", "recipe-a-path", ["build-image", "--recipe", "../../etc/passwd"],
+         "image recipe '../../etc/passwd' is not a plain name"),
     Case("flags", "fragment-empty", ["build-kernel", "--fragment", ""], "--fragment is empty"),
     Case("flags", "lock-version-empty", ["lock", "--version", ""], "--version is empty"),
     Case("flags", "run-bad-vm-name", ["run-experiment", "readiter", "--vm-name", "Bad Name"], "bad VM name"),
