@@ -131,6 +131,10 @@ def _host(path: Path, raw: Any) -> Host:
     if missing:
         raise KernlabError(f"{path}: host {name} lacks {', '.join(missing)}",
                            "name the private key and a known_hosts file holding the host's key")
+    for key in ("key", "known_hosts", "address", "user", "workdir"):
+        if key in raw and not isinstance(raw[key], str):
+            raise KernlabError(f"{path}: host {name}: {key} must be text, got {raw[key]!r}",
+                               "fix the hosts file (see configs/hosts.example.yaml)")
     port, env, kernels = raw.get("port", 22), raw.get("env") or {}, raw.get("kernels") or []
     if not isinstance(port, int) or not 0 < port < 65536:
         raise KernlabError(f"{path}: host {name}: port {port!r} is not a TCP port", "give a number, e.g. 22")
