@@ -47,7 +47,7 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
     from kernlab.hostdeps import TEST_PACKAGES, missing_packages, setup_host
 
     if os.geteuid() == 0 and missing_packages(TEST_PACKAGES):
-        setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd
+        setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd; shellcheck for actionlint
     python = sys.executable  # the interpreter running invoke: kernlab's venv under ./kl
     c.run(f"{python} -m ruff check kernlab tasks.py tests bench", pty=False)
     marker = '-m "not slow"' if fast else ""
