@@ -47,7 +47,7 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
     from kernlab.hostdeps import TEST_PACKAGES, missing_packages, setup_host
 
     if os.geteuid() == 0 and missing_packages(TEST_PACKAGES):
-        setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd
+        setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd; shellcheck for actionlint
     python = sys.executable  # the interpreter running invoke: kernlab's venv under ./kl
     c.run(f"{python} -m ruff check kernlab tasks.py tests bench", pty=False)
     marker = '-m "not slow"' if fast else ""
@@ -360,11 +360,17 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
     names = None if experiments in ("", "all") else _csv(experiments)
     target = Path(out).resolve() if out else matrix.default_out()
     result = matrix.run_matrix(_csv(kernels), names, Path(hosts) if hosts else None, target)
-    written = matrix.write_report(result, target)
-    print(matrix.grid_text(result))
+    _print_report(result, matrix.write_report(result, target))
+    return result
+
+
+def _print_report(result, written: dict) -> None:
+    """The grid, then the files of the report."""
+    from kernlab.matrix import grid_text
+
+    print(grid_text(result))
     for kind, path in written.items():
         print(f"{kind:<9}{path}")
-    return result
 
 
 @task(help={"kernels": "Comma-separated catalog versions, e.g. 5.10,6.1.",
@@ -372,14 +378,28 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
             "out": "Report directory (default results/matrix/<time>).",
             "hosts": "Hosts file (YAML): share the kernels out to these machines over SSH "
             "(see configs/hosts.example.yaml); their bundles come back under OUT/hosts/.",
-            "rerender": "Only rewrite the report in --out from its matrix.json (no runs)."})
+            "rerender": "Only rewrite the report in --out from its matrix.json (no runs).",
+            "merge": "Merge earlier runs' --out directories into one report in --out (no runs): "
+            "repeat the flag, comma-separate, or give a quoted glob, e.g. --merge 'artifacts/*/report'."},
+      iterable=["merge"])
 @friendly
-def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False):
+def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, merge=None):
     """Run every experiment on every kernel (one VM per kernel) and write a comparison report."""
     from pathlib import Path
 
     from kernlab import matrix as mx
 
+    if merge:
+        if kernels or hosts or rerender or experiments not in ("", "all"):
+            raise KernlabError("--merge runs nothing",
+                               "drop --kernels, --experiments, --hosts and --rerender")
+        from kernlab.merge import merge_reports
+
+        result, written = merge_reports(merge, Path(out) if out else mx.default_out())
+        _print_report(result, written)
+        if not result.passed:
+            raise Exit("kernlab: merged matrix FAIL (see the report)", code=1)
+        return
     if rerender:
         if not out:
             raise KernlabError("--rerender needs --out DIR", "name the report directory to rewrite")

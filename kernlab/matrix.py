@@ -9,6 +9,8 @@ side by side. JUnit XML has one test case per (kernel, experiment).
 from __future__ import annotations
 
 import html
+import json
+import os
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -22,6 +24,7 @@ from .report import reporter
 from .util import atomic_write_json, atomic_write_text, read_json
 
 PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"
+STATUSES = (PASS, FAIL, NA, ERROR)
 LOCAL = "local"  # this machine, as a runner of matrix cells
 
 
@@ -159,9 +162,17 @@ def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
 
 def _add_cell(matrix: Matrix, raw: dict[str, Any], bundle: Path | None) -> None:
     """A cell as matrix.json records it, with its bundle's result.json when there is one."""
-    result = read_json(bundle / "result.json") if bundle and (bundle / "result.json").is_file() else {}
     matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
-        raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result)
+        raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, bundle_result(bundle))
+
+
+def bundle_result(bundle: Path | None) -> dict[str, Any]:
+    """A bundle's result.json, or {} when there is no bundle or it has no readable result."""
+    try:
+        result = read_json(bundle / "result.json") if bundle else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return result if isinstance(result, dict) else {}
 
 
 def _fetched_bundle(remote: str | None, remote_out: str, local_dir: Path) -> Path | None:
@@ -173,15 +184,90 @@ def _fetched_bundle(remote: str | None, remote_out: str, local_dir: Path) -> Pat
 
 
 def load_matrix(matrix_json: Path) -> Matrix:
-    """A finished run again, from its matrix.json and bundles (to re-render its report)."""
-    if not matrix_json.is_file():
-        raise KernlabError(f"no matrix run in {matrix_json.parent} (no matrix.json)",
-                           "pass the --out directory of an earlier `invoke matrix`")
-    data = read_json(matrix_json)
-    matrix = Matrix(data["kernels"], data["experiments"], hosts=data.get("hosts", {}))
+    """A finished run again, from its matrix.json and bundles (to re-render or merge its report).
+
+    A bundle is looked for where it sits relative to the report when the report's
+    directory has moved with it (a CI artifact, a copied results tree), else where recorded.
+    """
+    data = read_matrix_json(matrix_json)
+    here = matrix_json.parent.resolve()
+    matrix = Matrix(list(data["kernels"]), list(data["experiments"]), hosts=dict(data.get("hosts") or {}))
     for raw in data["cells"]:
-        _add_cell(matrix, raw, Path(raw["bundle"]) if raw.get("bundle") else None)
+        _add_cell(matrix, raw, find_bundle(raw.get("bundle"), data.get("out"), here))
+    missing = [(k, e) for k in matrix.kernels for e in matrix.experiments if (k, e) not in matrix.cells]
+    if missing:
+        raise _not_a_matrix(matrix_json, f"no cell for kernel {missing[0][0]}, experiment {missing[0][1]}")
     return matrix
+
+
+_EARLIER_RUN = "pass the --out directory of an earlier `invoke matrix`"
+
+
+def read_matrix_json(path: Path) -> dict[str, Any]:
+    """matrix.json's data, checked: a missing, unreadable, malformed or empty file is a KernlabError."""
+    if not path.parent.is_dir():
+        raise KernlabError(f"no directory {path.parent}", _EARLIER_RUN)
+    if not path.is_file():
+        raise KernlabError(f"no matrix run in {path.parent} (no matrix.json)", _EARLIER_RUN)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise KernlabError(f"{path} is unreadable ({error})",
+                           "rerun the matrix that wrote it, or leave that directory out") from None
+    problem = _matrix_json_problem(data)
+    if problem:
+        raise _not_a_matrix(path, problem)
+    if not data["cells"]:
+        raise KernlabError(f"{path} has no cells (its run ran nothing)",
+                           "pass the --out directory of a matrix run with at least one kernel and experiment")
+    return data
+
+
+def _not_a_matrix(path: Path, problem: str) -> KernlabError:
+    return KernlabError(f"{path} is not a kernlab matrix.json: {problem}",
+                        "rerun the matrix that wrote it, or leave that directory out")
+
+
+def _matrix_json_problem(data: Any) -> str:
+    """What is wrong with matrix.json's data ('' when nothing): its lists, hosts and cells."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    for key in ("kernels", "experiments", "cells"):
+        if not isinstance(data.get(key), list):
+            return f"'{key}' is not a list"
+    for key in ("kernels", "experiments"):
+        if not all(isinstance(item, str) and item for item in data[key]):
+            return f"'{key}' holds something other than names"
+    hosts = data.get("hosts") or {}
+    if not isinstance(hosts, dict) or not all(isinstance(v, str) for v in hosts.values()):
+        return "'hosts' is not a mapping of kernel to host name"
+    return next((p for p in (_cell_problem(raw, data) for raw in data["cells"]) if p), "")
+
+
+def _cell_problem(raw: Any, data: dict[str, Any]) -> str:
+    """What is wrong with one entry of matrix.json's cells ('' when nothing)."""
+    if not isinstance(raw, dict):
+        return "a cell is not a JSON object"
+    if raw.get("kernel") not in data["kernels"] or raw.get("experiment") not in data["experiments"]:
+        return f"cell {raw.get('kernel')!r}/{raw.get('experiment')!r} is not in 'kernels' x 'experiments'"
+    if raw.get("status") not in STATUSES:
+        return f"cell {raw['kernel']}/{raw['experiment']} has status {raw.get('status')!r}"
+    if not isinstance(raw.get("reason", ""), str) or not isinstance(raw.get("bundle"), str | None):
+        return f"cell {raw['kernel']}/{raw['experiment']} has a reason or bundle that is not text"
+    return ""
+
+
+def find_bundle(recorded: str | None, recorded_out: str | None, here: Path) -> Path | None:
+    """A cell's bundle: next to the report directory ``here`` when it moved there with the
+    report (recorded relative to ``recorded_out``, where the report was written), else as recorded."""
+    if not recorded:
+        return None
+    path = Path(recorded)
+    if recorded_out and path.is_absolute():
+        moved = Path(os.path.normpath(here / os.path.relpath(path, recorded_out)))
+        if moved.is_dir():
+            return moved
+    return path
 
 
 # ---------------------------------------------------------------- comparison
@@ -240,7 +326,7 @@ def write_report(matrix: Matrix, out: Path) -> dict[str, Path]:
     atomic_write_text(written["junit"], junit_xml(matrix))
     atomic_write_json(written["json"], {
         "kernels": matrix.kernels, "experiments": matrix.experiments, "passed": matrix.passed,
-        "hosts": matrix.hosts,
+        "hosts": matrix.hosts, "out": str(out.resolve()),  # to find the bundles after the directory moves
         "cells": [{"kernel": c.kernel, "experiment": c.experiment, "status": c.status, "reason": c.reason,
                    "host": matrix.host(c.kernel), "bundle": str(c.bundle) if c.bundle else None}
                   for c in matrix.cells.values()],
