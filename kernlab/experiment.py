@@ -399,6 +399,18 @@ def load_experiment(name: str, root: Path | None = None) -> Experiment:
     return parse_experiment(file)
 
 
+def check_known(names: list[str], root: Path | None = None) -> None:
+    """Stop on a name that is no experiment (NotFound lists the known ones).
+
+    Whether each experiment.yaml is valid is left to loading it: a suite records an
+    invalid one as a failed run and goes on.
+    """
+    known = set(experiment_names(root))
+    for name in names:
+        if name not in known:
+            load_experiment(name, root)  # raises NotFound
+
+
 def load_all(root: Path | None = None) -> list[Experiment]:
     return [load_experiment(n, root) for n in experiment_names(root)]
 

@@ -1,10 +1,12 @@
 """Run experiments: kernel, image, VM, upload, guest driver, collect, check, bundle.
 
 ``run_experiment(name)`` goes from whatever state the machine is in to a checked,
-saved bundle: it builds the kernel and image if missing, boots or reuses the VM,
+saved bundle: it takes the kernel build `build-kernel` made (kernlab.builds; an unbuilt
+version is built from the catalog) and the image (built if missing), boots or reuses the VM,
 builds the experiment on the host, uploads it with the guest driver over the one
 SSH connection, runs it, fetches what the driver wrote and checks expectations.
-``run_suite()`` runs several experiments on one kernel, reusing one VM.
+``run_suite()`` runs several experiments on one kernel, reusing one VM; those the kernel
+cannot run (``needs.features``) get an n/a bundle with the reason.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .expbuild import build_experiment
 from .expect import Evidence, Outcome, check_all
 from .experiment import (
     Experiment,
+    check_known,
     check_needs,
     load_experiment,
     na_reason,
@@ -62,8 +65,7 @@ class NotApplicable(KernlabError):
 
     def line(self) -> str:
         """``buffermap needs bpf_probe_read_user (Linux 5.5); kernel 4.15 is older``."""
-        return f"{self.experiment} {self.cause}" if self.cause.startswith(("needs", "supports")) \
-            else f"{self.experiment}: {self.cause}"
+        return f"{self.experiment} {self.cause}"
 
 
 @dataclass
@@ -457,8 +459,8 @@ def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> dict:
 
 def prepare(names: list[str], kernel: str | None) -> tuple[list[Experiment], KernelChoice]:
     """Load the experiments and resolve the kernel (version or build id), before any work."""
-    choice = choose_kernel(kernel or default_kernel())
-    return [load_experiment(n) for n in names], choice
+    experiments = [load_experiment(n) for n in names]
+    return experiments, choose_kernel(kernel or default_kernel())
 
 
 def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
@@ -484,25 +486,46 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     """Run several experiments (None: all of them) on one kernel, one VM; a bundle each.
 
     An experiment the kernel cannot run gets an n/a bundle with the reason; one that
-    fails, or whose needs are unmet, gets a FAIL bundle; neither stops the others.
+    fails, whose needs are unmet or whose experiment.yaml is invalid gets a FAIL bundle;
+    none of them stops the others. Only an unknown name or kernel stops it, before any work.
     """
     from .experiment import experiment_names
 
-    experiments, choice = prepare(experiment_names() if names is None else names, kernel)
+    names = experiment_names() if names is None else names
+    check_known(names)
+    choice = choose_kernel(kernel or default_kernel())
     session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, flag=flag)
     bundles = []
     try:
-        for exp in experiments:
-            reason = na_reason(exp, session.release)
-            if reason:
-                reporter().note(f"{exp.name}: n/a: {reason}")
-                bundles.append(not_applicable_bundle(exp, session, reason, root))
-                continue
-            with reporter().step(f"experiment {exp.name}"):
-                bundles.append(_run_or_record(exp, session, root))
+        for name in names:
+            bundles.append(_suite_member(name, session, root))
     finally:
         session.close()
     return bundles
+
+
+def _suite_member(name: str, session: Session, root: Path | None) -> Bundle:
+    """One experiment of a suite: its bundle, PASS, FAIL or n/a; never raises KernlabError."""
+    try:
+        exp = load_experiment(name)
+    except KernlabError as error:
+        reporter().warn(f"{name}: {error.one_line()}")
+        return _error_bundle(name, error, session, root)
+    reason = na_reason(exp, session.release)
+    if reason:
+        reporter().note(f"{name}: n/a: {reason}")
+        return not_applicable_bundle(exp, session, reason, root)
+    with reporter().step(f"experiment {name}"):
+        return _run_or_record(exp, session, root)
+
+
+def _error_bundle(name: str, error: KernlabError, session: Session, root: Path | None) -> Bundle:
+    """A FAIL bundle for an experiment that could not even be loaded."""
+    bundle = Bundle.create(name, session.version, root)
+    bundle.fail(error.one_line())
+    bundle.finish(manifest(experiment={"name": name}, build=session.build, image=session.image,
+                           vm=None, guest=None, variables={}))
+    return bundle
 
 
 def not_applicable_bundle(exp: Experiment, session: Session, reason: str,

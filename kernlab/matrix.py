@@ -105,14 +105,17 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
 
 
 def check_names(kernels: list[str], names: list[str]) -> None:
-    """Unknown kernels (versions or build ids) or experiments stop the run before any work."""
+    """Unknown kernels (versions or build ids) or experiments stop the run before any work.
+
+    An experiment.yaml that does not load is not checked here: its cells FAIL with the
+    loader's error and the other experiments run.
+    """
     from .builds import choose_kernel
-    from .experiment import load_experiment
+    from .experiment import check_known
 
     for kernel in kernels:
         choose_kernel(kernel)
-    for name in names:
-        load_experiment(name)
+    check_known(names)
 
 
 def _run_local(matrix: Matrix, kernels: list[str], names: list[str]) -> None:
