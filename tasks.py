@@ -283,7 +283,8 @@ def list_experiments(c, kernel=""):
         release = choose_kernel(kernel).release
         fits = [("n/a: " + na_reason(e, release)) if na_reason(e, release) else "runs"
                 for e in experiments]
-        rows = [("name", "shows", f"on {kernel} ({release})", "needs")]
+        rows = [("name", "shows", f"on {kernel}" + (f" ({release})" if release != kernel else ""),
+                 "needs")]
     else:
         fits = [e.kernels_summary() for e in experiments]
         rows = [("name", "shows", "kernels", "needs")]

@@ -179,7 +179,7 @@ def build_first(error: KernlabError, version: str) -> KernlabError:
     if isinstance(error, BuildInputError) and error.flags:
         first, *others = error.flags
         fix = f"build it first: `invoke build-kernel --version {version} {first}`"
-        fix += " (or " + ", ".join(others) + ")" if others else ""
+        fix += f" (or build-kernel with {', '.join(others)})" if others else ""
         fix = f"{error.other_fix}, or {fix}" if error.other_fix else fix
     elif " --" in f" {error.fix}" and "invoke " not in error.fix:
         fix = f"build it first with `invoke build-kernel --version {version}` and what it needs ({error.fix})"

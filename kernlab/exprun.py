@@ -549,12 +549,11 @@ def _run_or_record(exp: Experiment, session: Session, root: Path | None) -> Bund
 
 
 def summary_table(bundles: list[Bundle]) -> str:
-    """The suite's table (n/a rows carry their whole reason) and its count line."""
+    """The suite's table (a whole one-line reason for each that did not pass), and a count."""
     rows = [("experiment", "result", "seconds", "reason / bundle")]
     for b in bundles:
         res = b.result()
-        reason = b.reason if b.skipped else b.reason[:70]
-        rows.append((b.experiment, b.status, f"{res['seconds']:.0f}", reason or str(b.dir)))
+        rows.append((b.experiment, b.status, f"{res['seconds']:.0f}", b.reason or str(b.dir)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
     passed = sum(b.passed for b in bundles)

@@ -351,7 +351,7 @@ def junit_xml(matrix: Matrix) -> str:
 
 def grid_text(matrix: Matrix) -> str:
     """The grid, then one line per cell that did not pass: kernel, experiment, why."""
-    width = max(len(n) for n in matrix.experiments) + 2
+    width = max(len(n) for n in [*matrix.experiments, "experiment"]) + 2
     cols = {k: max(8, len(matrix.label(k)) + 2) for k in matrix.kernels}
     lines = ["experiment".ljust(width) + "".join(matrix.label(k).ljust(cols[k]) for k in matrix.kernels)]
     for name in matrix.experiments:

@@ -138,7 +138,9 @@ def bundle_build(build: dict[str, Any], anyway: bool) -> tuple[dict[str, Any], l
         changes = kernel_input_changes(build, anyway, opts)
         return build_kernel(build["version"], opts), changes
     except KernlabError as error:
-        if not flags or "--anyway" in error.fix:
+        if "--anyway" in error.fix:  # the inputs differ: reproduce's own flag is the fix
+            raise
+        if not flags:
             raise build_first(error, build["version"]) from None
         raise KernlabError(error.cause, f"rebuild the bundle's kernel first: `invoke build-kernel "
                            f"--version {build['version']} {flags}`", error.details) from None
