@@ -163,11 +163,19 @@ def build_for(choice: KernelChoice, flag: str = "--kernel") -> dict[str, Any]:
     if choice.record is not None:
         announce(choice, flag)
         return choice.record
-    reporter().note(f"kernel {choice.version} is not built: building it from the catalog")
+    near = _same_series(choice.release)
+    hint = f" ({', '.join(near)} is built: {flag} {near[0]} uses it)" if near else ""
+    reporter().note(f"kernel {choice.version} is not built{hint}: building it from the catalog")
     try:
         return build_kernel(choice.version)
     except KernlabError as error:
         raise build_first(error, choice.version) from None
+
+
+def _same_series(release: str) -> list[str]:
+    """Built versions of the same X.Y series as ``release`` (5.4.286 for 5.4.302)."""
+    series = release.split(".")[:2]
+    return sorted({b.version for b in complete_builds() if b.release.split(".")[:2] == series})
 
 
 def build_first(error: KernlabError, version: str) -> KernlabError:

@@ -79,6 +79,7 @@ def write_exp(root: Path, name: str, extra: str = "") -> Path:
 
 
 FUTURE = 'needs:\n  features: {bpf_time_travel: "9.9", bpf_probe_read_user: "5.5"}\n'
+USER_55 = 'needs:\n  features: {bpf_probe_read_user: "5.5"}\n'
 
 
 @pytest.fixture
@@ -155,6 +156,29 @@ def test_an_existing_build_is_used_without_resolving_sources(work, monkeypatch):
     assert builds.build_for(builds.choose_kernel("5.4.286")) == record
 
 
+def test_an_unbuilt_version_is_built_with_a_hint_and_a_build_kernel_fix(work, monkeypatch, capsys):
+    """--kernel 5.4 with only 5.4.286 built: said before building; a failed build's fix names build-kernel."""
+    fake_build(work, "5.4.286", "4" * 64)
+    calls = []
+
+    def unpinned(version, *_args):
+        calls.append(version)
+        raise BuildInputError("https://x/linux-5.4.302.tar.xz has no pinned sha256 in the catalog",
+                              "pass --sha256 SUM", flags=("--sha256 SUM",))
+
+    monkeypatch.setattr("kernlab.build.build_kernel", unpinned)
+    from kernlab.exprun import Session
+
+    session = Session("5.4")
+    for _ in range(2):  # a suite's next experiment gets the same error, without a second build
+        with pytest.raises(KernlabError) as info:
+            session.kernel_and_image()
+        assert info.value.fix == "build it first: `invoke build-kernel --version 5.4 --sha256 SUM`"
+    assert calls == ["5.4"]
+    assert "kernel 5.4 is not built (5.4.286 is built: --kernel 5.4.286 uses it): building it from " \
+           "the catalog" in capsys.readouterr().err
+
+
 def test_an_implicit_build_says_build_it_first():
     error = BuildInputError("https://x/linux-5.4.286.tar.xz has no pinned sha256 in the catalog",
                             "pin one with --sha256 SUM, or pass --allow-unverified",
@@ -173,7 +197,7 @@ def test_features_make_an_experiment_na_with_the_reason(tmp_path):
     assert exp.kernels_summary() == "bpf_time_travel >= 9.9, bpf_probe_read_user >= 5.5"
     assert na_reason(exp, "4.15") == ("needs bpf_time_travel (Linux 9.9), bpf_probe_read_user (Linux 5.5); "
                                       "kernel 4.15 is older")
-    write_exp(tmp_path, "user", 'needs:\n  features: {bpf_probe_read_user: "5.5"}\n')
+    write_exp(tmp_path, "user", USER_55)
     exp = load_experiment("user", tmp_path)
     assert na_reason(exp, "5.4.286") == "needs bpf_probe_read_user (Linux 5.5); kernel 5.4.286 is older"
     assert na_reason(exp, "5.5") == na_reason(exp, "5.10.223") == ""
@@ -235,7 +259,7 @@ def cli_env(tmp_path, work) -> dict[str, str]:
 
 
 def test_cli_single_run_na_is_one_line_and_exit_77(cli_env):
-    write_exp(Path(cli_env["KERNLAB_EXPERIMENTS"]), "tiny", 'needs:\n  features: {bpf_probe_read_user: "5.5"}\n')
+    write_exp(Path(cli_env["KERNLAB_EXPERIMENTS"]), "tiny", USER_55)
     done = invoke("run-experiment", "tiny", "--kernel", "4.15", env=cli_env)
     assert done.returncode == 77
     assert done.stderr.strip() == ("kernlab: n/a: tiny needs bpf_probe_read_user (Linux 5.5); "
@@ -247,13 +271,14 @@ def test_cli_suite_records_na_and_broken_experiments_and_goes_on(cli_env):
     exps = Path(cli_env["KERNLAB_EXPERIMENTS"])
     write_exp(exps, "future", FUTURE)
     write_exp(exps, "old-style", 'kernels: {min: "5.5"}\n')
-    write_exp(exps, "user", 'needs:\n  features: {bpf_probe_read_user: "5.5"}\n')
+    write_exp(exps, "user", USER_55)
     done = invoke("run-experiment", "--all", "--kernel", "5.4.286", env=cli_env)
     assert done.returncode == 1, done.stderr
     rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:-1]}
     assert "n/a" in rows["user"] and rows["user"].endswith(
         "needs bpf_probe_read_user (Linux 5.5); kernel 5.4.286 is older")
-    assert "FAIL" in rows["old-style"] and "kernels.min: a bare minimum version is not a reason" in rows["old-style"]
+    assert "FAIL" in rows["old-style"]
+    assert "kernels.min: a bare minimum version is not a reason" in rows["old-style"]
     assert done.stdout.splitlines()[-1] == "0/1 passed, 2 n/a"
     result = json.loads(next((Path(cli_env["KERNLAB_RESULTS"]) / "user" / "5.4.286").glob("*/result.json"))
                         .read_text())
@@ -286,8 +311,8 @@ def test_cli_implicit_build_error_names_build_kernel(cli_env):
     done = invoke("run-experiment", "tiny", "--kernel", "5.4.286", env=cli_env)
     assert done.returncode == 1
     line = last_line(done)
-    assert line.startswith("kernlab: error: https://cdn.kernel.org/pub/linux/kernel/v5.x/linux-5.4.286.tar.xz "
-                           "has no pinned sha256 in the catalog; ")
+    assert line.startswith("kernlab: error: https://cdn.kernel.org/pub/linux/kernel/v5.x/"
+                           "linux-5.4.286.tar.xz has no pinned sha256 in the catalog; ")
     fix = line.split("; ", 1)[1]
     assert "build it first: `invoke build-kernel --version 5.4.286 --sha256 SUM`" in fix
     assert "pass --" not in fix  # run-experiment has none of build-kernel's flags
@@ -318,11 +343,14 @@ def test_cli_build_selection_shown_by_list_kernels_kernel_info_and_vm_up(cli_env
 def test_cli_lock_takes_a_build_id(cli_env):
     work = Path(cli_env["KERNLAB_WORK"])
     fake_build(work, "4.15", "9" * 64)
-    done = invoke("lock", "--version", "4.15-999", "--image", "none-such", env=cli_env)
-    assert done.returncode == 1  # no image of that recipe: nothing is written
-    done = invoke("lock", env=cli_env)
+    fake_build(work, "4.15", "8" * 64, built_at="2025-01-01T00:00:00Z")
+    done = invoke("lock", "--version", "4.15-888", env=cli_env)
     assert done.returncode == 0, done.stderr
-    assert "locked kernel 4.15 (4.15-999999999999)" in done.stdout
+    assert done.stdout.strip().endswith("locked kernel 4.15 (4.15-888888888888)")
+    done = invoke("lock", env=cli_env)  # every built version, by the build it uses
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("locked kernel 4.15 (4.15-999999999999)")
+    assert "2 builds of 4.15: --version BUILD_ID picks another" in done.stderr
     locked = json.loads(Path(cli_env["KERNLAB_LOCK"]).read_text())["kernels"]
     assert locked["4.15"]["source_sha256"] == "5" * 64
 
