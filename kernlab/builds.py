@@ -102,7 +102,7 @@ def _latest_pointer(version: str) -> str:
 
 
 def _catalog_versions() -> dict[str, str]:
-    """{catalog version: release}; empty when the catalog cannot be read."""
+    """{catalog version: release} from configs/kernels.yaml."""
     from .catalog import load_catalog
 
     return {v: spec.release for v, spec in load_catalog().kernels.items()}
@@ -126,7 +126,7 @@ def choose_kernel(asked: str) -> KernelChoice:
     if prefixed:
         raise KernlabError(f"build id prefix {asked!r} matches {len(prefixed)} builds: "
                            f"{', '.join(b.id for b in prefixed)}", "give more of the id")
-    raise NotFound(f"unknown kernel {asked!r} (catalog versions: {', '.join(catalog) or 'none'})",
+    raise NotFound(f"unknown kernel version {asked!r} (catalog: {', '.join(catalog) or 'none'})",
                    "give a catalog version or a build id (`invoke list-kernels` shows both)")
 
 

@@ -495,9 +495,10 @@ def _absent_from_kernel(build: dict, option: str) -> bool:
     from .kconfig import defines_option
 
     release = build.get("release") or build.get("version")
-    recorded = option in (build.get("config_check") or {}).get("not_applicable", [])
-    tree = Path(str(build.get("tree") or ""))
-    if recorded or (build.get("tree") and defines_option(tree, option) is False):
+    tree = build.get("tree")
+    absent = (option in (build.get("config_check") or {}).get("not_applicable", [])
+              or (bool(tree) and defines_option(Path(str(tree)), option) is False))
+    if absent:
         reporter().note(f"CONFIG_{option}: Linux {release} has no such option; skipped")
         return True
     return False

@@ -95,27 +95,30 @@ class Session:
             self.choice = choose_kernel(self.kernel)
 
     @property
+    def chosen(self) -> KernelChoice:
+        """The kernel ``kernel`` names (resolved when the session is made)."""
+        assert self.choice is not None
+        return self.choice
+
+    @property
     def version(self) -> str:
         """The catalog version of the kernel (a bundle's ``<kernel>`` directory)."""
-        assert self.choice is not None
-        return self.choice.version
+        return self.chosen.version
 
     @property
     def release(self) -> str:
         """The kernel's Linux release: the build's, or the catalog's before it is built."""
-        assert self.choice is not None
-        return str((self.build or {}).get("release") or self.choice.release)
+        return str((self.build or {}).get("release") or self.chosen.release)
 
     def kernel_and_image(self) -> tuple[dict, dict]:
         from .image import build_image
 
         if self.error is not None:
             raise self.error
-        assert self.choice is not None
         try:
             if self.build is None:
                 with reporter().step(f"kernel {self.kernel}"):
-                    self.build = build_for(self.choice, self.flag)
+                    self.build = build_for(self.chosen, self.flag)
             if self.image is None:
                 with reporter().step(f"image {self.recipe}"):
                     self.image = build_image(self.recipe)
@@ -508,10 +511,10 @@ def _suite_member(name: str, session: Session, root: Path | None) -> Bundle:
     """One experiment of a suite: its bundle, PASS, FAIL or n/a; never raises KernlabError."""
     try:
         exp = load_experiment(name)
+        reason = na_reason(exp, session.release)
     except KernlabError as error:
         reporter().warn(f"{name}: {error.one_line()}")
         return _error_bundle(name, error, session, root)
-    reason = na_reason(exp, session.release)
     if reason:
         reporter().note(f"{name}: n/a: {reason}")
         return not_applicable_bundle(exp, session, reason, root)

@@ -118,7 +118,7 @@ def test_build_ids_exact_and_by_unique_prefix(work):
     with pytest.raises(KernlabError, match=r"build id prefix '5.4.286-1' matches 2 builds: "
                                            r"5.4.286-111111111111, 5.4.286-123333333333"):
         builds.choose_kernel("5.4.286-1")
-    with pytest.raises(NotFound, match=r"unknown kernel '5.4.9'.*give a catalog version or a build id"):
+    with pytest.raises(NotFound, match=r"unknown kernel version '5.4.9'.*a catalog version or a build id"):
         builds.choose_kernel("5.4.9")  # no '-': a version, never a prefix of 5.4.286-...
 
 
