@@ -391,7 +391,8 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
     return result
 
 
-@task(help={"kernels": "Comma-separated catalog versions, e.g. 5.10,6.1.",
+@task(help={"kernels": "Comma-separated kernels: catalog versions or build ids (`invoke list-kernels`), "
+                       "e.g. 4.15,5.4.286,6.1. Each uses its build from `invoke build-kernel`.",
             "experiments": "Comma-separated experiment names, or `all` (default).",
             "out": "Report directory (default results/matrix/<time>).",
             "hosts": "Hosts file (YAML): share the kernels out to these machines over SSH "
@@ -399,7 +400,10 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
             "rerender": "Only rewrite the report in --out from its matrix.json (no runs)."})
 @friendly
 def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False):
-    """Run every experiment on every kernel (one VM per kernel) and write a comparison report."""
+    """Run every experiment on every kernel (one VM per kernel) and write a comparison report.
+
+    Each cell is PASS, FAIL, or n/a with the reason (the kernel lacks a needs.features entry).
+    """
     from pathlib import Path
 
     from kernlab import matrix as mx
@@ -418,7 +422,7 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False):
         raise Exit("kernlab: matrix FAIL (see the report)", code=1)
 
 
-@task(help={"kernels": "Comma-separated catalog versions (default: the catalog's default).",
+@task(help={"kernels": "Comma-separated catalog versions or build ids (default: the catalog's default).",
             "experiments": "Comma-separated experiment names, or `all` (default).",
             "out": "Report directory (default results/matrix/<time>); JUnit XML is junit.xml there.",
             "hosts": "Hosts file (YAML) of other machines to share the kernels with (see `matrix`)."})
