@@ -108,7 +108,8 @@ def build_kernel(c, version="", plan=False, tarball=None, git=None, ref="HEAD", 
         print(f"{record['kernelrelease']}: {record['outputs']['bzImage']['path']}")
 
 
-@task(help={"version": "Catalog version (default: the catalog's default).",
+@task(help={"version": "Catalog version or build id (default: the catalog's default); "
+                       "see `invoke list-kernels`.",
             "json": "Print the whole build record as JSON."})
 @friendly
 def kernel_info(c, version="", json=False):
@@ -116,14 +117,15 @@ def kernel_info(c, version="", json=False):
     from kernlab.build import find_build, summarize_record
     from kernlab.catalog import load_catalog
 
-    record = find_build(version or load_catalog().default)
+    record = find_build(version or load_catalog().default, "--version")
     if json:
         _print_json(record)
     else:
         print(summarize_record(record))
 
 
-@task(help={"version": "Kernel version to lock (repeatable; default: every built catalog kernel).",
+@task(help={"version": "Kernel version or build id to lock (repeatable; default: the build each "
+                       "built catalog version uses).",
             "image": "Image recipe to lock (repeatable; default: bookworm when built)."},
       iterable=["version", "image"])
 @friendly
@@ -148,7 +150,7 @@ def lock(c, version=None, image=None):
 @task
 @friendly
 def list_kernels(c):
-    """List the kernel versions in the catalog and which are built."""
+    """List the catalog's kernel versions, the build each uses, and every build's id."""
     from kernlab.build import catalog_table
 
     print(catalog_table())
@@ -178,7 +180,8 @@ def _vm_or_exit(name):
 
 
 @task(name="up", help={
-    "kernel": "Kernel version to boot (a build from `invoke build-kernel --version V`).",
+    "kernel": "Kernel to boot: a version or a build id (`invoke list-kernels`) of a build "
+              "from `invoke build-kernel`.",
     "name": "VM name (run dir <state>/vms/NAME; default: default).",
     "recipe": "Image recipe in vm/ (built first if needed).",
     "append": "Extra kernel parameters.",
@@ -194,7 +197,7 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
     from kernlab.image import build_image as build
     from kernlab.vm import ensure_vm
 
-    record = find_build(kernel)
+    record = find_build(kernel, "--kernel")
     vm = ensure_vm(record, build(recipe), name, append=append, memory=memory, cpus=int(cpus),
                    timeout=float(timeout) or None)
     print(f"VM {vm.name}: ssh -F {vm.record['ssh_config']} kernlab-{vm.name}")
@@ -265,14 +268,27 @@ def vm_verify(c, name="default"):
 vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify)
 
 # ---------------------------------------------------------------- experiments
-@task
-@friendly
-def list_experiments(c):
-    """Table of the experiments: name, what it shows, kernels, needs."""
-    from kernlab.experiment import load_all
+NA_EXIT = 77  # run-experiment NAME on a kernel it does not apply to (the test-suite "skip" code)
 
-    rows = [("name", "shows", "kernels", "needs")]
-    rows += [(e.name, e.title, e.kernels_summary(), e.needs_summary()) for e in load_all()]
+@task(help={"kernel": "Say for this kernel (a version or build id) whether each experiment "
+                      "runs, or why it is n/a."})
+@friendly
+def list_experiments(c, kernel=""):
+    """Table of the experiments: name, what it shows, kernels (or fit to --kernel), needs."""
+    from kernlab.builds import choose_kernel
+    from kernlab.experiment import load_all, na_reason
+
+    experiments = load_all()
+    if kernel:
+        release = choose_kernel(kernel).release
+        fits = [("n/a: " + na_reason(e, release)) if na_reason(e, release) else "runs"
+                for e in experiments]
+        rows = [("name", "shows", f"on {kernel}" + (f" ({release})" if release != kernel else ""),
+                 "needs")]
+    else:
+        fits = [e.kernels_summary() for e in experiments]
+        rows = [("name", "shows", "kernels", "needs")]
+    rows += [(e.name, e.title, fit, e.needs_summary()) for e, fit in zip(experiments, fits, strict=True)]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print("  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3])
@@ -314,7 +330,9 @@ class _RunExperimentTask(Task):
     positional=["name"],
     help={
         "name": "Experiment to run (see `invoke list-experiments`).",
-        "kernel": "Kernel version (default: the catalog's default).",
+        "kernel": "Kernel: a catalog version or a build id (`invoke list-kernels`); default: "
+                  "the catalog's default. Its build from `invoke build-kernel` is used; an "
+                  "unbuilt version is built from the catalog.",
         "keep_vm": "Leave the VM running afterwards (the next run reuses it).",
         "all_": "Run every experiment on one kernel, reusing one VM.",
         "vm_name": "Name of the VM to use or boot.",
@@ -322,10 +340,13 @@ class _RunExperimentTask(Task):
 )
 @friendly
 def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name="default"):
-    """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL."""
+    """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL.
+
+    Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
+    """
     from kernlab.errors import KernlabError
+    from kernlab.exprun import NotApplicable, run_suite, summary_table
     from kernlab.exprun import run_experiment as run_one
-    from kernlab.exprun import run_suite, summary_table
 
     if all_ or not name:
         if not all_:
@@ -333,11 +354,14 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
                                "or --all")
         bundles = run_suite(None, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
         print(summary_table(bundles))
-        failed = [b for b in bundles if not b.passed]
+        failed = [b for b in bundles if not b.passed and not b.skipped]
         if failed:
             raise Exit(f"{len(failed)} experiment(s) failed", code=1)
         return
-    bundle = run_one(name, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+    try:
+        bundle = run_one(name, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+    except NotApplicable as na:
+        raise Exit(f"kernlab: n/a: {na.line()}", code=NA_EXIT) from None
     for outcome in bundle.outcomes:
         print(f"  {'ok  ' if outcome.passed else 'FAIL'} {outcome.name}: {outcome.detail}")
     if not bundle.passed:
@@ -373,7 +397,8 @@ def _print_report(result, written: dict) -> None:
         print(f"{kind:<9}{path}")
 
 
-@task(help={"kernels": "Comma-separated catalog versions, e.g. 5.10,6.1.",
+@task(help={"kernels": "Comma-separated kernels: catalog versions or build ids (`invoke list-kernels`), "
+                       "e.g. 4.15,5.4.286,6.1. Each uses its build from `invoke build-kernel`.",
             "experiments": "Comma-separated experiment names, or `all` (default).",
             "out": "Report directory (default results/matrix/<time>).",
             "hosts": "Hosts file (YAML): share the kernels out to these machines over SSH "
@@ -384,7 +409,10 @@ def _print_report(result, written: dict) -> None:
       iterable=["merge"])
 @friendly
 def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, merge=None):
-    """Run every experiment on every kernel (one VM per kernel) and write a comparison report."""
+    """Run every experiment on every kernel (one VM per kernel) and write a comparison report.
+
+    Each cell is PASS, FAIL, or n/a with the reason (the kernel lacks a needs.features entry).
+    """
     from pathlib import Path
 
     from kernlab import matrix as mx
@@ -414,7 +442,7 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
         raise Exit("kernlab: matrix FAIL (see the report)", code=1)
 
 
-@task(help={"kernels": "Comma-separated catalog versions (default: the catalog's default).",
+@task(help={"kernels": "Comma-separated catalog versions or build ids (default: the catalog's default).",
             "experiments": "Comma-separated experiment names, or `all` (default).",
             "out": "Report directory (default results/matrix/<time>); JUnit XML is junit.xml there.",
             "hosts": "Hosts file (YAML) of other machines to share the kernels with (see `matrix`)."})

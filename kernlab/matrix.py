@@ -108,43 +108,46 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
 
 
 def check_names(kernels: list[str], names: list[str]) -> None:
-    """Unknown kernels or experiments stop the run before any machine starts on it."""
-    from .catalog import load_catalog
-    from .experiment import load_experiment
+    """Unknown kernels (versions or build ids) or experiments stop the run before any work.
 
-    catalog = load_catalog()
+    An experiment.yaml that does not load is not checked here: its cells FAIL with the
+    loader's error and the other experiments run.
+    """
+    from .builds import choose_kernel
+    from .experiment import check_known
+
     for kernel in kernels:
-        catalog.kernel(kernel)
-    for name in names:
-        load_experiment(name)
+        choose_kernel(kernel)
+    check_known(names)
 
 
 def _run_local(matrix: Matrix, kernels: list[str], names: list[str]) -> None:
-    """This machine's kernels, one at a time, each on one VM shared by its experiments."""
-    from .experiment import check_version, load_experiment
+    """This machine's kernels, one at a time, each on one VM shared by its experiments.
+
+    The suite gives every experiment a bundle: PASS, FAIL, or n/a with the reason.
+    """
     from .exprun import run_suite
 
     for kernel in kernels:
-        runnable = []
-        for name in names:
+        with reporter().step(f"kernel {kernel}: {len(names)} experiments"):
             try:
-                check_version(load_experiment(name), kernel)
-                runnable.append(name)
+                bundles = run_suite(names, kernel, vm_name=_vm_name(kernel), flag="--kernels")
             except KernlabError as error:
-                matrix.cells[(kernel, name)] = Cell(kernel, name, NA, error.cause)
-        with reporter().step(f"kernel {kernel}: {len(runnable)} experiments"):
-            try:
-                bundles = run_suite(runnable, kernel, vm_name="matrix-" + kernel.replace(".", "-"))
-            except KernlabError as error:
-                for name in runnable:
+                for name in names:
                     matrix.cells[(kernel, name)] = Cell(kernel, name, ERROR, error.one_line())
                 continue
         for bundle in bundles:
-            result = read_json(bundle.dir / "result.json")
+            status = PASS if bundle.passed else NA if bundle.skipped else FAIL
             matrix.cells[(kernel, bundle.experiment)] = Cell(
-                kernel, bundle.experiment, PASS if bundle.passed else FAIL, bundle.reason, bundle.dir, result)
-        for name in runnable:  # an experiment the suite could not start at all
+                kernel, bundle.experiment, status, bundle.reason, bundle.dir,
+                read_json(bundle.dir / "result.json"))
+        for name in names:  # an experiment the suite could not start at all
             matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, "did not run"))
+
+
+def _vm_name(kernel: str) -> str:
+    """The matrix's VM for ``kernel`` (a version or build id), within vm.NAME_RE."""
+    return ("matrix-" + kernel.replace(".", "-").lower())[:32]
 
 
 def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
@@ -433,13 +436,17 @@ def junit_xml(matrix: Matrix) -> str:
 
 
 def grid_text(matrix: Matrix) -> str:
-    width = max(len(n) for n in matrix.experiments) + 2
+    """The grid, then one line per cell that did not pass: kernel, experiment, why."""
+    width = max(len(n) for n in [*matrix.experiments, "experiment"]) + 2
     cols = {k: max(8, len(matrix.label(k)) + 2) for k in matrix.kernels}
     lines = ["experiment".ljust(width) + "".join(matrix.label(k).ljust(cols[k]) for k in matrix.kernels)]
     for name in matrix.experiments:
         statuses = "".join(matrix.cell(k, name).status.ljust(cols[k]) for k in matrix.kernels)
         lines.append(name.ljust(width) + statuses)
-    return "\n".join(lines)
+    reasons = [f"{c.status:<5} {c.kernel} {c.experiment}: {c.reason}"
+               for k in matrix.kernels for n in matrix.experiments
+               if (c := matrix.cell(k, n)).status != PASS and c.reason]
+    return "\n".join(lines + (["", *reasons] if reasons else []))
 
 
 def default_out() -> Path:
