@@ -21,7 +21,8 @@ from kernlab.experiment import (
 )
 
 SUITE = ["bcc-opensnoop", "buffermap", "caller-stack", "file-io", "hellotrace",
-         "kretprobe-hist", "passfd", "readiter", "samples-bpf", "uprobe-local", "verifier"]
+         "kretprobe-hist", "passfd", "readiter", "samples-bpf", "samples-cpustat",
+         "uprobe-local", "verifier"]
 
 MINIMAL = """\
 title: a tiny experiment
