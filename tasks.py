@@ -127,7 +127,7 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
     if not junit.strip() or Path(junit).is_dir():
         raise KernlabError(f"--junit {junit!r} is not a file name", "give --junit PATH/junit.xml")
     if os.geteuid() == 0 and missing_packages(TEST_PACKAGES):
-        setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd
+        setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd; shellcheck for actionlint
     python = sys.executable  # the interpreter running invoke: kernlab's venv under ./kl
     c.run(f"{python} -m ruff check kernlab tasks.py tests bench", pty=False)
     marker = '-m "not slow"' if fast else ""
@@ -222,7 +222,8 @@ def _source_flags(tarball, git, url, ref, sha256) -> None:
                            "copy it from `sha256sum FILE` or the release's sha256sums.asc")
 
 
-@task(help={"version": "Catalog version (default: the catalog's default).",
+@task(help={"version": "Catalog version or build id (default: the catalog's default); "
+                       "see `invoke list-kernels`.",
             "json": "Print the whole build record as JSON."})
 @friendly
 def kernel_info(c, version=None, json=False):
@@ -230,14 +231,15 @@ def kernel_info(c, version=None, json=False):
     from kernlab.build import find_build, summarize_record
     from kernlab.catalog import load_catalog
 
-    record = find_build(not_empty("version", version) or load_catalog().default)
+    record = find_build(not_empty("version", version) or load_catalog().default, "--version")
     if json:
         _print_json(record)
     else:
         print(summarize_record(record))
 
 
-@task(help={"version": "Kernel version to lock (repeatable; default: every built catalog kernel).",
+@task(help={"version": "Kernel version or build id to lock (repeatable; default: the build each "
+                       "built catalog version uses).",
             "image": "Image recipe to lock (repeatable; default: bookworm when built)."},
       iterable=["version", "image"])
 @friendly
@@ -262,7 +264,7 @@ def lock(c, version=None, image=None):
 @task
 @friendly
 def list_kernels(c):
-    """List the kernel versions in the catalog and which are built."""
+    """List the catalog's kernel versions, the build each uses, and every build's id."""
     from kernlab.build import catalog_table
 
     print(catalog_table())
@@ -292,7 +294,8 @@ def _vm_or_exit(name):
 
 
 @task(name="up", help={
-    "kernel": "Kernel version to boot (a build from `invoke build-kernel --version V`).",
+    "kernel": "Kernel to boot: a version or a build id (`invoke list-kernels`) of a build "
+              "from `invoke build-kernel`.",
     "name": "VM name (run dir <state>/vms/NAME; default: default).",
     "recipe": "Image recipe in vm/ (built first if needed).",
     "append": "Extra kernel parameters.",
@@ -316,7 +319,7 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
     cpus = number("cpus", cpus, low=1, high=255, integer=True)
     timeout = number("timeout", timeout, low=0, high=86400,
                      fix="give --timeout SECONDS (1 to 86400), or 0 for the default")
-    record = find_build(not_empty("kernel", kernel))
+    record = find_build(not_empty("kernel", kernel), "--kernel")
     vm = ensure_vm(record, build(recipe), name, append=append, memory=memory, cpus=cpus,
                    timeout=timeout or None)
     print(f"VM {vm.name}: ssh -F {vm.record['ssh_config']} kernlab-{vm.name}")
@@ -389,20 +392,36 @@ def vm_verify(c, name="default"):
 vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify)
 
 # ---------------------------------------------------------------- experiments
-@task
-@friendly
-def list_experiments(c):
-    """Table of the experiments: name, what it shows, kernels, needs (broken ones with their error)."""
-    from kernlab import paths
-    from kernlab.experiment import scan_all
+NA_EXIT = 77  # run-experiment NAME on a kernel it does not apply to (the test-suite "skip" code)
 
-    good, broken = scan_all()
-    if not good and not broken:
+@task(help={"kernel": "Say for this kernel (a version or build id) whether each experiment "
+                      "runs, or why it is n/a."})
+@friendly
+def list_experiments(c, kernel=""):
+    """Table of the experiments: name, what it shows, kernels (or fit to --kernel), needs.
+
+    A folder whose experiment.yaml does not load is listed as BROKEN with its error (the
+    others still list); the command then fails naming the broken ones.
+    """
+    from kernlab import paths
+    from kernlab.builds import choose_kernel
+    from kernlab.experiment import na_reason, scan_all
+
+    experiments, broken = scan_all()
+    if not experiments and not broken:
         raise KernlabError(f"no experiments in {paths.experiments_dir()}",
                            "add one (experiments/README.md describes the format) or set "
                            "KERNLAB_EXPERIMENTS to a folder of experiments")
-    rows = [("name", "shows", "kernels", "needs")]
-    rows += [(e.name, e.title, e.kernels_summary(), e.needs_summary()) for e in good]
+    if kernel:
+        release = choose_kernel(kernel).release
+        fits = [("n/a: " + na_reason(e, release)) if na_reason(e, release) else "runs"
+                for e in experiments]
+        rows = [("name", "shows", f"on {kernel}" + (f" ({release})" if release != kernel else ""),
+                 "needs")]
+    else:
+        fits = [e.kernels_summary() for e in experiments]
+        rows = [("name", "shows", "kernels", "needs")]
+    rows += [(e.name, e.title, fit, e.needs_summary()) for e, fit in zip(experiments, fits, strict=True)]
     rows += [(name, "BROKEN", "-", error.one_line()) for name, error in broken]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
@@ -446,7 +465,9 @@ class _RunExperimentTask(_KernlabTask):
     positional=["name"],
     help={
         "name": "Experiment to run (see `invoke list-experiments`).",
-        "kernel": "Kernel version (default: the catalog's default).",
+        "kernel": "Kernel: a catalog version or a build id (`invoke list-kernels`); default: "
+                  "the catalog's default. Its build from `invoke build-kernel` is used; an "
+                  "unbuilt version is built from the catalog.",
         "keep_vm": "Leave the VM running afterwards (the next run reuses it).",
         "all_": "Run every experiment on one kernel, reusing one VM.",
         "vm_name": "Name of the VM to use or boot.",
@@ -454,10 +475,13 @@ class _RunExperimentTask(_KernlabTask):
 )
 @friendly
 def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name="default"):
-    """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL."""
+    """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL.
+
+    Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
+    """
     from kernlab import paths
+    from kernlab.exprun import NotApplicable, run_suite, summary_table
     from kernlab.exprun import run_experiment as run_one
-    from kernlab.exprun import run_suite, summary_table
     from kernlab.qemu import forced_accel
     from kernlab.vm import run_dir_of
 
@@ -475,11 +499,14 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
             raise KernlabError(f"no experiment ran: {paths.experiments_dir()} holds none",
                                "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
         print(summary_table(bundles))
-        failed = [b for b in bundles if not b.passed]
+        failed = [b for b in bundles if not b.passed and not b.skipped]
         if failed:
             raise Exit(f"{len(failed)} experiment(s) failed", code=1)
         return
-    bundle = run_one(name, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+    try:
+        bundle = run_one(name, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+    except NotApplicable as na:
+        raise Exit(f"kernlab: n/a: {na.line()}", code=NA_EXIT) from None
     for outcome in bundle.outcomes:
         print(f"  {'ok  ' if outcome.passed else 'FAIL'} {outcome.name}: {outcome.detail}")
     if not bundle.passed:
@@ -522,35 +549,59 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
     from kernlab import matrix
     from kernlab.qemu import forced_accel
 
-    kernel_list = _names("kernels", kernels, "kernel", "5.4,6.1 (see `invoke list-kernels`)")
+    kernel_list = _names("kernels", kernels, "kernel", "4.15,5.4.286,6.1 (see `invoke list-kernels`)")
     forced_accel()
     names = None if experiments.strip() == "all" else _names(
         "experiments", experiments, "experiment", "readiter,hellotrace, or all")
     target = _out_dir(out)
     result = matrix.run_matrix(kernel_list, names, Path(hosts) if hosts else None, target)
-    written = matrix.write_report(result, target)
-    print(matrix.grid_text(result))
-    for kind, path in written.items():
-        print(f"{kind:<9}{path}")
+    _print_report(result, matrix.write_report(result, target))
     if not result.ran:
         raise KernlabError(f"nothing ran: all {len(result.cells)} cells are n/a ({result.why_nothing_ran()})",
-                           "pick kernels the experiments support (see `invoke list-experiments`)")
+                           "pick kernels the experiments support (see `invoke list-experiments --kernel K`)")
     return result
 
 
-@task(help={"kernels": "Comma-separated catalog versions, e.g. 5.10,6.1.",
+def _print_report(result, written: dict) -> None:
+    """The grid, then the files of the report."""
+    from kernlab.matrix import grid_text
+
+    print(grid_text(result))
+    for kind, path in written.items():
+        print(f"{kind:<9}{path}")
+
+
+@task(help={"kernels": "Comma-separated kernels: catalog versions or build ids (`invoke list-kernels`), "
+                       "e.g. 4.15,5.4.286,6.1. Each uses its build from `invoke build-kernel`.",
             "experiments": "Comma-separated experiment names, or `all` (default).",
             "out": "Report directory (default results/matrix/<time>).",
             "hosts": "Hosts file (YAML): share the kernels out to these machines over SSH "
             "(see configs/hosts.example.yaml); their bundles come back under OUT/hosts/.",
-            "rerender": "Only rewrite the report in --out from its matrix.json (no runs)."})
+            "rerender": "Only rewrite the report in --out from its matrix.json (no runs).",
+            "merge": "Merge earlier runs' --out directories into one report in --out (no runs): "
+            "repeat the flag, comma-separate, or give a quoted glob, e.g. --merge 'artifacts/*/report'."},
+      iterable=["merge"])
 @friendly
-def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False):
-    """Run every experiment on every kernel (one VM per kernel) and write a comparison report."""
+def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, merge=None):
+    """Run every experiment on every kernel (one VM per kernel) and write a comparison report.
+
+    Each cell is PASS, FAIL, or n/a with the reason (the kernel lacks a needs.features entry).
+    """
     from pathlib import Path
 
     from kernlab import matrix as mx
 
+    if merge:
+        if kernels or hosts or rerender or experiments not in ("", "all"):
+            raise KernlabError("--merge runs nothing",
+                               "drop --kernels, --experiments, --hosts and --rerender")
+        from kernlab.merge import merge_reports
+
+        result, written = merge_reports(merge, Path(out) if out else mx.default_out())
+        _print_report(result, written)
+        if not result.passed:
+            raise Exit("kernlab: merged matrix FAIL (see the report)", code=1)
+        return
     if rerender:
         if not out:
             raise KernlabError("--rerender needs --out DIR", "name the report directory to rewrite")
@@ -565,7 +616,7 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False):
         raise Exit("kernlab: matrix FAIL (see the report)", code=1)
 
 
-@task(help={"kernels": "Comma-separated catalog versions (default: the catalog's default).",
+@task(help={"kernels": "Comma-separated catalog versions or build ids (default: the catalog's default).",
             "experiments": "Comma-separated experiment names, or `all` (default).",
             "out": "Report directory (default results/matrix/<time>); JUnit XML is junit.xml there.",
             "hosts": "Hosts file (YAML) of other machines to share the kernels with (see `matrix`)."})

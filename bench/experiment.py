@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kernlab import paths
-from kernlab.build import build_kernel
+from kernlab.builds import build_for, choose_kernel
 from kernlab.exprun import run_experiment
 from kernlab.image import build_image
 from kernlab.util import atomic_write_json
@@ -43,7 +43,7 @@ def stop_bench_vm() -> None:
 
 
 def measure(name: str, kernel: str, runs: int, root: Path) -> dict[str, dict]:
-    build, image = build_kernel(kernel), build_image()
+    build, image = build_for(choose_kernel(kernel)), build_image()
     figures: dict[str, dict] = {}
     stop_bench_vm()
     cold = []

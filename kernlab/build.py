@@ -19,7 +19,7 @@ from typing import Any
 
 from . import lock, paths
 from .catalog import Catalog, KernelSpec, load_catalog
-from .errors import KernlabError, NotFound
+from .errors import KernlabError
 from .kconfig import load_model, raise_if_dropped, requested_options, verify_config
 from .patch import Patch, apply_series, collect_patches, series_dir
 from .proc import capture, require_tool, run_logged, status_from_make
@@ -104,8 +104,10 @@ def make_plan(version: str, opts: BuildOptions | None = None) -> Plan:
     patch_dirs = [series_dir(name) for name in spec.patches] + list(opts.extra_patches)
     for directory in patch_dirs:
         if not directory.is_dir():
+            named = ("--patches" if directory in opts.extra_patches
+                     else f"the patches of {version} in {catalog.path}")
             raise KernlabError(f"patch directory {directory} does not exist",
-                               "create it with a `series` file or fix the catalog/--patches")
+                               f"create it with a `series` file, or fix {named}")
     fragments = [paths.configs_dir() / name for name in spec.fragments] + list(opts.extra_fragments)
     for fragment in fragments:
         if not fragment.is_file():
@@ -148,7 +150,7 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
     key = hash_inputs(plan.inputs(source.sha256))
     build_dir = paths.work_dir() / "build" / f"{version}-{short(key)}"
     record_path = build_dir / "build.json"
-    if not opts.clean and (record := _complete_record(record_path)):
+    if not opts.clean and (record := complete_record(record_path)):
         reporter().note(f"{version} is up to date: {record['outputs']['bzImage']['path']}")
         _remember_latest(version, build_dir)
         return record
@@ -414,40 +416,34 @@ def make_record(plan, source, key, tree, obj, verification, samples, started) ->
     }
 
 
-def _complete_record(path: Path) -> dict[str, Any] | None:
-    """The build record at ``path`` if it is readable and its outputs exist; else None."""
+def complete_record(path: Path) -> dict[str, Any] | None:
+    """The build record at ``path`` if it and its bzImage, vmlinux and System.map exist."""
     if not path.is_file():
         return None
     try:
         record = read_json(path)
         outputs = record.get("outputs", {})
-        if all(Path(outputs[name]["path"]).is_file() for name in ("bzImage", "vmlinux", "System.map")):
-            return record
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        reporter().warn(f"{path} is damaged ({type(error).__name__}); it does not count as a build")
-    return None
+        paths_ = [Path(outputs[name]["path"]) for name in ("bzImage", "vmlinux", "System.map")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return record if all(p.is_file() for p in paths_) else None
 
 
 def _remember_latest(version: str, build_dir: Path) -> None:
     atomic_write_json(paths.work_dir() / "latest" / f"{version}.json", {"build_dir": str(build_dir)})
 
 
-def find_build(version: str) -> dict[str, Any]:
-    """The record of the most recent complete build of ``version``."""
-    pointer = paths.work_dir() / "latest" / f"{version}.json"
-    candidates = []
-    if pointer.is_file():
-        try:
-            candidates.append(Path(read_json(pointer)["build_dir"]) / "build.json")
-        except (ValueError, KeyError, TypeError) as error:
-            reporter().warn(f"{pointer} is damaged ({type(error).__name__}): ignored, "
-                            "looking for builds of this version instead")
-    candidates += sorted((paths.work_dir() / "build").glob(f"{version}-*/build.json"),
-                         key=lambda p: p.stat().st_mtime, reverse=True)
-    for candidate in candidates:
-        if record := _complete_record(candidate):
-            return record
-    raise NotFound(f"kernel {version} is not built", f"run `invoke build-kernel --version {version}`")
+def find_build(kernel: str, flag: str = "--kernel") -> dict[str, Any]:
+    """The build ``kernel`` (a version or build id) names; see ``kernlab.builds``."""
+    from .builds import select_build
+
+    return select_build(kernel, flag)
+
+
+def build_id(record: dict[str, Any]) -> str:
+    """A build's id: its directory's name under ``<work>/build`` (``<version>-<key12>``)."""
+    name = Path(str(record.get("build_dir", ""))).name
+    return name or f"{record.get('version')}-{short(str(record.get('key', '')))}"
 
 
 def summarize_record(record: dict[str, Any]) -> str:
@@ -456,7 +452,7 @@ def summarize_record(record: dict[str, Any]) -> str:
     source = record["source"]
     fragments = ", ".join(Path(f["path"]).name for f in record["fragments"])
     lines = [
-        f"kernel {record['version']}: {record['kernelrelease']} (key {short(record['key'])})",
+        f"kernel {record['version']}: {record['kernelrelease']} (build {build_id(record)})",
         f"  source     {source['origin']} sha256={source['sha256'][:16]}"
         + ("" if source.get("verified") else "  UNVERIFIED"),
         f"  patches    {', '.join(p['name'] for p in record['patches']) or 'none'}",
@@ -477,24 +473,22 @@ def summarize_record(record: dict[str, Any]) -> str:
 
 def built_versions() -> list[str]:
     """Catalog versions that have a complete build."""
-    versions = []
-    for version in load_catalog().kernels:
-        try:
-            find_build(version)
-            versions.append(version)
-        except NotFound:
-            continue
-    return versions
+    from .builds import complete_builds
+
+    built = {b.version for b in complete_builds()}
+    return [version for version in load_catalog().kernels if version in built]
 
 
 def catalog_table() -> str:
+    """`invoke list-kernels`: the catalog, the build each version uses, then every build."""
+    from .builds import builds_of, builds_table, complete_builds
+
     catalog = load_catalog()
-    rows = [f"{'version':<8} {'release':<10} {'built':<30} description"]
+    every = complete_builds()
+    rows = [f"{'version':<8} {'release':<10} {'build used':<24} description"]
     for version, spec in catalog.kernels.items():
-        try:
-            built = find_build(version)["kernelrelease"]
-        except NotFound:
-            built = "-"
+        mine = builds_of(version, every)
+        used = mine[0].id if mine else "-"
         mark = " (default)" if version == catalog.default else ""
-        rows.append(f"{version:<8} {spec.release:<10} {built:<30} {spec.description}{mark}")
-    return "\n".join(rows)
+        rows.append(f"{version:<8} {spec.release:<10} {used:<24} {spec.description}{mark}")
+    return "\n".join(rows) + "\n\n" + builds_table()

@@ -85,3 +85,19 @@ def unexpected(task: str, error: BaseException) -> str:
                 f"(traceback in {log})")
     return (f"unexpected {type(error).__name__}: {one_line_message(error)}; "
             f"this is a kernlab bug, traceback in {log}")
+
+
+class BuildInputError(KernlabError):
+    """A kernel's inputs are unusable as given; `build-kernel` flags would fix it.
+
+    ``fix`` is written for `build-kernel` itself. Commands that build a missing kernel
+    on the way (run-experiment, matrix, ci, reproduce) lack those flags: they say
+    "build it first: `invoke build-kernel --version V FLAGS`" from ``flags`` (the
+    alternatives, best first) and ``other_fix`` (advice that needs no flag).
+    """
+
+    def __init__(self, cause: str, fix: str, flags: tuple[str, ...] = (), other_fix: str = "",
+                 details: str = "") -> None:
+        super().__init__(cause, fix, details)
+        self.flags = flags
+        self.other_fix = other_fix

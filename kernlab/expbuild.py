@@ -11,20 +11,27 @@ guest. The result lives in ``<KERNLAB_WORK>/experiments/<name>-<key12>/``.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
 
 from . import paths
+from .errors import KernlabError
 from .expect import substitute
-from .experiment import LIB_DIR, BuildStep, Experiment, output_path
+from .experiment import LIB_DIR, BuildStep, Experiment, output_path, version_tuple
 from .proc import capture, require_tool, run_logged
 from .report import reporter
 from .util import hash_inputs, short, staging_dir
 
 STAMP = ".kernlab-build"
 BPF_FLAGS = ["-O2", "-g", "-Wall", "-Wno-unused-value", "-Wno-pointer-sign",
-             "-Wno-compare-distinct-pointer-types", "-target", "bpf", "-D__TARGET_ARCH_x86"]
+             "-Wno-compare-distinct-pointer-types", "-target", "bpf", "-D__TARGET_ARCH_x86",
+             "-DBPF_NO_GLOBAL_DATA"]
+# The guest's libbpf (1.1) creates every .rodata*/.data*/.bss* section as a map with
+# BPF_F_MMAPABLE, which the kernel accepts from 5.5 on (global data itself: 5.2).
+GLOBAL_DATA_RELEASE = (5, 5)
+DATA_SECTION = re.compile(r"^\.(rodata|data|bss)(\..*)?$")
 USER_FLAGS = ["-O2", "-g", "-Wall"]
 
 
@@ -55,7 +62,8 @@ def cache_key(exp: Experiment, build: dict, env: dict[str, str]) -> str:
     return hash_inputs({
         "experiment": exp.content_hash(),
         "kernel": build.get("key"), "config": build.get("config_sha256"),
-        "env": env,
+        "env": env, "bpf_flags": BPF_FLAGS, "user_flags": USER_FLAGS,
+        "global_data": list(GLOBAL_DATA_RELEASE),
         "clang": capture(["clang", "--version"]) if needs_clang else "",
         "gcc": capture(["gcc", "--version"]),
         "libbpf": capture(["pkg-config", "--modversion", "libbpf"]),
@@ -75,6 +83,42 @@ def _program_cmd(step: BuildStep, env: dict[str, str]) -> list[str]:
             "-o", step.out, step.source, *(f"-l{lib}" for lib in step.libs)]
 
 
+def data_sections(obj: Path) -> list[str]:
+    """The object's global-data sections (.rodata*, .data*, .bss*)."""
+    out = capture(["llvm-objdump", "-h", obj])
+    names = [line.split()[1] for line in out.splitlines() if line.strip()[:1].isdigit()
+             and len(line.split()) > 1]
+    return [n for n in names if DATA_SECTION.match(n)]
+
+
+def referenced_sections(obj: Path) -> set[str]:
+    """Sections some relocation points at (its VALUE column names the section)."""
+    out = capture(["llvm-objdump", "-r", obj])
+    return {parts[2] for parts in (line.split() for line in out.splitlines()) if len(parts) == 3}
+
+
+def drop_unused_data(obj: Path, log: Path) -> list[str]:
+    """Remove global-data sections no instruction refers to (clang leaves the string
+    literals of stack-copied format strings in .rodata.str1.1); return what is left."""
+    sections = data_sections(obj)
+    unused = [s for s in sections if s not in referenced_sections(obj)]
+    if unused:
+        run_logged(["llvm-objcopy", *(f"--remove-section={s}" for s in unused), obj], log,
+                   what=f"llvm-objcopy {obj.name}", fix="read the log")
+    return [s for s in sections if s not in unused]
+
+
+def check_global_data(obj: Path, release: str, log: Path) -> None:
+    """Refuse an object whose global data the target kernel's libbpf load cannot map."""
+    left = drop_unused_data(obj, log)
+    if left and version_tuple(release)[:2] < GLOBAL_DATA_RELEASE:
+        raise KernlabError(
+            f"{obj.name} uses global data ({', '.join(left)}), which the guest's libbpf "
+            f"maps only on Linux >= 5.5 (BPF_F_MMAPABLE), not {release}",
+            "keep constants in -D macros or on the stack, and print with bpf_printk from "
+            "lib/kl_bpf.h (see experiments/README.md, 'One experiment for 4.15 to 6.1')")
+
+
 def _run_step(step: BuildStep, cwd: Path, env: dict[str, str], log: Path) -> None:
     if step.kind == "bpf":
         cmd, what = _bpf_cmd(step, env), f"clang {step.source}"
@@ -84,6 +128,8 @@ def _run_step(step: BuildStep, cwd: Path, env: dict[str, str], log: Path) -> Non
         cmd, what = ["bash", "-ec", step.cmd], f"build step `{step.cmd}`"
     run_logged(cmd, log, what=what, cwd=cwd, env=env,
                fix="read the log; the experiment's build section is in its experiment.yaml")
+    if step.kind == "bpf":
+        check_global_data(cwd / step.out, env.get("KERNEL_RELEASE") or "0", log)
 
 
 def _stage_sources(exp: Experiment, stage: Path) -> None:

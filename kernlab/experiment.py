@@ -19,6 +19,7 @@ import yaml
 from . import paths
 from .errors import KernlabError, NotFound
 from .expect import Expectation, parse_expectations, substitute
+from .report import reporter
 from .util import hash_tree, sha256_text
 from .validate import inside_path, plain_name, yaml_number
 
@@ -88,6 +89,8 @@ class Experiment:
     description: str
     kernel_min: str | None
     kernel_max: str | None
+    kernel_reason: str
+    features: dict[str, str]  # kernel facility -> the Linux release that added it
     config: list[str]
     symbols: dict[str, str]
     tools: list[str]
@@ -118,8 +121,13 @@ class Experiment:
         return ", ".join(parts) if parts else "-"
 
     def kernels_summary(self) -> str:
-        low = self.kernel_min or "any"
-        return f"{low}..{self.kernel_max}" if self.kernel_max else f">= {low}"
+        """The kernels it runs on: ``any``, or its features' releases and stated bounds."""
+        parts = [f"{name} >= {release}" for name, release in self.features.items()]
+        if self.kernel_min:
+            parts.append(f">= {self.kernel_min}")
+        if self.kernel_max:
+            parts.append(f"<= {self.kernel_max}")
+        return ", ".join(parts) or "any"
 
 
 # ---------------------------------------------------------------- validation
@@ -133,9 +141,9 @@ class _Spec:
             self.fail("", f"must be a mapping, got {type(data).__name__}")
         self.data: dict = data
 
-    def fail(self, key: str, problem: str) -> None:
+    def fail(self, key: str, problem: str, fix: str = FORMAT_DOC) -> None:
         full = ".".join(p for p in (self.where, key) if p) or "(top level)"
-        raise KernlabError(f"{self.file}: {full}: {problem}", FORMAT_DOC)
+        raise KernlabError(f"{self.file}: {full}: {problem}", fix)
 
     def sub(self, key: str, value: Any) -> _Spec:
         return _Spec(self.file, value, ".".join(p for p in (self.where, key) if p))
@@ -282,16 +290,48 @@ def _parse_capture(spec: _Spec) -> Capture:
     )
 
 
-def _parse_needs(spec: _Spec) -> tuple[list[str], dict[str, str], list[str], list[str]]:
+FEATURE_FIX = ('name what the kernel lacks instead: needs: {features: {NAME: "RELEASE"}}, '
+               'e.g. bpf_probe_read_user: "5.5" (see experiments/README.md)')
+
+
+def _parse_kernels(spec: _Spec) -> tuple[str | None, str | None, str]:
+    """``kernels: {min, max, reason}``: a bound without a stated reason is refused."""
+    kernels = spec.sub("kernels", spec.get("kernels", dict, {}))
+    kernels.only("min", "max", "reason")
+    low, high = kernels.version("min"), kernels.version("max")
+    reason = kernels.text("reason").strip()
+    if low and not reason:
+        kernels.fail("min", "a bare minimum version is not a reason", FEATURE_FIX)
+    if high and not reason:
+        kernels.fail("max", "needs a stated reason (kernels.reason: what newer kernels break)")
+    return low, high, reason
+
+
+def _parse_features(needs: _Spec) -> dict[str, str]:
+    """``needs.features: {NAME: RELEASE}``: a kernel facility and the release that added it."""
+    table = needs.sub("features", needs.get("features", dict, {}))
+    features = {}
+    for name, release in table.data.items():
+        if not isinstance(name, str) or not name.strip() or "\n" in name:
+            table.fail(str(name), "a feature name is a non-empty one-line string")
+        if not isinstance(release, str) or not VERSION.match(release):
+            table.fail(name, f'must be the quoted Linux release that added it, like "5.5", got '
+                             f"{release!r} (YAML reads an unquoted 5.10 as 5.1)")
+        features[name] = release
+    return features
+
+
+def _parse_needs(spec: _Spec) -> tuple[list[str], dict[str, str], list[str], list[str], dict[str, str]]:
+    """``needs``: config options, symbols, guest tools, build outputs, kernel features."""
     needs = spec.sub("needs", spec.get("needs", dict, {}))
-    needs.only("config", "symbols", "tools", "outputs")
+    needs.only("config", "symbols", "tools", "outputs", "features")
     config = [c.removeprefix("CONFIG_") for c in needs.strings("config")]
     raw_symbols = needs.get("symbols", (list, dict), [])
     if isinstance(raw_symbols, list):
         symbols = {s: "" for s in needs.strings("symbols")}
     else:
         symbols = {str(k): str(v or "") for k, v in raw_symbols.items()}
-    return config, symbols, needs.strings("tools"), needs.strings("outputs")
+    return config, symbols, needs.strings("tools"), needs.strings("outputs"), _parse_features(needs)
 
 
 def _parse_vars(spec: _Spec) -> dict[str, dict[str, str]]:
@@ -376,10 +416,9 @@ def parse_experiment(file: Path) -> Experiment:
     spec = _Spec(file, data if data is not None else {})
     spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
               "expect", "artifacts")
-    kernels = spec.sub("kernels", spec.get("kernels", dict, {}))
-    kernels.only("min", "max")
+    kernel_min, kernel_max, kernel_reason = _parse_kernels(spec)
     steps, run_timeout = _parse_steps(spec)
-    config, symbols, tools, outputs = _parse_needs(spec)
+    config, symbols, tools, outputs, features = _parse_needs(spec)
     raw_expect = spec.get("expect", list, required=True)
     if not raw_expect:
         spec.fail("expect", "must list at least one expectation")
@@ -392,8 +431,8 @@ def parse_experiment(file: Path) -> Experiment:
         name=file.parent.name, dir=file.parent,
         title=spec.text("title", required=True),
         description=spec.text("description", required=True).strip(),
-        kernel_min=kernels.version("min"), kernel_max=kernels.version("max"),
-        config=config, symbols=symbols, tools=tools, outputs=outputs,
+        kernel_min=kernel_min, kernel_max=kernel_max, kernel_reason=kernel_reason,
+        features=features, config=config, symbols=symbols, tools=tools, outputs=outputs,
         variables=variables, build=build, steps=steps,
         run_timeout=run_timeout, capture=_parse_capture(spec),
         expectations=expectations, artifacts=_parse_artifacts(spec),
@@ -418,6 +457,18 @@ def load_experiment(name: str, root: Path | None = None) -> Experiment:
         raise NotFound(f"unknown experiment {name!r}",
                        f"known experiments: {known} (run `invoke list-experiments`)")
     return parse_experiment(file)
+
+
+def check_known(names: list[str], root: Path | None = None) -> None:
+    """Stop on a name that is no experiment (NotFound lists the known ones).
+
+    Whether each experiment.yaml is valid is left to loading it: a suite records an
+    invalid one as a failed run and goes on.
+    """
+    known = set(experiment_names(root))
+    for name in names:
+        if name not in known:
+            load_experiment(name, root)  # raises NotFound
 
 
 def load_all(root: Path | None = None) -> list[Experiment]:
@@ -468,18 +519,22 @@ def resolve_vars(exp: Experiment, version: str) -> dict[str, str]:
     return chosen
 
 
-def check_version(exp: Experiment, version: str) -> None:
-    """Raise if ``version`` is outside the experiment's kernels range."""
-    have = version_tuple(version)
+def na_reason(exp: Experiment, release: str) -> str:
+    """Why ``exp`` cannot run on Linux ``release`` ('' when it can).
+
+    e.g. ``needs bpf_probe_read_user (Linux 5.5); kernel 5.4.286 is older``.
+    """
+    have = version_tuple(release)
+    missing = [f"{name} (Linux {added})" for name, added in exp.features.items()
+               if have < version_tuple(added)]
+    if missing:
+        return f"needs {', '.join(missing)}; kernel {release} is older"
     if exp.kernel_min and have < version_tuple(exp.kernel_min):
-        raise KernlabError(
-            f"{exp.name} needs kernel >= {exp.kernel_min}, not {version}",
-            f"run it with --kernel {exp.kernel_min} or later")
-    if exp.kernel_max and have[: len(version_tuple(exp.kernel_max))] > version_tuple(
-            exp.kernel_max):
-        raise KernlabError(
-            f"{exp.name} supports kernels up to {exp.kernel_max}, not {version}",
-            f"run it with --kernel {exp.kernel_max} or earlier")
+        return f"needs Linux {exp.kernel_min} ({exp.kernel_reason}); kernel {release} is older"
+    top = version_tuple(exp.kernel_max) if exp.kernel_max else None
+    if top and have[: len(top)] > top:
+        return f"supports Linux up to {exp.kernel_max} ({exp.kernel_reason}); kernel {release} is newer"
+    return ""
 
 
 def _config_values(config_file: Path) -> dict[str, str]:
@@ -520,6 +575,24 @@ def resolve_symbol(build: dict, names: set[str], symbol: str) -> str | None:
     return clones[0] if clones else None
 
 
+def _absent_from_kernel(build: dict, option: str) -> bool:
+    """True (with a note) if this kernel's Kconfig has no ``option`` at all: skip it.
+
+    The build's config check already lists optional options its version lacks
+    (``config_check.not_applicable``); any other is looked up in the build's tree.
+    """
+    from .kconfig import defines_option
+
+    release = build.get("release") or build.get("version")
+    tree = build.get("tree")
+    absent = (option in (build.get("config_check") or {}).get("not_applicable", [])
+              or (bool(tree) and defines_option(Path(str(tree)), option) is False))
+    if absent:
+        reporter().note(f"CONFIG_{option}: Linux {release} has no such option; skipped")
+        return True
+    return False
+
+
 def check_needs(exp: Experiment, build: dict, variables: dict[str, str]) -> dict[str, str]:
     """Check config options, symbols and outputs; return {symbol: exact name}."""
     version = str(build.get("version", "?"))
@@ -532,7 +605,7 @@ def check_needs(exp: Experiment, build: dict, variables: dict[str, str]) -> dict
     if exp.config and config_file:
         have = _config_values(config_file)
         for option in exp.config:
-            if have.get(option) not in ("y", "m"):
+            if have.get(option) not in ("y", "m") and not _absent_from_kernel(build, option):
                 raise KernlabError(
                     f"CONFIG_{option} is not set in the {version} kernel ({config_file})",
                     f"add CONFIG_{option}=y to the lab config fragment in configs/ and run "

@@ -1,10 +1,12 @@
 """Run experiments: kernel, image, VM, upload, guest driver, collect, check, bundle.
 
 ``run_experiment(name)`` goes from whatever state the machine is in to a checked,
-saved bundle: it builds the kernel and image if missing, boots or reuses the VM,
+saved bundle: it takes the kernel build `build-kernel` made (kernlab.builds; an unbuilt
+version is built from the catalog) and the image (built if missing), boots or reuses the VM,
 builds the experiment on the host, uploads it with the guest driver over the one
 SSH connection, runs it, fetches what the driver wrote and checks expectations.
-``run_suite()`` runs several experiments on one kernel, reusing one VM.
+``run_suite()`` runs several experiments on one kernel, reusing one VM; those the kernel
+cannot run (``needs.features``) get an n/a bundle with the reason.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from typing import Any
 import paramiko
 
 from . import paths, remote
+from .builds import KernelChoice, build_for, choose_kernel
 from .errors import KernlabError
 from .expbuild import build_experiment
 from .expect import Evidence, Outcome, check_all
 from .experiment import (
     Experiment,
+    check_known,
     check_needs,
-    check_version,
     load_experiment,
+    na_reason,
     resolve_vars,
 )
 from .report import reporter
@@ -52,11 +56,28 @@ def default_kernel() -> str:
     return load_catalog().default
 
 
+class NotApplicable(KernlabError):
+    """The experiment cannot run on this kernel; ``cause`` is the reason."""
+
+    def __init__(self, experiment: str, reason: str) -> None:
+        super().__init__(reason)
+        self.experiment = experiment
+
+    def line(self) -> str:
+        """``buffermap needs bpf_probe_read_user (Linux 5.5); kernel 4.15 is older``."""
+        return f"{self.experiment} {self.cause}"
+
+
 @dataclass
 class Session:
-    """The kernel, image, VM and SSH connection shared by the runs of one command."""
+    """The kernel, image, VM and SSH connection shared by the runs of one command.
 
-    version: str
+    ``kernel`` is what the user named: a catalog version or a build id. The build is the
+    one `build-kernel` made (see kernlab.builds); only an unbuilt version is built here.
+    A kernel or image that could not be had is not tried again for the next experiment.
+    """
+
+    kernel: str
     keep_vm: bool = False
     vm_name: str = "default"
     recipe: str = "bookworm"
@@ -65,17 +86,45 @@ class Session:
     vm: Any = None
     started_vm: bool = False
     guest: dict = field(default_factory=dict)
+    choice: KernelChoice | None = None
+    flag: str = "--kernel"  # the command's flag that picks a kernel (for notes)
+    error: KernlabError | None = None
+
+    def __post_init__(self) -> None:
+        if self.choice is None:
+            self.choice = choose_kernel(self.kernel)
+
+    @property
+    def chosen(self) -> KernelChoice:
+        """The kernel ``kernel`` names (resolved when the session is made)."""
+        assert self.choice is not None
+        return self.choice
+
+    @property
+    def version(self) -> str:
+        """The catalog version of the kernel (a bundle's ``<kernel>`` directory)."""
+        return self.chosen.version
+
+    @property
+    def release(self) -> str:
+        """The kernel's Linux release: the build's, or the catalog's before it is built."""
+        return str((self.build or {}).get("release") or self.chosen.release)
 
     def kernel_and_image(self) -> tuple[dict, dict]:
-        from .build import build_kernel
         from .image import build_image
 
-        if self.build is None:
-            with reporter().step(f"kernel {self.version}"):
-                self.build = build_kernel(self.version)
-        if self.image is None:
-            with reporter().step(f"image {self.recipe}"):
-                self.image = build_image(self.recipe)
+        if self.error is not None:
+            raise self.error
+        try:
+            if self.build is None:
+                with reporter().step(f"kernel {self.kernel}"):
+                    self.build = build_for(self.chosen, self.flag)
+            if self.image is None:
+                with reporter().step(f"image {self.recipe}"):
+                    self.image = build_image(self.recipe)
+        except KernlabError as error:
+            self.error = error
+            raise
         return self.build, self.image
 
     def connection(self) -> Any:
@@ -310,7 +359,7 @@ def _guest_env(exp: Experiment, workdir: str, build: dict, variables: dict[str, 
 def requirements(exp: Experiment, session: Session) -> tuple[dict[str, str], dict[str, str]]:
     """Kernel and image ready, needs met: (variables, symbols); raises naming what is missing."""
     build, _image = session.kernel_and_image()
-    variables = resolve_vars(exp, str(build.get("release") or session.version))
+    variables = resolve_vars(exp, session.release)
     symbols = check_needs(exp, build, variables)
     return {**variables, **{f"SYM_{k}": v for k, v in symbols.items()}}, symbols
 
@@ -413,23 +462,23 @@ def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> dict:
         guest=session.guest or None, variables=bundle.facts.get("variables", {}))
 
 
-def prepare(names: list[str], kernel: str | None) -> tuple[list[Experiment], str]:
-    """Load experiments and check the kernel version fits them, before any work."""
-    from .catalog import load_catalog
-
-    version = kernel or default_kernel()
-    load_catalog().kernel(version)  # an unknown version fails here, before any work
+def prepare(names: list[str], kernel: str | None) -> tuple[list[Experiment], KernelChoice]:
+    """Load the experiments and resolve the kernel (version or build id), before any work."""
     experiments = [load_experiment(n) for n in names]
-    for exp in experiments:
-        check_version(exp, version)
-    return experiments, version
+    return experiments, choose_kernel(kernel or default_kernel())
 
 
 def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
                    vm_name: str = "default", root: Path | None = None) -> Bundle:
-    """Run one experiment end to end; returns its bundle (check ``bundle.passed``)."""
-    (exp,), version = prepare([name], kernel)
-    session = Session(version, keep_vm=keep_vm, vm_name=vm_name)
+    """Run one experiment end to end; returns its bundle (check ``bundle.passed``).
+
+    Raises NotApplicable, before any work, when the kernel lacks what it needs.
+    """
+    (exp,), choice = prepare([name], kernel)
+    reason = na_reason(exp, choice.release)
+    if reason:
+        raise NotApplicable(exp.name, reason)
+    session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice)
     try:
         return run_in_session(exp, session, root)
     finally:
@@ -437,35 +486,59 @@ def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
 
 
 def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool = False,
-              vm_name: str = "default", root: Path | None = None) -> list[Bundle]:
-    """Run several experiments (None: all of them) on one kernel, one VM; a bundle each."""
-    broken: list[tuple[str, KernlabError]] = []
-    if names is None:  # every experiment: a broken folder is a failed bundle, the rest run
-        from .experiment import scan_all
+              vm_name: str = "default", root: Path | None = None,
+              flag: str = "--kernel") -> list[Bundle]:
+    """Run several experiments (None: all of them) on one kernel, one VM; a bundle each.
 
-        good, broken = scan_all()
-        names = [e.name for e in good]
-    experiments, version = prepare(names, kernel)
-    bundles = [_broken_bundle(name, error, version, root) for name, error in broken]
-    if not experiments:
-        return bundles
-    session = Session(version, keep_vm=keep_vm, vm_name=vm_name)
+    An experiment the kernel cannot run gets an n/a bundle with the reason; one that
+    fails, whose needs are unmet or whose experiment.yaml is invalid gets a FAIL bundle;
+    none of them stops the others. Only an unknown name or kernel stops it, before any work.
+    """
+    from .experiment import experiment_names
+
+    names = experiment_names() if names is None else names
+    check_known(names)
+    choice = choose_kernel(kernel or default_kernel())
+    session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, flag=flag)
+    bundles = []
     try:
-        for exp in experiments:
-            with reporter().step(f"experiment {exp.name}"):
-                bundles.append(_run_or_record(exp, session, root))
+        for name in names:
+            bundles.append(_suite_member(name, session, root))
     finally:
         session.close()
     return bundles
 
 
-def _broken_bundle(name: str, error: KernlabError, version: str, root: Path | None) -> Bundle:
-    """A FAIL bundle for an experiment folder that does not load (the suite goes on)."""
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip("._-") or "broken"  # a folder name
-    bundle = Bundle.create(safe, version, root)
-    bundle.fail(f"broken experiment: {error.one_line()}")
-    bundle.finish(manifest(experiment={"name": name, "broken": error.one_line()}, build=None,
-                           image=None, vm=None, guest=None, variables={}))
+def _suite_member(name: str, session: Session, root: Path | None) -> Bundle:
+    """One experiment of a suite: its bundle, PASS, FAIL or n/a; never raises KernlabError."""
+    try:
+        exp = load_experiment(name)
+        reason = na_reason(exp, session.release)
+    except KernlabError as error:
+        reporter().warn(f"{name}: {error.one_line()}")
+        return _error_bundle(name, error, session, root)
+    if reason:
+        reporter().note(f"{name}: n/a: {reason}")
+        return not_applicable_bundle(exp, session, reason, root)
+    with reporter().step(f"experiment {name}"):
+        return _run_or_record(exp, session, root)
+
+
+def _error_bundle(name: str, error: KernlabError, session: Session, root: Path | None) -> Bundle:
+    """A FAIL bundle for an experiment that could not even be loaded."""
+    bundle = Bundle.create(name, session.version, root)
+    bundle.fail(error.one_line())
+    bundle.finish(manifest(experiment={"name": name}, build=session.build, image=session.image,
+                           vm=None, guest=None, variables={}))
+    return bundle
+
+
+def not_applicable_bundle(exp: Experiment, session: Session, reason: str,
+                          root: Path | None) -> Bundle:
+    """A bundle that records why ``exp`` did not run on this kernel (status n/a)."""
+    bundle = Bundle.create(exp.name, session.version, root)
+    bundle.not_applicable(reason)
+    bundle.finish(_manifest(exp, session, bundle))
     return bundle
 
 
@@ -481,15 +554,17 @@ def _run_or_record(exp: Experiment, session: Session, root: Path | None) -> Bund
 
 
 def summary_table(bundles: list[Bundle]) -> str:
+    """The suite's table (a whole one-line reason for each that did not pass), and a count."""
     rows = [("experiment", "result", "seconds", "reason / bundle")]
     for b in bundles:
         res = b.result()
-        rows.append((b.experiment, b.status, f"{res['seconds']:.0f}",
-                     b.reason[:70] if b.reason else str(b.dir)))
+        rows.append((b.experiment, b.status, f"{res['seconds']:.0f}", b.reason or str(b.dir)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
     passed = sum(b.passed for b in bundles)
-    return "\n".join(lines) + f"\n{passed}/{len(bundles)} passed"
+    skipped = sum(b.skipped for b in bundles)
+    tail = f", {skipped} n/a" if skipped else ""
+    return "\n".join(lines) + f"\n{passed}/{len(bundles) - skipped} passed{tail}"
 
 
 def results_root() -> Path:

@@ -23,8 +23,9 @@ HOST_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "mmdebstrap", "e2fsprogs", "openssh-client",
 ]
 
-# only for the tests: a second sshd on 127.0.0.1 stands in for another lab host (--hosts)
-TEST_PACKAGES = ["openssh-server"]
+# only for the tests: a second sshd on 127.0.0.1 stands in for another lab host (--hosts);
+# shellcheck, which actionlint runs on the workflow's scripts
+TEST_PACKAGES = ["openssh-server", "shellcheck"]
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 SUITES = {

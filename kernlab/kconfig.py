@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import re
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,3 +222,17 @@ def load_model(tree: Path, config: Path, arch: str) -> KconfigModel | None:
         reporter().warn(f"cannot evaluate Kconfig to explain drops ({type(error).__name__}: "
                         f"{str(error)[:120]}); mismatches are reported without the reason")
         return None
+
+
+def defines_option(tree: Path, name: str) -> bool | None:
+    """Whether a Kconfig file in ``tree`` defines CONFIG_``name`` (None: cannot tell).
+
+    For options no fragment asked for (so the build's config check has no verdict),
+    e.g. IKHEADERS, which Linux 4.15 does not have.
+    """
+    if not (tree / "Kconfig").is_file():
+        return None
+    pattern = rf"^[[:space:]]*(menu)?config[[:space:]]+{re.escape(name)}[[:space:]]*$"
+    done = subprocess.run(["grep", "-rqE", "--include=Kconfig*", pattern, str(tree)],
+                          capture_output=True, check=False)
+    return {0: True, 1: False}.get(done.returncode)

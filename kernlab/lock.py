@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .errors import KernlabError
+from .errors import BuildInputError, KernlabError
 from .util import atomic_write_json, read_json
 
 LOCK_FORMAT = 1
@@ -106,8 +106,12 @@ def check_kernel(version: str, current: dict[str, Any], update: bool) -> None:
         return
     changed = differences(locked, current)
     if changed:
-        _refuse(f"inputs of kernel {version} differ from {lock_path()}", changed,
-                "restore the locked inputs, or pass --update-lock to accept and record the change")
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise BuildInputError(
+            f"inputs of kernel {version} differ from {lock_path()}: {changed[0]}{more}",
+            "restore the locked inputs, or pass --update-lock to accept and record the change",
+            flags=("--update-lock",), other_fix="restore the locked inputs",
+            details="\n".join(changed))
 
 
 def check_image_inputs(recipe: str, key: str, files: dict[str, str], update: bool) -> None:
@@ -158,14 +162,15 @@ def update_kernel(version: str, entry: dict[str, Any]) -> None:
 
 def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]]:
     """Write lock entries from the existing build and image records; returns what was locked."""
-    from .build import find_build
+    from .build import build_id, find_build
     from .image import find_image
 
     data = read_lock()
     locked = []
-    for version in versions:
-        data["kernels"][version] = kernel_entry_from_record(find_build(version))
-        locked.append(f"kernel {version}")
+    for kernel in versions:  # a version or a build id; the entry is the build's version's
+        record = find_build(kernel, "--version")
+        data["kernels"][record["version"]] = kernel_entry_from_record(record)
+        locked.append(f"kernel {record['version']} ({build_id(record)})")
     for recipe in recipes:
         data["images"][recipe] = image_entry_from_record(find_image(recipe))
         locked.append(f"image {recipe}")

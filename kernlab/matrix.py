@@ -9,6 +9,8 @@ side by side. JUnit XML has one test case per (kernel, experiment).
 from __future__ import annotations
 
 import html
+import json
+import os
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -22,6 +24,7 @@ from .report import reporter
 from .util import atomic_write_json, atomic_write_text, read_json
 
 PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"
+STATUSES = (PASS, FAIL, NA, ERROR)
 LOCAL = "local"  # this machine, as a runner of matrix cells
 
 
@@ -80,27 +83,16 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     """
     from concurrent.futures import ThreadPoolExecutor, wait
 
-    from .experiment import scan_all
+    from .experiment import experiment_names
 
     if not kernels:
         raise KernlabError("no kernels to run", "name at least one kernel, e.g. --kernels 6.1")
-    broken: dict[str, str] = {}
-    if experiments is None:  # all of them: a broken folder is an ERROR cell, the rest run
-        good, bad = scan_all()
-        broken = {name: error.one_line() for name, error in bad}
-        experiments = [e.name for e in good]
-        every = sorted([*experiments, *broken])
-    else:
-        every = list(experiments)
-    if not every:
+    names = experiment_names() if experiments is None else list(experiments)
+    if not names:
         raise KernlabError(f"no experiments to run in {paths.experiments_dir()}",
                            "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
-    names = [n for n in every if n not in broken]
     check_names(kernels, names)
-    matrix = Matrix(kernels, every)
-    for kernel in kernels:
-        for name, why in broken.items():
-            matrix.cells[(kernel, name)] = Cell(kernel, name, ERROR, f"broken experiment: {why}")
+    matrix = Matrix(kernels, names)
     if hosts_file is None:
         _run_local(matrix, kernels, names)
         return matrix
@@ -131,43 +123,46 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
 
 
 def check_names(kernels: list[str], names: list[str]) -> None:
-    """Unknown kernels or experiments stop the run before any machine starts on it."""
-    from .catalog import load_catalog
-    from .experiment import load_experiment
+    """Unknown kernels (versions or build ids) or experiments stop the run before any work.
 
-    catalog = load_catalog()
+    An experiment.yaml that does not load is not checked here: its cells FAIL with the
+    loader's error and the other experiments run.
+    """
+    from .builds import choose_kernel
+    from .experiment import check_known
+
     for kernel in kernels:
-        catalog.kernel(kernel)
-    for name in names:
-        load_experiment(name)
+        choose_kernel(kernel)
+    check_known(names)
 
 
 def _run_local(matrix: Matrix, kernels: list[str], names: list[str]) -> None:
-    """This machine's kernels, one at a time, each on one VM shared by its experiments."""
-    from .experiment import check_version, load_experiment
+    """This machine's kernels, one at a time, each on one VM shared by its experiments.
+
+    The suite gives every experiment a bundle: PASS, FAIL, or n/a with the reason.
+    """
     from .exprun import run_suite
 
     for kernel in kernels:
-        runnable = []
-        for name in names:
+        with reporter().step(f"kernel {kernel}: {len(names)} experiments"):
             try:
-                check_version(load_experiment(name), kernel)
-                runnable.append(name)
+                bundles = run_suite(names, kernel, vm_name=_vm_name(kernel), flag="--kernels")
             except KernlabError as error:
-                matrix.cells[(kernel, name)] = Cell(kernel, name, NA, error.cause)
-        with reporter().step(f"kernel {kernel}: {len(runnable)} experiments"):
-            try:
-                bundles = run_suite(runnable, kernel, vm_name="matrix-" + kernel.replace(".", "-"))
-            except KernlabError as error:
-                for name in runnable:
+                for name in names:
                     matrix.cells[(kernel, name)] = Cell(kernel, name, ERROR, error.one_line())
                 continue
         for bundle in bundles:
-            result = read_json(bundle.dir / "result.json")
+            status = PASS if bundle.passed else NA if bundle.skipped else FAIL
             matrix.cells[(kernel, bundle.experiment)] = Cell(
-                kernel, bundle.experiment, PASS if bundle.passed else FAIL, bundle.reason, bundle.dir, result)
-        for name in runnable:  # an experiment the suite could not start at all
+                kernel, bundle.experiment, status, bundle.reason, bundle.dir,
+                read_json(bundle.dir / "result.json"))
+        for name in names:  # an experiment the suite could not start at all
             matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, "did not run"))
+
+
+def _vm_name(kernel: str) -> str:
+    """The matrix's VM for ``kernel`` (a version or build id), within vm.NAME_RE."""
+    return ("matrix-" + kernel.replace(".", "-").lower())[:32]
 
 
 def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
@@ -185,15 +180,17 @@ def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
 
 def _add_cell(matrix: Matrix, raw: dict[str, Any], bundle: Path | None) -> None:
     """A cell as matrix.json records it, with its bundle's result.json when there is one."""
-    result: dict[str, Any] = {}
-    if bundle and (bundle / "result.json").is_file():
-        try:
-            result = read_json(bundle / "result.json")
-        except ValueError:  # a damaged bundle: the cell is kept, its details are lost
-            result = {}
-        result = result if isinstance(result, dict) else {}
     matrix.cells[(raw["kernel"], raw["experiment"])] = Cell(
-        raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, result)
+        raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, bundle_result(bundle))
+
+
+def bundle_result(bundle: Path | None) -> dict[str, Any]:
+    """A bundle's result.json, or {} when there is no bundle or it has no readable result."""
+    try:
+        result = read_json(bundle / "result.json") if bundle else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return result if isinstance(result, dict) else {}
 
 
 def _fetched_bundle(remote: str | None, remote_out: str, local_dir: Path) -> Path | None:
@@ -205,28 +202,90 @@ def _fetched_bundle(remote: str | None, remote_out: str, local_dir: Path) -> Pat
 
 
 def load_matrix(matrix_json: Path) -> Matrix:
-    """A finished run again, from its matrix.json and bundles (to re-render its report)."""
-    if not matrix_json.is_file():
-        raise KernlabError(f"no matrix run in {matrix_json.parent} (no matrix.json)",
-                           "pass the --out directory of an earlier `invoke matrix`")
-    try:
-        data = read_json(matrix_json)
-        matrix = Matrix([str(k) for k in data["kernels"]], [str(e) for e in data["experiments"]],
-                        hosts=dict(data.get("hosts") or {}))
-        for raw in data["cells"]:
-            if raw.get("status") not in (PASS, FAIL, NA, ERROR):
-                raise ValueError(f"cell status {raw.get('status')!r}")
-            _add_cell(matrix, raw, Path(raw["bundle"]) if raw.get("bundle") else None)
-        for kernel in matrix.kernels:
-            for name in matrix.experiments:
-                matrix.cell(kernel, name)
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise KernlabError(f"{matrix_json} is not a kernlab matrix.json ({type(error).__name__}: "
-                           f"{' '.join(str(error).split())[:120]})",
-                           "run the matrix again (`invoke matrix --kernels ... --out DIR`)") from None
-    if not matrix.cells:
-        raise KernlabError(f"{matrix_json} has no cells: that run ran nothing", "run the matrix again")
+    """A finished run again, from its matrix.json and bundles (to re-render or merge its report).
+
+    A bundle is looked for where it sits relative to the report when the report's
+    directory has moved with it (a CI artifact, a copied results tree), else where recorded.
+    """
+    data = read_matrix_json(matrix_json)
+    here = matrix_json.parent.resolve()
+    matrix = Matrix(list(data["kernels"]), list(data["experiments"]), hosts=dict(data.get("hosts") or {}))
+    for raw in data["cells"]:
+        _add_cell(matrix, raw, find_bundle(raw.get("bundle"), data.get("out"), here))
+    missing = [(k, e) for k in matrix.kernels for e in matrix.experiments if (k, e) not in matrix.cells]
+    if missing:
+        raise _not_a_matrix(matrix_json, f"no cell for kernel {missing[0][0]}, experiment {missing[0][1]}")
     return matrix
+
+
+_EARLIER_RUN = "pass the --out directory of an earlier `invoke matrix`"
+
+
+def read_matrix_json(path: Path) -> dict[str, Any]:
+    """matrix.json's data, checked: a missing, unreadable, malformed or empty file is a KernlabError."""
+    if not path.parent.is_dir():
+        raise KernlabError(f"no directory {path.parent}", _EARLIER_RUN)
+    if not path.is_file():
+        raise KernlabError(f"no matrix run in {path.parent} (no matrix.json)", _EARLIER_RUN)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise KernlabError(f"{path} is unreadable ({error})",
+                           "rerun the matrix that wrote it, or leave that directory out") from None
+    problem = _matrix_json_problem(data)
+    if problem:
+        raise _not_a_matrix(path, problem)
+    if not data["cells"]:
+        raise KernlabError(f"{path} has no cells (its run ran nothing)",
+                           "pass the --out directory of a matrix run with at least one kernel and experiment")
+    return data
+
+
+def _not_a_matrix(path: Path, problem: str) -> KernlabError:
+    return KernlabError(f"{path} is not a kernlab matrix.json: {problem}",
+                        "rerun the matrix that wrote it, or leave that directory out")
+
+
+def _matrix_json_problem(data: Any) -> str:
+    """What is wrong with matrix.json's data ('' when nothing): its lists, hosts and cells."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    for key in ("kernels", "experiments", "cells"):
+        if not isinstance(data.get(key), list):
+            return f"'{key}' is not a list"
+    for key in ("kernels", "experiments"):
+        if not all(isinstance(item, str) and item for item in data[key]):
+            return f"'{key}' holds something other than names"
+    hosts = data.get("hosts") or {}
+    if not isinstance(hosts, dict) or not all(isinstance(v, str) for v in hosts.values()):
+        return "'hosts' is not a mapping of kernel to host name"
+    return next((p for p in (_cell_problem(raw, data) for raw in data["cells"]) if p), "")
+
+
+def _cell_problem(raw: Any, data: dict[str, Any]) -> str:
+    """What is wrong with one entry of matrix.json's cells ('' when nothing)."""
+    if not isinstance(raw, dict):
+        return "a cell is not a JSON object"
+    if raw.get("kernel") not in data["kernels"] or raw.get("experiment") not in data["experiments"]:
+        return f"cell {raw.get('kernel')!r}/{raw.get('experiment')!r} is not in 'kernels' x 'experiments'"
+    if raw.get("status") not in STATUSES:
+        return f"cell {raw['kernel']}/{raw['experiment']} has status {raw.get('status')!r}"
+    if not isinstance(raw.get("reason", ""), str) or not isinstance(raw.get("bundle"), str | None):
+        return f"cell {raw['kernel']}/{raw['experiment']} has a reason or bundle that is not text"
+    return ""
+
+
+def find_bundle(recorded: str | None, recorded_out: str | None, here: Path) -> Path | None:
+    """A cell's bundle: next to the report directory ``here`` when it moved there with the
+    report (recorded relative to ``recorded_out``, where the report was written), else as recorded."""
+    if not recorded:
+        return None
+    path = Path(recorded)
+    if recorded_out and path.is_absolute():
+        moved = Path(os.path.normpath(here / os.path.relpath(path, recorded_out)))
+        if moved.is_dir():
+            return moved
+    return path
 
 
 # ---------------------------------------------------------------- comparison
@@ -285,7 +344,7 @@ def write_report(matrix: Matrix, out: Path) -> dict[str, Path]:
     atomic_write_text(written["junit"], junit_xml(matrix))
     atomic_write_json(written["json"], {
         "kernels": matrix.kernels, "experiments": matrix.experiments, "passed": matrix.passed,
-        "hosts": matrix.hosts,
+        "hosts": matrix.hosts, "out": str(out.resolve()),  # to find the bundles after the directory moves
         "cells": [{"kernel": c.kernel, "experiment": c.experiment, "status": c.status, "reason": c.reason,
                    "host": matrix.host(c.kernel), "bundle": str(c.bundle) if c.bundle else None}
                   for c in matrix.cells.values()],
@@ -406,13 +465,17 @@ def junit_counts(path: Path) -> dict[str, int]:
 
 
 def grid_text(matrix: Matrix) -> str:
-    width = max((len(n) for n in matrix.experiments), default=10) + 2
+    """The grid, then one line per cell that did not pass: kernel, experiment, why."""
+    width = max(len(n) for n in [*matrix.experiments, "experiment"]) + 2
     cols = {k: max(8, len(matrix.label(k)) + 2) for k in matrix.kernels}
     lines = ["experiment".ljust(width) + "".join(matrix.label(k).ljust(cols[k]) for k in matrix.kernels)]
     for name in matrix.experiments:
         statuses = "".join(matrix.cell(k, name).status.ljust(cols[k]) for k in matrix.kernels)
         lines.append(name.ljust(width) + statuses)
-    return "\n".join(lines)
+    reasons = [f"{c.status:<5} {c.kernel} {c.experiment}: {c.reason}"
+               for k in matrix.kernels for n in matrix.experiments
+               if (c := matrix.cell(k, n)).status != PASS and c.reason]
+    return "\n".join(lines + (["", *reasons] if reasons else []))
 
 
 def default_out() -> Path:

@@ -1,10 +1,12 @@
 """`invoke reproduce BUNDLE`: run a saved experiment again and compare.
 
 The bundle's manifest names the kernel build (its inputs and key), the image and the
-experiment (its content hash). kernlab first checks that today's inputs are the ones
-the manifest pinned (naming what changed), rebuilds or reuses them, reruns the
-experiment, and compares: kernel and image hashes, expectations, and the trace with
-pids, timestamps and addresses masked.
+experiment (its content hash). The bundle's own build is reused while it exists (no
+source is resolved). Once it is gone, kernlab rebuilds it from the source the bundle
+names (its tarball, URL or git commit; the catalog for a Debian package), after checking
+that today's patches, fragments and compiler are the ones the manifest pinned (naming
+what changed). Then it reruns the experiment on that build and compares: kernel and
+image hashes, expectations, and the trace with pids, timestamps and addresses masked.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from . import lock
+from .build import BuildOptions
 from .errors import KernlabError
 from .report import reporter
+from .source import SourceOptions
 from .util import atomic_write_json, read_json
 
 VOLATILE = [
@@ -88,12 +92,30 @@ def load_bundle(bundle: Path) -> tuple[dict, dict]:
     return loaded[0], loaded[1]
 
 
-def kernel_input_changes(build: dict[str, Any], allow: bool) -> list[str]:
+def bundle_source(build: dict[str, Any]) -> tuple[SourceOptions, str]:
+    """The source the bundle's kernel was built from, as build options and build-kernel flags.
+
+    A Debian package has no such flag: it is the catalog's source (empty options).
+    """
+    source = build.get("source") or {}
+    kind, origin, sha = source.get("kind"), str(source.get("origin", "")), source.get("sha256")
+    if kind == "file":
+        return SourceOptions(tarball=Path(origin), sha256=sha), f"--tarball {origin} --sha256 {sha}"
+    if kind == "tarball":
+        return SourceOptions(url=origin, sha256=sha), f"--url {origin} --sha256 {sha}"
+    if kind == "git":
+        tree, _, ref = origin.rpartition("@")
+        commit = source.get("commit") or ref
+        return SourceOptions(git=Path(tree), ref=commit), f"--git {tree} --ref {commit}"
+    return SourceOptions(), ""
+
+
+def kernel_input_changes(build: dict[str, Any], allow: bool, opts: BuildOptions) -> list[str]:
     """Differences between the bundle's kernel inputs and today's; raises unless allowed."""
     from .build import make_plan
     from .source import resolve_source
 
-    plan = make_plan(build["version"])
+    plan = make_plan(build["version"], opts)
     source = resolve_source(plan.spec, plan.catalog, plan.opts.source,
                             Path(build["build_dir"]).parent / "reproduce-source.log")
     changes = lock.differences(lock.kernel_entry_from_record(build), plan.lock_entry(source))
@@ -104,6 +126,35 @@ def kernel_input_changes(build: dict[str, Any], allow: bool) -> list[str]:
             details="\n".join(changes),
         )
     return changes
+
+
+def bundle_build(build: dict[str, Any], anyway: bool) -> tuple[dict[str, Any], list[str]]:
+    """The bundle's build if it still exists (nothing resolved), else a rebuild from its source.
+
+    Returns the build record to rerun on and how today's kernel inputs differ.
+    """
+    from .build import build_id, build_kernel
+    from .builds import build_first, complete_builds
+
+    wanted = build_id(build)
+    for existing in complete_builds():
+        if existing.id == wanted:
+            reporter().note(f"kernel: the bundle's build {existing.line()}")
+            return existing.record, []
+    source, flags = bundle_source(build)
+    reporter().note(f"the bundle's build {wanted} is gone: rebuilding it from "
+                    f"{(build.get('source') or {}).get('origin', 'the catalog')}")
+    opts = BuildOptions(source=source)
+    try:
+        changes = kernel_input_changes(build, anyway, opts)
+        return build_kernel(build["version"], opts), changes
+    except KernlabError as error:
+        if "--anyway" in error.fix:  # the inputs differ: reproduce's own flag is the fix
+            raise
+        if not flags:
+            raise build_first(error, build["version"]) from None
+        raise KernlabError(error.cause, f"rebuild the bundle's kernel first: `invoke build-kernel "
+                           f"--version {build['version']} {flags}`", error.details) from None
 
 
 def normalise(line: str) -> str:
@@ -159,7 +210,7 @@ def _sha(build: dict[str, Any], output: str) -> str:
 def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
               vm_name: str = "default") -> Comparison:
     """Rebuild or reuse what ``bundle`` names, rerun it, and compare."""
-    from .build import build_kernel
+    from .build import build_id
     from .experiment import load_experiment
     from .exprun import run_experiment
     from .image import build_image
@@ -170,7 +221,7 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
     comparison = Comparison(original=bundle)
     with reporter().step("check the bundle's inputs against today's"):
         try:
-            comparison.input_changes = kernel_input_changes(build, anyway)
+            new_build, comparison.input_changes = bundle_build(build, anyway)
         except (KeyError, TypeError) as error:
             raise KernlabError(f"{bundle / 'manifest.json'}: its build record lacks {error}",
                                "pass a bundle written by `invoke run-experiment`") from None
@@ -178,12 +229,11 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
         comparison.same_experiment = current == experiment["hash"]
         if not comparison.same_experiment:
             comparison.input_changes.append(f"experiment {experiment['name']} changed since the bundle")
-    new_build = build_kernel(build["version"])
     new_image = build_image(image.get("recipe", "bookworm")) if image else None
     comparison.same_kernel = _sha(new_build, "bzImage") == _sha(build, "bzImage")
     if image and new_image:
         comparison.same_image = new_image["image"]["sha256"] == image["image"]["sha256"]
-    rerun = run_experiment(experiment["name"], kernel=build["version"], keep_vm=keep_vm, vm_name=vm_name)
+    rerun = run_experiment(experiment["name"], kernel=build_id(new_build), keep_vm=keep_vm, vm_name=vm_name)
     comparison.rerun = rerun.dir
     new_result = read_json(rerun.dir / "result.json")
     comparison.expectation_changes = compare_expectations(result, new_result)

@@ -27,7 +27,7 @@ from .proc import capture
 from .util import atomic_write_json, atomic_write_text, read_json
 from .validate import inside_path, plain_name
 
-PASS, FAIL = "PASS", "FAIL"
+PASS, FAIL, NA = "PASS", "FAIL", "n/a"
 
 
 def _timestamp() -> str:
@@ -102,6 +102,15 @@ class Bundle:
     @property
     def passed(self) -> bool:
         return self.status == PASS
+
+    @property
+    def skipped(self) -> bool:
+        """n/a: the kernel lacks what the experiment needs (``reason`` says what)."""
+        return self.status == NA
+
+    def not_applicable(self, reason: str) -> None:
+        """Mark the experiment n/a on this kernel: it did not run, for ``reason``."""
+        self.status, self.reason = NA, reason
 
     def fail(self, reason: str) -> None:
         """Mark the run failed; the first reason given is kept."""

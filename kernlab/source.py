@@ -23,7 +23,7 @@ from typing import Any
 
 from . import paths
 from .catalog import Catalog, KernelSpec, SourceSpec
-from .errors import KernlabError
+from .errors import BuildInputError, KernlabError
 from .proc import capture
 from .report import reporter
 from .util import atomic_write_json, human_bytes, read_json, sha256_file
@@ -97,9 +97,12 @@ def resolve_source(spec: KernelSpec, catalog: Catalog, opts: SourceOptions, log:
             reporter().note(f"source {source.describe(catalog.effective_mirror())} not usable: "
                             f"{error.cause}")
             problems.append(error)
-    raise KernlabError(
+    last = problems[-1]
+    raise BuildInputError(
         f"no source for {spec.version} could be used ({'; '.join(p.cause for p in problems)})",
-        problems[-1].fix or "set KERNLAB_MIRROR, or pass --tarball PATH or --git PATH",
+        last.fix or "set KERNLAB_MIRROR, or pass --tarball PATH or --git PATH",
+        flags=getattr(last, "flags", ()) or ("--tarball PATH --sha256 SUM", "--git TREE"),
+        other_fix=getattr(last, "other_fix", ""),
     )
 
 
@@ -160,9 +163,10 @@ def _local_tarball(path: Path, pinned: str | None, opts: SourceOptions) -> Resol
         raise KernlabError(f"{path} has sha256 {actual}, expected {pinned}",
                            "use the right file or pin its checksum")
     if not pinned and not opts.allow_unverified:
-        raise KernlabError(
+        raise BuildInputError(
             f"{path} has no pinned sha256 (it is {actual})",
             f"pass --sha256 {actual} to pin it, or --allow-unverified",
+            flags=(f"--tarball {path} --sha256 {actual}", "--allow-unverified"),
         )
     return ResolvedSource(kind="file", origin=str(path.resolve()), sha256=actual,
                           verified=bool(pinned), tarball=path)
@@ -195,9 +199,11 @@ def _download(url: str, pinned: str | None, opts: SourceOptions) -> ResolvedSour
         reporter().note(f"using cached {hit.name.split('-', 1)[1]} (sha256 {pinned[:12]}, no network)")
         return ResolvedSource(kind="tarball", origin=url, sha256=pinned, verified=True, tarball=hit)
     if not pinned and not opts.allow_unverified:
-        raise KernlabError(
+        raise BuildInputError(
             f"{url} has no pinned sha256 in the catalog",
             "pin one with --sha256 SUM (or in configs/kernels.yaml), or pass --allow-unverified",
+            flags=("--sha256 SUM", "--tarball PATH --sha256 SUM", "--git TREE", "--allow-unverified"),
+            other_fix="pin its sha256 in configs/kernels.yaml",
         )
     mirror = os.environ.get("KERNLAB_MIRROR")
     check_url(url, f"KERNLAB_MIRROR={mirror}" if mirror and url.startswith(mirror.rstrip("/"))
@@ -239,9 +245,11 @@ def fetch_with_resume(url: str, part: Path) -> None:
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
             reason = getattr(error, "reason", error)
             if have == 0 and not part.exists():
-                raise KernlabError(
+                raise BuildInputError(
                     f"cannot reach {_host(url)}: {reason}",
                     "set KERNLAB_MIRROR to a reachable mirror or pass --tarball PATH",
+                    flags=("--tarball PATH --sha256 SUM", "--git TREE"),
+                    other_fix="set KERNLAB_MIRROR to a reachable mirror",
                 ) from None
             complete = False
         if complete:

@@ -344,7 +344,9 @@ def _died(vm: Vm) -> KernlabError:
 
 
 def _not_ready(vm: Vm, cause: str) -> KernlabError:
+    built = vm.record.get("kernel") or {}
+    kernel = f"{built['version']}-{str(built['key'])[:12]}" if built.get("key") else "V"  # build id
     return KernlabError(f"{cause}; console log: {vm.console_log}",
-                        "read the console log (did init start sshd?); "
-                        "a slow host may need a longer --timeout",
-                        details=console_tail(vm))
+                        "read the console log (did init start sshd?); on a slow host boot it "
+                        f"with a longer wait first: `invoke vm.up --kernel {kernel} --name {vm.name} "
+                        "--timeout SECONDS`", details=console_tail(vm))

@@ -13,22 +13,24 @@ from kernlab import paths
 from kernlab.errors import KernlabError, NotFound
 from kernlab.experiment import (
     check_needs,
-    check_version,
     experiment_names,
     load_all,
     load_experiment,
+    na_reason,
     resolve_vars,
 )
 
 SUITE = ["bcc-opensnoop", "buffermap", "caller-stack", "file-io", "hellotrace",
-         "kretprobe-hist", "passfd", "readiter", "samples-bpf", "uprobe-local", "verifier"]
+         "kretprobe-hist", "passfd", "readiter", "samples-bpf", "samples-cpustat",
+         "uprobe-local", "verifier"]
 
 MINIMAL = """\
 title: a tiny experiment
 description: shows the format
-kernels: {min: "5.4", max: "6.1"}
+kernels: {max: "6.1", reason: "a made-up break in 6.2"}
 needs:
   config: [BPF_SYSCALL]
+  features: {bpf_probe_read_user: "5.5"}
   symbols: {copyout: "build with patches/<v>/"}
 run:
   steps:
@@ -64,7 +66,8 @@ def test_minimal_experiment(tmp_path):
     write_exp(tmp_path, "tiny", MINIMAL)
     exp = load_experiment("tiny", tmp_path)
     assert exp.steps[0].cmd == "echo hello"
-    assert exp.kernel_min == "5.4" and exp.kernel_max == "6.1"
+    assert exp.kernel_min is None and exp.kernel_max == "6.1"
+    assert exp.features == {"bpf_probe_read_user": "5.5"}
     assert exp.symbols == {"copyout": "build with patches/<v>/"}
     assert exp.capture.trace_pipe is True
 
@@ -85,7 +88,7 @@ def test_unknown_experiment_lists_known_ones(tmp_path):
     (MINIMAL.replace("cmd: echo hello", "cmd: echo hello\n      timeout: -1"),
      "run.steps[0].timeout: must be > 0"),
     (MINIMAL.replace("name: workload", "name: Work Load"), "run.steps[0].name: must match"),
-    (MINIMAL.replace('min: "5.4"', "min: five"), "kernels.min: must be a kernel version"),
+    (MINIMAL.replace('max: "6.1"', "max: six"), "kernels.max: must be a kernel version"),
     (MINIMAL.replace("contains: hello", "contains: '(unclosed'"),
      "expect[0].contains: bad regular expression"),
     (MINIMAL.replace("in: step:workload", "in: step:other"),
@@ -109,19 +112,12 @@ def test_build_source_must_exist(tmp_path):
     assert "build[0].bpf: source missing.bpf.c not found" in load_error(tmp_path, text)
 
 
-def test_kernel_range():
-    exp = load_experiment("readiter")
-    check_version(exp, "6.1")
-    with pytest.raises(KernlabError, match=r"readiter needs kernel >= 5.4, not 4.15"):
-        check_version(exp, "4.15")
-
-
 def test_kernel_max(tmp_path):
     write_exp(tmp_path, "tiny", MINIMAL)
     exp = load_experiment("tiny", tmp_path)
-    check_version(exp, "6.1.192")
-    with pytest.raises(KernlabError, match=r"supports kernels up to 6\.1, not 6\.6"):
-        check_version(exp, "6.6")
+    assert na_reason(exp, "6.1.192") == ""
+    assert na_reason(exp, "6.6") == ("supports Linux up to 6.1 (a made-up break in 6.2); "
+                                     "kernel 6.6 is newer")
 
 
 def test_hellotrace_symbol_per_version():

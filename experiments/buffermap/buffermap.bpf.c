@@ -6,6 +6,7 @@
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "lib/kl_bpf.h"
 
 #define SNAP 16
 

@@ -4,6 +4,7 @@
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
 #include <bpf/bpf_helpers.h>
+#include "lib/kl_bpf.h"
 #include <bpf/bpf_tracing.h>
 
 struct {

@@ -5,6 +5,7 @@
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "lib/kl_bpf.h"
 
 struct params { __u32 pid; __u32 fd; };
 struct result { __u64 matches; __u64 last_count; };

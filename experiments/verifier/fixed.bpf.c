@@ -2,6 +2,7 @@
 /* Accepted: the same lookup with a NULL check and a read of the value's own size. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "lib/kl_bpf.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -3,6 +3,7 @@
  * Verifier: R0 invalid mem access 'map_value_or_null'. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "lib/kl_bpf.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

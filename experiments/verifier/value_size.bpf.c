@@ -3,6 +3,7 @@
  * Verifier: invalid access to map value, value_size=4 off=0 size=8. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "lib/kl_bpf.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
