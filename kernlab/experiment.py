@@ -444,8 +444,8 @@ def experiment_names(root: Path | None = None) -> list[str]:
     base = root or paths.experiments_dir()
     if not base.is_dir():
         return []
-    return sorted(p.parent.name for p in base.glob(f"*/{SPEC_FILE}")
-                  if not p.parent.name.startswith("_"))
+    return sorted(p.parent.name for p in base.glob(f"*/{SPEC_FILE}")  # names become bundle folders:
+                  if not p.parent.name.startswith("_") and not plain_name(p.parent.name))  # see scan_all
 
 
 def load_experiment(name: str, root: Path | None = None) -> Experiment:

@@ -428,6 +428,8 @@ CASES = [
          setup=experiments(spec_with(step(timeout=float("nan"))), good=True), stdout="fine"),
     Case("suite", "list-with-a-folder-without-spec", ["list-experiments"], "broken: t",
          setup=experiments(None, good=True), stdout="no experiment.yaml"),
+    Case("suite", "list-with-a-folder-named-like-a-path", ["list-experiments"], "broken: my exp",
+         setup=experiments(base_spec(), name="my exp", good=True), stdout="is not a plain name"),
     # kernel source archives
     Case("archive", "not-a-tar", BUILD_FROM_TARBALL, "src.tar.gz is not a complete tar archive",
          setup=tarball(b"this is not an archive\n" * 40), allowed=BUILD_LEFTOVERS, needs="gcc-12"),
@@ -583,3 +585,40 @@ def test_junit_counts_reads_zero_tests(tmp_path: Path) -> None:
     (tmp_path / "empty.xml").write_text(empty)
     assert junit_counts(tmp_path / "empty.xml")["tests"] == 0
     assert junit_counts(tmp_path / "missing.xml")["tests"] == 0
+
+
+class _FakeContext:
+    """invoke's Context for the `test` task: ruff passes, "pytest" writes ``junit`` and exits ``code``."""
+
+    def __init__(self, junit_text: str, code: int) -> None:
+        self.junit_text, self.code, self.commands = junit_text, code, []
+
+    def run(self, command: str, **_kw):
+        from types import SimpleNamespace
+
+        self.commands.append(command)
+        if " -m pytest " in command:
+            path = Path(command.split("--junitxml=", 1)[1].split()[0])
+            path.write_text(self.junit_text)
+            return SimpleNamespace(exited=self.code, command=command)
+        return SimpleNamespace(exited=0, command=command)
+
+
+@pytest.mark.parametrize(("junit", "code", "words"), [
+    ('<testsuites><testsuite tests="0"/></testsuites>', 5, "kernlab: error: no test ran (none matches -k"),
+    ('<testsuites><testsuite tests="0"/></testsuites>', 0, "kernlab: error: no test ran (none matches -k"),
+    ('<testsuites><testsuite><testcase name="a"><failure/></testcase></testsuite></testsuites>', 1,
+     "kernlab: error: tests failed (pytest exit 1)"),
+])
+def test_the_test_task_fails_when_no_test_ran(tmp_path, monkeypatch, junit, code, words) -> None:
+    """FAKE pytest (a Context whose run() writes the JUnit file): zero tests is a failure."""
+    from invoke import Exit
+
+    import tasks
+    from kernlab import hostdeps
+
+    monkeypatch.setattr(hostdeps, "missing_packages", lambda packages: [])
+    with pytest.raises(Exit) as caught:
+        tasks.test.body(_FakeContext(junit, code), k="no_such_test", junit=str(tmp_path / "j.xml"))
+    assert caught.value.message.startswith(words)
+    assert caught.value.code != 0
