@@ -622,3 +622,34 @@ def test_the_test_task_fails_when_no_test_ran(tmp_path, monkeypatch, junit, code
         tasks.test.body(_FakeContext(junit, code), k="no_such_test", junit=str(tmp_path / "j.xml"))
     assert caught.value.message.startswith(words)
     assert caught.value.code != 0
+
+
+def test_a_bundle_refuses_to_write_outside_itself(tmp_path: Path) -> None:
+    """Defence in depth behind the experiment.yaml checks: names that reach a bundle from
+    user files or from the guest (artifacts, steps) cannot leave it, not even by a symlink."""
+    from kernlab.errors import KernlabError
+    from kernlab.results import Bundle
+
+    root = tmp_path / "results"
+    bundle = Bundle.create("e", "6.1", root)
+    (bundle.dir / "link").symlink_to(tmp_path)
+    for rel in ("../x", "/tmp/kernlab-escape", "artifacts/../../x", "link/x", ""):
+        with pytest.raises(KernlabError, match="refusing to write into the bundle"):
+            bundle.write(rel, "content from the guest")
+    with pytest.raises(KernlabError, match="refusing to write into the bundle"):
+        bundle.copy_in(Path(__file__), "../stolen.py")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+    assert not Path("/tmp/kernlab-escape").exists()
+    for experiment, kernel in (("../e", "6.1"), ("e", "../../6.1"), ("e", "")):
+        with pytest.raises(KernlabError, match="cannot name a results bundle"):
+            Bundle.create(experiment, kernel, root)
+    assert bundle.write("artifacts/hist.svg", "<svg/>").is_file()
+
+
+def test_host_workdirs_stay_in_a_folder_of_their_own() -> None:
+    from kernlab.hosts import workdir_problem
+
+    assert workdir_problem("kernlab-remote") is None and workdir_problem("runs/lab2") is None
+    assert workdir_problem("/srv/kernlab") is None  # an explicit place, as hosts.example.yaml shows
+    for bad in ("../x", "a/../../b", "/", "/srv/../etc", "~/x", ""):
+        assert workdir_problem(bad), bad
