@@ -1,23 +1,24 @@
-/* legacy_open SECONDS: call the old open(2) system call (not openat) every 10 ms.
- * samples/bpf syscall_tp of 4.15 counts only sys_enter_open/sys_exit_open, and
- * bookworm's glibc implements open() with openat, so without this nothing it
- * watches would happen (later trees watch openat too). */
+/* legacy_open.so, LD_PRELOADed into samples/bpf syscall_tp: its open() goes to the
+ * old open(2) system call instead of glibc's openat(2).
+ * 4.15's syscall_tp counts only sys_enter_open/sys_exit_open and checks its maps right
+ * after its own open(); bookworm's glibc implements open() with openat, so nothing
+ * it watches would happen (later trees watch openat too, and are not affected). */
+#define _GNU_SOURCE
 #include <fcntl.h>
-#include <stdlib.h>
+#include <stdarg.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
-int main(int argc, char **argv)
+int open(const char *path, int flags, ...)
 {
-	int rounds = (argc > 1 ? atoi(argv[1]) : 30) * 100;
+	mode_t mode = 0;
 
-	for (int i = 0; i < rounds; i++) {
-		long fd = syscall(SYS_open, "/proc/self/stat", O_RDONLY);
+	if (flags & (O_CREAT | O_TMPFILE)) {
+		va_list ap;
 
-		if (fd >= 0)
-			close((int)fd);
-		usleep(10 * 1000);
+		va_start(ap, flags);
+		mode = va_arg(ap, mode_t);
+		va_end(ap);
 	}
-	return 0;
+	return (int)syscall(SYS_open, path, flags, mode);
 }
