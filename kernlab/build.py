@@ -7,17 +7,19 @@ hashed into a key; outputs live in ``<work>/build/<version>-<key12>/`` with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import lock, paths
+from . import filelock, lock, paths
 from .catalog import Catalog, KernelSpec, load_catalog
 from .errors import KernlabError
 from .kconfig import load_model, raise_if_dropped, requested_options, verify_config
@@ -149,12 +151,34 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
     lock.check_kernel(version, lock_entry, opts.update_lock)
     key = hash_inputs(plan.inputs(source.sha256))
     build_dir = paths.work_dir() / "build" / f"{version}-{short(key)}"
-    record_path = build_dir / "build.json"
-    if not opts.clean and (record := complete_record(record_path)):
+    if not opts.clean and (record := _up_to_date(version, build_dir)):
+        return record
+    with filelock.exclusive(build_lock(build_dir), f"build {build_dir.name}"):
+        if not opts.clean and (record := _up_to_date(version, build_dir)):  # built while we waited
+            return record
+        return _build_locked(plan, source, key, build_dir, lock_entry, started)
+
+
+def build_lock(build_dir: Path) -> Path:
+    """The lock file of one build key: one process at a time builds into ``build_dir``."""
+    return filelock.locks_dir(paths.work_dir()) / f"build-{build_dir.name}.lock"
+
+
+def _up_to_date(version: str, build_dir: Path) -> dict[str, Any] | None:
+    """The complete record in ``build_dir`` (noted and remembered as latest), else None."""
+    record = complete_record(build_dir / "build.json")
+    if record:
         reporter().note(f"{version} is up to date: {record['outputs']['bzImage']['path']}")
         _remember_latest(version, build_dir)
-        return record
-    with reporter().step(f"patched tree for {version}"):
+    return record
+
+
+def _build_locked(plan: Plan, source: ResolvedSource, key: str, build_dir: Path,
+                  lock_entry: dict[str, Any], started: float) -> dict[str, Any]:
+    """build_kernel's work, under the build key's lock."""
+    version, opts = plan.spec.version, plan.opts
+    record_path = build_dir / "build.json"
+    with reporter().step(f"patched tree for {version}"), _tree_lock(plan, source):
         tree = prepared_tree(plan, source)
     obj = build_dir / "obj"
     if opts.clean and build_dir.exists():
@@ -184,9 +208,23 @@ def jobs(opts: BuildOptions) -> int:
     return opts.jobs or os.cpu_count() or 1
 
 
+def _tree_key(plan: Plan, source: ResolvedSource) -> str:
+    return hash_inputs([source.sha256, [p.record()["sha256"] for p in plan.patches]])
+
+
+@contextlib.contextmanager
+def _tree_lock(plan: Plan, source: ResolvedSource) -> Iterator[None]:
+    """One process at a time makes a source tree; staging left by a killed one is removed."""
+    name = f"{plan.spec.version}-{short(_tree_key(plan, source))}"
+    with filelock.exclusive(filelock.locks_dir(paths.work_dir()) / f"src-{name}.lock", f"source tree {name}"):
+        for stale in (paths.work_dir() / "src").glob(f".{name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+
+
 def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
     """The extracted, patched source tree, shared by builds with the same source+patches."""
-    tree_key = hash_inputs([source.sha256, [p.record()["sha256"] for p in plan.patches]])
+    tree_key = _tree_key(plan, source)
     final = paths.work_dir() / "src" / f"{plan.spec.version}-{short(tree_key)}"
     log = paths.work_dir() / "logs" / f"patch-{plan.spec.version}-{short(tree_key)}.log"
     if (final / ".kernlab-tree-done").exists():

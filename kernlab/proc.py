@@ -60,6 +60,7 @@ def run_logged(
         proc = subprocess.Popen(
             argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         fired = threading.Event()
         timer = _kill_after(proc, timeout, fired)
@@ -87,6 +88,22 @@ def run_logged(
             fix,
             details="\n".join(tail),
         )
+
+
+def die_with_parent() -> None:
+    """Popen preexec_fn: SIGTERM the child when kernlab dies, even by kill -9.
+
+    A command runs in its own session (a Ctrl-C reaches kernlab, which stops it); without
+    this, a killed kernlab would leave e.g. make writing into a build directory that the
+    next run (its lock now free) builds into too.
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

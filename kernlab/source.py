@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import paths
+from . import filelock, paths
 from .catalog import Catalog, KernelSpec, SourceSpec
 from .errors import BuildInputError, KernlabError
 from .proc import capture
@@ -209,6 +209,17 @@ def _download(url: str, pinned: str | None, opts: SourceOptions) -> ResolvedSour
     check_url(url, f"KERNLAB_MIRROR={mirror}" if mirror and url.startswith(mirror.rstrip("/"))
               else "the source URL (--url or configs/kernels.yaml)")
     name = PurePosixPath(urllib.request.urlparse(url).path).name or "download"
+    lock = filelock.locks_dir(paths.cache_dir()) / f"download-{pinned or 'unverified'}-{name}.lock"
+    with filelock.exclusive(lock, f"download of {name}"):
+        if pinned and (hit := cached_download(pinned)):  # fetched by the process we waited for
+            reporter().note(f"using {hit.name.split('-', 1)[1]}, downloaded meanwhile (sha256 {pinned[:12]})")
+            return ResolvedSource(kind="tarball", origin=url, sha256=pinned, verified=True, tarball=hit)
+        return _download_locked(url, pinned, name)
+
+
+def _download_locked(url: str, pinned: str | None, name: str) -> ResolvedSource:
+    """Fetch ``url`` into the cache (resuming its ``.part``), verify, move into place; under
+    the download's lock, so one process at a time writes a ``.part`` file."""
     downloads = paths.downloads_dir()
     downloads.mkdir(parents=True, exist_ok=True)
     part = downloads / f"{pinned or 'unverified'}-{name}.part"

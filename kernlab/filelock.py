@@ -1,0 +1,85 @@
+"""Locks between kernlab processes: flock(2) on a lock file.
+
+The kernel drops a flock when its holder exits, however it exits (Ctrl-C, kill -9,
+a crash), so a lock is never stale and nothing has to be cleaned up before the next
+run. The holder writes who it is into the lock file (pid, command, since when); a
+second process that finds the lock taken names that holder, then waits for it or
+refuses. The file itself stays (removing a lock file others may hold is a race).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import KernlabError
+from .report import reporter
+
+
+def command_line() -> str:
+    """This process's command line as a user would have typed it (``invoke build-kernel ...``)."""
+    argv = list(sys.argv) or ["python"]
+    argv[0] = Path(argv[0]).name
+    if argv[0] in ("__main__.py", "-m") or argv[0].startswith("python"):
+        argv[0] = "invoke"
+    return " ".join(argv)[:200]
+
+
+def holder_of(fd: int) -> str:
+    """Who holds the lock behind ``fd``, from what the holder wrote: ``pid 12 (invoke ...)``."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        since = time.strftime("%H:%M:%S", time.localtime(float(info["since"])))
+        return f"pid {int(info['pid'])} ({info['command']}, since {since})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another kernlab process"
+
+
+def _claim(fd: int, what: str) -> None:
+    """Write this process's identity into the lock file it now holds."""
+    data = json.dumps({"pid": os.getpid(), "command": command_line(), "what": what,
+                       "since": time.time()}).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, what: str, *, wait: bool = True, fix: str = "") -> Iterator[None]:
+    """Hold the lock ``path`` for ``what`` (``download of linux-6.1.tar.xz``) inside the block.
+
+    Taken by another process: say whose it is and wait (``wait``), or refuse with a
+    one-line error whose fix is ``fix``. Ctrl-C while waiting ends the wait.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = holder_of(fd)
+            if not wait:
+                raise KernlabError(f"{what} is in progress in {holder}",
+                                   fix or "wait for it to finish, or stop that process") from None
+            reporter().note(f"{what} is in progress in {holder}: waiting for it (Ctrl-C stops waiting)")
+            started = time.monotonic()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            reporter().note(f"{what}: the other process is done after {time.monotonic() - started:.1f}s")
+        _claim(fd, what)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def locks_dir(base: Path) -> Path:
+    """The directory of lock files under ``base`` (a work area or the cache)."""
+    return base / "locks"
