@@ -284,13 +284,10 @@ def build_image(c, recipe="bookworm", json=False, update_lock=False):
 
 
 def _vm_or_exit(name):
-    from kernlab.errors import NotFound
-    from kernlab.vm import find_vm
+    """The running VM ``name`` whose SSH answers; else one line saying what is wrong with it."""
+    from kernlab.vm import usable_vm
 
-    vm = find_vm(name)
-    if vm is None:
-        raise NotFound(f"no running VM {name}", "start one: `invoke vm.up --kernel VERSION`")
-    return vm
+    return usable_vm(name)
 
 
 @task(name="up", help={
@@ -343,38 +340,49 @@ def vm_ssh(c, command="", name="default", timeout=600.0):
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     if result.exited:
-        raise Exit(code=result.exited)
+        raise Exit(code=result.exited if result.exited > 0 else 255)  # -1: killed by a signal
 
 
 @task(name="down", help={"name": "VM name."})
 @friendly
 def vm_down(c, name="default"):
     """Stop the VM (QMP quit, then signals) and drop its overlay; logs are kept."""
-    from kernlab.vm import find_vm
+    from kernlab.vm import find_vm, forget_death, run_dir_of
 
+    run_dir_of(name)
     vm = find_vm(name)
     if vm is None:
-        print(f"VM {name} is not running")
+        note = forget_death(name)
+        print(f"VM {name} is not running" + (f" (it had stopped: {note['state']}: {note.get('detail')})"
+                                             if note else ""))
         return
     vm.stop()
     print(f"VM {name} stopped (console log: {vm.console_log})")
 
 
-@task(name="status", help={"name": "Only this VM.", "json": "Print the VM records as JSON."})
+@task(name="status", help={"name": "Only this VM.", "json": "Print the VM records (and states) as JSON."})
 @friendly
 def vm_status(c, name="", json=False):
-    """List running VMs (stale ones, whose QEMU died, are cleaned up)."""
-    from kernlab.vm import list_vms
+    """List VMs and their state: running, frozen, panicked, ssh not answering, or stopped."""
+    from kernlab.vm import not_running, run_dir_of, survey
 
-    vms = [_vm_or_exit(name)] if name else list_vms()
+    if name:
+        run_dir_of(name)
+    rows = survey(name)
+    if name and not rows:
+        raise not_running(name)
     if json:
-        _print_json([vm.record for vm in vms])
+        _print_json([{**(vm.record if vm else {"name": each}), "state": health.state,
+                      "state_detail": health.detail} for each, health, vm in rows])
         return
-    if not vms:
+    if not rows:
         print("no VMs running")
-    for vm in vms:
+    for each, health, vm in rows:
+        if vm is None:
+            print(f"{each}: {health.shown()}; QEMU is gone (`invoke vm.down --name {each}` forgets it)")
+            continue
         rec = vm.record
-        print(f"{vm.name}: pid {vm.pid}, ssh 127.0.0.1:{vm.ssh_port}, {rec['accel']}, "
+        print(f"{each}: {health.shown()}, pid {vm.pid}, ssh 127.0.0.1:{vm.ssh_port}, {rec['accel']}, "
               f"kernel {rec['kernel']['kernelrelease']}, image {rec['image']['key'][:12]}, "
               f"console {vm.console_log}")
 

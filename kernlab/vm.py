@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import re
 import shutil
 import signal
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import paths, qemu, remote
+from . import health, paths, qemu, remote
 from .errors import KernlabError, NotFound
 from .report import reporter
 from .util import atomic_write_json, read_json
@@ -63,6 +64,9 @@ class Vm:
                 self.conn.close()
             self.conn = None
         if self.alive():
+            if health.process_stopped(self.pid):  # frozen: let it take QMP quit and SIGTERM
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGCONT)
             with contextlib.suppress(OSError, ValueError, KernlabError):
                 qemu.qmp(Path(self.record["qmp_socket"]), "quit", timeout=3.0)
             qemu.kill(self.pid, grace=5.0)
@@ -101,10 +105,57 @@ def find_vm(name: str = "default") -> Vm | None:
         _forget(run_dir)
         return None
     if not vm.alive():
-        reporter().note(f"VM {name} is stale (QEMU pid {vm.pid} is gone): cleaned up")
+        died = health.write_death_note(vm)
+        reporter().note(f"VM {name} is gone ({died.shown()}): cleaned up")
         _forget(run_dir)
         return None
     return vm
+
+
+def usable_vm(name: str = "default") -> Vm:
+    """The running VM ``name`` whose SSH answers; else a one-line error saying what is wrong
+    (not running, its last boot's panic, frozen, SSH not answering) and what to do."""
+    vm = find_vm(name)
+    if vm is None:
+        raise not_running(name)
+    health.require(vm)
+    return vm
+
+
+def forget_death(name: str) -> dict[str, Any] | None:
+    """Drop VM ``name``'s death note (`vm.down` of a VM that stopped by itself); returns it."""
+    note = health.death_note(run_dir_of(name))
+    (run_dir_of(name) / health.DEATH_NOTE).unlink(missing_ok=True)
+    return note
+
+
+def not_running(name: str) -> KernlabError:
+    """No VM ``name`` runs: say so, with how its last boot ended if kernlab saw that."""
+    note = health.death_note(run_dir_of(name))
+    if note is None:
+        return NotFound(f"no running VM {name}", f"start one: `invoke vm.up --kernel VERSION --name {name}`")
+    up = f"`invoke vm.up --kernel {note.get('kernel', 'VERSION')} --name {name}`"
+    if note["state"] == health.PANICKED:
+        return NotFound(f"VM {name} is not running: guest kernel panic: {note.get('detail')} "
+                        f"(console: {note.get('console_log')})", f"boot it again: {up}")
+    return NotFound(f"VM {name} is not running: {note.get('detail')}", f"boot it again: {up}")
+
+
+def survey(name: str = "") -> list[tuple[str, health.Health, Vm | None]]:
+    """(name, state, VM or None) of each VM (or of ``name``): running ones as `health.state`
+    finds them, those that stopped by themselves as their death note says."""
+    if name:
+        names = [name]
+    else:
+        names = sorted(d.name for d in vms_dir().glob("*") if d.is_dir() and NAME_RE.match(d.name))
+    rows = []
+    for each in names:
+        vm = find_vm(each)
+        if vm is not None:
+            rows.append((each, health.state(vm), vm))
+        elif note := health.death_note(run_dir_of(each)):
+            rows.append((each, health.Health(note["state"], str(note.get("detail", ""))), None))
+    return rows
 
 
 def list_vms() -> list[Vm]:
@@ -132,12 +183,8 @@ def ensure_vm(build: dict, image: dict, name: str = "default", **opts: Any) -> V
 
 
 def _answers(vm: Vm) -> bool:
-    """True if a command runs in the guest within the (accel-scaled) connect timeout."""
-    try:
-        remote.run(remote.connect(vm), "true", timeout=10 * vm.record.get("timeout_scale", 1))
-        return True
-    except Exception:  # any SSH failure means: do not reuse this guest
-        return False
+    """True if the guest runs and its SSH answers (within seconds, see kernlab.health)."""
+    return health.state(vm).ok
 
 
 def start_vm(build: dict, image: dict, name: str = "default", *, append: str = "",
