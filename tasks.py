@@ -34,7 +34,12 @@ def friendly(func):
             if error.details:
                 print(error.details, file=sys.stderr)
             raise Exit(f"kernlab: error: {error.one_line()}", code=1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            bundle = getattr(stop, "bundle", None)  # kernlab.interrupt.Interrupted: a run's bundle
+            if bundle is not None:
+                print(f"{bundle.dir} {bundle.status}")
+                raise Exit(f"kernlab: interrupted; the bundle holds what was collected: {bundle.dir}",
+                           code=130) from None
             raise Exit("kernlab: interrupted", code=130) from None
         except (Exit, SystemExit):
             raise
@@ -336,9 +341,7 @@ def vm_ssh(c, command="", name="default", timeout=600.0):
     if not command:
         ssh = require_tool("ssh", "openssh-client")
         os.execv(ssh, [ssh, "-F", vm.record["ssh_config"], f"kernlab-{vm.name}"])
-    result = run(connect(vm), command, timeout=timeout, check=False)
-    sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
+    result = run(connect(vm), command, timeout=timeout, check=False, stream=True)
     if result.exited:
         raise Exit(code=result.exited if result.exited > 0 else 255)  # -1: killed by a signal
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,7 +144,7 @@ STOP_GRACE = 1.0  # seconds a stopped guest command gets between SIGTERM and SIG
 
 
 def run(conn: Connection, command: str, timeout: float, check: bool = True, *,
-        stop_grace: float = STOP_GRACE, stop_also: str = "") -> GuestResult:
+        stop_grace: float = STOP_GRACE, stop_also: str = "", stream: bool = False) -> GuestResult:
     """Run ``command`` in the guest, output captured; raises on timeout or (if check) failure.
 
     The command runs in its own process group (sshd makes its shell a session leader),
@@ -152,13 +153,14 @@ def run(conn: Connection, command: str, timeout: float, check: bool = True, *,
     error or the KeyboardInterrupt goes on, so nothing is left running in the guest. On a
     VM's connection, the VM is watched while the command runs (kernlab.health): a VM that
     freezes, panics or stops answering ends the command with a GuestDown error.
+    ``stream`` copies the output to this process's stdout and stderr as it comes.
     """
     transport = _transport(conn)
     pid_file = f"/tmp/kernlab-cmd-{secrets.token_hex(6)}.pid"
     channel = transport.open_session(timeout=30)
     channel.exec_command(f"echo $$ > {pid_file}; (\n{command}\n); rc=$?; rm -f {pid_file}; exit $rc")
     try:
-        return _finish(conn, channel, command, pid_file, timeout, check, stop_grace, stop_also)
+        return _finish(conn, channel, command, pid_file, timeout, check, stop_grace, stop_also, stream)
     except KeyboardInterrupt:
         _stop(transport, channel, pid_file, stop_grace, stop_also)
         raise
@@ -174,7 +176,7 @@ def _transport(conn: Connection) -> paramiko.Transport:
 
 
 def _finish(conn: Connection, channel: Any, command: str, pid_file: str, timeout: float, check: bool,
-            stop_grace: float, stop_also: str) -> GuestResult:
+            stop_grace: float, stop_also: str, stream: bool) -> GuestResult:
     """Collect the running command's output until it exits; the watch, the timeout."""
     vm = getattr(conn, "kernlab_vm", None)
     watch = None
@@ -186,11 +188,11 @@ def _finish(conn: Connection, channel: Any, command: str, pid_file: str, timeout
     deadline = time.monotonic() + timeout
     heard = time.monotonic()
     while True:
-        if _drain(channel, out, err):
+        if _drain(channel, out, err, stream):
             heard = time.monotonic()
             continue
         if channel.exit_status_ready():
-            _drain(channel, out, err)
+            _drain(channel, out, err, stream)
             break
         if watch is not None and (down := watch.check(time.monotonic() - heard)):
             raise down
@@ -212,15 +214,20 @@ def _finish(conn: Connection, channel: Any, command: str, pid_file: str, timeout
     return result
 
 
-def _drain(channel: Any, out: bytearray, err: bytearray) -> bool:
-    """Move what the channel has into ``out``/``err``; True if there was anything."""
+def _drain(channel: Any, out: bytearray, err: bytearray, stream: bool = False) -> bool:
+    """Move what the channel has into ``out``/``err`` (and, streaming, to our stdout/stderr);
+    True if there was anything."""
     got = False
-    while channel.recv_ready():
-        out += channel.recv(1 << 16)
-        got = True
-    while channel.recv_stderr_ready():
-        err += channel.recv_stderr(1 << 16)
-        got = True
+    for ready, receive, buffer, shown in ((channel.recv_ready, channel.recv, out, sys.stdout),
+                                          (channel.recv_stderr_ready, channel.recv_stderr, err, sys.stderr)):
+        while ready():
+            data = receive(1 << 16)
+            buffer += data
+            got = True
+            if stream:
+                raw = getattr(shown, "buffer", None)
+                raw.write(data) if raw is not None else shown.write(data.decode(errors="replace"))
+                shown.flush()
     return got
 
 
