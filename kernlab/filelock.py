@@ -4,7 +4,8 @@ The kernel drops a flock when its holder exits, however it exits (Ctrl-C, kill -
 a crash), so a lock is never stale and nothing has to be cleaned up before the next
 run. The holder writes who it is into the lock file (pid, command, since when); a
 second process that finds the lock taken names that holder, then waits for it or
-refuses. The file itself stays (removing a lock file others may hold is a race).
+refuses. The holder removes the file as it lets go; a waiter that then finds it has
+locked a removed file starts over on the path's new file.
 """
 
 from __future__ import annotations
@@ -54,30 +55,60 @@ def exclusive(path: Path, what: str, *, wait: bool = True, fix: str = "") -> Ite
     """Hold the lock ``path`` for ``what`` (``download of linux-6.1.tar.xz``) inside the block.
 
     Taken by another process: say whose it is and wait (``wait``), or refuse with a
-    one-line error whose fix is ``fix``. Ctrl-C while waiting ends the wait.
+    one-line error whose fix is ``fix``. Ctrl-C while waiting ends the wait. The holder
+    removes the file (and an empty locks directory) when it is done; one left by a killed
+    holder is simply taken by the next process.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _acquire(path, what, wait, fix)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = holder_of(fd)
-            if not wait:
-                raise KernlabError(f"{what} is in progress in {holder}",
-                                   fix or "wait for it to finish, or stop that process") from None
-            reporter().note(f"{what} is in progress in {holder}: waiting for it (Ctrl-C stops waiting)")
-            started = time.monotonic()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            reporter().note(f"{what}: the other process is done after {time.monotonic() - started:.1f}s")
         _claim(fd, what)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+        yield
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # still ours: whoever waits on this inode sees it gone and retries
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when empty
         os.close(fd)  # drops the lock
+
+
+def _acquire(path: Path, what: str, wait: bool, fix: str) -> int:
+    """An open descriptor of ``path`` holding its flock (the file still at ``path``)."""
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # the directory went with another holder's release
+            continue
+        try:
+            _lock(fd, what, wait, fix)
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # locked a file its holder removed meanwhile: take the new one
+
+
+def _lock(fd: int, what: str, wait: bool, fix: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        holder = holder_of(fd)
+    if not wait:
+        raise KernlabError(f"{what} is in progress in {holder}",
+                           fix or "wait for it to finish, or stop that process")
+    reporter().note(f"{what} is in progress in {holder}: waiting for it (Ctrl-C stops waiting)")
+    started = time.monotonic()
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    reporter().note(f"{what}: the other process is done after {time.monotonic() - started:.1f}s")
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def locks_dir(base: Path) -> Path:

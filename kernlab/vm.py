@@ -106,7 +106,8 @@ def find_vm(name: str = "default") -> Vm | None:
         return None
     if not vm.alive():
         died = health.write_death_note(vm)
-        reporter().note(f"VM {name} is gone ({died.shown()}): cleaned up")
+        how = f"guest kernel panic: {died.detail}" if died.state == health.PANICKED else died.detail
+        reporter().note(f"VM {name} is gone ({how}): cleaned up")
         _forget(run_dir)
         return None
     return vm

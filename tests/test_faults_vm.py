@@ -398,3 +398,13 @@ def test_a_vm_lost_mid_run_is_named_in_the_bundle(fault: RunFault, kernel, env, 
     assert took < DETECT_LIMIT + MARGIN, f"{took:.1f}s"
     assert (bundle_of(out) / "console.log").is_file()
     assert not qemu_pids(name), "the VM this run started is stopped, frozen or not"
+
+
+# what the tests above cover, for tests/test_bad_input.py's count by kind
+FAULTS = ([("signal", f"run-experiment-{case.id}") for case in INTERRUPTS]
+          + [("signal", "vm.ssh-ctrl-c"), ("vm-reuse", "users-vm-with-another-kernel")]
+          + [("vm-fault", f"{fault.kind}-{command}") for fault in VM_FAULTS
+             for command in ("vm.ssh", "vm.verify", "vm.status")]
+          + [("vm-fault", "sshd-killed-by-vm.ssh"), ("vm-fault", "panic-during-vm.ssh"),
+             ("vm-fault", "frozen-mid-vm.ssh")]
+          + [("run-fault", f"{fault.kind}-mid-run") for fault in RUN_FAULTS])

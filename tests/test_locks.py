@@ -68,7 +68,10 @@ class Area:
         return [r for r in self.mirror.state.requests if r["path"].endswith(".tar.gz")]
 
 
-@pytest.fixture(params=["file", "mirror"])
+AREAS = {"file": "build", "mirror": "download"}  # the area fixture's params: what is slow in each
+
+
+@pytest.fixture(params=list(AREAS))
 def area(request, tmp_path: Path) -> Iterator[Area]:
     """A fake kernel 9.9 from a local tarball ("file") or a slow loopback mirror ("mirror")."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNLAB_")}
@@ -143,6 +146,7 @@ def test_a_second_build_or_download_waits_naming_the_first(area: Area) -> None:
         assert "downloaded meanwhile" in err2
         assert not list(area.downloads().glob("*.part"))
     assert not pids_of(area)
+    assert no_locks_left(area)
 
 
 # ---------------------------------------------------------------- signals, then the next run
@@ -186,6 +190,11 @@ def test_a_stopped_run_leaves_nothing_the_next_run_trips_on(area: Area, stop: St
     if area.mirror:
         assert area.get_requests()[-1]["range"], "the next run resumes the .part"
     assert time.monotonic() - started < 30
+    assert no_locks_left(area)  # the killed run's lock file was taken over, then removed
+
+
+def no_locks_left(area: Area) -> bool:
+    return not (area.work() / "locks").exists() and not (Path(area.env["KERNLAB_CACHE"]) / "locks").exists()
 
 
 def served_sha(area: Area) -> str:
@@ -216,4 +225,11 @@ def test_a_refused_lock_names_its_holder_and_a_killed_holder_frees_it(tmp_path: 
     started = time.monotonic()
     with filelock.exclusive(path, "the thing", wait=False):
         assert time.monotonic() - started < 1
-    assert path.read_text() == ""  # released: no holder named
+        assert f'"pid": {os.getpid()}' in path.read_text()
+    assert not path.parent.exists()  # released: the file and its empty directory are gone
+
+
+# what the tests above cover, for tests/test_bad_input.py's count by kind
+FAULTS = ([("lock", f"second-{what}-waits") for what in AREAS.values()]
+          + [("signal", f"{stop.id}-mid-{what}") for stop in STOPS for what in AREAS.values()]
+          + [("lock", "refused-then-holder-killed")])
