@@ -216,9 +216,10 @@ class Watch:
             self.next_qmp = now + 3.0
         health = quick_state(self.vm, self.offset, qmp=use_qmp)
         if health.ok and silent_for > PING_AFTER and not self._ping():
-            again = quick_state(self.vm, self.offset, qmp=False)
-            health = again if not again.ok else Health(
-                SSH_DOWN, f"the SSH connection got no answer within {PING_TIMEOUT:.0f}s")
+            health = quick_state(self.vm, self.offset, qmp=False)
+            if health.ok and (problem := ssh_banner(self.vm)):  # slow, or really gone?
+                health = Health(SSH_DOWN, f"the SSH connection got no answer within {PING_TIMEOUT:.0f}s "
+                                          f"and {problem}")
         return None if health.ok else GuestDown(self.vm, health)
 
     def _ping(self) -> bool:
