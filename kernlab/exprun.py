@@ -500,14 +500,8 @@ def _ssh_lost(session: Session, error: BaseException) -> KernlabError:
     from .vm import console_tail
 
     vm = session.vm
-    if vm is not None:
-        health_now = health.state(vm)
-        if health_now.state == health.GONE and (line := health.panic_line(vm.console_log)):
-            health_now = health.Health(health.PANICKED, line)
-        if not health_now.ok:
-            down = health.GuestDown(vm, health_now)
-            down.details = console_tail(vm)
-            return down
+    if vm is not None and not (health_now := health.state(vm)).ok:
+        return health.GuestDown(vm, health_now)
     alive = vm is not None and vm.alive()
     state = "the VM is still running" if alive else "the VM is gone"
     tail = console_tail(vm) if vm is not None else ""

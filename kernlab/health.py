@@ -61,8 +61,10 @@ class GuestDown(KernlabError):
     """A VM that cannot run commands any more: frozen, panicked, gone or SSH not answering."""
 
     def __init__(self, vm: Vm, health: Health) -> None:
+        from .vm import console_tail
+
         self.health = health
-        super().__init__(cause_of(vm, health), fix_for(vm, health))
+        super().__init__(cause_of(vm, health), fix_for(vm, health), details=console_tail(vm))
 
 
 def build_id(vm: Vm) -> str:
@@ -148,6 +150,11 @@ def exited(vm: Vm) -> Health:
     line = panic_line(vm.console_log)
     if line:
         return Health(PANICKED, line)
+    tail = console_tail_text(vm.console_log)
+    for words, what in (("reboot: Power down", "the guest powered off"),
+                        ("reboot: Restarting system", "the guest rebooted (QEMU runs with -no-reboot)")):
+        if words in tail:
+            return Health(GONE, f"{what} ({words}); QEMU (pid {vm.pid}) exited")
     said = ""
     with contextlib.suppress(OSError):
         lines = [x for x in Path(vm.record.get("qemu_log", "")).read_text(errors="replace").splitlines()
@@ -240,6 +247,16 @@ class Watch:
         if health.state == GONE and (line := panic_line(self.vm.console_log)):
             health = Health(PANICKED, line)
         return GuestDown(self.vm, health)
+
+
+def console_tail_text(console_log: Path, size: int = 4096) -> str:
+    """The last ``size`` bytes of a console log ('' if unreadable)."""
+    try:
+        with open(console_log, "rb") as con:
+            con.seek(max(0, con.seek(0, 2) - size))
+            return con.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def console_size(vm: Vm) -> int:
