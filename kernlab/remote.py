@@ -198,7 +198,8 @@ def _finish(conn: Connection, channel: Any, command: str, pid_file: str, timeout
             raise down
         if time.monotonic() > deadline:
             _stop(channel.get_transport(), channel, pid_file, stop_grace, stop_also)
-            raise KernlabError(f"guest command timed out after {timeout:.0f}s (stopped): {command}",
+            raise KernlabError(f"guest command timed out after {timeout:.0f}s: {command} "
+                               "(stopped in the guest)",
                                "raise the timeout or check the guest (invoke vm.ssh)")
         time.sleep(0.02)
     if channel.exit_status == -1 and not channel.get_transport().is_active():
