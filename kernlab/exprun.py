@@ -152,9 +152,8 @@ class Session:
             vm = start_vm(build, image, self.vm_name)
             self.started_vm = True
             return vm
-        name = self.vm_name
-        reporter().note(f"VM {name} already runs this kernel and image (port {running.ssh_port}): using it, "
-                        "and leaving it running")
+        reporter().note(f"VM {self.vm_name} already runs this kernel and image (port {running.ssh_port}): "
+                        "using it, and leaving it running")
         self.started_vm = False
         return running
 
@@ -274,9 +273,12 @@ def _fetch(conn: Any, exp: Experiment, workdir: str, bundle: Bundle, dest: Path,
                  f"$(for f in {names}; do [ -e \"$f\" ] && echo \"$f\"; done) ; true",
            bundle.log("remote"), timeout=timeout)
     local = dest / "out.tar.gz"
-    sftp = conn.sftp()
+    sftp = conn.sftp()  # the connection's one SFTP session: its timeout is this fetch's only
     sftp.get_channel().settimeout(max(1.0, timeout - (time.monotonic() - started)))
-    _transfer(sftp.get, fetched, str(local))
+    try:
+        _transfer(sftp.get, fetched, str(local))
+    finally:
+        sftp.get_channel().settimeout(None)
     with tarfile.open(local) as tar:
         tar.extractall(dest / "fetched", filter="data")
 
