@@ -64,7 +64,8 @@ class GuestDown(KernlabError):
         from .vm import console_tail
 
         self.health = health
-        super().__init__(cause_of(vm, health), fix_for(vm, health), details=console_tail(vm))
+        tail = console_tail(vm) if health.state in (PANICKED, GONE) else ""  # how the guest ended
+        super().__init__(cause_of(vm, health), fix_for(vm, health), details=tail)
 
 
 def build_id(vm: Vm) -> str:
@@ -141,7 +142,7 @@ def ssh_banner(vm: Vm, timeout: float = BANNER_TIMEOUT) -> str | None:
         return None
     if not data:
         return (f"127.0.0.1:{vm.ssh_port} closed the connection before the SSH banner: "
-                "the guest runs, but its sshd does not")
+                "the guest runs, but no sshd answers on its port 22")
     return f"127.0.0.1:{vm.ssh_port} answered {data[:20]!r}, not an SSH banner"
 
 
