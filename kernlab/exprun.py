@@ -542,8 +542,14 @@ def run_in_session(exp: Experiment, session: Session, root: Path | None = None) 
 
 
 def _failed(bundle: Bundle, error: KernlabError, session: Session) -> None:
-    """Record a lost guest (panicked, frozen, SSH gone) in the bundle; drop its connection."""
-    bundle.fail(error.one_line())
+    """Record a lost guest (panicked, frozen, SSH gone) in the bundle; drop its connection.
+
+    The reason is the fault alone when the run's own VM is stopped at its end (what to do
+    about that VM would be moot); with the user's VM, or --keep-vm, the fix comes too.
+    """
+    own = session.started_vm and not session.keep_vm
+    reason = error.in_bundle() if own and isinstance(error, health.GuestDown) else error.one_line()
+    bundle.fail(reason)
     bundle.write("logs/error.log", f"{error.one_line()}\n{error.details}\n")
     if session.vm is not None:
         session.vm.conn = None

@@ -64,8 +64,13 @@ class GuestDown(KernlabError):
         from .vm import console_tail
 
         self.health = health
+        self.vm = vm
         tail = console_tail(vm) if health.state in (PANICKED, GONE) else ""  # how the guest ended
         super().__init__(cause_of(vm, health), fix_for(vm, health), details=tail)
+
+    def in_bundle(self) -> str:
+        """A run's reason: the fault, pointing at the bundle's copy of the console log."""
+        return cause_of(self.vm, self.health, "console.log in the bundle")
 
 
 def build_id(vm: Vm) -> str:
@@ -74,16 +79,18 @@ def build_id(vm: Vm) -> str:
     return f"{kernel['version']}-{str(kernel['key'])[:12]}" if kernel.get("key") else "VERSION"
 
 
-def cause_of(vm: Vm, health: Health) -> str:
-    """The error's cause: which fault, the panic line when there is one, and the console log."""
+def cause_of(vm: Vm, health: Health, console: str = "") -> str:
+    """The error's cause: which fault, the panic line when there is one, and the console log
+    (``console``: where it is, by default the VM's own)."""
     where = f"VM {vm.name}"
+    console = console or f"console: {vm.console_log}"
     if health.state == PANICKED:
-        return f"guest kernel panic: {health.detail} ({where}; console: {vm.console_log})"
+        return f"guest kernel panic: {health.detail} ({where}; {console})"
     if health.state == FROZEN:
         return f"{where} is frozen: {health.detail}"
     if health.state == SSH_DOWN:
-        return f"{where}: SSH is not answering ({health.detail}); console: {vm.console_log}"
-    return f"{where} is not running: {health.detail}; console: {vm.console_log}"
+        return f"{where}: SSH is not answering ({health.detail}); {console}"
+    return f"{where} is not running: {health.detail}; {console}"
 
 
 def fix_for(vm: Vm, health: Health) -> str:
