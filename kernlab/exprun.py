@@ -46,8 +46,8 @@ from .results import Bundle, hist_svg, manifest, parse_hist
 GUEST_ROOT = "/root/kernlab/exp"
 DRIVER = Path(__file__).with_name("guest_driver.py")
 GUEST_BUILD_TIMEOUT = 900.0
-DRIVER_STOP_GRACE = 2.5  # after Ctrl-C: seconds the guest driver gets to stop its steps and exit
-INTERRUPT_BUDGET = 4.0  # after Ctrl-C: seconds until the guest's output must be fetched
+DRIVER_STOP_GRACE = 2.0  # after Ctrl-C: seconds the guest driver gets to stop its steps and exit
+INTERRUPT_BUDGET = 3.5  # after Ctrl-C: seconds until the guest's output must be fetched
 SSH_ERRORS = (paramiko.SSHException, OSError, EOFError, socket.timeout)
 TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
 
