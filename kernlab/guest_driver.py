@@ -260,14 +260,17 @@ def run_plan(plan: dict) -> dict:
                 code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")], grace)
             step.finish(code)
         for step in steps:
-            if step.record["exit"] is None and step.proc.poll() is None:
-                step.finish(step.kill(signal.SIGKILL, 5))
+            if step.record["exit"] is None:
+                code = step.proc.poll()
+                step.finish(step.kill(signal.SIGKILL, 5) if code is None else code)
+        write_steps(outdir, steps)
+        if reason == "interrupted":  # the host gives us seconds: the records before the slow teardown
+            write(os.path.join(outdir, "driver.json"), {**status, "status": "failed", "reason": reason})
         if capture:
             time.sleep(DRAIN if reason != "interrupted" else 0.1)
             status["capture"] = capture.stop()
             save_comms(status["tracefs"], outdir)
             record_comms(status["tracefs"], False)
-        write_steps(outdir, steps)
     status.update(status="failed" if reason else "done", reason=reason,
                   seconds=round(time.monotonic() - started, 3))
     write(os.path.join(outdir, "driver.json"), status)
