@@ -250,11 +250,7 @@ class Watch:
     def explain(self) -> GuestDown | None:
         """After the connection dropped: the VM's fault, if it has one (SSH included)."""
         health = state(self.vm)
-        if health.ok:
-            return None
-        if health.state == GONE and (line := panic_line(self.vm.console_log)):
-            health = Health(PANICKED, line)
-        return GuestDown(self.vm, health)
+        return None if health.ok else GuestDown(self.vm, health)
 
 
 def console_tail_text(console_log: Path, size: int = 4096) -> str:
