@@ -202,7 +202,7 @@ def _make(build: dict[str, Any], final: Path) -> dict[str, Any]:
     log = final.parent / f"{final.name}.log"  # outside the staging dir: kept on failure
     log.unlink(missing_ok=True)
     started = time.monotonic()
-    with reporter().step(f"kernel headers for {build.get('kernelrelease')} (log {log})"), \
+    with reporter().step(f"kernel headers for {build.get('kernelrelease')}"), \
             staging_dir(final) as stage:
         files = assemble(tree, obj, stage / "tree", arch)
         assembled = time.monotonic() - started
@@ -214,7 +214,8 @@ def _make(build: dict[str, Any], final: Path) -> dict[str, Any]:
         atomic_write_json(stage / RECORD_NAME, record)
     shutil.move(log, final / "make.log")
     reporter().note(f"kernel headers: {record['files']} files, image "
-                    f"{record['image']['size'] // MIB} MiB in {record['seconds']['total']}s")
+                    f"{record['image']['size'] // MIB} MiB in {record['seconds']['total']}s "
+                    f"({final})")
     return record
 
 
