@@ -76,13 +76,13 @@ def stage_dir(build: dict[str, Any]) -> Path:
     return paths.work_dir() / "kheaders" / f"{build['version']}-{short(stage_key(build))}"
 
 
-def source_arch(obj: Path) -> str:
+def source_arch(obj: Path, version: str = "V") -> str:
     """The source architecture (x86 for x86_64) a build generated headers for."""
     found = sorted(p.parent.parent.name for p in obj.glob("arch/*/include/generated"))
     if len(found) != 1:
         raise KernlabError(f"cannot tell the architecture of {obj} (arch/*/include/generated: "
                            f"{', '.join(found) or 'none'})",
-                           "rebuild the kernel: `invoke build-kernel --version V --clean`")
+                           f"rebuild the kernel: `invoke build-kernel --version {version} --clean`")
     return found[0]
 
 
@@ -99,21 +99,22 @@ def build_dirs(build: dict[str, Any]) -> tuple[Path, Path]:
 
 
 # ---------------------------------------------------------------- the merged tree
-def assemble(tree: Path, obj: Path, dest: Path, arch: str) -> int:
+def assemble(tree: Path, obj: Path, dest: Path, arch: str, version: str = "V") -> int:
     """Merge the parts into ``dest`` (hard links where possible); returns the file count."""
+    fix = f"rebuild the kernel: `invoke build-kernel --version {version} --clean`"
     for part in PARTS:
         rel = part.path.format(arch=arch)
         origin = (tree if part.origin == "tree" else obj) / rel
         if not origin.exists():
             if part.required:
                 raise KernlabError(f"{origin} is missing (needed for the guest's kernel headers)",
-                                   "rebuild the kernel: `invoke build-kernel --version V --clean`")
+                                   fix)
             continue
         _place(origin, dest / rel)
     for check in CHECKS:
         if not (dest / check.format(arch=arch)).exists():
             raise KernlabError(f"the merged headers in {dest} lack {check.format(arch=arch)}",
-                               "rebuild the kernel: `invoke build-kernel --version V --clean`")
+                               fix)
     return sum(1 for p in dest.rglob("*") if not p.is_dir())
 
 
@@ -198,13 +199,13 @@ def _make(build: dict[str, Any], final: Path) -> dict[str, Any]:
     """Assemble, make the image, write the record; the output appears whole or not at all."""
     require_tool("mke2fs", "e2fsprogs")
     tree, obj = build_dirs(build)
-    arch = source_arch(obj)
+    arch = source_arch(obj, str(build.get("version")))
     log = final.parent / f"{final.name}.log"  # outside the staging dir: kept on failure
     log.unlink(missing_ok=True)
     started = time.monotonic()
     with reporter().step(f"kernel headers for {build.get('kernelrelease')}"), \
             staging_dir(final) as stage:
-        files = assemble(tree, obj, stage / "tree", arch)
+        files = assemble(tree, obj, stage / "tree", arch, str(build.get("version")))
         assembled = time.monotonic() - started
         make_image(stage / "tree", stage / IMAGE_NAME, log)
         shutil.rmtree(stage / "tree")
