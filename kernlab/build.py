@@ -463,12 +463,23 @@ def summarize_record(record: dict[str, Any]) -> str:
     for name in ("bzImage", "vmlinux", "System.map", "config"):
         lines.append(f"  {name:<11}{outputs[name]['path']}  sha256={outputs[name]['sha256'][:16]}")
     lines.append(f"  headers    {outputs['headers']['path']}")
+    lines.append(f"  kheaders   {_kheaders_line(record)}")
     if "samples_bpf" in outputs:
         lines.append(f"  samples    {outputs['samples_bpf']['dir']['path']}")
     for name, exact in record.get("symbols", {}).items():
         lines.append(f"  symbol     {name}: {exact or 'MISSING'}")
     lines.append(f"  built in   {record['duration_s']}s at {record['built_at']}")
     return "\n".join(lines)
+
+
+def _kheaders_line(record: dict[str, Any]) -> str:
+    """Where the guest's kernel headers image is, or that the first boot will make it."""
+    from .kheaders import find_headers
+
+    made = find_headers(record)
+    if made is None:
+        return "(made at the first boot: mounted at /lib/modules/<release>/build)"
+    return f"{made['image']['path']}  sha256={made['image']['sha256'][:16]}"
 
 
 def built_versions() -> list[str]:
