@@ -66,6 +66,7 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "ref": "Git ref for --git (default HEAD).",
         "url": "Download the tarball from this URL instead of the catalog's.",
         "sha256": "Pin the sha256 of the tarball (for --tarball/--url or an unpinned catalog entry).",
+        "deb": "Use this linux-source .deb for a Debian-sourced version (checked against kernlab.lock).",
         "allow_unverified": "Accept a tarball with no pinned sha256 (the record says unverified).",
         "patches": "Extra patch series directory applied after the catalog's (repeatable).",
         "fragment": "Extra config fragment merged after the catalog's (repeatable).",
@@ -74,13 +75,14 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "no_samples": "Skip samples/bpf.",
         "clean": "Remove this build's output directory first and build from scratch.",
         "json": "Print the build record as JSON when done.",
-        "update_lock": "Accept inputs that differ from kernlab.lock and record them there.",
+        "update_lock": "Accept inputs that differ from kernlab.lock (e.g. a newer Debian package) "
+        "and record them there.",
     },
     iterable=["patches", "fragment"],
 )
 @friendly
 def build_kernel(c, version="", plan=False, tarball=None, git=None, ref="HEAD", url=None, sha256=None,
-                 allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
+                 deb=None, allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
                  no_samples=False, clean=False, json=False, update_lock=False):
     """Fetch, patch, configure (verified), build a kernel with headers and samples/bpf; record it."""
     from pathlib import Path
@@ -92,7 +94,8 @@ def build_kernel(c, version="", plan=False, tarball=None, git=None, ref="HEAD", 
     version = version or load_catalog().default
     opts = build.BuildOptions(
         source=SourceOptions(tarball=Path(tarball) if tarball else None, git=Path(git) if git else None,
-                             ref=ref, url=url, sha256=sha256, allow_unverified=allow_unverified),
+                             ref=ref, url=url, sha256=sha256, allow_unverified=allow_unverified,
+                             deb=Path(deb) if deb else None, update_lock=update_lock),
         extra_patches=[Path(p).resolve() for p in patches or []],
         extra_fragments=[Path(f).resolve() for f in fragment or []],
         jobs=int(jobs), ccache=not no_ccache, clean=clean, samples=not no_samples,

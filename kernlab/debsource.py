@@ -37,6 +37,10 @@ TARBALL = re.compile(r"^usr/src/linux-source-[^/]+\.tar\.(xz|gz|bz2|zst)$")
 POLICY_VERSION = re.compile(r"^\s+(?:\*\*\*\s+)?(\S+)\s+-?\d+\s*$")
 
 
+class PinError(KernlabError):
+    """kernlab.lock pins this source and it cannot be honoured: no other source may stand in."""
+
+
 @dataclass(frozen=True)
 class DebPin:
     """The exact package a kernel's source comes from, as kernlab.lock records it."""
@@ -228,7 +232,7 @@ def _given(path: Path, package: str, pin: DebPin | None, kernel: str) -> tuple[P
         raise KernlabError(f"--deb {path} does not exist", "pass the path of a linux-source .deb")
     sha = sha256_file(path)
     if pin and sha != pin.deb_sha256:
-        raise KernlabError(
+        raise PinError(
             f"{path} has sha256 {sha}; kernlab.lock pins {pin.package} {pin.version} with {pin.deb_sha256}",
             f"pass the pinned .deb, or accept this one with `invoke build-kernel --version {kernel} "
             f"--deb {path} --update-lock`")
@@ -245,20 +249,32 @@ def _pinned(package: str, suite: str | None, kernel: str, pin: DebPin, log: Path
     if not versions:
         _refresh_lists(package, suite, log)
         candidate, versions = apt_versions(package)
+    if hit := _from_apt_cache(package, pin):
+        return store(hit)
     if pin.version not in versions:
         raise drift(package, kernel, pin, candidate)
     deb, sha = _download(package, pin.version, log)
     if sha != pin.deb_sha256:
-        raise KernlabError(
+        raise PinError(
             f"the archive's {package} {pin.version} has sha256 {sha}, kernlab.lock pins {pin.deb_sha256}",
             f"check your apt sources; `invoke build-kernel --version {kernel} --update-lock` accepts it")
     return deb, sha
 
 
-def drift(package: str, kernel: str, pin: DebPin, candidate: str) -> KernlabError:
+def _from_apt_cache(package: str, pin: DebPin) -> Path | None:
+    """apt's own download of the pinned .deb (its archives folder), when it is the pinned file."""
+    folder = Path(capture(["apt-config", "shell", "D", "Dir::Cache::archives/d"]).partition("'")[2]
+                  .rstrip("'") or "/var/cache/apt/archives")
+    for candidate in folder.glob(f"{package}_{pin.version.replace(':', '%3a')}_*.deb"):
+        if sha256_file(candidate) == pin.deb_sha256:
+            return candidate
+    return None
+
+
+def drift(package: str, kernel: str, pin: DebPin, candidate: str) -> PinError:
     """The archive no longer offers the pinned version and the cache does not hold it."""
     offered = f"offers {package} {candidate}" if candidate else f"offers no {package}"
-    return KernlabError(
+    return PinError(
         f"source drift: kernlab.lock pins {package} {pin.version} (.deb sha256 {pin.deb_sha256[:16]}) "
         f"but the archive {offered}, and the pinned .deb is not in {paths.downloads_dir()}",
         f"accept {candidate or 'the archive'}'s version with `invoke build-kernel --version {kernel} "

@@ -124,6 +124,8 @@ def resolve_source(spec: KernelSpec, catalog: Catalog, opts: SourceOptions, log:
     for source in candidates:
         try:
             resolved = _resolve_one(source, catalog.effective_mirror(), opts, log, spec.version)
+        except debsource.PinError:
+            raise  # kernlab.lock names this source: falling back to another would defeat the pin
         except KernlabError as error:
             if len(candidates) == 1:
                 raise
@@ -376,6 +378,7 @@ def extract_source(source: ResolvedSource, dest: Path, log: Path) -> Path:
         with debsource.open_tarball(source.deb, source.member) as (_, stream):
             return safe_extract(None, dest, stream=stream)
     if source.git_dir:
+        log.parent.mkdir(parents=True, exist_ok=True)
         with subprocess.Popen(
             ["git", "--git-dir", str(source.git_dir), "archive", "--format=tar",
              "--prefix=linux/", source.git_commit or "HEAD"],
