@@ -121,3 +121,31 @@ def test_the_top_directory_name_and_file_times_do_not_count(areas):
             tar.extractall(areas / name, filter="fully_trusted")
     (areas / "b" / "linux-source-9.9" / "Makefile").touch()
     assert tree_sha256(areas / "a" / "linux-9.9") == tree_sha256(areas / "b" / "linux-source-9.9")
+
+
+def test_reproduce_compares_trees_not_files(areas):
+    """A bundle built from the tarball; today the catalog names a git tree of the same files."""
+    from kernlab.build import binutils_version, compiler_version
+    from kernlab.errors import KernlabError
+    from kernlab.reproduce import kernel_input_changes
+
+    sha = write_tarball(areas / "linux-9.9.tar.xz", "linux-9.9", FILES)
+    (areas / "repo").mkdir()
+    git_tree(areas / "repo", FILES)
+    then = resolve(areas, tarball=areas / "linux-9.9.tar.xz", sha256=sha)
+    tree_identity(then, areas / "scratch", areas / "x.log")
+    fragment = areas / "KERNLAB_CONFIGS" / "base.config"
+    build = {"version": "9.9", "source": then.record(), "patches": [],
+             "fragments": [{"path": str(fragment), "sha256": sha256_file(fragment)}],
+             "compiler": compiler_version("gcc"), "binutils": binutils_version()}
+    catalog = areas / "KERNLAB_CONFIGS" / "kernels.yaml"
+    data = yaml.safe_load(catalog.read_text())
+    data["kernels"]["9.9"]["sources"] = [{"git": {"path": str(areas / "repo")}}]
+    catalog.write_text(yaml.safe_dump(data))
+    assert kernel_input_changes(build, allow=False) == []  # same tree by another route
+
+    (areas / "repo" / "kernel" / "fork.c").write_text("changed\n")
+    subprocess.run(["git", "-C", str(areas / "repo"), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-qam", "change"], check=True)
+    with pytest.raises(KernlabError, match="built from other inputs: source tree changed from"):
+        kernel_input_changes(build, allow=False)
