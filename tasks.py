@@ -435,6 +435,23 @@ def ci(c, kernels="", experiments="all", out="", hosts=""):
 
 
 @task(help={"bundle": "A results bundle directory (results/<experiment>/<kernel>/<time>).",
+            "out": "Where to write the pack (default results/packs/<experiment>-<kernel>-<time>"
+            ".kernlab-pack.tar).",
+            "small": "Leave the kernel source and the image's .debs out (named by version and sha256)."})
+@friendly
+def pack(c, bundle, out="", small=False):
+    """One archive that reproduces a bundle on another machine, offline: `invoke reproduce PACK`."""
+    from pathlib import Path
+
+    from kernlab.pack import pack_bundle
+    from kernlab.util import human_bytes
+
+    written = pack_bundle(Path(bundle), Path(out) if out else None, small=small)
+    print(f"{written} ({human_bytes(written.stat().st_size)})")
+
+
+@task(help={"bundle": "A results bundle directory (results/<experiment>/<kernel>/<time>) or a pack "
+            "(*.kernlab-pack.tar from `invoke pack`).",
             "anyway": "Rerun even if today's kernel inputs differ from the bundle's.",
             "keep_vm": "Leave the VM running afterwards.",
             "vm_name": "VM to use (reused when it runs the same kernel and image).",
@@ -444,9 +461,12 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
     """Rebuild or reuse what a bundle names, rerun it, compare hashes, expectations and trace."""
     from pathlib import Path
 
+    from kernlab.pack import is_pack, reproduce_pack
     from kernlab.reproduce import reproduce as run
 
-    comparison = run(Path(bundle), anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
+    target = Path(bundle)
+    rerun = reproduce_pack if is_pack(target) else run
+    comparison = rerun(target, anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
     if json:
         _print_json(comparison.to_json())
     else:
@@ -459,7 +479,7 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce)
+ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce, pack)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)

@@ -263,12 +263,8 @@ def _pinned(package: str, suite: str | None, kernel: str, pin: DebPin, log: Path
 
 def _from_apt_cache(package: str, pin: DebPin) -> Path | None:
     """apt's own download of the pinned .deb (its archives folder), when it is the pinned file."""
-    folder = Path(capture(["apt-config", "shell", "D", "Dir::Cache::archives/d"]).partition("'")[2]
-                  .rstrip("'") or "/var/cache/apt/archives")
-    for candidate in folder.glob(f"{package}_{pin.version.replace(':', '%3a')}_*.deb"):
-        if sha256_file(candidate) == pin.deb_sha256:
-            return candidate
-    return None
+    found = _apt_archives_copy(package, pin.version)
+    return found if found is not None and sha256_file(found) == pin.deb_sha256 else None
 
 
 def drift(package: str, kernel: str, pin: DebPin, candidate: str) -> PinError:
@@ -291,3 +287,34 @@ def _latest(package: str, suite: str | None, log: Path) -> tuple[Path, str]:
         raise KernlabError(f"apt offers no {package} (suite {suite or '?'})",
                            "check your apt sources, or pass --deb PATH to a copy of the .deb")
     return _download(package, candidate, log)
+
+
+def pin_of_record(source: dict[str, Any], log: Path) -> DebPin:
+    """The pin of a build record's Debian source, for records made before kernlab kept .debs.
+
+    Such a record names the package version and the tarball's sha256: the .deb of that
+    version (kernlab's cache, apt's archives folder, or the archive) must hold that very
+    tarball; it is then kept in the cache by sha256, as a new build would keep it.
+    """
+    if pin := DebPin.from_lock(source):
+        return pin
+    package, _, version = str(source.get("origin", "")).partition("=")
+    if source.get("kind") != "debian" or not version:
+        raise KernlabError(f"the build's source {source.get('origin')} is not a Debian package",
+                           "lock it as a tarball source")
+    deb = find_cached(package, version) or _apt_archives_copy(package, version)
+    if deb is None:
+        deb, _ = _download(package, version, log)
+    deb, sha = store(deb)
+    member_sha = tarball_of(deb, sha)[1]
+    if member_sha != source["sha256"]:
+        raise KernlabError(
+            f"{deb.name} holds a tarball with sha256 {member_sha}, the build used {source['sha256']}",
+            "rebuild the kernel (`invoke build-kernel --version V`), then lock it")
+    return DebPin(package, version, sha)
+
+
+def _apt_archives_copy(package: str, version: str) -> Path | None:
+    folder = Path(capture(["apt-config", "shell", "D", "Dir::Cache::archives/d"]).partition("'")[2]
+                  .rstrip("'") or "/var/cache/apt/archives")
+    return next(iter(sorted(folder.glob(f"{package}_{version.replace(':', '%3a')}_*.deb"))), None)

@@ -171,9 +171,20 @@ def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]
     data = read_lock()
     locked = []
     for version in versions:
-        data["kernels"][version] = kernel_entry_from_record(find_build(version))
+        data["kernels"][version] = kernel_entry_pinned(find_build(version))
         locked.append(f"kernel {version}")
     for recipe in recipes:
         data["images"][recipe] = image_entry_from_record(find_image(recipe))
         locked.append(f"image {recipe}")
     return write_lock(data), locked
+
+
+def kernel_entry_pinned(record: dict[str, Any]) -> dict[str, Any]:
+    """A build's lock entry; a Debian source is pinned to its .deb even in an older record."""
+    from .debsource import pin_of_record
+
+    entry = kernel_entry_from_record(record)
+    if record["source"].get("kind") == "debian" and "debian" not in entry:
+        log = paths.cache_dir() / "lock-apt.log"
+        entry["debian"] = pin_of_record(record["source"], log).to_json()
+    return entry

@@ -37,6 +37,7 @@ class Comparison:
     same_experiment: bool = False
     same_expectations: bool = False
     source: str = ""  # how the kernel's source tree compares (by identity, whatever the route)
+    image: str = ""  # how the image compares (same file, or same package versions)
     input_changes: list[str] = field(default_factory=list)
     expectation_changes: list[str] = field(default_factory=list)
     trace: dict[str, Any] = field(default_factory=dict)
@@ -49,7 +50,7 @@ class Comparison:
         return {"original": str(self.original), "rerun": str(self.rerun), "identical": self.identical,
                 "same_kernel": self.same_kernel, "same_image": self.same_image,
                 "same_experiment": self.same_experiment, "same_expectations": self.same_expectations,
-                "source": self.source,
+                "source": self.source, "image": self.image,
                 "input_changes": self.input_changes, "expectation_changes": self.expectation_changes,
                 "trace": self.trace}
 
@@ -59,7 +60,7 @@ class Comparison:
                  f"  rerun        {self.rerun}",
                  f"  source       {self.source or 'not compared'}",
                  f"  kernel       {yes[self.same_kernel]}",
-                 f"  image        {yes[self.same_image]}",
+                 f"  image        {yes[self.same_image]}{f' ({self.image})' if self.image else ''}",
                  f"  experiment   {yes[self.same_experiment]}",
                  f"  expectations {yes[self.same_expectations]}"]
         lines += [f"    {line}" for line in self.input_changes + self.expectation_changes]
@@ -127,6 +128,18 @@ def kernel_input_changes(build: dict[str, Any], allow: bool) -> list[str]:
     return changes
 
 
+def compare_images(old: dict[str, Any], new: dict[str, Any]) -> tuple[bool, str]:
+    """The same image file, or a rebuilt one (new host keys) with the same package versions."""
+    if old["image"]["sha256"] == new["image"]["sha256"]:
+        return True, "the same file"
+    was, now = lock.image_packages(old), lock.image_packages(new)
+    if was == now:
+        return True, f"rebuilt, the same {len(now)} package versions"
+    changed = sorted(name for name in set(was) | set(now) if was.get(name) != now.get(name))
+    return False, f"{len(changed)} packages differ: " + ", ".join(
+        f"{n} {was.get(n, '-')} -> {now.get(n, '-')}" for n in changed[:3])
+
+
 def source_line(old: dict[str, Any], new: dict[str, Any]) -> str:
     """'same tree …' or 'DIFFERENT tree …' by identity; by file sums for bundles without one."""
     if old.get("tree_sha256") and new.get("tree_sha256"):
@@ -192,7 +205,7 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
     comparison.same_kernel = _sha(new_build, "bzImage") == _sha(build, "bzImage")
     comparison.source = source_line(build["source"], new_build["source"])
     if image and new_image:
-        comparison.same_image = new_image["image"]["sha256"] == image["image"]["sha256"]
+        comparison.same_image, comparison.image = compare_images(image, new_image)
     rerun = run_experiment(experiment["name"], kernel=build["version"], keep_vm=keep_vm, vm_name=vm_name)
     comparison.rerun = rerun.dir
     new_result = read_json(rerun.dir / "result.json")
