@@ -182,7 +182,11 @@ def _pack_kernel_inputs(build: dict[str, Any], catalog_source: dict[str, Any], r
         if name not in series:
             series.append(name)
             (root / "patches" / name).mkdir(parents=True)
-            shutil.copyfile(directory / "series", root / "patches" / name / "series")
+            heading = [line for line in (directory / "series").read_text().splitlines()[:1]
+                       if line.startswith("#")]
+            (root / "patches" / name / "series").write_text("\n".join(heading) + "\n" if heading else "")
+        with open(root / "patches" / name / "series", "a") as listing:
+            listing.write(patch["name"] + "\n")  # exactly the build's patches, in its order
         shutil.copyfile(_checked(directory / patch["name"], patch["sha256"], "patch"),
                         root / "patches" / name / patch["name"])
     (root / "configs").mkdir(parents=True)
