@@ -456,7 +456,7 @@ def summarize_record(record: dict[str, Any]) -> str:
         f"kernel {record['version']}: {record['kernelrelease']} (key {short(record['key'])})",
         f"  source     {source['origin']} sha256={source['sha256'][:16]}"
         + ("" if source.get("verified") else "  UNVERIFIED"),
-        f"  tree       {source.get('tree_sha256', 'not recorded (built before kernlab named trees)')[:16]}"
+        f"  tree       {source.get('tree_sha256', '')[:16] or 'not recorded (an older build)'}"
         + (f"  .deb sha256={source['debian']['deb_sha256'][:16]}" if source.get("debian") else ""),
         f"  patches    {', '.join(p['name'] for p in record['patches']) or 'none'}",
         f"  config     {record['config_base']} + {fragments}"
