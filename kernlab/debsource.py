@@ -66,6 +66,7 @@ class DebSource:
     pin: DebPin
     member: str
     tarball_sha256: str
+    verified: bool  # apt checked it against the archive's signed index, or it is the locked file
 
 
 # ---------------------------------------------------------------- apt queries
@@ -214,8 +215,13 @@ def tarball_of(deb: Path, deb_sha256: str) -> tuple[str, str]:
 def fetch(package: str, suite: str | None, kernel: str, pin: DebPin | None, *, update: bool,
           given: Path | None, log: Path) -> DebSource:
     """The .deb to build ``kernel`` from, honouring kernlab.lock's ``pin`` unless ``update``."""
+    verified = True
     if given is not None:
         deb, sha = _given(given, package, pin if not update else None, kernel)
+        verified = bool(pin) and not update
+        if not verified:
+            reporter().warn(f"{given.name} is the user's file, pinned by nothing yet: the record says "
+                            "unverified (`invoke lock` pins it)")
     elif pin is not None and not update:
         deb, sha = _pinned(package, suite, kernel, pin, log)
     else:
@@ -224,7 +230,7 @@ def fetch(package: str, suite: str | None, kernel: str, pin: DebPin | None, *, u
     if got_package != package:
         raise KernlabError(f"{deb} is {got_package}, not {package}", f"pass a {package} .deb")
     member, tarball_sha = tarball_of(deb, sha)
-    return DebSource(deb, DebPin(package, version, sha), member, tarball_sha)
+    return DebSource(deb, DebPin(package, version, sha), member, tarball_sha, verified)
 
 
 def _given(path: Path, package: str, pin: DebPin | None, kernel: str) -> tuple[Path, str]:

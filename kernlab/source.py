@@ -165,7 +165,7 @@ def _debian(options: dict[str, Any], kernel: str, opts: SourceOptions, log: Path
                           given=opts.deb, log=log)
     debian = {**got.pin.to_json(), "suite": options.get("suite"), "file": str(got.deb)}
     return ResolvedSource(kind="debian", origin=f"{got.pin.package}={got.pin.version}",
-                          sha256=got.tarball_sha256, verified=True, deb=got.deb, member=got.member,
+                          sha256=got.tarball_sha256, verified=got.verified, deb=got.deb, member=got.member,
                           extra={"package_version": got.pin.version, "debian": debian})
 
 

@@ -106,6 +106,13 @@ def test_a_deb_unlike_the_pin_is_refused(setup):
         resolve(base, deb=other)
 
 
+def test_a_users_deb_with_no_pin_is_recorded_unverified(setup):
+    base, _ = setup
+    deb = source_deb(base / "debs", "9.9.1-1")
+    record = resolve(base, deb=deb).record()
+    assert record["verified"] is False and record["debian"]["deb_sha256"] == sha256_file(deb)
+
+
 def test_the_archive_still_offering_the_pinned_version_is_no_drift(setup):
     base, repo = setup
     old, new = source_deb(base / "debs", "9.9.1-1"), source_deb(base / "debs", "9.9.2-1", b"changed\n")
