@@ -314,7 +314,7 @@ def _local_archive(dest: Path, recipe: str) -> None:
     (debs / "Packages").write_text(index)
     path = dest / "root" / "vm" / f"{recipe}.yaml"
     spec = yaml.safe_load(path.read_text())
-    spec["mirror"] = f"deb [trusted=yes] file:{debs} ./"
+    spec["mirror"] = f"deb [trusted=yes] copy://{debs} ./"  # copy: mmdebstrap's chroot cannot see file:
     path.write_text("# kernlab pack: the image's own .debs, served from the pack\n"
                     + yaml.safe_dump(spec, sort_keys=False))
 
