@@ -13,7 +13,8 @@ with no network:
     debs/                          the image's .deb files, exactly the installed versions
 
 ``--small`` leaves the source file and the .debs out: the pack then names them by
-version and sha256, and the receiving machine fetches them (network) or has them.
+version and sha256 (its lock holds the image's package versions too), and the receiving
+machine fetches them (network) or has them.
 
 ``reproduce PACK`` unpacks into ``<state>/packs/<name>/``, seeds the cache with the
 source file, serves the .debs as a local apt repository to mmdebstrap, and runs the
@@ -64,6 +65,8 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
         source = _pack_source(build, staging, small)
         _pack_kernel_inputs(build, source["catalog_source"], root)
         image_info = _pack_image(image, staging, root, small) if image else None
+        if image and small:  # the recipe travels unchanged: its packages can be held to the bundle's
+            _lock_image(root / "kernlab.lock", image)
         _pack_experiment(experiment, root)
         index = {"format": FORMAT, "kernlab": __version__, "made": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                  "small": small, "experiment": experiment["name"], "kernel": build["version"],
@@ -239,6 +242,13 @@ def _pack_image(image: dict[str, Any], staging: Path, root: Path, small: bool) -
                            "pass --small to pack their versions only, or rebuild the image to fill the cache")
     info["debs"] = "debs/"
     return info
+
+
+def _lock_image(path: Path, image: dict[str, Any]) -> None:
+    """Add the image's recipe key and package versions to the packed lock (small packs)."""
+    data = read_json(path)
+    data["images"][image.get("recipe", "bookworm")] = lock.image_entry_from_record(image)
+    atomic_write_json(path, data)
 
 
 def _pack_experiment(experiment: dict[str, Any], root: Path) -> None:
