@@ -160,6 +160,7 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "ref": "Git ref for --git (default HEAD); only with --git.",
         "url": "Download the tarball from this URL instead of the catalog's.",
         "sha256": "Pin the sha256 of the tarball (for --tarball/--url or an unpinned catalog entry).",
+        "deb": "Use this linux-source .deb for a Debian-sourced version (checked against kernlab.lock).",
         "allow_unverified": "Accept a tarball with no pinned sha256 (the record says unverified).",
         "patches": "Extra patch series directory applied after the catalog's (repeatable).",
         "fragment": "Extra config fragment merged after the catalog's (repeatable).",
@@ -168,13 +169,14 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "no_samples": "Skip samples/bpf.",
         "clean": "Remove this build's output directory first and build from scratch.",
         "json": "Print the build record as JSON when done.",
-        "update_lock": "Accept inputs that differ from kernlab.lock and record them there.",
+        "update_lock": "Accept inputs that differ from kernlab.lock (e.g. a newer Debian package) "
+        "and record them there.",
     },
     iterable=["patches", "fragment"],
 )
 @friendly
 def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, url=None, sha256=None,
-                 allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
+                 deb=None, allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
                  no_samples=False, clean=False, json=False, update_lock=False):
     """Fetch, patch, configure (verified), build a kernel with headers and samples/bpf; record it."""
     from pathlib import Path
@@ -192,7 +194,8 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
             not_empty(flag, item)
     opts = build.BuildOptions(
         source=SourceOptions(tarball=Path(tarball) if tarball else None, git=Path(git) if git else None,
-                             ref=ref or "HEAD", url=url, sha256=sha256, allow_unverified=allow_unverified),
+                             ref=ref or "HEAD", url=url, sha256=sha256, allow_unverified=allow_unverified,
+                             deb=Path(deb) if deb else None, update_lock=update_lock),
         extra_patches=[Path(p).resolve() for p in patches or []],
         extra_fragments=[Path(f).resolve() for f in fragment or []],
         jobs=number("jobs", jobs, low=0, high=1024, integer=True,
@@ -211,7 +214,6 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
 
 def _source_flags(tarball, git, url, ref, sha256) -> None:
     """build-kernel's source flags name one source; --ref and --sha256 only where they apply."""
-    import re
 
     given = [f"--{n}" for n, v in (("tarball", tarball), ("git", git), ("url", url)) if v]
     if len(given) > 1:
@@ -222,9 +224,10 @@ def _source_flags(tarball, git, url, ref, sha256) -> None:
     if sha256 and git:
         raise KernlabError("--sha256 pins a tarball; a --git source is pinned by its commit",
                            "leave --sha256 out, or use --ref COMMIT")
-    if sha256 and not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise KernlabError(f"--sha256 {sha256!r} is not a sha256 (64 lowercase hex digits)",
-                           "copy it from `sha256sum FILE` or the release's sha256sums.asc")
+    if sha256:
+        from kernlab.catalog import normalise_sha256
+
+        normalise_sha256(sha256, "--sha256")  # before anything is written
 
 
 @task(help={"version": "Catalog version or build id (default: the catalog's default); "
@@ -645,6 +648,23 @@ def ci(c, kernels="", experiments="all", out="", hosts=""):
 
 
 @task(help={"bundle": "A results bundle directory (results/<experiment>/<kernel>/<time>).",
+            "out": "Where to write the pack (default results/packs/<experiment>-<kernel>-<time>"
+            ".kernlab-pack.tar).",
+            "small": "Leave the kernel source and the image's .debs out (named by version and sha256)."})
+@friendly
+def pack(c, bundle, out="", small=False):
+    """One archive that reproduces a bundle on another machine, offline: `invoke reproduce PACK`."""
+    from pathlib import Path
+
+    from kernlab.pack import pack_bundle
+    from kernlab.util import human_bytes
+
+    written = pack_bundle(Path(bundle), Path(out) if out else None, small=small)
+    print(f"{written} ({human_bytes(written.stat().st_size)})")
+
+
+@task(help={"bundle": "A results bundle directory (results/<experiment>/<kernel>/<time>) or a pack "
+            "(*.kernlab-pack.tar from `invoke pack`).",
             "anyway": "Rerun even if today's kernel inputs differ from the bundle's.",
             "keep_vm": "Leave the VM running afterwards.",
             "vm_name": "VM to use (reused when it runs the same kernel and image).",
@@ -654,11 +674,14 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
     """Rebuild or reuse what a bundle names, rerun it, compare hashes, expectations and trace."""
     from pathlib import Path
 
+    from kernlab.pack import is_pack, reproduce_pack
     from kernlab.reproduce import reproduce as run
     from kernlab.vm import run_dir_of
 
     run_dir_of(vm_name)
-    comparison = run(Path(not_empty("bundle", bundle)), anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
+    target = Path(not_empty("bundle", bundle))
+    rerun = reproduce_pack if is_pack(target) else run
+    comparison = rerun(target, anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
     if json:
         _print_json(comparison.to_json())
     else:
@@ -671,7 +694,7 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce)
+ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce, pack)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import filelock, lock, paths
+from . import filelock, identity, lock, paths
 from .catalog import Catalog, KernelSpec, load_catalog
 from .errors import KernlabError
 from .kconfig import load_model, raise_if_dropped, requested_options, verify_config
@@ -68,7 +68,7 @@ class Plan:
         return lock.kernel_entry(
             source.sha256, [p.record() for p in self.patches],
             [(f.name, sha256_file(f)) for f in self.fragments],
-            compiler_version(self.compiler), binutils_version(),
+            compiler_version(self.compiler), binutils_version(), debian=source.extra.get("debian"),
         )
 
     def inputs(self, source_id: str) -> dict[str, Any]:
@@ -119,13 +119,13 @@ def make_plan(version: str, opts: BuildOptions | None = None) -> Plan:
 
 def describe_plan(plan: Plan) -> dict[str, Any]:
     """What `build-kernel --plan` prints: no network, no build."""
-    from .source import requested_sources
+    from .source import describe_sources
 
     mirror = plan.catalog.effective_mirror()
     return {
         "version": plan.spec.version,
         "release": plan.spec.release,
-        "sources (in order)": [s.describe(mirror) for s in requested_sources(plan.spec, plan.opts.source)],
+        "sources (in order)": describe_sources(plan.spec, plan.opts.source, mirror),
         "patches": [f"{p.series.name}/{p.name} sha256={p.record()['sha256'][:16]}" for p in plan.patches],
         "config": {"base": plan.spec.base, "fragments": [str(f) for f in plan.fragments]},
         "compiler": f"{plan.compiler} ({compiler_version(plan.compiler) or 'NOT INSTALLED'})",
@@ -142,6 +142,7 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
     started = time.monotonic()
     plan = make_plan(version, opts)
     opts = plan.opts
+    opts.source.update_lock = opts.source.update_lock or opts.update_lock
     require_tool(plan.compiler, plan.compiler)
     logs = paths.work_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -228,11 +229,15 @@ def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
     final = paths.work_dir() / "src" / f"{plan.spec.version}-{short(tree_key)}"
     log = paths.work_dir() / "logs" / f"patch-{plan.spec.version}-{short(tree_key)}.log"
     if (final / ".kernlab-tree-done").exists():
+        if (final / identity.MARKER).is_file():
+            source.set_tree((final / identity.MARKER).read_text().strip())
         return final
     with staging_dir(final) as staging:
         reporter().note(f"extracting {source.origin}")
         top = extract_source(source, staging / "x", log)
-        release = tree_release(top, source.origin)
+        release = tree_release(top, source.origin)  # a tree without a Makefile stops here
+        source.set_tree(identity.tree_sha256(top))  # before any patch: the source's own tree
+        (staging / identity.MARKER).write_text(f"{source.tree_sha256}\n")
         if release != plan.spec.release:
             reporter().note(f"tree is {release} (catalog names {plan.spec.release})")
         apply_series(top, plan.patches, release, log)
@@ -493,6 +498,8 @@ def summarize_record(record: dict[str, Any]) -> str:
         f"kernel {record['version']}: {record['kernelrelease']} (build {build_id(record)})",
         f"  source     {source['origin']} sha256={source['sha256'][:16]}"
         + ("" if source.get("verified") else "  UNVERIFIED"),
+        f"  tree       {source.get('tree_sha256', '')[:16] or 'not recorded (an older build)'}"
+        + (f"  .deb sha256={source['debian']['deb_sha256'][:16]}" if source.get("debian") else ""),
         f"  patches    {', '.join(p['name'] for p in record['patches']) or 'none'}",
         f"  config     {record['config_base']} + {fragments}"
         f" ({record['config_check']['verified']} options verified)",
@@ -501,12 +508,23 @@ def summarize_record(record: dict[str, Any]) -> str:
     for name in ("bzImage", "vmlinux", "System.map", "config"):
         lines.append(f"  {name:<11}{outputs[name]['path']}  sha256={outputs[name]['sha256'][:16]}")
     lines.append(f"  headers    {outputs['headers']['path']}")
+    lines.append(f"  kheaders   {_kheaders_line(record)}")
     if "samples_bpf" in outputs:
         lines.append(f"  samples    {outputs['samples_bpf']['dir']['path']}")
     for name, exact in record.get("symbols", {}).items():
         lines.append(f"  symbol     {name}: {exact or 'MISSING'}")
     lines.append(f"  built in   {record['duration_s']}s at {record['built_at']}")
     return "\n".join(lines)
+
+
+def _kheaders_line(record: dict[str, Any]) -> str:
+    """Where the guest's kernel headers image is, or that the first boot will make it."""
+    from .kheaders import find_headers
+
+    made = find_headers(record)
+    if made is None:
+        return "(made at the first boot: mounted at /lib/modules/<release>/build)"
+    return f"{made['image']['path']}  sha256={made['image']['sha256'][:16]}"
 
 
 def built_versions() -> list[str]:
@@ -518,15 +536,21 @@ def built_versions() -> list[str]:
 
 
 def catalog_table() -> str:
-    """`invoke list-kernels`: the catalog, the build each version uses, then every build."""
+    """`invoke list-kernels`: each version, its default source and what pins it, the build
+    it uses, then every build."""
     from .builds import builds_of, builds_table, complete_builds
 
     catalog = load_catalog()
     every = complete_builds()
+    locked = lock.read_lock()["kernels"]
     rows = [f"{'version':<8} {'release':<10} {'build used':<24} description"]
     for version, spec in catalog.kernels.items():
         mine = builds_of(version, every)
         used = mine[0].id if mine else "-"
         mark = " (default)" if version == catalog.default else ""
         rows.append(f"{version:<8} {spec.release:<10} {used:<24} {spec.description}{mark}")
+        source = spec.sources[0]
+        pin = source.pin(locked.get(version)) or source.unpinned()
+        rows.append(f"{'':<8} source: {source.where(catalog.effective_mirror())}")
+        rows.append(f"{'':<8} pinned: {pin}")
     return "\n".join(rows) + "\n\n" + builds_table()

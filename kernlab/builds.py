@@ -20,7 +20,7 @@ from typing import Any
 from . import paths
 from .errors import BuildInputError, KernlabError, NotFound
 from .report import reporter
-from .util import read_json
+from .util import read_json, sha256_file
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,36 @@ def complete_builds() -> list[BuildRef]:
 
 
 def builds_of(version: str, every: list[BuildRef] | None = None) -> list[BuildRef]:
-    """``version``'s builds, the one to use first: latest pointer, then newest built."""
+    """``version``'s builds, the one to use first: built from today's catalog patches and
+    fragments, then the latest pointer, then the newest."""
     mine = [b for b in (complete_builds() if every is None else every) if b.version == version]
     mine.sort(key=lambda b: b.built_at, reverse=True)
     pointed = _latest_pointer(version)
     mine.sort(key=lambda b: b.id != pointed)  # stable: the pointed build first, rest by time
+    today = catalog_recipe(version)
+    if today is not None:
+        mine.sort(key=lambda b: bool(recipe_differences(b.record, today)))
     return mine
+
+
+def catalog_recipe(version: str) -> dict[str, list[str]] | None:
+    """The patch and fragment hashes the catalog asks for today (no sources resolved);
+    None when ``version`` is not in the catalog or its files are missing."""
+    from .build import make_plan
+
+    try:
+        plan = make_plan(version)
+    except KernlabError:
+        return None
+    return {"patches": [p.record()["sha256"] for p in plan.patches],
+            "fragments": [sha256_file(f) for f in plan.fragments]}
+
+
+def recipe_differences(record: dict[str, Any], today: dict[str, list[str]]) -> list[str]:
+    """What of today's catalog recipe the build was not made with ([] when the same)."""
+    made = {"patches": [p.get("sha256") for p in record.get("patches") or []],
+            "fragments": [f.get("sha256") for f in record.get("fragments") or []]}
+    return [kind for kind in ("patches", "fragments") if made[kind] != today[kind]]
 
 
 def _latest_pointer(version: str) -> str:
@@ -136,7 +160,8 @@ def _choice(asked: str, build: BuildRef, every: list[BuildRef]) -> KernelChoice:
 
 
 def announce(choice: KernelChoice, flag: str = "--kernel") -> None:
-    """One note line: which build is used and, when there are others, how to pick one."""
+    """One note line: which build is used and, when there are others, how to pick one;
+    another when the build's patches or fragments are not the catalog's of today."""
     if choice.build is None:
         return
     line = f"kernel {choice.asked}: build {choice.build.line()}"
@@ -144,6 +169,12 @@ def announce(choice: KernelChoice, flag: str = "--kernel") -> None:
         line += (f"; {choice.builds} builds of {choice.version}: {flag} BUILD_ID picks another "
                  "(`invoke list-kernels`)")
     reporter().note(line)
+    today = catalog_recipe(choice.version)
+    stale = recipe_differences(choice.build.record, today) if today is not None else []
+    if stale:
+        reporter().note(f"build {choice.build.id} was made with other {' and '.join(stale)} "
+                        f"than the catalog's today; `invoke build-kernel --version "
+                        f"{choice.version}` makes one with them")
 
 
 def select_build(asked: str, flag: str = "--kernel") -> dict[str, Any]:

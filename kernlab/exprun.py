@@ -160,17 +160,19 @@ class Session:
     def check_vm(self) -> Any:
         """The VM running as ``vm_name`` (None: none runs); VmRefused when it runs another kernel
         or image, or does not answer (kernlab.health); it is left as it is."""
-        from .vm import find_vm
+        from .vm import find_vm, mismatch
 
         build, image = self.kernel_and_image()
         running = find_vm(self.vm_name)
         if running is None:
             return None
-        if running.record["kernel"]["key"] != build["key"] or running.record["image"]["key"] != image["key"]:
+        if differs := mismatch(running, build, image):
             theirs = f"{health.build_id(running)} with image {running.record['image']['key'][:12]}"
+            ours = f"{build_id(build)} with image {image['key'][:12]}"
+            what = (f"is running {theirs}, not {ours}" if differs != "kernel headers disk"
+                    else f"runs {theirs} without this build's kernel headers disk")
             raise VmRefused(
-                f"VM {self.vm_name} is running {theirs}, not {build_id(build)} with image "
-                f"{image['key'][:12]}, and this command did not start it",
+                f"VM {self.vm_name} {what}, and this command did not start it",
                 f"stop it first: `invoke vm.down --name {self.vm_name}`, or use another VM: --vm-name NAME")
         try:
             health.require(running)

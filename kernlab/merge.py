@@ -10,6 +10,7 @@ from OUT alone, and the report is written by the matrix's own writer.
 from __future__ import annotations
 
 import glob
+import re
 import shutil
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def _matching_dirs(pattern: str) -> list[Path]:
 
 
 def merge_runs(dirs: list[Path]) -> Matrix:
-    """One matrix of the runs in ``dirs``: kernels and experiments in the order first seen."""
+    """One matrix of the runs in ``dirs``: kernels oldest first, experiments as first seen."""
     merged = Matrix([], [])
     source: dict[tuple[str, str], Path] = {}
     for directory in dirs:
@@ -57,8 +58,15 @@ def merge_runs(dirs: list[Path]) -> Matrix:
         merged.kernels += [k for k in run.kernels if k not in merged.kernels]
         merged.experiments += [e for e in run.experiments if e not in merged.experiments]
         merged.hosts.update(run.hosts)
+    merged.kernels.sort(key=kernel_order)
     _fill_gaps(merged)
     return merged
+
+
+def kernel_order(kernel: str) -> tuple[tuple[int, ...], str]:
+    """4.15 before 5.4.286 before 5.10 (a glob lists 5.10 first); build ids by their version."""
+    numbers = re.match(r"^\d+(?:\.\d+)*", kernel)
+    return (tuple(int(p) for p in numbers.group(0).split(".")) if numbers else (), kernel)
 
 
 def _fill_gaps(merged: Matrix) -> None:

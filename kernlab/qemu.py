@@ -252,15 +252,18 @@ class QemuSpec:
     memory: str = "2G"
     cpus: int = 2
     name: str = "kernlab"
+    kheaders: Path | None = None  # the kernel headers image, attached read-only (vdb)
 
     def argv(self, port: int) -> list[str]:
         """The full QEMU command line with SSH forwarded from 127.0.0.1:``port``."""
+        headers = (["-drive", f"file={self.kheaders},if=virtio,format=raw,readonly=on"]
+                   if self.kheaders else [])
         return [
             qemu_binary(), "-name", f"{self.name},process={self.name}",
             "-machine", "pc", *self.accel.args(), "-smp", str(self.cpus), "-m", self.memory,
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(self.kernel), "-append", self.cmdline,
-            "-drive", f"file={self.disk},if=virtio,format=qcow2,discard=unmap",
+            "-drive", f"file={self.disk},if=virtio,format=qcow2,discard=unmap", *headers,
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=net0",
             "-device", "virtio-rng-pci",

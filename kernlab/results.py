@@ -190,6 +190,7 @@ def manifest(*, experiment: dict[str, Any], build: dict | None, image: dict | No
         "variables": variables,
         "build": build,
         "image": image,
+        "kheaders": (vm or {}).get("kheaders"),  # the guest's kernel headers disk
         "vm": vm,
         "guest": guest,
         "versions": tool_versions(),

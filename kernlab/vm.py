@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import health, paths, qemu, remote
+from . import health, kheaders, paths, qemu, remote
 from .errors import KernlabError, NotFound
 from .report import reporter
 from .util import atomic_write_json, read_json
@@ -29,6 +29,7 @@ CMDLINE = "console=ttyS0 root=/dev/vda rw init=/sbin/kernlab-init panic=-1 quiet
 # boot; the lab guest needs neither (acpi=off would also lose the second CPU).
 FAST_BOOT = "pci=noacpi i8042.noaux i8042.nokbd"
 READY_LINE = "KERNLAB-READY"
+HEADERS_FAILED = "kernel headers disk not mounted"  # vm/init's line when the mount fails
 READY_TIMEOUT = 30.0  # seconds under KVM; scaled for TCG
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 PANIC_RE = re.compile(r"(Kernel panic - not syncing:.*|BUG:.*|Oops:.*)")
@@ -170,7 +171,7 @@ def ensure_vm(build: dict, image: dict, name: str = "default", **opts: Any) -> V
     """Reuse the running VM if it runs this kernel and image; else (re)start it."""
     vm = find_vm(name)
     if vm and vm.record["kernel"]["key"] == build["key"] and \
-            vm.record["image"]["key"] == image["key"]:
+            vm.record["image"]["key"] == image["key"] and _has_headers(vm, build):
         if _answers(vm):
             reporter().note(f"VM {name} already runs this kernel and image "
                             f"(port {vm.ssh_port})")
@@ -181,6 +182,38 @@ def ensure_vm(build: dict, image: dict, name: str = "default", **opts: Any) -> V
     if vm:
         vm.stop()
     return start_vm(build, image, name, **opts)
+
+
+def mismatch(vm: Vm, build: dict, image: dict) -> str:
+    """What the running ``vm`` lacks to run ``build`` on ``image`` ('' if nothing): the kernel,
+    the image, or the build's kernel headers disk."""
+    if vm.record["kernel"]["key"] != build["key"]:
+        return "kernel"
+    if vm.record["image"]["key"] != image["key"]:
+        return "image"
+    return "" if _has_headers(vm, build) else "kernel headers disk"
+
+
+def _has_headers(vm: Vm, build: dict) -> bool:
+    """The VM has this build's headers disk, or booted without one that still cannot be made.
+
+    A VM booted by a kernlab without the headers stage has no record of it: restarted.
+    """
+    booted = vm.record.get("kheaders")
+    if not booted:
+        return False
+    if booted.get("key"):
+        return booted["key"] == kheaders.stage_key(build)
+    return kheaders.find_headers(build) is None
+
+
+def headers_for(build: dict) -> dict[str, Any]:
+    """The kernel headers disk for ``build``: its summary, or why there is none (a warning)."""
+    try:
+        return kheaders.summary(kheaders.ensure_headers(build))
+    except KernlabError as error:
+        reporter().warn(f"the guest gets no kernel headers: {error.one_line()}")
+        return {"key": None, "missing": error.one_line()}
 
 
 def _answers(vm: Vm) -> bool:
@@ -222,13 +255,14 @@ def _start(build: dict, image: dict, name: str, kernel: Path, *, append: str, me
            cpus: int, port: int | None, timeout: float | None, wait: bool) -> Vm:
     """start_vm's work, under the VM's start lock."""
     accel = qemu.choose_accel(kernel)
+    headers = headers_for(build)
     run_dir = run_dir_of(name)
     _fresh_run_dir(run_dir)
     spec = qemu.QemuSpec(
         kernel=kernel, disk=run_dir / "overlay.qcow2", console_log=run_dir / "console.log",
         qmp_socket=run_dir / "qmp.sock", pidfile=run_dir / "qemu.pid",
         cmdline=f"{CMDLINE} {FAST_BOOT} {append}".strip(), accel=accel, memory=memory, cpus=cpus,
-        name=f"kernlab-{name}")
+        name=f"kernlab-{name}", kheaders=Path(headers["path"]) if headers.get("path") else None)
     limit = timeout if timeout is not None else READY_TIMEOUT * accel.scale
     vm: Vm | None = None
     with reporter().step(f"boot {build.get('kernelrelease', kernel.name)} as VM {name} "
@@ -237,7 +271,8 @@ def _start(build: dict, image: dict, name: str, kernel: Path, *, append: str, me
             qemu.make_overlay(Path(image["image"]["path"]), spec.disk, run_dir / "qemu.log")
             started = time.monotonic()
             proc, ssh_port = qemu.launch(spec.argv, spec.qmp_socket, run_dir / "qemu.log", port)
-            vm = Vm(run_dir, _record(name, run_dir, spec, proc.pid, ssh_port, build, image))
+            vm = Vm(run_dir, _record(name, run_dir, spec, proc.pid, ssh_port, build, image,
+                                     headers))
             vm._proc = proc
             remote.write_ssh_files(vm, image)
             atomic_write_json(run_dir / "vm.json", vm.record)
@@ -299,7 +334,7 @@ def _stop_on_interrupt() -> Iterator[None]:
 
 
 def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
-            build: dict, image: dict) -> dict[str, Any]:
+            build: dict, image: dict, headers: dict) -> dict[str, Any]:
     return {
         "name": name,
         "pid": pid,
@@ -326,6 +361,7 @@ def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
         | {"bzImage": str(spec.kernel)},
         "image": {"recipe": image["recipe"], "key": image["key"],
                   "path": image["image"]["path"]},
+        "kheaders": headers,
         "started_at": time.time(),
     }
 
@@ -359,6 +395,8 @@ def _wait_console(vm: Vm, deadline: float, limit: float) -> str:
                 return text
             if "sshd failed to start" in text:
                 raise _not_ready(vm, f"sshd did not start in VM {vm.name}")
+            if HEADERS_FAILED in text:
+                reporter().warn(f"VM {vm.name}: {text.strip()} (console: {vm.console_log})")
         pending = pending[pending.rfind(b"\n") + 1:]
         if not vm.alive():
             raise _died(vm)

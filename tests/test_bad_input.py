@@ -258,7 +258,7 @@ CASES = [
     Case("flags", "sha256-with-git", ["build-kernel", "--git", "/tmp", "--sha256", SHA],
          "--sha256 pins a tarball"),
     Case("flags", "sha256-malformed", ["build-kernel", "--tarball", "a.tar.xz", "--sha256", "xyz"],
-         "--sha256 'xyz' is not a sha256"),
+         "--sha256 'xyz' is malformed"),
     Case("flags", "version-empty", ["build-kernel", "--version", ""], "--version is empty"),
     Case("flags", "version-blank", ["build-kernel", "--version", "  "], "--version is empty"),
     Case("flags", "tarball-empty", ["build-kernel", "--tarball", ""], "--tarball is empty"),

@@ -131,10 +131,25 @@ def test_of_several_builds_the_latest_pointer_wins_then_the_newest(work, capsys)
     choice = builds.choose_kernel("5.4.286")
     assert choice.build.id == "5.4.286-cccccccccccc" and choice.builds == 2
     builds.announce(choice, "--kernels")
-    note = capsys.readouterr().err.strip()
+    note = capsys.readouterr().err.strip().splitlines()[0]  # then: not today's patches
     assert note == ("- kernel 5.4.286: build 5.4.286-cccccccccccc (5.4.286, from /src/linux@HEAD, built "
                     "2026-02-01T00:00:00Z); 2 builds of 5.4.286: --kernels BUILD_ID picks another "
                     "(`invoke list-kernels`)")
+
+
+def test_a_build_of_todays_catalog_patches_wins_and_a_stale_one_is_named(work, capsys):
+    today = builds.catalog_recipe("5.4.286")
+    assert today and today["patches"], "5.4.286 has catalog patches"
+    stale = fake_build(work, "5.4.286", "d" * 64, built_at="2026-02-01T00:00:00Z", latest=True)
+    fresh = fake_build(work, "5.4.286", "e" * 64, built_at="2026-01-01T00:00:00Z")
+    fresh["patches"] = [{"name": f"p{i}", "sha256": h} for i, h in enumerate(today["patches"])]
+    fresh["fragments"] = [{"path": f"f{i}", "sha256": h} for i, h in enumerate(today["fragments"])]
+    atomic_write_json(Path(fresh["build_dir"]) / "build.json", fresh)
+    assert builds.choose_kernel("5.4.286").build.id == "5.4.286-eeeeeeeeeeee"
+    builds.announce(builds.choose_kernel(Path(stale["build_dir"]).name))
+    assert ("build 5.4.286-dddddddddddd was made with other patches and fragments than the "
+            "catalog's today; `invoke build-kernel --version 5.4.286` makes one with them"
+            ) in capsys.readouterr().err
 
 
 def test_an_unbuilt_catalog_version_is_chosen_for_building(work):
