@@ -323,10 +323,19 @@ def test_cli_matrix_and_ci_show_na_cells_with_reasons(cli_env, tmp_path):
     assert (tmp_path / "ci" / "junit.xml").is_file()  # the report with its n/a cells is still written
 
 
-def test_cli_implicit_build_error_names_build_kernel(cli_env):
-    """No 5.4.286 build; its catalog tarball has no sha256: the fix is a build-kernel command."""
+def test_cli_implicit_build_error_names_build_kernel(cli_env, tmp_path):
+    """No 5.4.286 build; its catalog tarball (a catalog copy unpinned for the test) has no
+    sha256: the fix is a build-kernel command."""
+    import shutil
+
+    configs = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", configs)
+    catalog = configs / "kernels.yaml"
+    catalog.write_text(catalog.read_text().replace(
+        "sha256: 180754f3df0e8d7f206625255b3f5a6e1f441feec83336df42613ca8f6b1887c", "sha256: null"))
     write_exp(Path(cli_env["KERNLAB_EXPERIMENTS"]), "tiny")
-    done = invoke("run-experiment", "tiny", "--kernel", "5.4.286", env=cli_env)
+    done = invoke("run-experiment", "tiny", "--kernel", "5.4.286",
+                  env={**cli_env, "KERNLAB_CONFIGS": str(configs)})
     assert done.returncode == 1
     line = last_line(done)
     assert line.startswith("kernlab: error: https://cdn.kernel.org/pub/linux/kernel/v5.x/"
