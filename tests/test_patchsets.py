@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.catalog import load_catalog
-from kernlab.kconfig import load_model, requested_options, verify_config
-from kernlab.patch import apply_series, read_series
+from kernlab.kernel.catalog import load_catalog
+from kernlab.kernel.kconfig import load_model, requested_options, verify_config
+from kernlab.kernel.patch import apply_series, read_series
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches"
