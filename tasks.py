@@ -11,7 +11,8 @@ import invoke
 from invoke import Argument, Collection, Exit, Task
 from invoke.exceptions import UnexpectedExit
 
-from kernlab.core.errors import KernlabError, unexpected
+from kernlab.core.crash import unexpected
+from kernlab.core.errors import KernlabError
 from kernlab.core.validate import BadNumber, not_empty, number
 
 
@@ -228,8 +229,9 @@ def _source_flags(tarball, git, url, ref, sha256) -> None:
 @friendly
 def kernel_info(c, version=None, json=False):
     """Show a built kernel: where its bzImage is, what went into it."""
-    from kernlab.kernel.build import find_build, summarize_record
+    from kernlab.kernel.build import summarize_record
     from kernlab.kernel.catalog import load_catalog
+    from kernlab.kernel.selection import find_build
 
     record = find_build(not_empty("version", version) or load_catalog().default, "--version")
     if json:
@@ -245,9 +247,9 @@ def kernel_info(c, version=None, json=False):
 @friendly
 def lock(c, version=None, image=None):
     """Write kernlab.lock from the current builds: source, patch, fragment, compiler, package pins."""
-    from kernlab.core import lock as lockfile
+    from kernlab.compare.reproduce import lock_built
     from kernlab.guest.image import find_image
-    from kernlab.kernel.build import built_versions
+    from kernlab.kernel.selection import built_versions
 
     versions = [not_empty("version", v) for v in version or []] or built_versions()
     images = list(image or [])
@@ -257,7 +259,7 @@ def lock(c, version=None, image=None):
             images = ["bookworm"]
         except KernlabError:
             images = []
-    path, locked = lockfile.lock_built(versions, images)
+    path, locked = lock_built(versions, images)
     print(f"{path}: locked {', '.join(locked) or 'nothing (build something first)'}")
 
 
@@ -265,7 +267,7 @@ def lock(c, version=None, image=None):
 @friendly
 def list_kernels(c):
     """List the catalog's kernel versions, the build each uses, and every build's id."""
-    from kernlab.kernel.build import catalog_table
+    from kernlab.kernel.selection import catalog_table
 
     print(catalog_table())
 
@@ -311,7 +313,7 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
     from kernlab.guest.image import build_image as build
     from kernlab.guest.qemu import forced_accel
     from kernlab.guest.vm import ensure_vm, run_dir_of
-    from kernlab.kernel.build import find_build
+    from kernlab.kernel.selection import find_build
 
     run_dir_of(name)  # a bad name fails before any build
     forced_accel()

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from kernlab.guest import image, remote  # noqa: E402
 from kernlab.guest.vm import find_vm, start_vm  # noqa: E402
-from kernlab.kernel.build import find_build  # noqa: E402
+from kernlab.kernel.selection import find_build  # noqa: E402
 
 
 def image_cold(recipe: str) -> float:

@@ -48,7 +48,8 @@ kill $pid 2>/dev/null; wait $pid; echo "waited=$i"; cat "$out"
 
 def built(version: str) -> dict:
     """The build record of ``version``: built in CI (CI_BUILDS), else skipped when absent."""
-    from kernlab.kernel.build import build_kernel, find_build
+    from kernlab.kernel.build import build_kernel
+    from kernlab.kernel.selection import find_build
 
     if os.environ.get("CI") and version in CI_BUILDS:
         return build_kernel(version)

@@ -32,14 +32,15 @@ import paramiko
 import yaml
 from fabric import Connection
 
-from kernlab.compare.matrix import LOCAL
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import read_json
 from kernlab.core.validate import inside_path, plain_name
 from kernlab.guest.remote import key_only_connection
+from kernlab.kernel.source import safe_extract
 
+LOCAL = "local"  # this machine, as a runner of matrix cells
 TOP_KEYS = ("hosts", "include_local")
 HOST_KEYS = ("name", "address", "port", "user", "key", "known_hosts", "workdir", "env", "kernels")
 
@@ -463,8 +464,6 @@ class _LogStream:
 
 def fetch_run(conn: Connection, remote_out: str, local_dir: Path) -> dict[str, Any] | None:
     """Copy the host's run directory back (tar over SFTP, extracted safely); its matrix.json."""
-    from kernlab.kernel.source import safe_extract
-
     archive = f"{remote_out}.tar.gz"
     packed = conn.run(f"test -d {shlex.quote(remote_out)} && tar -czf {shlex.quote(archive)} "
                       f"-C {shlex.quote(remote_out)} .", hide=True, warn=True, in_stream=False)

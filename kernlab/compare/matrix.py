@@ -18,14 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kernlab.compare import fleet
+from kernlab.compare.fleet import LOCAL, last_error
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, atomic_write_text, read_json
+from kernlab.experiments.run import run_suite
+from kernlab.experiments.spec import check_known, experiment_names
+from kernlab.kernel.selection import choose_kernel
 
 PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"
 STATUSES = (PASS, FAIL, NA, ERROR)
-LOCAL = "local"  # this machine, as a runner of matrix cells
 
 
 @dataclass
@@ -83,8 +87,6 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     """
     from concurrent.futures import ThreadPoolExecutor, wait
 
-    from kernlab.experiments.spec import experiment_names
-
     if not kernels:
         raise KernlabError("no kernels to run", "name at least one kernel, e.g. --kernels 6.1")
     names = experiment_names() if experiments is None else list(experiments)
@@ -96,10 +98,8 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     if hosts_file is None:
         _run_local(matrix, kernels, names)
         return matrix
-    from kernlab.compare import fleet as remote
-
-    config = remote.load_hosts(hosts_file)
-    plan = remote.assign(kernels, config)
+    config = fleet.load_hosts(hosts_file)
+    plan = fleet.assign(kernels, config)
     matrix.hosts = {k: runner for runner, ks in plan.items() for k in ks}
     by_name = {h.name: h for h in config.hosts}
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -107,15 +107,15 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     pool = ThreadPoolExecutor(max_workers=max(1, len(plan)))
     futures = []
     try:
-        futures = [pool.submit(remote.run_on_host, by_name[runner], ks, names, target, run_id)
+        futures = [pool.submit(fleet.run_on_host, by_name[runner], ks, names, target, run_id)
                    for runner, ks in plan.items() if runner != LOCAL]
         _run_local(matrix, plan.get(LOCAL, []), names)
         for future in futures:
             _add_host_cells(matrix, future.result(), names)
     except KeyboardInterrupt:
-        remote.interrupt_all()  # else every host would run on to the end
-        if wait(futures, timeout=remote.INTERRUPT_GRACE).not_done:
-            remote.hang_up_all()
+        fleet.interrupt_all()  # else every host would run on to the end
+        if wait(futures, timeout=fleet.INTERRUPT_GRACE).not_done:
+            fleet.hang_up_all()
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -128,9 +128,6 @@ def check_names(kernels: list[str], names: list[str]) -> None:
     An experiment.yaml that does not load is not checked here: its cells FAIL with the
     loader's error and the other experiments run.
     """
-    from kernlab.experiments.spec import check_known
-    from kernlab.kernel.selection import choose_kernel
-
     for kernel in kernels:
         choose_kernel(kernel)
     check_known(names)
@@ -141,8 +138,6 @@ def _run_local(matrix: Matrix, kernels: list[str], names: list[str]) -> None:
 
     The suite gives every experiment a bundle: PASS, FAIL, or n/a with the reason.
     """
-    from kernlab.experiments.run import run_suite
-
     for kernel in kernels:
         with reporter().step(f"kernel {kernel}: {len(names)} experiments"):
             try:
@@ -167,8 +162,6 @@ def _vm_name(kernel: str) -> str:
 
 def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
     """Cells from a host's fetched matrix.json (bundle paths made local); the rest ERROR."""
-    from kernlab.compare.fleet import last_error
-
     for raw in (run.matrix or {}).get("cells", []):
         if raw["kernel"] in run.kernels:
             _add_cell(matrix, raw, _fetched_bundle(raw.get("bundle"), run.remote_out, run.local_dir))

@@ -20,8 +20,12 @@ from kernlab.core import lock
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, read_json
-from kernlab.kernel.build import BuildOptions
-from kernlab.kernel.source import SourceOptions
+from kernlab.experiments.run import run_experiment
+from kernlab.experiments.spec import load_experiment
+from kernlab.guest.image import build_image, find_image, input_files_sha256
+from kernlab.kernel.build import BuildOptions, build_id, build_kernel, make_plan
+from kernlab.kernel.selection import build_first, complete_builds, find_build
+from kernlab.kernel.source import SourceOptions, resolve_source
 
 VOLATILE = [
     (re.compile(r"0x[0-9a-f]{6,}"), "0x…"),
@@ -112,9 +116,6 @@ def bundle_source(build: dict[str, Any]) -> tuple[SourceOptions, str]:
 
 def kernel_input_changes(build: dict[str, Any], allow: bool, opts: BuildOptions) -> list[str]:
     """Differences between the bundle's kernel inputs and today's; raises unless allowed."""
-    from kernlab.kernel.build import make_plan
-    from kernlab.kernel.source import resolve_source
-
     plan = make_plan(build["version"], opts)
     source = resolve_source(plan.spec, plan.catalog, plan.opts.source,
                             Path(build["build_dir"]).parent / "reproduce-source.log")
@@ -133,9 +134,6 @@ def bundle_build(build: dict[str, Any], anyway: bool) -> tuple[dict[str, Any], l
 
     Returns the build record to rerun on and how today's kernel inputs differ.
     """
-    from kernlab.kernel.build import build_id, build_kernel
-    from kernlab.kernel.selection import build_first, complete_builds
-
     wanted = build_id(build)
     for existing in complete_builds():
         if existing.id == wanted:
@@ -210,11 +208,6 @@ def _sha(build: dict[str, Any], output: str) -> str:
 def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
               vm_name: str = "default") -> Comparison:
     """Rebuild or reuse what ``bundle`` names, rerun it, and compare."""
-    from kernlab.experiments.run import run_experiment
-    from kernlab.experiments.spec import load_experiment
-    from kernlab.guest.image import build_image
-    from kernlab.kernel.build import build_id
-
     bundle = bundle.resolve()
     manifest, result = load_bundle(bundle)
     build, image, experiment = _inputs(bundle, manifest, result)
@@ -241,3 +234,22 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
     comparison.trace = compare_traces(bundle / "trace.txt", rerun.dir / "trace.txt")
     atomic_write_json(rerun.dir / "reproduction.json", comparison.to_json())
     return comparison
+
+
+def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]]:
+    """Write lock entries from the existing build and image records; returns what was locked."""
+    data = lock.read_lock()
+    locked = []
+    for kernel in versions:  # a version or a build id; the entry is the build's version's
+        record = find_build(kernel, "--version")
+        data["kernels"][record["version"]] = lock.kernel_entry_from_record(record)
+        locked.append(f"kernel {record['version']} ({build_id(record)})")
+    for recipe in recipes:
+        data["images"][recipe] = _image_entry(recipe)
+        locked.append(f"image {recipe}")
+    return lock.write_lock(data), locked
+
+
+def _image_entry(recipe: str) -> dict[str, Any]:
+    """The lock entry of the built image ``recipe`` and the vm/ files as they are now."""
+    return lock.image_entry_from_record(find_image(recipe), input_files_sha256(recipe))

@@ -69,13 +69,10 @@ def image_packages(record: dict[str, Any]) -> dict[str, str]:
     return dict(p.split("=", 1) for p in record.get("packages", []) if "=" in p)
 
 
-def image_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
+def image_entry_from_record(record: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
     """The lockable inputs of an image built from the vm/ files as they are now: its key,
-    each file's hash (to name the one that changes later) and the package versions."""
-    from kernlab.guest.image import input_files_sha256
-
-    return {"recipe_sha256": record["key"], "files": input_files_sha256(record["recipe"]),
-            "packages": image_packages(record)}
+    each file's hash (``files``, to name the one that changes later) and the package versions."""
+    return {"recipe_sha256": record["key"], "files": files, "packages": image_packages(record)}
 
 
 def differences(locked: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -148,9 +145,9 @@ def _refuse(what: str, changed: list[str], fix: str) -> None:
     raise KernlabError(f"{what}: {changed[0]}{more}", fix, details="\n".join(changed))
 
 
-def update_image(recipe: str, record: dict[str, Any]) -> None:
+def update_image(recipe: str, record: dict[str, Any], files: dict[str, str]) -> None:
     lock = read_lock()
-    lock["images"][recipe] = image_entry_from_record(record)
+    lock["images"][recipe] = image_entry_from_record(record, files)
     write_lock(lock)
 
 
@@ -158,20 +155,3 @@ def update_kernel(version: str, entry: dict[str, Any]) -> None:
     lock = read_lock()
     lock["kernels"][version] = entry
     write_lock(lock)
-
-
-def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]]:
-    """Write lock entries from the existing build and image records; returns what was locked."""
-    from kernlab.guest.image import find_image
-    from kernlab.kernel.build import build_id, find_build
-
-    data = read_lock()
-    locked = []
-    for kernel in versions:  # a version or a build id; the entry is the build's version's
-        record = find_build(kernel, "--version")
-        data["kernels"][record["version"]] = kernel_entry_from_record(record)
-        locked.append(f"kernel {record['version']} ({build_id(record)})")
-    for recipe in recipes:
-        data["images"][recipe] = image_entry_from_record(find_image(recipe))
-        locked.append(f"image {recipe}")
-    return write_lock(data), locked

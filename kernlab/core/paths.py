@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kernlab.core.errors import KernlabError
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,8 +30,6 @@ def _env_path(name: str, default: Path) -> Path:
 
 
 def _check_dir(name: str, value: str | None, path: Path) -> None:
-    from kernlab.core.errors import KernlabError
-
     for candidate in (path, *path.parents):
         try:
             if candidate.exists():

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kernlab.core.validate import yaml_number
+
 KINDS = ("contains", "absent", "sequence", "value", "rejected", "exit")
 MAX_LINES = 20
 
@@ -68,8 +70,6 @@ Fail = Callable[[str, str], None]
 
 def _number(item: dict, key: str, where: str, fail: Fail, low: float | None = None) -> float | None:
     """A finite number (``.inf``/``.nan`` refused), at least ``low`` when given."""
-    from kernlab.core.validate import yaml_number
-
     value = item.get(key)
     if value is None:
         return None

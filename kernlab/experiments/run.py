@@ -36,11 +36,15 @@ from kernlab.experiments.spec import (
     Experiment,
     check_known,
     check_needs,
+    experiment_names,
     load_experiment,
     na_reason,
     resolve_vars,
 )
 from kernlab.guest import remote
+from kernlab.guest.image import build_image
+from kernlab.guest.vm import console_tail, ensure_vm, find_vm
+from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.selection import KernelChoice, build_for, choose_kernel
 
 GUEST_ROOT = "/root/kernlab/exp"
@@ -52,8 +56,6 @@ TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
 
 def default_kernel() -> str:
     """The catalog's default kernel version (configs/kernels.yaml ``default``)."""
-    from kernlab.kernel.catalog import load_catalog
-
     return load_catalog().default
 
 
@@ -112,8 +114,6 @@ class Session:
         return str((self.build or {}).get("release") or self.chosen.release)
 
     def kernel_and_image(self) -> tuple[dict, dict]:
-        from kernlab.guest.image import build_image
-
         if self.error is not None:
             raise self.error
         try:
@@ -130,8 +130,6 @@ class Session:
 
     def connection(self) -> Any:
         """An open connection to a VM running this session's kernel and image."""
-        from kernlab.guest.vm import ensure_vm, find_vm
-
         build, image = self.kernel_and_image()
         if self.vm is None or not self.vm.alive():
             running = find_vm(self.vm_name)
@@ -413,8 +411,6 @@ def _console_size(session: Session) -> int:
 
 
 def _ssh_lost(session: Session, error: BaseException) -> KernlabError:
-    from kernlab.guest.vm import console_tail
-
     vm = session.vm
     alive = vm is not None and vm.alive()
     state = "the VM is still running" if alive else "the VM is gone"
@@ -495,8 +491,6 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     fails, whose needs are unmet or whose experiment.yaml is invalid gets a FAIL bundle;
     none of them stops the others. Only an unknown name or kernel stops it, before any work.
     """
-    from kernlab.experiments.spec import experiment_names
-
     names = experiment_names() if names is None else names
     check_known(names)
     choice = choose_kernel(kernel or default_kernel())

@@ -22,6 +22,7 @@ from kernlab.core.progress import reporter
 from kernlab.core.util import hash_tree, sha256_text
 from kernlab.core.validate import inside_path, plain_name, yaml_number
 from kernlab.experiments.expect import Expectation, parse_expectations, substitute
+from kernlab.kernel.kconfig import defines_option
 
 SPEC_FILE = "experiment.yaml"
 LIB_DIR = "_lib"
@@ -581,8 +582,6 @@ def _absent_from_kernel(build: dict, option: str) -> bool:
     The build's config check already lists optional options its version lacks
     (``config_check.not_applicable``); any other is looked up in the build's tree.
     """
-    from kernlab.kernel.kconfig import defines_option
-
     release = build.get("release") or build.get("version")
     tree = build.get("tree")
     absent = (option in (build.get("config_check") or {}).get("not_applicable", [])
@@ -622,10 +621,3 @@ def check_needs(exp: Experiment, build: dict, variables: dict[str, str]) -> dict
             raise KernlabError(f"{symbol} is not in kallsyms of the {version} kernel", fix)
         found[symbol] = exact
     return found
-
-
-def run_experiment(name: str, **opts: Any) -> Any:
-    """Run one experiment end to end (see ``kernlab.exprun.run_experiment``)."""
-    from kernlab.experiments.run import run_experiment as run
-
-    return run(name, **opts)

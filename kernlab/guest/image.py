@@ -24,6 +24,7 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
+from kernlab.core.validate import plain_name
 
 FORMAT = 1  # bump when the way an image is made changes (not only its recipe)
 INIT_PATH = "/sbin/kernlab-init"
@@ -50,8 +51,6 @@ MaxStartups 30
 
 def recipe_path(recipe: str) -> Path:
     """``vm/<recipe>.yaml``; a recipe is a plain name (it also names the image's folder)."""
-    from kernlab.core.validate import plain_name
-
     if problem := plain_name(recipe):
         raise KernlabError(f"image recipe {problem}", "give the name of a file in vm/ without .yaml, "
                            "e.g. bookworm")
@@ -131,7 +130,7 @@ def build_image(recipe: str = "bookworm", update_lock: bool = False) -> dict[str
     record = _cached_or_built(recipe, key, spec)
     lock.check_image_packages(recipe, record, update_lock)
     if update_lock:
-        lock.update_image(recipe, record)
+        lock.update_image(recipe, record, input_files_sha256(recipe))
         reporter().note(f"{lock.lock_path()} updated for image {recipe}")
     return record
 

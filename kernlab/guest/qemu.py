@@ -32,7 +32,7 @@ from typing import Any
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
-from kernlab.core.proc import capture, require_tool
+from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, read_json
 
@@ -276,8 +276,6 @@ class QemuSpec:
 
 def make_overlay(base: Path, overlay: Path, log: Path) -> None:
     """A qcow2 copy-on-write overlay over the (never written) raw base image."""
-    from kernlab.core.proc import run_logged
-
     qemu_img = require_tool("qemu-img", "qemu-utils")
     run_logged([qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, overlay],
                log, what="qemu-img create")

@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import paramiko
 from fabric import Config, Connection
@@ -24,9 +24,20 @@ from kernlab.core.util import atomic_write_text
 if TYPE_CHECKING:
     from invoke.runners import Result
 
-    from kernlab.guest.vm import Vm
-
 CONNECT_TIMEOUT = 10.0  # per attempt, seconds (scaled by the VM's accel)
+
+
+class Vm(Protocol):
+    """What SSH needs of a guest (``kernlab.guest.vm.Vm`` is one): its record, port,
+    console log, liveness and the connection it caches."""
+
+    name: str
+    ssh_port: int
+    console_log: Path
+    record: dict[str, Any]
+    conn: Any
+
+    def alive(self) -> bool: ...
 
 
 def known_hosts_line(host: str, port: int, host_key_pub: str) -> str:

@@ -24,8 +24,16 @@ from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
 from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
 from kernlab.kernel.kconfig import load_model, raise_if_dropped, requested_options, verify_config
+from kernlab.kernel.kheaders import find_headers
 from kernlab.kernel.patch import Patch, apply_series, collect_patches, series_dir
-from kernlab.kernel.source import ResolvedSource, SourceOptions, extract_source, resolve_source, tree_release
+from kernlab.kernel.source import (
+    ResolvedSource,
+    SourceOptions,
+    extract_source,
+    requested_sources,
+    resolve_source,
+    tree_release,
+)
 
 BUILD_LOGIC_VERSION = 2  # bump when the way a build is made changes its outputs
 REPRODUCIBLE_ENV = {
@@ -117,8 +125,6 @@ def make_plan(version: str, opts: BuildOptions | None = None) -> Plan:
 
 def describe_plan(plan: Plan) -> dict[str, Any]:
     """What `build-kernel --plan` prints: no network, no build."""
-    from kernlab.kernel.source import requested_sources
-
     mirror = plan.catalog.effective_mirror()
     return {
         "version": plan.spec.version,
@@ -433,13 +439,6 @@ def _remember_latest(version: str, build_dir: Path) -> None:
     atomic_write_json(paths.work_dir() / "latest" / f"{version}.json", {"build_dir": str(build_dir)})
 
 
-def find_build(kernel: str, flag: str = "--kernel") -> dict[str, Any]:
-    """The build ``kernel`` (a version or build id) names; see ``kernlab.builds``."""
-    from kernlab.kernel.selection import select_build
-
-    return select_build(kernel, flag)
-
-
 def build_id(record: dict[str, Any]) -> str:
     """A build's id: its directory's name under ``<work>/build`` (``<version>-<key12>``)."""
     name = Path(str(record.get("build_dir", ""))).name
@@ -474,32 +473,7 @@ def summarize_record(record: dict[str, Any]) -> str:
 
 def _kheaders_line(record: dict[str, Any]) -> str:
     """Where the guest's kernel headers image is, or that the first boot will make it."""
-    from kernlab.kernel.kheaders import find_headers
-
     made = find_headers(record)
     if made is None:
         return "(made at the first boot: mounted at /lib/modules/<release>/build)"
     return f"{made['image']['path']}  sha256={made['image']['sha256'][:16]}"
-
-
-def built_versions() -> list[str]:
-    """Catalog versions that have a complete build."""
-    from kernlab.kernel.selection import complete_builds
-
-    built = {b.version for b in complete_builds()}
-    return [version for version in load_catalog().kernels if version in built]
-
-
-def catalog_table() -> str:
-    """`invoke list-kernels`: the catalog, the build each version uses, then every build."""
-    from kernlab.kernel.selection import builds_of, builds_table, complete_builds
-
-    catalog = load_catalog()
-    every = complete_builds()
-    rows = [f"{'version':<8} {'release':<10} {'build used':<24} description"]
-    for version, spec in catalog.kernels.items():
-        mine = builds_of(version, every)
-        used = mine[0].id if mine else "-"
-        mark = " (default)" if version == catalog.default else ""
-        rows.append(f"{version:<8} {spec.release:<10} {used:<24} {spec.description}{mark}")
-    return "\n".join(rows) + "\n\n" + builds_table()

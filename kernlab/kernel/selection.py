@@ -21,6 +21,9 @@ from kernlab.core import paths
 from kernlab.core.errors import BuildInputError, KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.util import read_json, sha256_file
+from kernlab.kernel import build as kernel_build  # build_kernel looked up at call time (tests replace it)
+from kernlab.kernel.build import complete_record, make_plan
+from kernlab.kernel.catalog import load_catalog
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,6 @@ def build_root() -> Path:
 
 def complete_builds() -> list[BuildRef]:
     """Every complete build (record written, bzImage, vmlinux and System.map present)."""
-    from kernlab.kernel.build import complete_record
-
     found = []
     for record_path in sorted(build_root().glob("*/build.json")):
         record = complete_record(record_path)
@@ -99,8 +100,6 @@ def builds_of(version: str, every: list[BuildRef] | None = None) -> list[BuildRe
 def catalog_recipe(version: str) -> dict[str, list[str]] | None:
     """The patch and fragment hashes the catalog asks for today (no sources resolved);
     None when ``version`` is not in the catalog or its files are missing."""
-    from kernlab.kernel.build import make_plan
-
     try:
         plan = make_plan(version)
     except KernlabError:
@@ -127,8 +126,6 @@ def _latest_pointer(version: str) -> str:
 
 def _catalog_versions() -> dict[str, str]:
     """{catalog version: release} from configs/kernels.yaml."""
-    from kernlab.kernel.catalog import load_catalog
-
     return {v: spec.release for v, spec in load_catalog().kernels.items()}
 
 
@@ -189,8 +186,6 @@ def select_build(asked: str, flag: str = "--kernel") -> dict[str, Any]:
 
 def build_for(choice: KernelChoice, flag: str = "--kernel") -> dict[str, Any]:
     """The chosen build, or (none exists) a catalog build; errors tell to build it first."""
-    from kernlab.kernel.build import build_kernel
-
     if choice.record is not None:
         announce(choice, flag)
         return choice.record
@@ -198,7 +193,7 @@ def build_for(choice: KernelChoice, flag: str = "--kernel") -> dict[str, Any]:
     hint = f" ({', '.join(near)} is built: {flag} {near[0]} uses it)" if near else ""
     reporter().note(f"kernel {choice.version} is not built{hint}: building it from the catalog")
     try:
-        return build_kernel(choice.version)
+        return kernel_build.build_kernel(choice.version)
     except KernlabError as error:
         raise build_first(error, choice.version) from None
 
@@ -239,3 +234,27 @@ def builds_table() -> str:
         mark = "*" if b.id in used else " "
         lines.append(f"{mark} {b.id:<{width}}  {b.release:<10} {b.built_at}  {b.origin}")
     return "\n".join(lines)
+
+
+def find_build(kernel: str, flag: str = "--kernel") -> dict[str, Any]:
+    """The build ``kernel`` (a version or build id) names, announced (see ``select_build``)."""
+    return select_build(kernel, flag)
+
+
+def built_versions() -> list[str]:
+    """Catalog versions that have a complete build."""
+    built = {b.version for b in complete_builds()}
+    return [version for version in load_catalog().kernels if version in built]
+
+
+def catalog_table() -> str:
+    """`invoke list-kernels`: the catalog, the build each version uses, then every build."""
+    catalog = load_catalog()
+    every = complete_builds()
+    rows = [f"{'version':<8} {'release':<10} {'build used':<24} description"]
+    for version, spec in catalog.kernels.items():
+        mine = builds_of(version, every)
+        used = mine[0].id if mine else "-"
+        mark = " (default)" if version == catalog.default else ""
+        rows.append(f"{version:<8} {spec.release:<10} {used:<24} {spec.description}{mark}")
+    return "\n".join(rows) + "\n\n" + builds_table()

@@ -23,6 +23,7 @@ from typing import Any
 
 from kernlab.core import paths
 from kernlab.core.errors import BuildInputError, KernlabError
+from kernlab.core.hostdeps import install_debian_packages
 from kernlab.core.proc import capture
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, human_bytes, read_json, sha256_file
@@ -123,8 +124,6 @@ def _debian(options: dict[str, Any], log: Path) -> ResolvedSource:
     tarball = Path(f"/usr/src/linux-source-{series}.tar.xz")
     version = _dpkg_version(package)
     if not version or not tarball.exists():
-        from kernlab.core.hostdeps import install_debian_packages
-
         install_debian_packages([package], suite=options.get("suite"), log=log)
         version = _dpkg_version(package)
     if not tarball.exists():
