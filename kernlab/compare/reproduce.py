@@ -19,6 +19,7 @@ from typing import Any
 from kernlab.core import lock
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, read_json
 from kernlab.experiments.run import run_experiment
 from kernlab.experiments.spec import load_experiment
@@ -202,7 +203,7 @@ def _inputs(bundle: Path, manifest: dict, result: dict) -> tuple[dict, dict | No
 
 
 def _sha(build: dict[str, Any], output: str) -> str:
-    return build["outputs"][output]["sha256"]
+    return BuildRecord.from_json(build).output_sha256(output)
 
 
 def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,

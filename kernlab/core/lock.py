@@ -14,6 +14,7 @@ from typing import Any
 
 from kernlab.core import paths
 from kernlab.core.errors import BuildInputError, KernlabError
+from kernlab.core.records import ImageRecord
 from kernlab.core.util import atomic_write_json, read_json
 
 LOCK_FORMAT = 1
@@ -65,8 +66,8 @@ def kernel_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def image_packages(record: dict[str, Any]) -> dict[str, str]:
-    """``{name: version}`` of the packages an ImageRecord lists as ``name=version``."""
-    return dict(p.split("=", 1) for p in record.get("packages", []) if "=" in p)
+    """``{name: version}`` of the packages an image record lists as ``name=version``."""
+    return ImageRecord.from_json(record).packages
 
 
 def image_entry_from_record(record: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, read_json
 from kernlab.guest import qemu, remote
 from kernlab.kernel import kheaders
@@ -235,7 +236,7 @@ def _start(build: dict, image: dict, name: str, kernel: Path, *, append: str, me
 
 def _kernel_path(build: dict) -> Path:
     try:
-        kernel = Path(build["outputs"]["bzImage"]["path"])
+        kernel = BuildRecord.from_json(build).bzimage
     except (KeyError, TypeError):
         raise KernlabError("the build record has no outputs.bzImage.path",
                            f"rebuild: `invoke build-kernel --version {build.get('version')}`"
