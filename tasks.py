@@ -35,7 +35,12 @@ def friendly(func):
             if error.details:
                 print(error.details, file=sys.stderr)
             raise Exit(f"kernlab: error: {error.one_line()}", code=1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            bundle = getattr(stop, "bundle", None)  # kernlab.core.interrupt.Interrupted: a run's bundle
+            if bundle is not None:
+                print(f"{bundle.dir} {bundle.status}")
+                raise Exit(f"kernlab: interrupted; the bundle holds what was collected: {bundle.dir}",
+                           code=130) from None
             raise Exit("kernlab: interrupted", code=130) from None
         except (Exit, SystemExit):
             raise
@@ -156,6 +161,7 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "ref": "Git ref for --git (default HEAD); only with --git.",
         "url": "Download the tarball from this URL instead of the catalog's.",
         "sha256": "Pin the sha256 of the tarball (for --tarball/--url or an unpinned catalog entry).",
+        "deb": "Use this linux-source .deb for a Debian-sourced version (checked against kernlab.lock).",
         "allow_unverified": "Accept a tarball with no pinned sha256 (the record says unverified).",
         "patches": "Extra patch series directory applied after the catalog's (repeatable).",
         "fragment": "Extra config fragment merged after the catalog's (repeatable).",
@@ -164,13 +170,14 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "no_samples": "Skip samples/bpf.",
         "clean": "Remove this build's output directory first and build from scratch.",
         "json": "Print the build record as JSON when done.",
-        "update_lock": "Accept inputs that differ from kernlab.lock and record them there.",
+        "update_lock": "Accept inputs that differ from kernlab.lock (e.g. a newer Debian package) "
+        "and record them there.",
     },
     iterable=["patches", "fragment"],
 )
 @friendly
 def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, url=None, sha256=None,
-                 allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
+                 deb=None, allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
                  no_samples=False, clean=False, json=False, update_lock=False):
     """Fetch, patch, configure (verified), build a kernel with headers and samples/bpf; record it."""
     from pathlib import Path
@@ -188,7 +195,8 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
             not_empty(flag, item)
     opts = build.BuildOptions(
         source=SourceOptions(tarball=Path(tarball) if tarball else None, git=Path(git) if git else None,
-                             ref=ref or "HEAD", url=url, sha256=sha256, allow_unverified=allow_unverified),
+                             ref=ref or "HEAD", url=url, sha256=sha256, allow_unverified=allow_unverified,
+                             deb=Path(deb) if deb else None, update_lock=update_lock),
         extra_patches=[Path(p).resolve() for p in patches or []],
         extra_fragments=[Path(f).resolve() for f in fragment or []],
         jobs=number("jobs", jobs, low=0, high=1024, integer=True,
@@ -207,7 +215,6 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
 
 def _source_flags(tarball, git, url, ref, sha256) -> None:
     """build-kernel's source flags name one source; --ref and --sha256 only where they apply."""
-    import re
 
     given = [f"--{n}" for n, v in (("tarball", tarball), ("git", git), ("url", url)) if v]
     if len(given) > 1:
@@ -218,9 +225,10 @@ def _source_flags(tarball, git, url, ref, sha256) -> None:
     if sha256 and git:
         raise KernlabError("--sha256 pins a tarball; a --git source is pinned by its commit",
                            "leave --sha256 out, or use --ref COMMIT")
-    if sha256 and not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise KernlabError(f"--sha256 {sha256!r} is not a sha256 (64 lowercase hex digits)",
-                           "copy it from `sha256sum FILE` or the release's sha256sums.asc")
+    if sha256:
+        from kernlab.kernel.catalog import normalise_sha256
+
+        normalise_sha256(sha256, "--sha256")  # before anything is written
 
 
 @task(help={"version": "Catalog version or build id (default: the catalog's default); "
@@ -286,13 +294,10 @@ def build_image(c, recipe="bookworm", json=False, update_lock=False):
 
 
 def _vm_or_exit(name):
-    from kernlab.core.errors import NotFound
-    from kernlab.guest.vm import find_vm
+    """The running VM ``name`` whose SSH answers; else one line saying what is wrong with it."""
+    from kernlab.guest.vm import usable_vm
 
-    vm = find_vm(name)
-    if vm is None:
-        raise NotFound(f"no running VM {name}", "start one: `invoke vm.up --kernel VERSION`")
-    return vm
+    return usable_vm(name)
 
 
 @task(name="up", help={
@@ -341,42 +346,51 @@ def vm_ssh(c, command="", name="default", timeout=600.0):
     if not command:
         ssh = require_tool("ssh", "openssh-client")
         os.execv(ssh, [ssh, "-F", vm.record["ssh_config"], f"kernlab-{vm.name}"])
-    result = run(connect(vm), command, timeout=timeout, check=False)
-    sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
+    result = run(connect(vm), command, timeout=timeout, check=False, stream=True)
     if result.exited:
-        raise Exit(code=result.exited)
+        raise Exit(code=result.exited if result.exited > 0 else 255)  # -1: killed by a signal
 
 
 @task(name="down", help={"name": "VM name."})
 @friendly
 def vm_down(c, name="default"):
     """Stop the VM (QMP quit, then signals) and drop its overlay; logs are kept."""
-    from kernlab.guest.vm import find_vm
+    from kernlab.guest.vm import find_vm, forget_death, run_dir_of
 
+    run_dir_of(name)
     vm = find_vm(name)
     if vm is None:
-        print(f"VM {name} is not running")
+        note = forget_death(name)
+        print(f"VM {name} is not running" + (f" (it had stopped: {note['state']}: {note.get('detail')})"
+                                             if note else ""))
         return
     vm.stop()
     print(f"VM {name} stopped (console log: {vm.console_log})")
 
 
-@task(name="status", help={"name": "Only this VM.", "json": "Print the VM records as JSON."})
+@task(name="status", help={"name": "Only this VM.", "json": "Print the VM records (and states) as JSON."})
 @friendly
 def vm_status(c, name="", json=False):
-    """List running VMs (stale ones, whose QEMU died, are cleaned up)."""
-    from kernlab.guest.vm import list_vms
+    """List VMs and their state: running, frozen, panicked, ssh not answering, or stopped."""
+    from kernlab.guest.vm import not_running, run_dir_of, survey
 
-    vms = [_vm_or_exit(name)] if name else list_vms()
+    if name:
+        run_dir_of(name)
+    rows = survey(name)
+    if name and not rows:
+        raise not_running(name)
     if json:
-        _print_json([vm.record for vm in vms])
+        _print_json([{**(vm.record if vm else {"name": each}), "state": health.state,
+                      "state_detail": health.detail} for each, health, vm in rows])
         return
-    if not vms:
+    if not rows:
         print("no VMs running")
-    for vm in vms:
+    for each, health, vm in rows:
+        if vm is None:
+            print(f"{each}: {health.shown()}; QEMU is gone (`invoke vm.down --name {each}` forgets it)")
+            continue
         rec = vm.record
-        print(f"{vm.name}: pid {vm.pid}, ssh 127.0.0.1:{vm.ssh_port}, {rec['accel']}, "
+        print(f"{each}: {health.shown()}, pid {vm.pid}, ssh 127.0.0.1:{vm.ssh_port}, {rec['accel']}, "
               f"kernel {rec['kernel']['kernelrelease']}, image {rec['image']['key'][:12]}, "
               f"console {vm.console_log}")
 
@@ -636,6 +650,23 @@ def ci(c, kernels="", experiments="all", out="", hosts=""):
 
 
 @task(help={"bundle": "A results bundle directory (results/<experiment>/<kernel>/<time>).",
+            "out": "Where to write the pack (default results/packs/<experiment>-<kernel>-<time>"
+            ".kernlab-pack.tar).",
+            "small": "Leave the kernel source and the image's .debs out (named by version and sha256)."})
+@friendly
+def pack(c, bundle, out="", small=False):
+    """One archive that reproduces a bundle on another machine, offline: `invoke reproduce PACK`."""
+    from pathlib import Path
+
+    from kernlab.compare.pack import pack_bundle
+    from kernlab.core.util import human_bytes
+
+    written = pack_bundle(Path(bundle), Path(out) if out else None, small=small)
+    print(f"{written} ({human_bytes(written.stat().st_size)})")
+
+
+@task(help={"bundle": "A results bundle directory (results/<experiment>/<kernel>/<time>) or a pack "
+            "(*.kernlab-pack.tar from `invoke pack`).",
             "anyway": "Rerun even if today's kernel inputs differ from the bundle's.",
             "keep_vm": "Leave the VM running afterwards.",
             "vm_name": "VM to use (reused when it runs the same kernel and image).",
@@ -645,11 +676,14 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
     """Rebuild or reuse what a bundle names, rerun it, compare hashes, expectations and trace."""
     from pathlib import Path
 
+    from kernlab.compare.pack import is_pack, reproduce_pack
     from kernlab.compare.reproduce import reproduce as run
     from kernlab.guest.vm import run_dir_of
 
     run_dir_of(vm_name)
-    comparison = run(Path(not_empty("bundle", bundle)), anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
+    target = Path(not_empty("bundle", bundle))
+    rerun = reproduce_pack if is_pack(target) else run
+    comparison = rerun(target, anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
     if json:
         _print_json(comparison.to_json())
     else:
@@ -662,7 +696,7 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce)
+ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce, pack)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)

@@ -18,6 +18,7 @@ class MirrorState:
     truncate_at: int | None = None  # stop sending after this many body bytes, then close
     truncate_once: bool = False  # heal after the first truncated answer
     ranges: bool = True  # honour Range requests
+    bytes_per_second: int | None = None  # throttle the body (a slow mirror, for lock tests)
     requests: list[dict] = field(default_factory=list)
 
 
@@ -56,9 +57,26 @@ def _handler(state: MirrorState):
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            if state.bytes_per_second:
+                _throttled(self.wfile, body, state.bytes_per_second)
+                return
             self.wfile.write(body)
 
     return Handler
+
+
+def _throttled(out, body: bytes, rate: int) -> None:
+    """Send ``body`` at about ``rate`` bytes a second, in tenth-of-a-second pieces."""
+    import time
+
+    piece = max(1, rate // 10)
+    try:
+        for start in range(0, len(body), piece):
+            out.write(body[start:start + piece])
+            out.flush()
+            time.sleep(0.1)
+    except (BrokenPipeError, ConnectionResetError):  # the client was killed mid-download
+        pass
 
 
 class Mirror:

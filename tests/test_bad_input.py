@@ -44,6 +44,7 @@ class Case:
     allowed: tuple[str, ...] = ()  # globs (relative to tmp) of files the run may add
     stdout: str = ""  # words stdout must hold (a listing that goes on despite the error)
     needs: str = ""  # a host tool the case needs to get as far as its error
+    removed: tuple[str, ...] = ()  # globs of files the run may remove (a dead VM's run files)
 
 
 # ---------------------------------------------------------------- helpers for setups
@@ -183,6 +184,28 @@ def damaged_catalog(text: str) -> Setup:
     return setup
 
 
+def dead_vm(console: str, qemu_log: str = "") -> Setup:
+    """VM "lab" whose QEMU is gone (a reaped pid), with this console log (and QEMU log)."""
+    def setup(tmp: Path) -> dict:
+        run_dir = tmp / "state" / "vms" / "lab"
+        run_dir.mkdir(parents=True)
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        (run_dir / "console.log").write_text(console)
+        (run_dir / "qemu.log").write_text(qemu_log)
+        (run_dir / "vm.json").write_text(json.dumps({
+            "name": "lab", "pid": dead.pid, "ssh_port": 1, "host": "127.0.0.1",
+            "console_log": str(run_dir / "console.log"), "qemu_log": str(run_dir / "qemu.log"),
+            "qmp_socket": str(run_dir / "qmp.sock"), "kernel": {"version": "6.1", "key": "a" * 64}}))
+        return {}
+    return setup
+
+
+PANIC = "[    0.9] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n"
+VM_DIED = ("state/vms/lab/vm.json",)
+DEATH_NOTE = ("state/vms/lab/last-exit.json",)
+
+
 def all_na_experiment(tmp: Path) -> dict:
     """One experiment that supports no catalog kernel: every matrix cell is n/a."""
     spec = base_spec()
@@ -235,7 +258,7 @@ CASES = [
     Case("flags", "sha256-with-git", ["build-kernel", "--git", "/tmp", "--sha256", SHA],
          "--sha256 pins a tarball"),
     Case("flags", "sha256-malformed", ["build-kernel", "--tarball", "a.tar.xz", "--sha256", "xyz"],
-         "--sha256 'xyz' is not a sha256"),
+         "--sha256 'xyz' is malformed"),
     Case("flags", "version-empty", ["build-kernel", "--version", ""], "--version is empty"),
     Case("flags", "version-blank", ["build-kernel", "--version", "  "], "--version is empty"),
     Case("flags", "tarball-empty", ["build-kernel", "--tarball", ""], "--tarball is empty"),
@@ -430,6 +453,26 @@ CASES = [
          setup=experiments(None, good=True), stdout="no experiment.yaml"),
     Case("suite", "list-with-a-folder-named-like-a-path", ["list-experiments"], "broken: my exp",
          setup=experiments(base_spec(), name="my exp", good=True), stdout="is not a plain name"),
+    # a VM that is not there, or stopped by itself (its QEMU gone): what happened, and the fix
+    Case("vm", "ssh-no-vm", ["vm.ssh", "-c", "true", "--name", "lab"],
+         "no running VM lab; start one: `invoke vm.up --kernel VERSION --name lab`"),
+    Case("vm", "status-no-vm", ["vm.status", "--name", "lab"], "no running VM lab"),
+    Case("vm", "verify-no-vm", ["vm.verify", "--name", "lab"], "no running VM lab"),
+    Case("vm", "ssh-vm-panicked", ["vm.ssh", "-c", "true", "--name", "lab"],
+         "VM lab is not running: guest kernel panic: Kernel panic - not syncing: VFS: Unable to mount root "
+         "fs on unknown-block(0,0) (console: ", setup=dead_vm("booting\n" + PANIC),
+         allowed=DEATH_NOTE, removed=VM_DIED),
+    Case("vm", "shell-vm-panicked", ["vm.ssh", "--name", "lab"],
+         "boot it again: `invoke vm.up --kernel 6.1-aaaaaaaaaaaa --name lab`", setup=dead_vm(PANIC),
+         allowed=DEATH_NOTE, removed=VM_DIED),
+    Case("vm", "verify-vm-panicked", ["vm.verify", "--name", "lab"],
+         "VM lab is not running: guest kernel panic: Kernel panic - not syncing: VFS", setup=dead_vm(PANIC),
+         allowed=DEATH_NOTE, removed=VM_DIED),
+    Case("vm", "ssh-vm-qemu-died", ["vm.ssh", "-c", "true", "--name", "lab"],
+         "VM lab is not running: QEMU (pid ", setup=dead_vm("booting\n", "qemu-system-x86_64: terminating "
+                                                          "on signal 15 from pid 1\n"),
+         allowed=DEATH_NOTE, removed=VM_DIED),
+    Case("vm", "run-on-a-name-that-is-a-path", ["vm.ssh", "-c", "true", "--name", "../lab"], "bad VM name"),
     # kernel source archives
     Case("archive", "not-a-tar", BUILD_FROM_TARBALL, "src.tar.gz is not a complete tar archive",
          setup=tarball(b"this is not an archive\n" * 40), allowed=BUILD_LEFTOVERS, needs="gcc-12"),
@@ -494,7 +537,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(case: Case, tmp_path: Path) ->
     assert errors[0] == done.stderr.strip().splitlines()[-1], shown  # the last word
     if case.stdout:
         assert case.stdout in done.stdout, shown
-    lost = {p for p in before if after.get(p) != before[p]}
+    lost = {p for p in before if after.get(p) != before[p]
+            and not any(fnmatch.fnmatch(p, pattern) for pattern in case.removed)}
     assert not lost, f"changed or removed: {sorted(lost)}\n{shown}"
     added = [p for p in after if p not in before
              and not any(fnmatch.fnmatch(p, pattern) for pattern in case.allowed)]
@@ -503,9 +547,31 @@ def test_bad_input_is_one_line_and_leaves_nothing(case: Case, tmp_path: Path) ->
 
 def test_the_table_covers_the_kinds() -> None:
     kinds = {c.kind for c in CASES}
-    assert kinds == {"number", "flags", "empty", "env", "damaged", "hosts", "experiment", "suite", "archive"}
+    assert kinds == {"number", "flags", "empty", "env", "damaged", "hosts", "experiment", "suite", "archive",
+                     "vm"}
     assert len(CASES) >= 80
     assert len({(c.kind, c.id) for c in CASES}) == len(CASES)
+
+
+def all_cases() -> list[tuple[str, str]]:
+    """Every bad input and fault the project's tests run, as (kind, id): this table's, the
+    locks and signals of tests/test_locks.py, the real-guest faults of tests/test_faults_vm.py."""
+    import test_faults_vm
+    import test_locks
+
+    return [(c.kind, c.id) for c in CASES] + test_locks.FAULTS + test_faults_vm.FAULTS
+
+
+def test_the_count_of_bad_inputs_and_faults_by_kind() -> None:
+    from collections import Counter
+
+    cases = all_cases()
+    assert len(set(cases)) == len(cases)
+    by_kind = Counter(kind for kind, _ in cases)
+    print("\n" + "\n".join(f"{kind:<12}{n:>4}" for kind, n in sorted(by_kind.items()))
+          + f"\n{'total':<12}{len(cases):>4}")
+    assert {"signal", "lock", "vm-fault", "run-fault", "vm"} <= set(by_kind)
+    assert len(cases) >= 160
 
 
 # ---------------------------------------------------------------- the task boundary itself

@@ -210,3 +210,45 @@ def test_driver_ready_never_comes(tmp_path):
         {"name": "workload", "cmd": "echo hi"}])
     assert run["driver"]["status"] == "failed"
     assert "exited 1 before printing 'kl: ready'" in run["driver"]["reason"]
+
+
+def test_driver_stops_everything_on_sigterm_within_two_seconds(tmp_path):
+    """SIGTERM to the driver's process group (what the host sends on Ctrl-C): the running
+    step is killed, the background one gets its stop signal, the records say interrupted,
+    out/pgids lists the step groups, and no step is left."""
+    import signal
+    import time
+
+    tracefs = tmp_path / "tracefs"
+    tracefs.mkdir()
+    (tracefs / "trace").write_text("")
+    os.mkfifo(tracefs / "trace_pipe")
+    work = tmp_path / "work"
+    work.mkdir()
+    steps = [{"name": "load", "cmd": "echo 'kl: ready'; exec sleep 600", "background": True,
+              "ready": "kl: ready"},
+             {"name": "workload", "cmd": "echo working; sleep 600", "timeout": 900}]
+    (work / "plan.json").write_text(json.dumps({
+        "workdir": str(work), "outdir": str(work / "out"), "timeout": 900, "env": {},
+        "trace": {"dir": str(tracefs), "max_bytes": 4096, "max_seconds": 900}, "steps": steps}))
+    driver = subprocess.Popen([sys.executable, str(DRIVER), "plan.json"], cwd=work, start_new_session=True,
+                              stdout=subprocess.DEVNULL)
+    log = work / "out" / "steps" / "workload.log"
+    deadline = time.monotonic() + 30
+    while not (log.is_file() and "working" in log.read_text()):
+        assert time.monotonic() < deadline and driver.poll() is None
+        time.sleep(0.05)
+    sent = time.monotonic()
+    os.killpg(driver.pid, signal.SIGTERM)
+    assert driver.wait(timeout=10) == 0
+    assert time.monotonic() - sent < 2.0
+    status = json.loads((work / "out" / "driver.json").read_text())
+    load, workload = json.loads((work / "out" / "steps.json").read_text())["steps"]
+    assert (status["status"], status["reason"]) == ("failed", "interrupted")
+    assert load["stopped"] and load["exit"] == -signal.SIGINT
+    assert workload["exit"] == -signal.SIGKILL
+    groups = [int(line) for line in (work / "out" / "pgids").read_text().split()]
+    assert groups == [load["pid"], workload["pid"]]
+    for group in groups:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(group, 0)

@@ -147,7 +147,7 @@ def test_missing_symbol_is_named(exp_vm, tmp_path, monkeypatch):
 
 LOST = """\
 title: the guest powers off mid-run
-description: a lost SSH connection is reported with the console tail
+description: a guest gone mid-run is named, with the console tail
 run:
   steps:
     - name: workload
@@ -160,7 +160,7 @@ expect:
 
 
 def test_ssh_lost_mid_run_is_reported(lab_kernel, lab_image, results, tmp_path, monkeypatch):
-    """Its own VM (it dies): the bundle says SSH was lost and keeps the console."""
+    """Its own VM (it dies): the bundle says how it ended and keeps the console."""
     root = tmp_path / "experiments"
     (root / "lost").mkdir(parents=True)
     (root / "lost" / "experiment.yaml").write_text(LOST)
@@ -172,7 +172,7 @@ def test_ssh_lost_mid_run_is_reported(lab_kernel, lab_image, results, tmp_path, 
         session.close()
     result = json.loads((bundle.dir / "result.json").read_text())
     assert result["status"] == "FAIL"
-    assert result["reason"].startswith("SSH connection lost mid-run")
-    assert "the VM is gone" in result["reason"]
+    assert result["reason"].startswith("VM t-exp-lost is not running: the guest powered off "
+                                       "(reboot: Power down); QEMU (pid ")
     assert "reboot: Power down" in (bundle.dir / "console.log").read_text()
     assert "reboot: Power down" in (bundle.dir / "logs" / "error.log").read_text()

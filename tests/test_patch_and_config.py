@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,7 +97,8 @@ def test_kprobe_events_without_modules_fails_with_the_reason(tmp_path):
     fragment.write_text("# CONFIG_MODULES is not set\n")
     done = subprocess.run(
         [sys.executable, "-m", "invoke", "build-kernel", "--version", "6.1", "--fragment", str(fragment),
-         "--no-samples"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800)
+         "--no-samples"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800,
+        env={**os.environ, "KERNLAB_LOCK": str(tmp_path / "kernlab.lock")})  # an extra fragment: unlocked
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert "KPROBE_EVENTS=y (lab.config) was dropped: depends on KPROBES, which depends on MODULES" in \

@@ -8,8 +8,9 @@ set) otherwise:
     KERNLAB_VANILLA_5_4=/path/to/linux-5.4.286   vanilla 5.4.286
 
 The Debian trees (5.10 and 6.1) are taken from /usr/src/linux-source-X.Y.tar.xz when
-the linux-source-X.Y package is installed (as in CI), or from an extracted tree named
-by KERNLAB_VANILLA_5_10 / KERNLAB_VANILLA_6_1. The 5.10 lab config is checked only
+the linux-source-X.Y package is installed, else from the .deb kernlab.lock pins when
+kernlab's cache holds it (after a build), or from an extracted tree named by
+KERNLAB_VANILLA_5_10 / KERNLAB_VANILLA_6_1. The 5.10 lab config is checked only
 against an extracted tree (KERNLAB_VANILLA_5_10).
 """
 
@@ -76,14 +77,33 @@ def _debian_tree(version: str, dest: Path) -> Path:
     if value:
         return _scratch_copy(Path(value), dest)
     tarball = Path(f"/usr/src/linux-source-{version}.tar.xz")
-    if not tarball.exists():
-        pytest.skip(f"{tarball} missing: install linux-source-{version} or set {DEBIAN[version]}")
     wanted = {f"linux-source-{version}/{name}" for name in _touched_files(version)}
     wanted.add(f"linux-source-{version}/Makefile")
-    with tarfile.open(tarball) as archive:
-        members = [m for m in archive if m.name in wanted and m.isfile()]
-        archive.extractall(dest, members=members, filter="data")
+    if tarball.exists():
+        with tarfile.open(tarball) as archive:
+            members = [m for m in archive if m.name in wanted and m.isfile()]
+            archive.extractall(dest, members=members, filter="data")
+        return dest / f"linux-source-{version}"
+    deb = _pinned_deb(version)
+    if deb is None:
+        pytest.skip(f"{tarball} missing and kernlab.lock's linux-source-{version} .deb is not in the cache: "
+                    f"build {version} once, install linux-source-{version} or set {DEBIAN[version]}")
+    from kernlab.kernel.debsource import open_tarball
+
+    with open_tarball(deb) as (_, stream), tarfile.open(fileobj=stream, mode="r|*") as archive:
+        for member in archive:
+            if member.name in wanted and member.isfile():
+                archive.extract(member, dest, filter="data")
     return dest / f"linux-source-{version}"
+
+
+def _pinned_deb(version: str) -> Path | None:
+    """The linux-source .deb kernlab.lock pins for ``version``, if kernlab's cache holds it."""
+    from kernlab.core.lock import read_lock
+    from kernlab.kernel.debsource import DebPin, cached_deb
+
+    pin = DebPin.from_lock(read_lock()["kernels"].get(version))
+    return cached_deb(pin.deb_sha256) if pin else None
 
 
 # ---------------------------------------------------------------- no tree needed

@@ -273,6 +273,7 @@ def test_known_host_key_is_accepted_and_a_wrong_one_rejected(tmp_path: Path) -> 
 
     good = _vm_for(tmp_path, right, expected)
     conn = remote.connect(good)
+    conn.kernlab_vm = None  # no QEMU behind this stand-in server: nothing for remote.run to watch
     assert remote.run(conn, "true", timeout=10).stdout == "guest says hi\n"
     conn.close()
 
@@ -308,7 +309,7 @@ def test_stale_vm_is_cleaned_up(state: Path, capsys) -> None:
     assert find_vm("t-stale") is None
     assert not (run_dir / "vm.json").exists()
     assert (run_dir / "console.log").exists()  # kept for the post-mortem
-    assert "VM t-stale is stale" in capsys.readouterr().err
+    assert f"VM t-stale is gone (QEMU (pid {dead.pid}) exited): cleaned up" in capsys.readouterr().err
 
 
 def _invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -332,7 +333,7 @@ def test_vm_commands_without_a_vm_fail_cleanly(tmp_path: Path) -> None:
     assert "no VMs running" in _invoke("vm.status", env=env).stdout
     done = _invoke("vm.ssh", "-c", "true", "--name", "nope", env=env)
     assert done.returncode == 1
-    assert "no running VM nope; start one: `invoke vm.up --kernel VERSION`" in done.stderr
+    assert "no running VM nope; start one: `invoke vm.up --kernel VERSION --name nope`" in done.stderr
     bad = _invoke("vm.status", "--name", "Bad Name", env=env)
     assert bad.returncode == 1 and "bad VM name" in bad.stderr
 

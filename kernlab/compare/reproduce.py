@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import lock
+from kernlab.core import lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
@@ -25,8 +25,9 @@ from kernlab.experiments.run import run_experiment
 from kernlab.experiments.spec import load_experiment
 from kernlab.guest.image import build_image, find_image, input_files_sha256
 from kernlab.kernel.build import BuildOptions, build_id, build_kernel, make_plan
+from kernlab.kernel.debsource import kernel_entry_pinned
 from kernlab.kernel.selection import build_first, complete_builds, find_build
-from kernlab.kernel.source import SourceOptions, resolve_source
+from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
 
 VOLATILE = [
     (re.compile(r"0x[0-9a-f]{6,}"), "0x…"),
@@ -45,6 +46,8 @@ class Comparison:
     same_image: bool = False
     same_experiment: bool = False
     same_expectations: bool = False
+    source: str = ""  # how the kernel's source tree compares (by identity, whatever the route)
+    image: str = ""  # how the image compares (same file, or same package versions)
     input_changes: list[str] = field(default_factory=list)
     expectation_changes: list[str] = field(default_factory=list)
     trace: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +60,7 @@ class Comparison:
         return {"original": str(self.original), "rerun": str(self.rerun), "identical": self.identical,
                 "same_kernel": self.same_kernel, "same_image": self.same_image,
                 "same_experiment": self.same_experiment, "same_expectations": self.same_expectations,
+                "source": self.source, "image": self.image,
                 "input_changes": self.input_changes, "expectation_changes": self.expectation_changes,
                 "trace": self.trace}
 
@@ -64,8 +68,9 @@ class Comparison:
         yes = {True: "same", False: "DIFFERENT"}
         lines = [f"reproduce {self.original}",
                  f"  rerun        {self.rerun}",
+                 f"  source       {self.source or 'not compared'}",
                  f"  kernel       {yes[self.same_kernel]}",
-                 f"  image        {yes[self.same_image]}",
+                 f"  image        {yes[self.same_image]}{f' ({self.image})' if self.image else ''}",
                  f"  experiment   {yes[self.same_experiment]}",
                  f"  expectations {yes[self.same_expectations]}"]
         lines += [f"    {line}" for line in self.input_changes + self.expectation_changes]
@@ -115,12 +120,39 @@ def bundle_source(build: dict[str, Any]) -> tuple[SourceOptions, str]:
     return SourceOptions(), ""
 
 
-def kernel_input_changes(build: dict[str, Any], allow: bool, opts: BuildOptions) -> list[str]:
+ROUTE_FIELDS = ("source_sha256", "debian")  # name the file or package, not the tree in it
+
+
+def same_source(old: dict[str, Any], source: Any, scratch: Path) -> bool | None:
+    """Whether today's ``source`` holds the bundle's tree (``old`` is its record's source).
+
+    Compared by tree identity, so a tarball and a git tree of the same files are the same
+    source; None when the bundle predates identities (then the files' sums decide).
+    """
+    if not old.get("tree_sha256"):
+        return None
+    if old.get("sha256") == source.sha256:
+        return True
+    return tree_identity(source, scratch, scratch / "identity.log") == old["tree_sha256"]
+
+
+def kernel_input_changes(build: dict[str, Any], allow: bool,
+                         opts: BuildOptions | None = None) -> list[str]:
     """Differences between the bundle's kernel inputs and today's; raises unless allowed."""
     plan = make_plan(build["version"], opts)
     source = resolve_source(plan.spec, plan.catalog, plan.opts.source,
-                            Path(build["build_dir"]).parent / "reproduce-source.log")
-    changes = lock.differences(lock.kernel_entry_from_record(build), plan.lock_entry(source))
+                            paths.work_dir() / "logs" / "reproduce-source.log")
+    old, new = lock.kernel_entry_from_record(build), plan.lock_entry(source)
+    same = same_source(build["source"], source, paths.work_dir() / "scratch")
+    if same:
+        old, new = ({k: v for k, v in e.items() if k not in ROUTE_FIELDS} for e in (old, new))
+        if build["source"].get("sha256") != source.sha256:
+            reporter().note(f"same source tree {build['source']['tree_sha256'][:16]} by another route "
+                            f"({build['source'].get('origin')} then, {source.origin} now)")
+    changes = lock.differences(old, new)
+    if same is False:
+        changes.insert(0, f"source tree changed from {build['source']['tree_sha256'][:16]} "
+                          f"to {source.tree_sha256 and source.tree_sha256[:16]}")
     if changes and not allow:
         raise KernlabError(
             f"the bundle's kernel {build['version']} was built from other inputs: {changes[0]}",
@@ -154,6 +186,29 @@ def bundle_build(build: dict[str, Any], anyway: bool) -> tuple[dict[str, Any], l
             raise build_first(error, build["version"]) from None
         raise KernlabError(error.cause, f"rebuild the bundle's kernel first: `invoke build-kernel "
                            f"--version {build['version']} {flags}`", error.details) from None
+
+
+def compare_images(old: dict[str, Any], new: dict[str, Any]) -> tuple[bool, str]:
+    """The same image file, or a rebuilt one (new host keys) with the same package versions."""
+    if old["image"]["sha256"] == new["image"]["sha256"]:
+        return True, "the same file"
+    was, now = lock.image_packages(old), lock.image_packages(new)
+    if was == now:
+        return True, f"rebuilt, the same {len(now)} package versions"
+    changed = sorted(name for name in set(was) | set(now) if was.get(name) != now.get(name))
+    return False, f"{len(changed)} packages differ: " + ", ".join(
+        f"{n} {was.get(n, '-')} -> {now.get(n, '-')}" for n in changed[:3])
+
+
+def source_line(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'same tree …' or 'DIFFERENT tree …' by identity; by file sums for bundles without one."""
+    if old.get("tree_sha256") and new.get("tree_sha256"):
+        verdict = "same" if old["tree_sha256"] == new["tree_sha256"] else "DIFFERENT"
+        moved = old.get("sha256") != new.get("sha256")
+        route = f" ({old.get('origin')} -> {new.get('origin')})" if moved else ""
+        return f"{verdict} tree {new['tree_sha256'][:16]}{route}"
+    verdict = "same" if old.get("sha256") == new.get("sha256") else "DIFFERENT"
+    return f"{verdict} file {str(new.get('sha256'))[:16]} (the bundle names no tree identity)"
 
 
 def normalise(line: str) -> str:
@@ -225,8 +280,9 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
             comparison.input_changes.append(f"experiment {experiment['name']} changed since the bundle")
     new_image = build_image(image.get("recipe", "bookworm")) if image else None
     comparison.same_kernel = _sha(new_build, "bzImage") == _sha(build, "bzImage")
+    comparison.source = source_line(build["source"], new_build["source"])
     if image and new_image:
-        comparison.same_image = new_image["image"]["sha256"] == image["image"]["sha256"]
+        comparison.same_image, comparison.image = compare_images(image, new_image)
     rerun = run_experiment(experiment["name"], kernel=build_id(new_build), keep_vm=keep_vm, vm_name=vm_name)
     comparison.rerun = rerun.dir
     new_result = read_json(rerun.dir / "result.json")
@@ -243,7 +299,7 @@ def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]
     locked = []
     for kernel in versions:  # a version or a build id; the entry is the build's version's
         record = find_build(kernel, "--version")
-        data["kernels"][record["version"]] = lock.kernel_entry_from_record(record)
+        data["kernels"][record["version"]] = kernel_entry_pinned(record)
         locked.append(f"kernel {record['version']} ({build_id(record)})")
     for recipe in recipes:
         data["images"][recipe] = _image_entry(recipe)

@@ -98,6 +98,14 @@ def install_debian_packages(packages: list[str], suite: str | None = None, log: 
                    fix="check the package names and your apt sources")
 
 
+def update_apt_lists(suite: str | None, log: Path) -> None:
+    """Add ``suite`` to apt's sources when it is an older Debian suite, then apt-get update."""
+    if suite:
+        _ensure_suite(suite)
+    run_logged(["apt-get", "update"], log, what="apt-get update", env={"DEBIAN_FRONTEND": "noninteractive"},
+               fix="check your apt sources and network")
+
+
 @contextlib.contextmanager
 def _services_not_started() -> Iterator[None]:
     """Packages such as openssh-server must not start a daemon on 0.0.0.0 when installed."""

@@ -46,22 +46,29 @@ def write_lock(data: dict[str, Any]) -> Path:
 
 
 def kernel_entry(source_sha256: str, patches: list[dict], fragments: list[tuple[str, str]],
-                 compiler: str, binutils: str) -> dict[str, Any]:
-    """The lockable inputs of one kernel build (the source checksum pins the release)."""
-    return {
+                 compiler: str, binutils: str, debian: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The lockable inputs of one kernel build (the source checksum pins the release).
+
+    ``debian`` (package, version, deb_sha256) pins a Debian linux-source package: the
+    archive moves on, the lock keeps the .deb that was used.
+    """
+    entry = {
         "source_sha256": source_sha256,
         "patches": {p["name"]: p["sha256"] for p in patches},
         "fragments": dict(fragments),
         "compiler": compiler,
         "binutils": binutils,
     }
+    if debian:
+        entry["debian"] = {k: debian[k] for k in ("package", "version", "deb_sha256")}
+    return entry
 
 
 def kernel_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
     return kernel_entry(
         record["source"]["sha256"], record["patches"],
         [(Path(f["path"]).name, f["sha256"]) for f in record["fragments"]],
-        record["compiler"], record["binutils"],
+        record["compiler"], record["binutils"], debian=record["source"].get("debian"),
     )
 
 

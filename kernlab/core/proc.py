@@ -45,11 +45,13 @@ def run_logged(
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
     fix: str = "",
+    watch: Callable[[], Exception | None] | None = None,
 ) -> None:
     """Run ``cmd``, appending its combined output to ``log``.
 
     ``on_line`` sees each output line (for progress). Raises KernlabError with the
-    output's tail and the log path when the command fails or times out.
+    output's tail and the log path when the command fails or times out. ``watch`` is
+    called about once a second: an exception it returns stops the command and is raised.
     """
     argv = [str(c) for c in cmd]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -60,9 +62,11 @@ def run_logged(
         proc = subprocess.Popen(
             argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         fired = threading.Event()
         timer = _kill_after(proc, timeout, fired)
+        watched = _watch(proc, watch)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -79,6 +83,8 @@ def run_logged(
                 timer.cancel()
         timed_out = fired.is_set()
         out.write(f"# exit {code}\n")
+    if watched:
+        raise watched[0]
     if code != 0:
         cause = (f"{what} timed out after {timeout:.0f}s" if timed_out
                  else f"{what} failed (exit {code})")
@@ -89,6 +95,22 @@ def run_logged(
         )
 
 
+def die_with_parent() -> None:
+    """Popen preexec_fn: SIGTERM the child when kernlab dies, even by kill -9.
+
+    A command runs in its own session (a Ctrl-C reaches kernlab, which stops it); without
+    this, a killed kernlab would leave e.g. make writing into a build directory that the
+    next run (its lock now free) builds into too.
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -96,6 +118,26 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except (ProcessLookupError, subprocess.TimeoutExpired):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _watch(proc: subprocess.Popen, watch: Callable[[], Exception | None] | None) -> list[Exception]:
+    """Call ``watch`` about once a second while ``proc`` runs; the first exception it returns
+    is put in the returned list and the command's process group is stopped."""
+    found: list[Exception] = []
+    if watch is None:
+        return found
+
+    def loop() -> None:
+        while proc.poll() is None:
+            problem = watch()
+            if problem is not None:
+                found.append(problem)
+                _kill_group(proc)
+                return
+            time.sleep(1.0)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return found
 
 
 def _kill_after(

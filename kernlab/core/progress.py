@@ -75,9 +75,10 @@ class Reporter:
         self._depth += 1
         try:
             yield
-        except BaseException:
+        except BaseException as error:
             self._depth -= 1
-            self._write(f"{'  ' * self._depth}x {title} failed after {_dur(started)}")
+            how = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            self._write(f"{'  ' * self._depth}x {title} {how} after {_dur(started)}")
             raise
         self._depth -= 1
         self._write(f"{'  ' * self._depth}< {title} ({_dur(started)})")

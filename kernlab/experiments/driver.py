@@ -6,6 +6,11 @@ steps (background steps wait for their ``ready`` line and are stopped with their
 signal after the foreground steps), then writes ``out/steps.json`` and
 ``out/driver.json``. Everything goes to files as it happens, so a run cut short
 still leaves what it collected. The exit status is 0 unless the driver itself broke.
+
+SIGTERM (what the host sends when its user presses Ctrl-C) stops the run: the running
+step is killed, background steps get their stop signal and a second, the reason is
+"interrupted". Each step runs in its own process group, listed in ``out/pgids``, so
+the host can kill what is left if the driver itself cannot finish.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import time
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 STOP_GRACE = 30.0
+INTERRUPT_GRACE = 1.0  # after SIGTERM (the host's Ctrl-C): a background step's time to stop
 DRAIN = 0.5
+PGIDS = "pgids"  # out/pgids: one step process group a line, for the host to kill if we cannot
 
 
 def ensure_tracefs() -> str:
@@ -223,6 +230,8 @@ def run_plan(plan: dict) -> dict:
                 break
             step = Step(spec, outdir, env)
             steps.append(step)
+            with open(os.path.join(outdir, PGIDS), "a") as pgids:
+                pgids.write(f"{step.proc.pid}\n")
             write_steps(outdir, steps)
             if spec.get("background"):
                 background.append(step)
@@ -241,23 +250,27 @@ def run_plan(plan: dict) -> dict:
     except KeyboardInterrupt:
         reason = "interrupted"
     finally:
+        grace = INTERRUPT_GRACE if reason == "interrupted" else STOP_GRACE
         for step in reversed(background):
             if step.record["exit"] is not None:
                 continue
             code = step.proc.poll()
             if code is None:
                 step.record["stopped"] = True
-                code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")], STOP_GRACE)
+                code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")], grace)
             step.finish(code)
         for step in steps:
-            if step.record["exit"] is None and step.proc.poll() is None:
-                step.finish(step.kill(signal.SIGKILL, 5))
+            if step.record["exit"] is None:
+                code = step.proc.poll()
+                step.finish(step.kill(signal.SIGKILL, 5) if code is None else code)
+        write_steps(outdir, steps)
+        if reason == "interrupted":  # the host gives us seconds: the records before the slow teardown
+            write(os.path.join(outdir, "driver.json"), {**status, "status": "failed", "reason": reason})
         if capture:
-            time.sleep(DRAIN)
+            time.sleep(DRAIN if reason != "interrupted" else 0.1)
             status["capture"] = capture.stop()
             save_comms(status["tracefs"], outdir)
             record_comms(status["tracefs"], False)
-        write_steps(outdir, steps)
     status.update(status="failed" if reason else "done", reason=reason,
                   seconds=round(time.monotonic() - started, 3))
     write(os.path.join(outdir, "driver.json"), status)
@@ -279,7 +292,8 @@ def main(argv: list[str]) -> int:
     with open(argv[1]) as handle:
         plan = json.load(handle)
     os.chdir(plan["workdir"])
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # the host's Ctrl-C: stop the steps
+    signal.signal(signal.SIGHUP, signal.default_int_handler)
     status = run_plan(plan)
     print(json.dumps(status))
     return 0

@@ -26,7 +26,7 @@ from typing import Any
 
 import paramiko
 
-from kernlab.core import paths
+from kernlab.core import interrupt, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.experiments.build import build_experiment
@@ -41,15 +41,19 @@ from kernlab.experiments.spec import (
     na_reason,
     resolve_vars,
 )
-from kernlab.guest import remote
+from kernlab.guest import health, remote
+from kernlab.guest.health import console_tail
 from kernlab.guest.image import build_image
-from kernlab.guest.vm import console_tail, ensure_vm, find_vm
+from kernlab.guest.vm import find_vm, mismatch, start_vm
+from kernlab.kernel.build import build_id
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.selection import KernelChoice, build_for, choose_kernel
 
 GUEST_ROOT = "/root/kernlab/exp"
 DRIVER = Path(__file__).with_name("driver.py")
 GUEST_BUILD_TIMEOUT = 900.0
+DRIVER_STOP_GRACE = 2.0  # after Ctrl-C: seconds the guest driver gets to stop its steps and exit
+INTERRUPT_BUDGET = 3.5  # after Ctrl-C: seconds until the guest's output must be fetched
 SSH_ERRORS = (paramiko.SSHException, OSError, EOFError, socket.timeout)
 TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
 
@@ -57,6 +61,11 @@ TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
 def default_kernel() -> str:
     """The catalog's default kernel version (configs/kernels.yaml ``default``)."""
     return load_catalog().default
+
+
+class VmRefused(KernlabError):
+    """The VM a run would use, which the user started, runs another kernel or image, or is
+    frozen or silent: refused before any bundle, and left as it is."""
 
 
 class NotApplicable(KernlabError):
@@ -132,11 +141,42 @@ class Session:
         """An open connection to a VM running this session's kernel and image."""
         build, image = self.kernel_and_image()
         if self.vm is None or not self.vm.alive():
-            running = find_vm(self.vm_name)
-            self.vm = ensure_vm(build, image, self.vm_name)
-            if running is None or running.pid != self.vm.pid:
-                self.started_vm = True
+            self.vm = self._vm(build, image)
         return remote.connect(self.vm)
+
+    def _vm(self, build: dict, image: dict) -> Any:
+        """Boot VM ``vm_name``, or reuse the one running there if it runs this kernel and image
+        and answers; a VM this command did not start is never restarted or stopped."""
+        running = self.check_vm()
+        if running is None:
+            vm = start_vm(build, image, self.vm_name)
+            self.started_vm = True
+            return vm
+        reporter().note(f"VM {self.vm_name} already runs this kernel and image (port {running.ssh_port}): "
+                        "using it, and leaving it running")
+        self.started_vm = False
+        return running
+
+    def check_vm(self) -> Any:
+        """The VM running as ``vm_name`` (None: none runs); VmRefused when it runs another kernel
+        or image, or does not answer (kernlab.health); it is left as it is."""
+        build, image = self.kernel_and_image()
+        running = find_vm(self.vm_name)
+        if running is None:
+            return None
+        if differs := mismatch(running, build, image):
+            theirs = f"{health.build_id(running)} with image {running.record['image']['key'][:12]}"
+            ours = f"{build_id(build)} with image {image['key'][:12]}"
+            what = (f"is running {theirs}, not {ours}" if differs != "kernel headers disk"
+                    else f"runs {theirs} without this build's kernel headers disk")
+            raise VmRefused(
+                f"VM {self.vm_name} {what}, and this command did not start it",
+                f"stop it first: `invoke vm.down --name {self.vm_name}`, or use another VM: --vm-name NAME")
+        try:
+            health.require(running)
+        except health.GuestDown as down:
+            raise VmRefused(down.cause, down.fix) from None
+        return running
 
     def close(self) -> None:
         """Stop the VM if this session booted it and --keep-vm was not given."""
@@ -148,15 +188,19 @@ class Session:
 
 
 # ---------------------------------------------------------------- guest I/O
-def _guest(conn: Any, command: str, log: Path, timeout: float, check: bool = True) -> Any:
-    """Run a guest command; command, output and exit status go to ``log``."""
+def _guest(conn: Any, command: str, log: Path, timeout: float, check: bool = True, **stop: Any) -> Any:
+    """Run a guest command; command, output and exit status go to ``log``. ``stop``: how
+    remote.run stops it on a timeout or Ctrl-C (``stop_grace``, ``stop_also``)."""
     started = time.monotonic()
     with open(log, "a") as out:
         out.write(f"\n$ {command}\n")
         try:
-            result = remote.run(conn, command, timeout=timeout, check=False)
+            result = remote.run(conn, command, timeout=timeout, check=False, **stop)
         except KernlabError as error:
             out.write(f"# {error.cause}\n")
+            raise
+        except KeyboardInterrupt:
+            out.write(f"# interrupted (Ctrl-C) after {time.monotonic() - started:.1f}s; stopped there\n")
             raise
         out.write(result.stdout)
         if result.stderr:
@@ -217,17 +261,24 @@ def _upload(conn: Any, exp: Experiment, built: Path, plan: dict, bundle: Bundle,
     return {"release": facts.get("release", "")}
 
 
-def _fetch(conn: Any, exp: Experiment, workdir: str, bundle: Bundle, dest: Path) -> None:
+def _fetch(conn: Any, exp: Experiment, workdir: str, bundle: Bundle, dest: Path,
+           timeout: float = 120.0) -> None:
     """Bring back ``out/`` and the artifact files (whatever exists) into ``dest``."""
     wanted = ["out"] + [a.path for a in exp.artifacts if a.path]
     names = " ".join(shlex.quote(w) for w in wanted)
     fetched = f"/tmp/kernlab-{exp.name}.out.tar.gz"
+    started = time.monotonic()
     _guest(conn, f"cd {workdir} && mkdir -p out && tar czf {fetched} "
                  f"--ignore-failed-read "
                  f"$(for f in {names}; do [ -e \"$f\" ] && echo \"$f\"; done) ; true",
-           bundle.log("remote"), timeout=120)
+           bundle.log("remote"), timeout=timeout)
     local = dest / "out.tar.gz"
-    _transfer(conn.get, fetched, str(local))
+    sftp = conn.sftp()  # the connection's one SFTP session: its timeout is this fetch's only
+    sftp.get_channel().settimeout(max(1.0, timeout - (time.monotonic() - started)))
+    try:
+        _transfer(sftp.get, fetched, str(local))
+    finally:
+        sftp.get_channel().settimeout(None)
     with tarfile.open(local) as tar:
         tar.extractall(dest / "fetched", filter="data")
 
@@ -380,18 +431,54 @@ def _execute(exp: Experiment, session: Session, bundle: Bundle,
                            f"{build.get('kernelrelease')}", "run `invoke vm.down` and retry")
     with tempfile.TemporaryDirectory() as tmp:
         run_error: KernlabError | None = None
+        interrupted: float | None = None
         try:
             with reporter().step(f"run {exp.name} in the guest"):
                 _guest(conn, f"cd {workdir} && python3 kernlab_driver.py plan.json",
-                       bundle.log("remote"), timeout=plan["timeout"] + 60, check=False)
+                       bundle.log("remote"), timeout=plan["timeout"] + 60, check=False,
+                       stop_grace=DRIVER_STOP_GRACE, stop_also=_kill_steps(plan["outdir"]))
+        except KeyboardInterrupt:  # the driver and its steps are stopped: collect, then stop
+            interrupted = time.monotonic()
+            interrupt.hold()
+            bundle.fail("interrupted")
+        except health.GuestDown:
+            raise  # nothing to fetch from a frozen, panicked or silent guest
         except KernlabError as error:  # timed out: collect what there is, then report
             run_error = error
-        with reporter().step("collect"):
-            _fetch(conn, exp, workdir, bundle, Path(tmp))
-            evidence, step_outcomes = _collect(exp, Path(tmp) / "fetched", bundle)
-        bundle.outcomes = step_outcomes + check_all(exp.expectations, evidence, variables)
+        if interrupted is None:
+            _collect_all(exp, conn, workdir, bundle, Path(tmp), variables)
+        else:
+            _collect_interrupted(exp, conn, workdir, bundle, Path(tmp), variables, interrupted)
+            raise interrupt.Interrupted(bundle)
         if run_error:
             raise run_error
+
+
+def _kill_steps(outdir: str) -> str:
+    """Shell code that SIGKILLs every step process group the driver listed (its last resort)."""
+    return f"for g in $(cat {outdir}/pgids 2>/dev/null); do kill -KILL -- -$g 2>/dev/null; done"
+
+
+def _collect_all(exp: Experiment, conn: Any, workdir: str, bundle: Bundle, tmp: Path,
+                 variables: dict[str, str], timeout: float = 120.0) -> None:
+    """Fetch what the driver wrote, copy it into the bundle and check the expectations."""
+    with reporter().step("collect"):
+        _fetch(conn, exp, workdir, bundle, tmp, timeout=timeout)
+        evidence, step_outcomes = _collect(exp, tmp / "fetched", bundle)
+    bundle.outcomes = step_outcomes + check_all(exp.expectations, evidence, variables)
+
+
+def _collect_interrupted(exp: Experiment, conn: Any, workdir: str, bundle: Bundle, tmp: Path,
+                         variables: dict[str, str], since: float) -> None:
+    """After Ctrl-C: collect what there is within what is left of INTERRUPT_BUDGET, if anything."""
+    left = INTERRUPT_BUDGET - (time.monotonic() - since)
+    if left < 0.5:
+        reporter().warn("interrupted: no time left to fetch the guest's output")
+        return
+    try:
+        _collect_all(exp, conn, workdir, bundle, tmp, variables, timeout=left)
+    except (KernlabError, *SSH_ERRORS) as error:
+        reporter().warn(f"interrupted: the guest's output was not fetched ({error})")
 
 
 def _console(session: Session, bundle: Bundle, since: int) -> None:
@@ -411,7 +498,10 @@ def _console_size(session: Session) -> int:
 
 
 def _ssh_lost(session: Session, error: BaseException) -> KernlabError:
+    """The error for a dropped SSH connection: the VM's fault if it has one (kernlab.health)."""
     vm = session.vm
+    if vm is not None and not (health_now := health.state(vm)).ok:
+        return health.GuestDown(vm, health_now)
     alive = vm is not None and vm.alive()
     state = "the VM is still running" if alive else "the VM is gone"
     tail = console_tail(vm) if vm is not None else ""
@@ -425,28 +515,42 @@ def run_in_session(exp: Experiment, session: Session, root: Path | None = None) 
     A kernel that lacks what the experiment needs raises before any bundle is made.
     """
     variables, symbols = requirements(exp, session)
+    session.check_vm()  # a VM of the user's that runs another kernel: refused before any bundle
     bundle = Bundle.create(exp.name, session.version, root)
     reporter().note(f"bundle: {bundle.dir}")
     since = _console_size(session)
     try:
         _execute(exp, session, bundle, variables, symbols)
         bundle.settle()
+    except health.GuestDown as error:
+        _failed(bundle, error, session)
     except KernlabError as error:
         bundle.fail(error.one_line())
         bundle.write("logs/error.log", f"{error.one_line()}\n{error.details}\n")
     except SSH_ERRORS as error:
-        lost = _ssh_lost(session, error)
-        bundle.fail(lost.one_line())
-        bundle.write("logs/error.log", f"{lost.one_line()}\n{lost.details}\n")
-        if session.vm is not None:
-            session.vm.conn = None
-    except KeyboardInterrupt:
+        _failed(bundle, _ssh_lost(session, error), session)
+    except KeyboardInterrupt as stop:
+        interrupt.hold()
         bundle.fail("interrupted")
-        raise
+        raise interrupt.Interrupted(bundle) from stop
     finally:
         _console(session, bundle, since)
         bundle.finish(_manifest(exp, session, bundle))
     return bundle
+
+
+def _failed(bundle: Bundle, error: KernlabError, session: Session) -> None:
+    """Record a lost guest (panicked, frozen, SSH gone) in the bundle; drop its connection.
+
+    The reason is the fault alone when the run's own VM is stopped at its end (what to do
+    about that VM would be moot); with the user's VM, or --keep-vm, the fix comes too.
+    """
+    own = session.started_vm and not session.keep_vm
+    reason = error.in_bundle() if own and isinstance(error, health.GuestDown) else error.one_line()
+    bundle.fail(reason)
+    bundle.write("logs/error.log", f"{error.one_line()}\n{error.details}\n")
+    if session.vm is not None:
+        session.vm.conn = None
 
 
 def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> dict:
@@ -476,10 +580,11 @@ def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
     if reason:
         raise NotApplicable(exp.name, reason)
     session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice)
-    try:
-        return run_in_session(exp, session, root)
-    finally:
-        session.close()
+    with interrupt.scope():
+        try:
+            return run_in_session(exp, session, root)
+        finally:
+            session.close()
 
 
 def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool = False,
@@ -496,11 +601,12 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     choice = choose_kernel(kernel or default_kernel())
     session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, flag=flag)
     bundles = []
-    try:
-        for name in names:
-            bundles.append(_suite_member(name, session, root))
-    finally:
-        session.close()
+    with interrupt.scope():
+        try:
+            for name in names:
+                bundles.append(_suite_member(name, session, root))
+        finally:
+            session.close()
     return bundles
 
 
@@ -541,6 +647,8 @@ def _run_or_record(exp: Experiment, session: Session, root: Path | None) -> Bund
     """In a suite, an unmet requirement becomes a failed bundle instead of stopping it."""
     try:
         return run_in_session(exp, session, root)
+    except VmRefused:
+        raise  # the same for every experiment: the suite stops, with the one line
     except KernlabError as error:
         bundle = Bundle.create(exp.name, session.version, root)
         bundle.fail(error.one_line())

@@ -9,20 +9,20 @@ connection to a TCG guest costs about 2 s, so one Connection per VM is kept open
 from __future__ import annotations
 
 import contextlib
+import secrets
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut, UnexpectedExit
 
 from kernlab.core.errors import KernlabError
 from kernlab.core.util import atomic_write_text
-
-if TYPE_CHECKING:
-    from invoke.runners import Result
+from kernlab.guest.health import Watch
 
 CONNECT_TIMEOUT = 10.0  # per attempt, seconds (scaled by the VM's accel)
 
@@ -112,6 +112,7 @@ def connect(vm: Vm) -> Connection:
         return conn
     conn = connection(vm)
     _open(conn, vm)
+    conn.kernlab_vm = vm  # remote.run watches the VM while a command runs
     vm.conn = conn
     return conn
 
@@ -132,20 +133,133 @@ def _open(conn: Connection, vm: Vm) -> None:
         raise
 
 
-def run(conn: Connection, command: str, timeout: float, check: bool = True) -> Result:
-    """Run ``command`` in the guest; output captured; raises on timeout or (if check) failure."""
+@dataclass
+class GuestResult:
+    """A finished guest command: its output and exit status (-1: killed by a signal)."""
+
+    command: str
+    stdout: str
+    stderr: str
+    exited: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+class ConnectionLost(paramiko.SSHException):
+    """The SSH connection closed while a command ran (no exit status came)."""
+
+
+STOP_GRACE = 1.0  # seconds a stopped guest command gets between SIGTERM and SIGKILL
+
+
+def run(conn: Connection, command: str, timeout: float, check: bool = True, *,
+        stop_grace: float = STOP_GRACE, stop_also: str = "", stream: bool = False) -> GuestResult:
+    """Run ``command`` in the guest, output captured; raises on timeout or (if check) failure.
+
+    The command runs in its own process group (sshd makes its shell a session leader),
+    whose id it leaves in a file: a timeout or Ctrl-C here stops the whole group (SIGTERM,
+    SIGKILL after ``stop_grace`` seconds, then the shell code ``stop_also``) before the
+    error or the KeyboardInterrupt goes on, so nothing is left running in the guest. On a
+    VM's connection, the VM is watched while the command runs (kernlab.health): a VM that
+    freezes, panics or stops answering ends the command with a GuestDown error.
+    ``stream`` copies the output to this process's stdout and stderr as it comes.
+    """
+    transport = _transport(conn)
+    pid_file = f"/tmp/kernlab-cmd-{secrets.token_hex(6)}.pid"
+    channel = transport.open_session(timeout=30)
+    channel.exec_command(f"echo $$ > {pid_file}; (\n{command}\n); rc=$?; rm -f {pid_file}; exit $rc")
     try:
-        result = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
-    except CommandTimedOut:
-        raise KernlabError(f"guest command timed out after {timeout:.0f}s: {command}",
-                           "raise the timeout or check the guest (invoke vm.ssh)") from None
-    except UnexpectedExit as error:  # pragma: no cover - warn=True normally prevents it
-        result = error.result
+        return _finish(conn, channel, command, pid_file, timeout, check, stop_grace, stop_also, stream)
+    except KeyboardInterrupt:
+        _stop(transport, channel, pid_file, stop_grace, stop_also)
+        raise
+    finally:
+        channel.close()
+
+
+def _transport(conn: Connection) -> paramiko.Transport:
+    transport = conn.client.get_transport() if conn.is_connected else None
+    if transport is None or not transport.is_active():
+        raise ConnectionLost("SSH connection is closed")
+    return transport
+
+
+def _finish(conn: Connection, channel: Any, command: str, pid_file: str, timeout: float, check: bool,
+            stop_grace: float, stop_also: str, stream: bool) -> GuestResult:
+    """Collect the running command's output until it exits; the watch, the timeout."""
+    vm = getattr(conn, "kernlab_vm", None)
+    watch = None
+    if vm is not None:
+        watch = Watch(vm, channel.get_transport())
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    heard = time.monotonic()
+    while True:
+        if _drain(channel, out, err, stream):
+            heard = time.monotonic()
+            continue
+        if channel.exit_status_ready():
+            _drain(channel, out, err, stream)
+            break
+        if watch is not None and (down := watch.check(time.monotonic() - heard)):
+            raise down
+        if time.monotonic() > deadline:
+            _stop(channel.get_transport(), channel, pid_file, stop_grace, stop_also)
+            raise KernlabError(f"guest command timed out after {timeout:.0f}s: {command} "
+                               "(stopped in the guest)",
+                               "raise the timeout or check the guest (invoke vm.ssh)")
+        time.sleep(0.02)
+    if channel.exit_status == -1 and not channel.get_transport().is_active():
+        if watch is not None and (down := watch.explain()):
+            raise down
+        raise ConnectionLost(f"SSH connection lost while running: {command}")
+    result = GuestResult(command, out.decode(errors="replace"), err.decode(errors="replace"),
+                         channel.exit_status)
     if check and result.exited != 0:
         raise KernlabError(f"guest command failed (exit {result.exited}): {command}",
                            "see the output above",
                            details=(result.stdout + result.stderr).strip()[-2000:])
     return result
+
+
+def _drain(channel: Any, out: bytearray, err: bytearray, stream: bool = False) -> bool:
+    """Move what the channel has into ``out``/``err`` (and, streaming, to our stdout/stderr);
+    True if there was anything."""
+    got = False
+    for ready, receive, buffer, shown in ((channel.recv_ready, channel.recv, out, sys.stdout),
+                                          (channel.recv_stderr_ready, channel.recv_stderr, err, sys.stderr)):
+        while ready():
+            data = receive(1 << 16)
+            buffer += data
+            got = True
+            if stream:
+                raw = getattr(shown, "buffer", None)
+                raw.write(data) if raw is not None else shown.write(data.decode(errors="replace"))
+                shown.flush()
+    return got
+
+
+def _stop(transport: Any, channel: Any, pid_file: str, grace: float, also: str) -> None:
+    """Stop a guest command's process group: SIGTERM, SIGKILL after ``grace`` s, then ``also``.
+
+    Runs on a second channel of the same connection; gives up quietly if that is gone.
+    """
+    if channel.exit_status_ready() and not also:
+        return
+    tries = max(1, int(grace * 10))
+    script = (f"p=$(cat {pid_file} 2>/dev/null); "
+              f"if [ -n \"$p\" ]; then kill -TERM -- -$p 2>/dev/null; i=0; "
+              f"while kill -0 -- -$p 2>/dev/null && [ $i -lt {tries} ]; do sleep 0.1; i=$((i+1)); done; "
+              f"kill -KILL -- -$p 2>/dev/null; fi; {also or ':'}; rm -f {pid_file}")
+    with contextlib.suppress(Exception):  # a dead connection: nothing more to do from here
+        stopper = transport.open_session(timeout=3)
+        stopper.exec_command(script)
+        deadline = time.monotonic() + grace + 4
+        while not stopper.exit_status_ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stopper.close()
 
 
 def wait_ready(vm: Vm, deadline: float, on_dead: Callable[[], Exception]) -> Connection:

@@ -8,6 +8,7 @@ from pathlib import Path
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import run_logged
 from kernlab.core.progress import reporter
+from kernlab.guest import health
 from kernlab.guest.vm import Vm
 
 CHECKS = Path(__file__).resolve().parents[1] / "checks"
@@ -30,8 +31,17 @@ def verify_vm(vm: Vm) -> Path:
             run_logged(cmd, log, what="guest checks", timeout=1800, on_line=show,
                        env={"KERNLAB_VM_JSON": str(vm.run_dir / "vm.json"),
                             "PYTHONPATH": str(CHECKS.parent.parent)},
-                       fix="see which check failed in the log")
+                       fix="see which check failed in the log", watch=lambda: _down(vm))
+        except health.GuestDown:
+            raise
         except KernlabError as error:
+            health.require(vm)  # a check may have failed because the VM froze or its SSH went
             raise KernlabError(f"guest checks failed for VM {vm.name}; log: {log}",
                                "see which check failed above", details=error.details) from None
     return log
+
+
+def _down(vm: Vm) -> health.GuestDown | None:
+    """The VM's fault while the checks run (frozen, panicked, gone), if it has one."""
+    found = health.quick_state(vm, qmp=False)
+    return None if found.ok else health.GuestDown(vm, found)

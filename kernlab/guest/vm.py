@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import re
 import shutil
 import signal
@@ -23,7 +24,8 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, read_json
-from kernlab.guest import qemu, remote
+from kernlab.guest import health, qemu, remote
+from kernlab.guest.health import console_tail
 from kernlab.kernel import kheaders
 
 CMDLINE = "console=ttyS0 root=/dev/vda rw init=/sbin/kernlab-init panic=-1 quiet"
@@ -67,6 +69,9 @@ class Vm:
                 self.conn.close()
             self.conn = None
         if self.alive():
+            if health.process_stopped(self.pid):  # frozen: let it take QMP quit and SIGTERM
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGCONT)
             with contextlib.suppress(OSError, ValueError, KernlabError):
                 qemu.qmp(Path(self.record["qmp_socket"]), "quit", timeout=3.0)
             qemu.kill(self.pid, grace=5.0)
@@ -105,10 +110,58 @@ def find_vm(name: str = "default") -> Vm | None:
         _forget(run_dir)
         return None
     if not vm.alive():
-        reporter().note(f"VM {name} is stale (QEMU pid {vm.pid} is gone): cleaned up")
+        died = health.write_death_note(vm)
+        how = f"guest kernel panic: {died.detail}" if died.state == health.PANICKED else died.detail
+        reporter().note(f"VM {name} is gone ({how}): cleaned up")
         _forget(run_dir)
         return None
     return vm
+
+
+def usable_vm(name: str = "default") -> Vm:
+    """The running VM ``name`` whose SSH answers; else a one-line error saying what is wrong
+    (not running, its last boot's panic, frozen, SSH not answering) and what to do."""
+    vm = find_vm(name)
+    if vm is None:
+        raise not_running(name)
+    health.require(vm)
+    return vm
+
+
+def forget_death(name: str) -> dict[str, Any] | None:
+    """Drop VM ``name``'s death note (`vm.down` of a VM that stopped by itself); returns it."""
+    note = health.death_note(run_dir_of(name))
+    (run_dir_of(name) / health.DEATH_NOTE).unlink(missing_ok=True)
+    return note
+
+
+def not_running(name: str) -> KernlabError:
+    """No VM ``name`` runs: say so, with how its last boot ended if kernlab saw that."""
+    note = health.death_note(run_dir_of(name))
+    if note is None:
+        return NotFound(f"no running VM {name}", f"start one: `invoke vm.up --kernel VERSION --name {name}`")
+    up = f"`invoke vm.up --kernel {note.get('kernel', 'VERSION')} --name {name}`"
+    if note["state"] == health.PANICKED:
+        return NotFound(f"VM {name} is not running: guest kernel panic: {note.get('detail')} "
+                        f"(console: {note.get('console_log')})", f"boot it again: {up}")
+    return NotFound(f"VM {name} is not running: {note.get('detail')}", f"boot it again: {up}")
+
+
+def survey(name: str = "") -> list[tuple[str, health.Health, Vm | None]]:
+    """(name, state, VM or None) of each VM (or of ``name``): running ones as `health.state`
+    finds them, those that stopped by themselves as their death note says."""
+    if name:
+        names = [name]
+    else:
+        names = sorted(d.name for d in vms_dir().glob("*") if d.is_dir() and NAME_RE.match(d.name))
+    rows = []
+    for each in names:
+        vm = find_vm(each)
+        if vm is not None:
+            rows.append((each, health.state(vm), vm))
+        elif note := health.death_note(run_dir_of(each)):
+            rows.append((each, health.Health(note["state"], str(note.get("detail", ""))), None))
+    return rows
 
 
 def list_vms() -> list[Vm]:
@@ -135,6 +188,16 @@ def ensure_vm(build: dict, image: dict, name: str = "default", **opts: Any) -> V
     return start_vm(build, image, name, **opts)
 
 
+def mismatch(vm: Vm, build: dict, image: dict) -> str:
+    """What the running ``vm`` lacks to run ``build`` on ``image`` ('' if nothing): the kernel,
+    the image, or the build's kernel headers disk."""
+    if vm.record["kernel"]["key"] != build["key"]:
+        return "kernel"
+    if vm.record["image"]["key"] != image["key"]:
+        return "image"
+    return "" if _has_headers(vm, build) else "kernel headers disk"
+
+
 def _has_headers(vm: Vm, build: dict) -> bool:
     """The VM has this build's headers disk, or booted without one that still cannot be made.
 
@@ -158,12 +221,8 @@ def headers_for(build: dict) -> dict[str, Any]:
 
 
 def _answers(vm: Vm) -> bool:
-    """True if a command runs in the guest within the (accel-scaled) connect timeout."""
-    try:
-        remote.run(remote.connect(vm), "true", timeout=10 * vm.record.get("timeout_scale", 1))
-        return True
-    except Exception:  # any SSH failure means: do not reuse this guest
-        return False
+    """True if the guest runs and its SSH answers (within seconds, see kernlab.health)."""
+    return health.state(vm).ok
 
 
 def start_vm(build: dict, image: dict, name: str = "default", *, append: str = "",
@@ -353,14 +412,6 @@ def _wait_console(vm: Vm, deadline: float, limit: float) -> str:
 def _uptime(line: str) -> float | None:
     match = re.search(r"uptime=([\d.]+)", line)
     return float(match.group(1)) if match else None
-
-
-def console_tail(vm: Vm, lines: int = 30) -> str:
-    try:
-        text = vm.console_log.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _died(vm: Vm) -> KernlabError:

@@ -7,21 +7,24 @@ hashed into a key; outputs live in ``<work>/build/<version>-<key12>/`` with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import lock, paths
+from kernlab.core import filelock, lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture, require_tool, run_logged, status_from_make
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
+from kernlab.kernel import identity
 from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
 from kernlab.kernel.kconfig import load_model, raise_if_dropped, requested_options, verify_config
 from kernlab.kernel.kheaders import find_headers
@@ -29,8 +32,8 @@ from kernlab.kernel.patch import Patch, apply_series, collect_patches, series_di
 from kernlab.kernel.source import (
     ResolvedSource,
     SourceOptions,
+    describe_sources,
     extract_source,
-    requested_sources,
     resolve_source,
     tree_release,
 )
@@ -74,7 +77,7 @@ class Plan:
         return lock.kernel_entry(
             source.sha256, [p.record() for p in self.patches],
             [(f.name, sha256_file(f)) for f in self.fragments],
-            compiler_version(self.compiler), binutils_version(),
+            compiler_version(self.compiler), binutils_version(), debian=source.extra.get("debian"),
         )
 
     def inputs(self, source_id: str) -> dict[str, Any]:
@@ -129,7 +132,7 @@ def describe_plan(plan: Plan) -> dict[str, Any]:
     return {
         "version": plan.spec.version,
         "release": plan.spec.release,
-        "sources (in order)": [s.describe(mirror) for s in requested_sources(plan.spec, plan.opts.source)],
+        "sources (in order)": describe_sources(plan.spec, plan.opts.source, mirror),
         "patches": [f"{p.series.name}/{p.name} sha256={p.record()['sha256'][:16]}" for p in plan.patches],
         "config": {"base": plan.spec.base, "fragments": [str(f) for f in plan.fragments]},
         "compiler": f"{plan.compiler} ({compiler_version(plan.compiler) or 'NOT INSTALLED'})",
@@ -146,6 +149,7 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
     started = time.monotonic()
     plan = make_plan(version, opts)
     opts = plan.opts
+    opts.source.update_lock = opts.source.update_lock or opts.update_lock
     require_tool(plan.compiler, plan.compiler)
     logs = paths.work_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -155,12 +159,34 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
     lock.check_kernel(version, lock_entry, opts.update_lock)
     key = hash_inputs(plan.inputs(source.sha256))
     build_dir = paths.work_dir() / "build" / f"{version}-{short(key)}"
-    record_path = build_dir / "build.json"
-    if not opts.clean and (record := complete_record(record_path)):
+    if not opts.clean and (record := _up_to_date(version, build_dir)):
+        return record
+    with filelock.exclusive(build_lock(build_dir), f"build {build_dir.name}"):
+        if not opts.clean and (record := _up_to_date(version, build_dir)):  # built while we waited
+            return record
+        return _build_locked(plan, source, key, build_dir, lock_entry, started)
+
+
+def build_lock(build_dir: Path) -> Path:
+    """The lock file of one build key: one process at a time builds into ``build_dir``."""
+    return filelock.locks_dir(paths.work_dir()) / f"build-{build_dir.name}.lock"
+
+
+def _up_to_date(version: str, build_dir: Path) -> dict[str, Any] | None:
+    """The complete record in ``build_dir`` (noted and remembered as latest), else None."""
+    record = complete_record(build_dir / "build.json")
+    if record:
         reporter().note(f"{version} is up to date: {record['outputs']['bzImage']['path']}")
         _remember_latest(version, build_dir)
-        return record
-    with reporter().step(f"patched tree for {version}"):
+    return record
+
+
+def _build_locked(plan: Plan, source: ResolvedSource, key: str, build_dir: Path,
+                  lock_entry: dict[str, Any], started: float) -> dict[str, Any]:
+    """build_kernel's work, under the build key's lock."""
+    version, opts = plan.spec.version, plan.opts
+    record_path = build_dir / "build.json"
+    with reporter().step(f"patched tree for {version}"), _tree_lock(plan, source):
         tree = prepared_tree(plan, source)
     obj = build_dir / "obj"
     if opts.clean and build_dir.exists():
@@ -190,17 +216,35 @@ def jobs(opts: BuildOptions) -> int:
     return opts.jobs or os.cpu_count() or 1
 
 
+def _tree_key(plan: Plan, source: ResolvedSource) -> str:
+    return hash_inputs([source.sha256, [p.record()["sha256"] for p in plan.patches]])
+
+
+@contextlib.contextmanager
+def _tree_lock(plan: Plan, source: ResolvedSource) -> Iterator[None]:
+    """One process at a time makes a source tree; staging left by a killed one is removed."""
+    name = f"{plan.spec.version}-{short(_tree_key(plan, source))}"
+    with filelock.exclusive(filelock.locks_dir(paths.work_dir()) / f"src-{name}.lock", f"source tree {name}"):
+        for stale in (paths.work_dir() / "src").glob(f".{name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+
+
 def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
     """The extracted, patched source tree, shared by builds with the same source+patches."""
-    tree_key = hash_inputs([source.sha256, [p.record()["sha256"] for p in plan.patches]])
+    tree_key = _tree_key(plan, source)
     final = paths.work_dir() / "src" / f"{plan.spec.version}-{short(tree_key)}"
     log = paths.work_dir() / "logs" / f"patch-{plan.spec.version}-{short(tree_key)}.log"
     if (final / ".kernlab-tree-done").exists():
+        if (final / identity.MARKER).is_file():
+            source.set_tree((final / identity.MARKER).read_text().strip())
         return final
     with staging_dir(final) as staging:
         reporter().note(f"extracting {source.origin}")
         top = extract_source(source, staging / "x", log)
-        release = tree_release(top, source.origin)
+        release = tree_release(top, source.origin)  # a tree without a Makefile stops here
+        source.set_tree(identity.tree_sha256(top))  # before any patch: the source's own tree
+        (staging / identity.MARKER).write_text(f"{source.tree_sha256}\n")
         if release != plan.spec.release:
             reporter().note(f"tree is {release} (catalog names {plan.spec.release})")
         apply_series(top, plan.patches, release, log)
@@ -454,6 +498,8 @@ def summarize_record(record: dict[str, Any]) -> str:
         f"kernel {record['version']}: {record['kernelrelease']} (build {build_id(record)})",
         f"  source     {source['origin']} sha256={source['sha256'][:16]}"
         + ("" if source.get("verified") else "  UNVERIFIED"),
+        f"  tree       {source.get('tree_sha256', '')[:16] or 'not recorded (an older build)'}"
+        + (f"  .deb sha256={source['debian']['deb_sha256'][:16]}" if source.get("debian") else ""),
         f"  patches    {', '.join(p['name'] for p in record['patches']) or 'none'}",
         f"  config     {record['config_base']} + {fragments}"
         f" ({record['config_check']['verified']} options verified)",

@@ -6,6 +6,7 @@ A validation error names the file, the key and the problem, e.g.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,25 @@ from kernlab.core.errors import KernlabError, NotFound
 SOURCE_TYPES = ("debian", "tarball", "file", "git")
 BASES = ("tinyconfig", "defconfig")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+TOP_KEYS = ("mirror", "default", "kernels")
+KERNEL_KEYS = ("release", "description", "sources", "patches", "config", "compiler", "samples_bpf",
+               "symbols", "arch")
+CONFIG_KEYS = ("base", "fragments")
+SOURCE_KEYS = {"debian": ("package", "suite"), "tarball": ("url", "sha256"), "file": ("path", "sha256"),
+               "git": ("path", "ref")}
+
+
+def normalise_sha256(value: object, what: str) -> str:
+    """``value`` as 64 lower-case hex digits; upper case is accepted, anything else is malformed."""
+    text = str(value).strip().lower()
+    if SHA256.match(text):
+        return text
+    shown = str(value) if len(str(value)) <= 80 else f"{str(value)[:77]}..."
+    problem = (f"{len(text)} characters" if re.fullmatch(r"[0-9a-f]*", text)
+               else "not hexadecimal")
+    raise KernlabError(f"{what} {shown!r} is malformed: a sha256 is 64 hex digits ({problem})",
+                       "pass the 64-hex-digit sum that `sha256sum FILE` prints")
 
 
 @dataclass(frozen=True)
@@ -30,17 +50,46 @@ class SourceSpec:
     options: dict[str, Any]
 
     def describe(self, mirror: str) -> str:
+        """One line naming where the tree comes from and its pinned checksum, if any."""
+        if self.kind == "tarball":
+            return f"{self.where(mirror)} sha256={self.options.get('sha256') or 'NOT PINNED'}"
+        return self.where(mirror)
+
+    def where(self, mirror: str) -> str:
+        """Where the tree comes from, without checksums."""
         if self.kind == "debian":
             return f"Debian package {self.options['package']} ({self.options.get('suite', '?')})"
         if self.kind == "tarball":
-            sha = self.options.get("sha256") or "NOT PINNED"
-            return f"{self.url(mirror)} sha256={sha}"
+            return self.url(mirror)
         if self.kind == "file":
             return f"local tarball {self.options['path']}"
         return f"git tree {self.options['path']} at {self.options.get('ref', 'HEAD')}"
 
     def url(self, mirror: str) -> str:
         return str(self.options["url"]).replace("{mirror}", mirror.rstrip("/"))
+
+    def pin(self, locked: dict[str, Any] | None = None) -> str:
+        """What pins this source ('' when nothing does); ``locked`` is its kernlab.lock entry."""
+        if self.kind == "file" and self.options.get("sha256"):
+            return f"sha256={self.options['sha256'][:12]} (the folder's SHA256SUMS or --sha256)"
+        if self.kind == "debian":
+            deb = (locked or {}).get("debian") or {}
+            if deb.get("package") == self.options["package"]:
+                return f"kernlab.lock {deb['version']} .deb sha256={deb['deb_sha256'][:12]}"
+            return ""
+        if self.kind == "git":
+            ref = str(self.options.get("ref", "HEAD"))
+            return f"commit {ref[:12]}" if COMMIT.match(ref) else ""
+        sha = self.options.get("sha256")
+        return f"sha256={sha[:12]}" if sha else ""
+
+    def unpinned(self) -> str:
+        """What kernlab does with this source while nothing pins it."""
+        if self.kind == "debian":
+            return "NOT PINNED: apt's current version is used and recorded; `invoke lock` pins it"
+        if self.kind == "git":
+            return "NOT PINNED: the ref's commit at build time is recorded"
+        return "NOT PINNED: refused unless --sha256 SUM or --allow-unverified"
 
 
 @dataclass(frozen=True)
@@ -90,6 +139,16 @@ class _Validator:
     def fail(self, key: str, problem: str) -> KernlabError:
         return KernlabError(f"{self.path}: {key}: {problem}", "fix the catalog entry")
 
+    def known_keys(self, value: dict[str, Any], key: str, known: tuple[str, ...]) -> None:
+        """Refuse a key the catalog does not know (a typo would silently drop a check)."""
+        for name in value:
+            if name not in known:
+                close = difflib.get_close_matches(str(name), known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                where = f"{key}: " if key else ""
+                raise KernlabError(f"{self.path}: {where}unknown key '{name}'{hint}",
+                                   f"rename or remove it; known keys: {', '.join(known)}")
+
     def mapping(self, value: Any, key: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a mapping, got {type(value).__name__}")
@@ -122,15 +181,20 @@ def _source(v: _Validator, raw: Any, key: str) -> SourceSpec:
     for name in required[kind]:
         if name not in options:
             raise v.fail(f"{key}.{kind}", f"missing '{name}'")
-    sha = options.get("sha256")
-    if sha is not None and not SHA256.match(str(sha)):
-        raise v.fail(f"{key}.{kind}.sha256", "expected 64 lowercase hex digits or null")
-    return SourceSpec(kind, dict(options))
+    v.known_keys(options, f"{key}.{kind}", SOURCE_KEYS[kind])
+    options = dict(options)
+    if options.get("sha256") is not None:
+        try:
+            options["sha256"] = normalise_sha256(options["sha256"], "sha256")
+        except KernlabError as error:
+            raise v.fail(f"{key}.{kind}.sha256", f"{error.cause}, or null") from None
+    return SourceSpec(kind, options)
 
 
 def _kernel(v: _Validator, version: str, raw: Any) -> KernelSpec:
     key = f"kernels.{version}"
     raw = v.mapping(raw, key)
+    v.known_keys(raw, key, KERNEL_KEYS)
     for name in ("release", "sources", "config", "compiler"):
         if name not in raw:
             raise v.fail(key, f"missing '{name}'")
@@ -138,6 +202,7 @@ def _kernel(v: _Validator, version: str, raw: Any) -> KernelSpec:
     if not isinstance(sources, list) or not sources:
         raise v.fail(f"{key}.sources", "expected a non-empty list")
     config = v.mapping(raw["config"], f"{key}.config")
+    v.known_keys(config, f"{key}.config", CONFIG_KEYS)
     base = v.string(config.get("base"), f"{key}.config.base")
     if base not in BASES:
         raise v.fail(f"{key}.config.base", f"'{base}' is not one of {', '.join(BASES)}")
@@ -199,6 +264,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
     except yaml.YAMLError as error:
         raise v.fail("(file)", f"invalid YAML: {error}".replace("\n", " ")) from None
     raw = v.mapping(raw, "(top level)")
+    v.known_keys(raw, "", TOP_KEYS)
     kernels = v.mapping(raw.get("kernels"), "kernels")
     catalog = Catalog(
         path=path,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import paths
+from kernlab.core import lock, paths
 from kernlab.core.errors import BuildInputError, KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.util import read_json, sha256_file
@@ -248,13 +248,19 @@ def built_versions() -> list[str]:
 
 
 def catalog_table() -> str:
-    """`invoke list-kernels`: the catalog, the build each version uses, then every build."""
+    """`invoke list-kernels`: each version, its default source and what pins it, the build
+    it uses, then every build."""
     catalog = load_catalog()
     every = complete_builds()
+    locked = lock.read_lock()["kernels"]
     rows = [f"{'version':<8} {'release':<10} {'build used':<24} description"]
     for version, spec in catalog.kernels.items():
         mine = builds_of(version, every)
         used = mine[0].id if mine else "-"
         mark = " (default)" if version == catalog.default else ""
         rows.append(f"{version:<8} {spec.release:<10} {used:<24} {spec.description}{mark}")
+        source = spec.sources[0]
+        pin = source.pin(locked.get(version)) or source.unpinned()
+        rows.append(f"{'':<8} source: {source.where(catalog.effective_mirror())}")
+        rows.append(f"{'':<8} pinned: {pin}")
     return "\n".join(rows) + "\n\n" + builds_table()

@@ -3,7 +3,8 @@
 Downloads land under a temporary ``.part`` name, resume where the server allows,
 and are checked against the pinned sha256 before anything uses them. The cache is
 keyed by checksum, so a cached source needs no network. Extraction refuses members
-that would escape the tree.
+that would escape the tree. Debian sources are .deb files pinned by kernlab.lock
+(debsource.py); every source is also named by its tree's content (identity.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import contextlib
 import gzip
 import lzma
 import os
+import shutil
 import subprocess
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -21,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kernlab.core import paths
+from kernlab.core import filelock, lock, paths
 from kernlab.core.errors import BuildInputError, KernlabError
-from kernlab.core.hostdeps import install_debian_packages
 from kernlab.core.proc import capture
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, human_bytes, read_json, sha256_file
-from kernlab.kernel.catalog import Catalog, KernelSpec, SourceSpec
+from kernlab.kernel import debsource, identity
+from kernlab.kernel.catalog import Catalog, KernelSpec, SourceSpec, normalise_sha256
 
 DOWNLOAD_ATTEMPTS = 3
 CONNECT_TIMEOUT = 20.0
@@ -43,6 +46,8 @@ class SourceOptions:
     url: str | None = None
     sha256: str | None = None
     allow_unverified: bool = False
+    deb: Path | None = None  # a linux-source .deb to use (verified against kernlab.lock)
+    update_lock: bool = False  # accept a Debian package other than kernlab.lock's
 
 
 @dataclass
@@ -56,27 +61,56 @@ class ResolvedSource:
     tarball: Path | None = None
     git_dir: Path | None = None
     git_commit: str | None = None
+    deb: Path | None = None  # a Debian package holding the tarball ``member``
+    member: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
+        """The build record's ``source``: route (origin, file sha256 or commit) and tree identity."""
         data = {"kind": self.kind, "origin": self.origin, "sha256": self.sha256,
                 "verified": self.verified, **self.extra}
         if self.git_commit:
             data["commit"] = self.git_commit
         return data
 
+    @property
+    def tree_sha256(self) -> str | None:
+        """The route-independent identity of the unpatched tree, once known (identity.py)."""
+        return self.extra.get("tree_sha256")
+
+    def set_tree(self, tree_sha256: str) -> None:
+        self.extra["tree_sha256"] = tree_sha256
+        identity.remember(self.sha256, tree_sha256)
+
 
 def requested_sources(spec: KernelSpec, opts: SourceOptions) -> list[SourceSpec]:
     """The user's explicit source if given, else the catalog's list in order."""
+    sha = normalise_sha256(opts.sha256, "--sha256") if opts.sha256 else None
     if opts.tarball:
-        return [SourceSpec("file", {"path": str(opts.tarball), "sha256": opts.sha256})]
+        return [SourceSpec("file", {"path": str(opts.tarball), "sha256": sha})]
     if opts.git:
         return [SourceSpec("git", {"path": str(opts.git), "ref": opts.ref})]
     if opts.url:
-        return [SourceSpec("tarball", {"url": opts.url, "sha256": opts.sha256})]
-    if opts.sha256:
-        return [_pinned(s, opts.sha256) for s in spec.sources]
+        return [SourceSpec("tarball", {"url": opts.url, "sha256": sha})]
+    if opts.deb:
+        debian = [s for s in spec.sources if s.kind == "debian"]
+        if not debian:
+            raise KernlabError(f"--deb needs a catalog entry with a debian source; {spec.version} has none",
+                               "use --tarball PATH for a kernel tarball")
+        return debian[:1]
+    if sha:
+        return [_pinned(s, sha) for s in spec.sources]
     return list(spec.sources)
+
+
+def describe_sources(spec: KernelSpec, opts: SourceOptions, mirror: str) -> list[str]:
+    """`--plan`'s lines: each source in order and what pins it (kernlab.lock for Debian's)."""
+    locked = lock.read_lock()["kernels"].get(spec.version)
+    lines = []
+    for source in requested_sources(spec, opts):
+        pin = source.pin(locked) if source.kind == "debian" else ""
+        lines.append(source.describe(mirror) + (f" pinned by {pin}" if pin else ""))
+    return lines
 
 
 def _pinned(source: SourceSpec, sha256: str) -> SourceSpec:
@@ -91,13 +125,19 @@ def resolve_source(spec: KernelSpec, catalog: Catalog, opts: SourceOptions, log:
     candidates = requested_sources(spec, opts)
     for source in candidates:
         try:
-            return _resolve_one(source, catalog.effective_mirror(), opts, log)
+            resolved = _resolve_one(source, catalog.effective_mirror(), opts, log, spec.version)
+        except debsource.PinError:
+            raise  # kernlab.lock names this source: falling back to another would defeat the pin
         except KernlabError as error:
             if len(candidates) == 1:
                 raise
             reporter().note(f"source {source.describe(catalog.effective_mirror())} not usable: "
                             f"{error.cause}")
             problems.append(error)
+            continue
+        if known := identity.remembered(resolved.sha256):
+            resolved.extra["tree_sha256"] = known
+        return resolved
     last = problems[-1]
     raise BuildInputError(
         f"no source for {spec.version} could be used ({'; '.join(p.cause for p in problems)})",
@@ -107,9 +147,10 @@ def resolve_source(spec: KernelSpec, catalog: Catalog, opts: SourceOptions, log:
     )
 
 
-def _resolve_one(source: SourceSpec, mirror: str, opts: SourceOptions, log: Path) -> ResolvedSource:
+def _resolve_one(source: SourceSpec, mirror: str, opts: SourceOptions, log: Path,
+                 kernel: str) -> ResolvedSource:
     if source.kind == "debian":
-        return _debian(source.options, log)
+        return _debian(source.options, kernel, opts, log)
     if source.kind == "file":
         return _local_tarball(Path(source.options["path"]), source.options.get("sha256"), opts)
     if source.kind == "git":
@@ -118,25 +159,17 @@ def _resolve_one(source: SourceSpec, mirror: str, opts: SourceOptions, log: Path
 
 
 # ---------------------------------------------------------------- Debian package
-def _debian(options: dict[str, Any], log: Path) -> ResolvedSource:
-    package = options["package"]
-    series = package.removeprefix("linux-source-")
-    tarball = Path(f"/usr/src/linux-source-{series}.tar.xz")
-    version = _dpkg_version(package)
-    if not version or not tarball.exists():
-        install_debian_packages([package], suite=options.get("suite"), log=log)
-        version = _dpkg_version(package)
-    if not tarball.exists():
-        raise KernlabError(f"{package} is installed but {tarball} is missing",
-                           f"reinstall it: apt-get install --reinstall {package}")
-    return ResolvedSource(kind="debian", origin=f"{package}={version}", sha256=cached_sha256(tarball),
-                          verified=True, tarball=tarball, extra={"package_version": version})
-
-
-def _dpkg_version(package: str) -> str:
-    out = capture(["dpkg-query", "-W", "-f=${Status}|${Version}", package])
-    status, _, version = out.partition("|")
-    return version if status.endswith("installed") and version else ""
+def _debian(options: dict[str, Any], kernel: str, opts: SourceOptions, log: Path) -> ResolvedSource:
+    """The kernel tarball inside the linux-source .deb that kernlab.lock pins (or apt's, unpinned)."""
+    pin = debsource.DebPin.from_lock(lock.read_lock()["kernels"].get(kernel))
+    if pin and pin.package != options["package"]:
+        pin = None  # the catalog names another package now: nothing to hold on to
+    got = debsource.fetch(options["package"], options.get("suite"), kernel, pin, update=opts.update_lock,
+                          given=opts.deb, log=log)
+    debian = {**got.pin.to_json(), "suite": options.get("suite"), "file": str(got.deb)}
+    return ResolvedSource(kind="debian", origin=f"{got.pin.package}={got.pin.version}",
+                          sha256=got.tarball_sha256, verified=got.verified, deb=got.deb, member=got.member,
+                          extra={"package_version": got.pin.version, "debian": debian})
 
 
 def cached_sha256(path: Path) -> str:
@@ -208,6 +241,17 @@ def _download(url: str, pinned: str | None, opts: SourceOptions) -> ResolvedSour
     check_url(url, f"KERNLAB_MIRROR={mirror}" if mirror and url.startswith(mirror.rstrip("/"))
               else "the source URL (--url or configs/kernels.yaml)")
     name = PurePosixPath(urllib.request.urlparse(url).path).name or "download"
+    lock_file = filelock.locks_dir(paths.cache_dir()) / f"download-{pinned or 'unverified'}-{name}.lock"
+    with filelock.exclusive(lock_file, f"download of {name}"):
+        if pinned and (hit := cached_download(pinned)):  # fetched by the process we waited for
+            reporter().note(f"using {hit.name.split('-', 1)[1]}, downloaded meanwhile (sha256 {pinned[:12]})")
+            return ResolvedSource(kind="tarball", origin=url, sha256=pinned, verified=True, tarball=hit)
+        return _download_locked(url, pinned, name)
+
+
+def _download_locked(url: str, pinned: str | None, name: str) -> ResolvedSource:
+    """Fetch ``url`` into the cache (resuming its ``.part``), verify, move into place; under
+    the download's lock, so one process at a time writes a ``.part`` file."""
     downloads = paths.downloads_dir()
     downloads.mkdir(parents=True, exist_ok=True)
     part = downloads / f"{pinned or 'unverified'}-{name}.part"
@@ -386,7 +430,11 @@ def _open_tar(archive: Path | None, stream: Any) -> tarfile.TarFile:
 
 def extract_source(source: ResolvedSource, dest: Path, log: Path) -> Path:
     """Put the source tree under ``dest``; returns the tree's top directory."""
+    if source.deb:
+        with debsource.open_tarball(source.deb, source.member) as (_, stream):
+            return safe_extract(None, dest, stream=stream)
     if source.git_dir:
+        log.parent.mkdir(parents=True, exist_ok=True)
         with subprocess.Popen(
             ["git", "--git-dir", str(source.git_dir), "archive", "--format=tar",
              "--prefix=linux/", source.git_commit or "HEAD"],
@@ -427,4 +475,19 @@ def tree_release(tree: Path, origin: str = "") -> str:
     return release + fields.get("EXTRAVERSION", "")
 
 
-
+def tree_identity(source: ResolvedSource, scratch: Path, log: Path) -> str:
+    """The identity of ``source``'s unpatched tree: remembered, or extracted into ``scratch`` once."""
+    if source.tree_sha256:
+        return source.tree_sha256
+    if known := identity.remembered(source.sha256):
+        source.extra["tree_sha256"] = known
+        return known
+    scratch.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".identity-", dir=scratch))
+    try:
+        with reporter().step(f"identity of {source.origin}"):
+            source.set_tree(identity.tree_sha256(extract_source(source, work, log)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert source.tree_sha256
+    return source.tree_sha256

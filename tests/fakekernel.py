@@ -1,0 +1,84 @@
+"""A fake "kernel" tree that kernlab's real build pipeline builds in a second or two.
+
+Its Makefile answers the targets kernlab runs (tinyconfig, olddefconfig, bzImage,
+modules, headers_install) by writing the outputs a build record names, after sleeping
+FAKE_MAKE_SECONDS in bzImage (so that two builds overlap); merge_config.sh concatenates
+the fragments, so every requested option verifies. The lock and interrupt tests run the
+real `invoke build-kernel` on it without compiling a kernel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import yaml
+
+MAKEFILE = """\
+VERSION = 9
+PATCHLEVEL = 9
+SUBLEVEL = 0
+EXTRAVERSION =
+O ?= .
+.PHONY: tinyconfig olddefconfig bzImage modules headers_install
+tinyconfig:
+\tmkdir -p $(O) && : > $(O)/.config
+olddefconfig:
+\t@true
+bzImage:
+\techo "fake make pid $$$$ starts bzImage"
+\tsleep $${FAKE_MAKE_SECONDS:-0}
+\tmkdir -p $(O)/arch/x86/boot $(O)/include/config
+\techo fake-vmlinux > $(O)/vmlinux
+\techo "ffffffff81000000 T _text" > $(O)/System.map
+\techo 9.9.0-kernlab > $(O)/include/config/kernel.release
+\techo "fake bzImage $$$$" > $(O)/arch/x86/boot/bzImage
+modules:
+\t@true
+headers_install:
+\tmkdir -p $(O)/usr/include/linux && : > $(O)/usr/include/linux/bpf.h
+"""
+
+MERGE_CONFIG = """\
+#!/bin/sh
+# merge_config.sh -m -O OBJ OBJ/.config FRAGMENT...: the fragments, concatenated.
+while [ $# -gt 0 ]; do
+    case "$1" in -m) shift ;; -O) out=$2; shift 2 ;; *) break ;; esac
+done
+shift  # the base .config
+cat "$@" >> "$out/.config"
+"""
+
+
+def tarball(path: Path, padding: int = 0) -> str:
+    """Write the fake tree as ``path`` (.tar.gz, top directory linux-9.9/); returns its sha256.
+
+    ``padding`` bytes of incompressible data make it as large as a download test needs.
+    """
+    import random
+
+    blob = random.Random(9).randbytes(padding)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data, mode in (("Makefile", MAKEFILE.encode(), 0o644),
+                                 ("scripts/kconfig/merge_config.sh", MERGE_CONFIG.encode(), 0o755),
+                                 ("padding.bin", blob, 0o644)):
+            info = tarfile.TarInfo(f"linux-9.9/{name}")
+            info.size, info.mode, info.mtime = len(data), mode, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def catalog(configs: Path, source: dict) -> None:
+    """A catalog in ``configs`` whose one kernel, 9.9, comes from ``source`` (a catalog source)."""
+    configs.mkdir(parents=True, exist_ok=True)
+    (configs / "fake.config").write_text("CONFIG_MODULES=y\nCONFIG_BPF=y\n")
+    (configs / "kernels.yaml").write_text(yaml.safe_dump({
+        "mirror": "http://127.0.0.1:9",
+        "default": "9.9",
+        "kernels": {"9.9": {"release": "9.9", "description": "a fake kernel for lock tests",
+                            "sources": [source],
+                            "config": {"base": "tinyconfig", "fragments": ["fake.config"]},
+                            "compiler": "gcc"}},
+    }))
