@@ -11,8 +11,9 @@ import invoke
 from invoke import Argument, Collection, Exit, Task
 from invoke.exceptions import UnexpectedExit
 
-from kernlab.errors import KernlabError, unexpected
-from kernlab.validate import BadNumber, not_empty, number
+from kernlab.core.crash import unexpected
+from kernlab.core.errors import KernlabError
+from kernlab.core.validate import BadNumber, not_empty, number
 
 
 def friendly(func):
@@ -35,7 +36,7 @@ def friendly(func):
                 print(error.details, file=sys.stderr)
             raise Exit(f"kernlab: error: {error.one_line()}", code=1) from None
         except KeyboardInterrupt as stop:
-            bundle = getattr(stop, "bundle", None)  # kernlab.interrupt.Interrupted: a run's bundle
+            bundle = getattr(stop, "bundle", None)  # kernlab.core.interrupt.Interrupted: a run's bundle
             if bundle is not None:
                 print(f"{bundle.dir} {bundle.status}")
                 raise Exit(f"kernlab: interrupted; the bundle holds what was collected: {bundle.dir}",
@@ -112,7 +113,7 @@ def task(*args, **kwargs):
 @friendly
 def setup(c, dry_run=False):
     """Install the host packages kernlab needs (idempotent; says what it installs)."""
-    from kernlab.hostdeps import setup_host
+    from kernlab.core.hostdeps import setup_host
 
     setup_host(dry_run=dry_run)
 
@@ -126,8 +127,8 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
     import shlex
     from pathlib import Path
 
-    from kernlab.hostdeps import TEST_PACKAGES, missing_packages, setup_host
-    from kernlab.matrix import junit_counts
+    from kernlab.compare.matrix import junit_counts
+    from kernlab.core.hostdeps import TEST_PACKAGES, missing_packages, setup_host
 
     if not junit.strip() or Path(junit).is_dir():
         raise KernlabError(f"--junit {junit!r} is not a file name", "give --junit PATH/junit.xml")
@@ -181,9 +182,9 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
     """Fetch, patch, configure (verified), build a kernel with headers and samples/bpf; record it."""
     from pathlib import Path
 
-    from kernlab import build
-    from kernlab.catalog import load_catalog
-    from kernlab.source import SourceOptions
+    from kernlab.kernel import build
+    from kernlab.kernel.catalog import load_catalog
+    from kernlab.kernel.source import SourceOptions
 
     version = not_empty("version", version) or load_catalog().default
     tarball, git, url = not_empty("tarball", tarball), not_empty("git", git), not_empty("url", url)
@@ -225,7 +226,7 @@ def _source_flags(tarball, git, url, ref, sha256) -> None:
         raise KernlabError("--sha256 pins a tarball; a --git source is pinned by its commit",
                            "leave --sha256 out, or use --ref COMMIT")
     if sha256:
-        from kernlab.catalog import normalise_sha256
+        from kernlab.kernel.catalog import normalise_sha256
 
         normalise_sha256(sha256, "--sha256")  # before anything is written
 
@@ -236,8 +237,9 @@ def _source_flags(tarball, git, url, ref, sha256) -> None:
 @friendly
 def kernel_info(c, version=None, json=False):
     """Show a built kernel: where its bzImage is, what went into it."""
-    from kernlab.build import find_build, summarize_record
-    from kernlab.catalog import load_catalog
+    from kernlab.kernel.build import summarize_record
+    from kernlab.kernel.catalog import load_catalog
+    from kernlab.kernel.selection import find_build
 
     record = find_build(not_empty("version", version) or load_catalog().default, "--version")
     if json:
@@ -253,9 +255,9 @@ def kernel_info(c, version=None, json=False):
 @friendly
 def lock(c, version=None, image=None):
     """Write kernlab.lock from the current builds: source, patch, fragment, compiler, package pins."""
-    from kernlab import lock as lockfile
-    from kernlab.build import built_versions
-    from kernlab.image import find_image
+    from kernlab.compare.reproduce import lock_built
+    from kernlab.guest.image import find_image
+    from kernlab.kernel.selection import built_versions
 
     versions = [not_empty("version", v) for v in version or []] or built_versions()
     images = list(image or [])
@@ -265,7 +267,7 @@ def lock(c, version=None, image=None):
             images = ["bookworm"]
         except KernlabError:
             images = []
-    path, locked = lockfile.lock_built(versions, images)
+    path, locked = lock_built(versions, images)
     print(f"{path}: locked {', '.join(locked) or 'nothing (build something first)'}")
 
 
@@ -273,7 +275,7 @@ def lock(c, version=None, image=None):
 @friendly
 def list_kernels(c):
     """List the catalog's kernel versions, the build each uses, and every build's id."""
-    from kernlab.build import catalog_table
+    from kernlab.kernel.selection import catalog_table
 
     print(catalog_table())
 
@@ -285,7 +287,7 @@ def list_kernels(c):
 @friendly
 def build_image(c, recipe="bookworm", json=False, update_lock=False):
     """Build the lab root filesystem image (mmdebstrap + mke2fs -d); cached by recipe hash."""
-    from kernlab.image import build_image as build
+    from kernlab.guest.image import build_image as build
 
     record = build(recipe, update_lock=update_lock)
     _print_json(record) if json else print(record["image"]["path"])
@@ -293,7 +295,7 @@ def build_image(c, recipe="bookworm", json=False, update_lock=False):
 
 def _vm_or_exit(name):
     """The running VM ``name`` whose SSH answers; else one line saying what is wrong with it."""
-    from kernlab.vm import usable_vm
+    from kernlab.guest.vm import usable_vm
 
     return usable_vm(name)
 
@@ -312,11 +314,11 @@ def _vm_or_exit(name):
 def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", cpus=2,
           timeout=0.0):
     """Boot a built kernel on the lab image and wait until SSH answers."""
-    from kernlab.build import find_build
-    from kernlab.image import build_image as build
-    from kernlab.qemu import forced_accel
-    from kernlab.validate import memory as memory_size
-    from kernlab.vm import ensure_vm, run_dir_of
+    from kernlab.core.validate import memory as memory_size
+    from kernlab.guest.image import build_image as build
+    from kernlab.guest.qemu import forced_accel
+    from kernlab.guest.vm import ensure_vm, run_dir_of
+    from kernlab.kernel.selection import find_build
 
     run_dir_of(name)  # a bad name fails before any build
     forced_accel()
@@ -335,8 +337,8 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
 @friendly
 def vm_ssh(c, command="", name="default", timeout=600.0):
     """Run a command in the VM (its exit status is returned), or open a shell."""
-    from kernlab.proc import require_tool
-    from kernlab.remote import connect, run
+    from kernlab.core.proc import require_tool
+    from kernlab.guest.remote import connect, run
 
     timeout = number("timeout", timeout, above=0, high=86400,
                      fix="give --timeout SECONDS, more than 0 and at most 86400")
@@ -353,7 +355,7 @@ def vm_ssh(c, command="", name="default", timeout=600.0):
 @friendly
 def vm_down(c, name="default"):
     """Stop the VM (QMP quit, then signals) and drop its overlay; logs are kept."""
-    from kernlab.vm import find_vm, forget_death, run_dir_of
+    from kernlab.guest.vm import find_vm, forget_death, run_dir_of
 
     run_dir_of(name)
     vm = find_vm(name)
@@ -370,7 +372,7 @@ def vm_down(c, name="default"):
 @friendly
 def vm_status(c, name="", json=False):
     """List VMs and their state: running, frozen, panicked, ssh not answering, or stopped."""
-    from kernlab.vm import not_running, run_dir_of, survey
+    from kernlab.guest.vm import not_running, run_dir_of, survey
 
     if name:
         run_dir_of(name)
@@ -397,7 +399,7 @@ def vm_status(c, name="", json=False):
 @friendly
 def vm_verify(c, name="default"):
     """Run the testinfra guest checks (kernel, debugfs/tracefs, bpf, kprobes, bpftrace)."""
-    from kernlab.verify import verify_vm
+    from kernlab.guest.verify import verify_vm
 
     log = verify_vm(_vm_or_exit(name))
     print(f"guest checks passed (log: {log})")
@@ -417,9 +419,9 @@ def list_experiments(c, kernel=""):
     A folder whose experiment.yaml does not load is listed as BROKEN with its error (the
     others still list); the command then fails naming the broken ones.
     """
-    from kernlab import paths
-    from kernlab.builds import choose_kernel
-    from kernlab.experiment import na_reason, scan_all
+    from kernlab.core import paths
+    from kernlab.experiments.spec import na_reason, scan_all
+    from kernlab.kernel.selection import choose_kernel
 
     experiments, broken = scan_all()
     if not experiments and not broken:
@@ -493,11 +495,11 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
 
     Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
     """
-    from kernlab import paths
-    from kernlab.exprun import NotApplicable, run_suite, summary_table
-    from kernlab.exprun import run_experiment as run_one
-    from kernlab.qemu import forced_accel
-    from kernlab.vm import run_dir_of
+    from kernlab.core import paths
+    from kernlab.experiments.run import NotApplicable, run_suite, summary_table
+    from kernlab.experiments.run import run_experiment as run_one
+    from kernlab.guest.qemu import forced_accel
+    from kernlab.guest.vm import run_dir_of
 
     kernel = not_empty("kernel", kernel)
     run_dir_of(vm_name)  # a bad name fails before any build
@@ -549,7 +551,7 @@ def _names(flag: str, value: str, what: str, example: str) -> list[str]:
 def _out_dir(out: str):
     from pathlib import Path
 
-    from kernlab import matrix
+    from kernlab.compare import matrix
 
     target = Path(out).resolve() if out else matrix.default_out()
     if target.exists() and not target.is_dir():
@@ -560,8 +562,8 @@ def _out_dir(out: str):
 def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
     from pathlib import Path
 
-    from kernlab import matrix
-    from kernlab.qemu import forced_accel
+    from kernlab.compare import matrix
+    from kernlab.guest.qemu import forced_accel
 
     kernel_list = _names("kernels", kernels, "kernel", "4.15,5.4.286,6.1 (see `invoke list-kernels`)")
     forced_accel()
@@ -578,7 +580,7 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
 
 def _print_report(result, written: dict) -> None:
     """The grid, then the files of the report."""
-    from kernlab.matrix import grid_text
+    from kernlab.compare.matrix import grid_text
 
     print(grid_text(result))
     for kind, path in written.items():
@@ -603,13 +605,13 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
     """
     from pathlib import Path
 
-    from kernlab import matrix as mx
+    from kernlab.compare import matrix as mx
 
     if merge:
         if kernels or hosts or rerender or experiments not in ("", "all"):
             raise KernlabError("--merge runs nothing",
                                "drop --kernels, --experiments, --hosts and --rerender")
-        from kernlab.merge import merge_reports
+        from kernlab.compare.merge import merge_reports
 
         result, written = merge_reports(merge, Path(out) if out else mx.default_out())
         _print_report(result, written)
@@ -637,7 +639,7 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
 @friendly
 def ci(c, kernels="", experiments="all", out="", hosts=""):
     """Non-interactive run for CI: plain progress, builds what is missing, matrix, JUnit XML, exit status."""
-    from kernlab.catalog import load_catalog
+    from kernlab.kernel.catalog import load_catalog
 
     os.environ.setdefault("CI", "1")
     os.environ["KERNLAB_PLAIN"] = "1"
@@ -656,8 +658,8 @@ def pack(c, bundle, out="", small=False):
     """One archive that reproduces a bundle on another machine, offline: `invoke reproduce PACK`."""
     from pathlib import Path
 
-    from kernlab.pack import pack_bundle
-    from kernlab.util import human_bytes
+    from kernlab.compare.pack import pack_bundle
+    from kernlab.core.util import human_bytes
 
     written = pack_bundle(Path(bundle), Path(out) if out else None, small=small)
     print(f"{written} ({human_bytes(written.stat().st_size)})")
@@ -674,9 +676,9 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
     """Rebuild or reuse what a bundle names, rerun it, compare hashes, expectations and trace."""
     from pathlib import Path
 
-    from kernlab.pack import is_pack, reproduce_pack
-    from kernlab.reproduce import reproduce as run
-    from kernlab.vm import run_dir_of
+    from kernlab.compare.pack import is_pack, reproduce_pack
+    from kernlab.compare.reproduce import reproduce as run
+    from kernlab.guest.vm import run_dir_of
 
     run_dir_of(vm_name)
     target = Path(not_empty("bundle", bundle))

@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kernlab import image, remote  # noqa: E402
-from kernlab.build import find_build  # noqa: E402
-from kernlab.vm import find_vm, start_vm  # noqa: E402
+from kernlab.guest import image, remote  # noqa: E402
+from kernlab.guest.vm import find_vm, start_vm  # noqa: E402
+from kernlab.kernel.selection import find_build  # noqa: E402
 
 
 def image_cold(recipe: str) -> float:

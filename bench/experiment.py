@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernlab import paths
-from kernlab.builds import build_for, choose_kernel
-from kernlab.exprun import run_experiment
-from kernlab.image import build_image
-from kernlab.util import atomic_write_json
-from kernlab.vm import ensure_vm, find_vm
+from kernlab.core import paths
+from kernlab.core.util import atomic_write_json
+from kernlab.experiments.run import run_experiment
+from kernlab.guest.image import build_image
+from kernlab.guest.vm import ensure_vm, find_vm
+from kernlab.kernel.selection import build_for, choose_kernel
 
 VM_NAME = "bench-exp"
 GOALS = {"cold VM": 60.0, "warm VM": 20.0}

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from kernlab import paths
-from kernlab.build import make_plan
-from kernlab.identity import tree_sha256
-from kernlab.source import extract_source, resolve_source
+from kernlab.core import paths
+from kernlab.kernel.build import make_plan
+from kernlab.kernel.identity import tree_sha256
+from kernlab.kernel.source import extract_source, resolve_source
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture(scope="session")
 def lab_image() -> dict:
     """The real bookworm lab image (built once; later sessions reuse the cached one)."""
-    from kernlab.image import build_image
+    from kernlab.guest.image import build_image
 
     return build_image("bookworm")
 
@@ -17,7 +17,7 @@ def lab_image() -> dict:
 @pytest.fixture(scope="session")
 def lab_kernel() -> dict:
     """The real 6.1 build record: built once (about 10 minutes cold), then cached."""
-    from kernlab.build import build_kernel
+    from kernlab.kernel.build import build_kernel
 
     return build_kernel("6.1")
 
@@ -29,7 +29,7 @@ def vm_name():
     import os
     import shutil
 
-    from kernlab.vm import find_vm, vms_dir
+    from kernlab.guest.vm import find_vm, vms_dir
 
     suffix = f"-{os.getpid()}"
     yield lambda what: f"t-{what}{suffix}"
@@ -42,7 +42,7 @@ def vm_name():
 @pytest.fixture(scope="session")
 def lab_vm(lab_kernel: dict, lab_image: dict, vm_name):
     """One real TCG guest (6.1 + bookworm) shared by the VM tests, stopped at the end."""
-    from kernlab.vm import start_vm
+    from kernlab.guest.vm import start_vm
 
     vm = start_vm(lab_kernel, lab_image, vm_name("lab"))
     yield vm

@@ -638,14 +638,14 @@ def test_a_full_disk_is_named_as_such(tmp_path: Path, monkeypatch) -> None:
 
 def test_build_names_match_the_host_build_environment() -> None:
     """${NAME} in cflags may name what expbuild puts in the build environment, and only that."""
-    from kernlab.expbuild import build_env
-    from kernlab.experiment import BUILD_NAMES
+    from kernlab.experiments.build import build_env
+    from kernlab.experiments.spec import BUILD_NAMES
 
     assert set(build_env({}, {})) == BUILD_NAMES
 
 
 def test_junit_counts_reads_zero_tests(tmp_path: Path) -> None:
-    from kernlab.matrix import junit_counts
+    from kernlab.compare.matrix import junit_counts
 
     empty = '<?xml version="1.0"?><testsuites><testsuite tests="0"/></testsuites>'
     (tmp_path / "empty.xml").write_text(empty)
@@ -681,7 +681,7 @@ def test_the_test_task_fails_when_no_test_ran(tmp_path, monkeypatch, junit, code
     from invoke import Exit
 
     import tasks
-    from kernlab import hostdeps
+    from kernlab.core import hostdeps
 
     monkeypatch.setattr(hostdeps, "missing_packages", lambda packages: [])
     with pytest.raises(Exit) as caught:
@@ -693,8 +693,8 @@ def test_the_test_task_fails_when_no_test_ran(tmp_path, monkeypatch, junit, code
 def test_a_bundle_refuses_to_write_outside_itself(tmp_path: Path) -> None:
     """Defence in depth behind the experiment.yaml checks: names that reach a bundle from
     user files or from the guest (artifacts, steps) cannot leave it, not even by a symlink."""
-    from kernlab.errors import KernlabError
-    from kernlab.results import Bundle
+    from kernlab.core.errors import KernlabError
+    from kernlab.experiments.bundle import Bundle
 
     root = tmp_path / "results"
     bundle = Bundle.create("e", "6.1", root)
@@ -713,7 +713,7 @@ def test_a_bundle_refuses_to_write_outside_itself(tmp_path: Path) -> None:
 
 
 def test_host_workdirs_stay_in_a_folder_of_their_own() -> None:
-    from kernlab.hosts import workdir_problem
+    from kernlab.compare.fleet import workdir_problem
 
     assert workdir_problem("kernlab-remote") is None and workdir_problem("runs/lab2") is None
     assert workdir_problem("/srv/kernlab") is None  # an explicit place, as hosts.example.yaml shows

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.kconfig import read_config
+from kernlab.kernel.kconfig import read_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_OPTIONS = ["BPF_SYSCALL", "BPF_EVENTS", "KPROBES", "KPROBE_EVENTS", "KPROBE_EVENTS_ON_NOTRACE",

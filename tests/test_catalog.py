@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.catalog import load_catalog
-from kernlab.errors import KernlabError
+from kernlab.core.errors import KernlabError
+from kernlab.kernel.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.build import CC_WRAPPER
+from kernlab.kernel.build import CC_WRAPPER
 
 pytestmark = pytest.mark.skipif(not (shutil.which("ccache") and shutil.which("gcc")),
                                 reason="needs gcc and ccache")

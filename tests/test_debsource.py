@@ -13,10 +13,10 @@ import pytest
 import yaml
 from aptrepo import AptRepo, build_deb, kernel_tarball, repackage
 
-from kernlab.catalog import load_catalog
-from kernlab.errors import KernlabError
-from kernlab.source import SourceOptions, resolve_source, tree_identity
-from kernlab.util import sha256_file
+from kernlab.core.errors import KernlabError
+from kernlab.core.util import sha256_file
+from kernlab.kernel.catalog import load_catalog
+from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "linux-source-9.9"

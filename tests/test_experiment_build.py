@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.errors import KernlabError
-from kernlab.expbuild import build_experiment
-from kernlab.experiment import load_all, load_experiment, resolve_vars
+from kernlab.core.errors import KernlabError
+from kernlab.experiments.build import build_experiment
+from kernlab.experiments.spec import load_all, load_experiment, resolve_vars
 
 # The host's own UAPI headers stand in for a kernel's headers_install output: same
 # layout (linux/, asm/), so the real compilers run on the real sources.

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.expect import Evidence, check, check_all, parse_expectation
-from kernlab.experiment import load_all
-from kernlab.exprun import filter_trace, parse_cmdlines
-from kernlab.results import Bundle, hist_svg, parse_hist
+from kernlab.experiments.bundle import Bundle, hist_svg, parse_hist
+from kernlab.experiments.expect import Evidence, check, check_all, parse_expectation
+from kernlab.experiments.run import filter_trace, parse_cmdlines
+from kernlab.experiments.spec import load_all
 
 TRACE = """\
         readiter-2425  [000] ....  5644.654744: bpf_trace_printk: copy_page_to_iter offset=0 bytes=42
@@ -144,7 +144,7 @@ def test_bundle_marks_failures(tmp_path):
     assert "manifest.json" in result["files"]
 
 
-DRIVER = Path(__file__).resolve().parent.parent / "kernlab" / "guest_driver.py"
+DRIVER = Path(__file__).resolve().parent.parent / "kernlab" / "experiments" / "driver.py"
 
 
 def run_driver(tmp_path: Path, steps: list[dict], **trace) -> dict:

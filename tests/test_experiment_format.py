@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kernlab import paths
-from kernlab.errors import KernlabError, NotFound
-from kernlab.experiment import (
+from kernlab.core import paths
+from kernlab.core.errors import KernlabError, NotFound
+from kernlab.experiments.spec import (
     check_needs,
     experiment_names,
     load_all,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from kernlab import paths
-from kernlab.errors import KernlabError
-from kernlab.experiment import experiment_names, load_experiment
-from kernlab.exprun import Session, run_in_session, run_suite
+from kernlab.core import paths
+from kernlab.core.errors import KernlabError
+from kernlab.experiments.run import Session, run_in_session, run_suite
+from kernlab.experiments.spec import experiment_names, load_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exp_vm(lab_kernel, lab_image):
     """This module's own TCG guest (other test modules' VMs come and go meanwhile)."""
-    from kernlab.vm import find_vm, start_vm
+    from kernlab.guest.vm import find_vm, start_vm
 
     stale = find_vm("t-exp")
     if stale:

@@ -35,8 +35,8 @@ TIMES: dict[str, float] = {}  # measured, printed at the end (pytest -s)
 
 def built(version: str) -> dict:
     """The build ``version`` uses; skipped (never built here) when there is none."""
-    from kernlab.build import find_build
-    from kernlab.errors import KernlabError
+    from kernlab.core.errors import KernlabError
+    from kernlab.kernel.selection import find_build
 
     try:
         return find_build(version)
@@ -184,7 +184,7 @@ def guest_leftovers(name: str, env: dict[str, str]) -> str:
 @pytest.mark.parametrize("case", INTERRUPTS, ids=[c.id for c in INTERRUPTS])
 def test_ctrl_c_stops_the_run_and_its_guest_processes_and_writes_the_bundle(
         case: Interrupt, kernel, env, tmp_path, vm_name) -> None:
-    from kernlab.vm import run_dir_of
+    from kernlab.guest.vm import run_dir_of
 
     name = vm_name(f"int{INTERRUPTS.index(case)}")
     user_pid = vm_up(name, env) if case.user_vm else None

@@ -20,8 +20,8 @@ import sshd
 import yaml
 from interrupts import sigint_default
 
-from kernlab import hosts
-from kernlab.errors import KernlabError
+from kernlab.compare import fleet as hosts
+from kernlab.core.errors import KernlabError
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_sshd = pytest.mark.skipif(not sshd.available(), reason="needs root and openssh-server (invoke setup)")
@@ -49,7 +49,7 @@ def lab2_entry(server, workdir: Path) -> dict:
     """lab2 runs 6.1 with its own tree, venv, kernel build, image and VMs under its workdir.
     It is this machine, so it shares the download and compiler cache (Debian's .debs,
     ccache: a warm build of about 3 minutes instead of a cold 8)."""
-    from kernlab import paths
+    from kernlab.core import paths
 
     return server.host_entry("lab2", workdir, kernels=["6.1"], env={"KERNLAB_CACHE": str(paths.cache_dir())})
 
@@ -166,7 +166,8 @@ def test_kernlab_is_shipped_once_per_content(server, tmp_path):
     with hosts._connected(host) as conn:
         tree = hosts.ship(conn, str(tmp_path / "w"))
         shipped = Path(tree)
-        assert (shipped / "kernlab" / "hosts.py").read_bytes() == (ROOT / "kernlab" / "hosts.py").read_bytes()
+        fleet_py = Path("kernlab", "compare", "fleet.py")
+        assert (shipped / fleet_py).read_bytes() == (ROOT / fleet_py).read_bytes()
         assert os.access(shipped / "kl", os.X_OK)
         assert not (shipped / "tests").exists() and not (shipped / ".venv").exists()
         marker = (shipped / ".kernlab-shipped").stat().st_mtime_ns

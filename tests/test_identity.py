@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kernlab.build import make_plan, prepared_tree
-from kernlab.catalog import load_catalog
-from kernlab.identity import MARKER, tree_sha256
-from kernlab.source import SourceOptions, resolve_source, tree_identity
-from kernlab.util import sha256_file
+from kernlab.core.util import sha256_file
+from kernlab.kernel.build import make_plan, prepared_tree
+from kernlab.kernel.catalog import load_catalog
+from kernlab.kernel.identity import MARKER, tree_sha256
+from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
 
 FILES = {
     "Makefile": (b"VERSION = 9\nPATCHLEVEL = 9\nSUBLEVEL = 0\nEXTRAVERSION =\n", 0o644),
@@ -125,9 +125,9 @@ def test_the_top_directory_name_and_file_times_do_not_count(areas):
 
 def test_reproduce_compares_trees_not_files(areas):
     """A bundle built from the tarball; today the catalog names a git tree of the same files."""
-    from kernlab.build import binutils_version, compiler_version
-    from kernlab.errors import KernlabError
-    from kernlab.reproduce import kernel_input_changes
+    from kernlab.compare.reproduce import kernel_input_changes
+    from kernlab.core.errors import KernlabError
+    from kernlab.kernel.build import binutils_version, compiler_version
 
     sha = write_tarball(areas / "linux-9.9.tar.xz", "linux-9.9", FILES)
     (areas / "repo").mkdir()

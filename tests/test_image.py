@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kernlab import image
-from kernlab.errors import KernlabError, NotFound
+from kernlab.core.errors import KernlabError, NotFound
+from kernlab.guest import image
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kernlab import paths
+from kernlab.core import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # needs the real lab image (lab_image builds it when missing)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from kernlab import builds
-from kernlab.build import build_id
-from kernlab.errors import BuildInputError, KernlabError, NotFound
-from kernlab.experiment import check_needs, load_experiment, na_reason
-from kernlab.util import atomic_write_json
+from kernlab.core.errors import BuildInputError, KernlabError, NotFound
+from kernlab.core.util import atomic_write_json
+from kernlab.experiments.spec import check_needs, load_experiment, na_reason
+from kernlab.kernel import selection as builds
+from kernlab.kernel.build import build_id
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTRACE = "KPROBE_EVENTS_ON_NOTRACE"
@@ -166,8 +166,8 @@ def test_an_existing_build_is_used_without_resolving_sources(work, monkeypatch):
     def no_build(*_args, **_kwargs):
         raise AssertionError("build_kernel called for a built kernel")
 
-    monkeypatch.setattr("kernlab.build.build_kernel", no_build)
-    monkeypatch.setattr("kernlab.source.resolve_source", no_build)
+    monkeypatch.setattr("kernlab.kernel.build.build_kernel", no_build)
+    monkeypatch.setattr("kernlab.kernel.source.resolve_source", no_build)
     assert builds.build_for(builds.choose_kernel("5.4.286")) == record
 
 
@@ -181,8 +181,8 @@ def test_an_unbuilt_version_is_built_with_a_hint_and_a_build_kernel_fix(work, mo
         raise BuildInputError("https://x/linux-5.4.302.tar.xz has no pinned sha256 in the catalog",
                               "pass --sha256 SUM", flags=("--sha256 SUM",))
 
-    monkeypatch.setattr("kernlab.build.build_kernel", unpinned)
-    from kernlab.exprun import Session
+    monkeypatch.setattr("kernlab.kernel.build.build_kernel", unpinned)
+    from kernlab.experiments.run import Session
 
     session = Session("5.4")
     for _ in range(2):  # a suite's next experiment gets the same error, without a second build
@@ -240,7 +240,7 @@ def test_a_minimum_with_a_stated_reason_is_kept(tmp_path):
 
 
 def test_the_shipped_suite_has_no_bare_minimum():
-    from kernlab.experiment import load_all
+    from kernlab.experiments.spec import load_all
 
     for exp in load_all():
         assert exp.kernel_min is None, exp.name

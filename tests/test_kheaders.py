@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from kernlab import kheaders, paths, qemu, vm
-from kernlab.errors import KernlabError
-from kernlab.util import sha256_file
+from kernlab.core import paths
+from kernlab.core.errors import KernlabError
+from kernlab.core.util import sha256_file
+from kernlab.guest import qemu, vm
+from kernlab.kernel import kheaders
 
 TREE_FILES = {
     "include/linux/kconfig.h": "#include <generated/autoconf.h>\n",

@@ -14,8 +14,9 @@ import re
 
 import pytest
 
-from kernlab import kheaders, remote
-from kernlab.errors import NotFound
+from kernlab.core.errors import NotFound
+from kernlab.guest import remote
+from kernlab.kernel import kheaders
 
 pytestmark = pytest.mark.slow
 KERNELS = ("4.15", "5.4.286", "5.10", "6.1")
@@ -47,7 +48,8 @@ kill $pid 2>/dev/null; wait $pid; echo "waited=$i"; cat "$out"
 
 def built(version: str) -> dict:
     """The build record of ``version``: built in CI (CI_BUILDS), else skipped when absent."""
-    from kernlab.build import build_kernel, find_build
+    from kernlab.kernel.build import build_kernel
+    from kernlab.kernel.selection import find_build
 
     if os.environ.get("CI") and version in CI_BUILDS:
         return build_kernel(version)
@@ -62,7 +64,7 @@ def built(version: str) -> dict:
 @pytest.fixture(scope="module", params=KERNELS)
 def guest(request, lab_image: dict, vm_name):
     """(build, VM) for one kernel, booted with its headers disk; stopped afterwards."""
-    from kernlab.vm import start_vm
+    from kernlab.guest.vm import start_vm
 
     build = built(request.param)
     vm = start_vm(build, lab_image, vm_name(f"hdr-{request.param.replace('.', '')}"))

@@ -205,12 +205,13 @@ def served_sha(area: Area) -> str:
 
 # ---------------------------------------------------------------- the lock itself
 def test_a_refused_lock_names_its_holder_and_a_killed_holder_frees_it(tmp_path: Path) -> None:
-    from kernlab import filelock
-    from kernlab.errors import KernlabError
+    from kernlab.core import filelock
+    from kernlab.core.errors import KernlabError
 
     path = tmp_path / "locks" / "x.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom kernlab import filelock\n"
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from kernlab.core import filelock\n"
          f"with filelock.exclusive(Path({str(path)!r}), 'the thing'):\n"
          "    print('held', flush=True); time.sleep(60)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)

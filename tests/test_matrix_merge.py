@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.errors import KernlabError
-from kernlab.matrix import Cell, Matrix, load_matrix, write_report
+from kernlab.compare.matrix import Cell, Matrix, load_matrix, write_report
+from kernlab.core.errors import KernlabError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "matrix-example"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.matrix import FAIL, NA, PASS, Cell, Matrix, write_report
-from kernlab.reproduce import compare_expectations, normalise
+from kernlab.compare.matrix import FAIL, NA, PASS, Cell, Matrix, write_report
+from kernlab.compare.reproduce import compare_expectations, normalise
 
 ROOT = Path(__file__).resolve().parent.parent
 SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>\n'
@@ -73,7 +73,7 @@ def test_expectation_changes_are_named():
 
 @pytest.mark.slow
 def test_reproduce_a_bundle_made_in_this_run_is_identical(lab_kernel, lab_image):
-    from kernlab.exprun import run_experiment
+    from kernlab.experiments.run import run_experiment
 
     first = run_experiment("readiter", kernel="6.1", vm_name="t-repro", keep_vm=True)
     assert first.passed, first.reason

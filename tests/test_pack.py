@@ -19,14 +19,15 @@ from pathlib import Path
 import pytest
 from test_identity import FILES, write_tarball
 
-from kernlab import paths
-from kernlab.build import binutils_version, compiler_version
-from kernlab.catalog import load_catalog
-from kernlab.experiment import load_experiment
-from kernlab.pack import SUFFIX, pack_bundle, packed_project, unpack
-from kernlab.reproduce import kernel_input_changes
-from kernlab.source import SourceOptions, resolve_source, tree_identity
-from kernlab.util import sha256_file
+from kernlab.compare.pack import SUFFIX, _lock_image, pack_bundle, packed_project, unpack
+from kernlab.compare.reproduce import kernel_input_changes
+from kernlab.core import paths
+from kernlab.core.util import sha256_file
+from kernlab.experiments.spec import load_experiment
+from kernlab.guest.image import input_files_sha256
+from kernlab.kernel.build import binutils_version, compiler_version
+from kernlab.kernel.catalog import load_catalog
+from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,10 +107,22 @@ def test_a_pack_holds_the_inputs_and_reproduces_them_offline(bundle, tmp_path, m
 def test_a_changed_patch_is_not_packed_as_the_bundles(bundle):
     folder, build, _ = bundle
     Path(build["patches"][0]["series"], "0001-a.patch").write_text("edited\n")
-    from kernlab.errors import KernlabError
+    from kernlab.core.errors import KernlabError
 
     with pytest.raises(KernlabError, match=r"0001-a\.patch changed since the bundle"):
         pack_bundle(folder)
+
+
+def test_a_small_pack_locks_the_image_recipe_files_and_packages(tmp_path):
+    """A small pack holds the image's lock entry: recipe key, the vm/ files' hashes, package versions."""
+    image = json.loads((ROOT / "tests" / "data" / "records" / "image-bookworm.json").read_text())
+    lock_file = tmp_path / "kernlab.lock"
+    lock_file.write_text(json.dumps({"format": 1, "kernels": {}, "images": {}}))
+    _lock_image(lock_file, image)
+    entry = json.loads(lock_file.read_text())["images"]["bookworm"]
+    assert entry["recipe_sha256"] == image["key"]
+    assert entry["files"] == input_files_sha256("bookworm") and entry["files"]
+    assert entry["packages"]["bash"] and len(entry["packages"]) == len(image["packages"])
 
 
 @pytest.mark.slow
@@ -117,7 +130,7 @@ def test_pack_then_reproduce_offline_in_a_fresh_work_area(tmp_path):
     """The real loop: the newest 6.1 hellotrace bundle, packed, reproduced under `unshare -n`
     with fresh KERNLAB_WORK, KERNLAB_STATE and KERNLAB_CACHE: identical (bzImage, image
     package versions, expectations, masked trace)."""
-    from kernlab.results import latest_bundle
+    from kernlab.experiments.bundle import latest_bundle
 
     found = latest_bundle("hellotrace", "6.1")
     if found is None:

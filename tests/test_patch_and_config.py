@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.errors import KernlabError
-from kernlab.kconfig import Request, parse_fragment, verify_config
-from kernlab.patch import apply_series, read_series
+from kernlab.core.errors import KernlabError
+from kernlab.kernel.kconfig import Request, parse_fragment, verify_config
+from kernlab.kernel.patch import apply_series, read_series
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.catalog import load_catalog
-from kernlab.kconfig import load_model, requested_options, verify_config
-from kernlab.patch import apply_series, read_series
+from kernlab.kernel.catalog import load_catalog
+from kernlab.kernel.kconfig import load_model, requested_options, verify_config
+from kernlab.kernel.patch import apply_series, read_series
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches"
@@ -88,7 +88,7 @@ def _debian_tree(version: str, dest: Path) -> Path:
     if deb is None:
         pytest.skip(f"{tarball} missing and kernlab.lock's linux-source-{version} .deb is not in the cache: "
                     f"build {version} once, install linux-source-{version} or set {DEBIAN[version]}")
-    from kernlab.debsource import open_tarball
+    from kernlab.kernel.debsource import open_tarball
 
     with open_tarball(deb) as (_, stream), tarfile.open(fileobj=stream, mode="r|*") as archive:
         for member in archive:
@@ -99,8 +99,8 @@ def _debian_tree(version: str, dest: Path) -> Path:
 
 def _pinned_deb(version: str) -> Path | None:
     """The linux-source .deb kernlab.lock pins for ``version``, if kernlab's cache holds it."""
-    from kernlab.debsource import DebPin, cached_deb
-    from kernlab.lock import read_lock
+    from kernlab.core.lock import read_lock
+    from kernlab.kernel.debsource import DebPin, cached_deb
 
     pin = DebPin.from_lock(read_lock()["kernels"].get(version))
     return cached_deb(pin.deb_sha256) if pin else None

@@ -13,9 +13,9 @@ import yaml
 from httpmirror import Mirror
 from test_source import make_tarball
 
-from kernlab.catalog import load_catalog
-from kernlab.errors import KernlabError
-from kernlab.source import SourceOptions, resolve_source
+from kernlab.core.errors import KernlabError
+from kernlab.kernel.catalog import load_catalog
+from kernlab.kernel.source import SourceOptions, resolve_source
 
 ROOT = Path(__file__).resolve().parent.parent
 SUM_5_4_302 = "ae6a3207f12aa4d6cfb0fa793ec9da4a6fcdfdcb57d869d63d6b77e3a8c1423d"
@@ -134,8 +134,8 @@ def test_the_committed_lock_parses_and_matches_the_catalog(monkeypatch):
     """CI's check of kernlab.lock: every entry is a catalog kernel with today's patches and
     fragments; a Debian pin names the catalog's package at its `release`; a tarball entry
     holds a sum the catalog (with the local tarballs CI uses) pins."""
-    from kernlab.build import make_plan
-    from kernlab.util import sha256_file
+    from kernlab.core.util import sha256_file
+    from kernlab.kernel.build import make_plan
 
     for name in ("KERNLAB_LOCK", "KERNLAB_CONFIGS", "KERNLAB_ROOT"):
         monkeypatch.delenv(name, raising=False)

@@ -47,7 +47,7 @@ def test_build_in_another_directory_gives_the_same_bzimage(lab_kernel, tmp_path)
 
 
 def test_debug_info_paths_are_mapped_for_c_and_assembler():
-    from kernlab.build import make_command, make_plan
+    from kernlab.kernel.build import make_command, make_plan
 
     cmd = make_command(make_plan("6.1"), Path("/w/build/k/obj"), Path("/w/src/t"), ["bzImage"])
     maps = "-fdebug-prefix-map=/w/src/t=/kernlab/src -fdebug-prefix-map=/w/build/k/obj=/kernlab/obj"

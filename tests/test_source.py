@@ -12,9 +12,9 @@ import pytest
 import yaml
 from httpmirror import Mirror
 
-from kernlab.catalog import load_catalog
-from kernlab.errors import KernlabError
-from kernlab.source import SourceOptions, resolve_source, safe_extract
+from kernlab.core.errors import KernlabError
+from kernlab.kernel.catalog import load_catalog
+from kernlab.kernel.source import SourceOptions, resolve_source, safe_extract
 
 
 def make_tarball(path: Path, members: dict[str, bytes]) -> str:

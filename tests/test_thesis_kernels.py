@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kernlab.catalog import load_catalog
+from kernlab.kernel.catalog import load_catalog
 
 pytestmark = pytest.mark.slow
 

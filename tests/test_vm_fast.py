@@ -19,9 +19,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from kernlab import image, qemu, remote
-from kernlab.errors import KernlabError
-from kernlab.vm import Vm, find_vm
+from kernlab.core.errors import KernlabError
+from kernlab.guest import image, qemu, remote
+from kernlab.guest.vm import Vm, find_vm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -362,7 +362,7 @@ def test_a_vm_being_started_elsewhere_is_not_touched(state: Path, tmp_path: Path
     """Two processes starting the same VM name: the second is refused, the run dir kept."""
     import fcntl
 
-    from kernlab.vm import start_vm, vms_dir
+    from kernlab.guest.vm import start_vm, vms_dir
 
     kernel = tmp_path / "bzImage"
     kernel.write_bytes(b"not booted")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kernlab.catalog import load_catalog
+from kernlab.kernel.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "kernlab.yml"

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import testinfra
 
-from kernlab.remote import ssh_client
-from kernlab.util import read_json
+from kernlab.core.util import read_json
+from kernlab.guest.remote import ssh_client
 
 COMMAND_TIMEOUT = float(os.environ.get("KERNLAB_CHECK_TIMEOUT", "120"))
 

@@ -1,0 +1,312 @@
+"""`invoke reproduce BUNDLE`: run a saved experiment again and compare.
+
+The bundle's manifest names the kernel build (its inputs and key), the image and the
+experiment (its content hash). The bundle's own build is reused while it exists (no
+source is resolved). Once it is gone, kernlab rebuilds it from the source the bundle
+names (its tarball, URL or git commit; the catalog for a Debian package), after checking
+that today's patches, fragments and compiler are the ones the manifest pinned (naming
+what changed). Then it reruns the experiment on that build and compares: kernel and
+image hashes, expectations, and the trace with pids, timestamps and addresses masked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kernlab.core import lock, paths
+from kernlab.core.errors import KernlabError
+from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
+from kernlab.core.util import atomic_write_json, read_json
+from kernlab.experiments.run import run_experiment
+from kernlab.experiments.spec import load_experiment
+from kernlab.guest.image import build_image, find_image, input_files_sha256
+from kernlab.kernel.build import BuildOptions, build_id, build_kernel, make_plan
+from kernlab.kernel.debsource import kernel_entry_pinned
+from kernlab.kernel.selection import build_first, complete_builds, find_build
+from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
+
+VOLATILE = [
+    (re.compile(r"0x[0-9a-f]{6,}"), "0x…"),
+    (re.compile(r"\b[0-9a-f]{12,16}\b"), "…"),
+    (re.compile(r"-\d+\s+\[\d+\]"), "-PID [CPU]"),
+    (re.compile(r"\b\d+\.\d{6}\b"), "T"),
+    (re.compile(r"\b(pid|tgid|PID)[ =:]+\d+"), r"\1 N"),
+]
+
+
+@dataclass
+class Comparison:
+    original: Path
+    rerun: Path | None = None
+    same_kernel: bool = False
+    same_image: bool = False
+    same_experiment: bool = False
+    same_expectations: bool = False
+    source: str = ""  # how the kernel's source tree compares (by identity, whatever the route)
+    image: str = ""  # how the image compares (same file, or same package versions)
+    input_changes: list[str] = field(default_factory=list)
+    expectation_changes: list[str] = field(default_factory=list)
+    trace: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        return self.same_kernel and self.same_image and self.same_experiment and self.same_expectations
+
+    def to_json(self) -> dict[str, Any]:
+        return {"original": str(self.original), "rerun": str(self.rerun), "identical": self.identical,
+                "same_kernel": self.same_kernel, "same_image": self.same_image,
+                "same_experiment": self.same_experiment, "same_expectations": self.same_expectations,
+                "source": self.source, "image": self.image,
+                "input_changes": self.input_changes, "expectation_changes": self.expectation_changes,
+                "trace": self.trace}
+
+    def text(self) -> str:
+        yes = {True: "same", False: "DIFFERENT"}
+        lines = [f"reproduce {self.original}",
+                 f"  rerun        {self.rerun}",
+                 f"  source       {self.source or 'not compared'}",
+                 f"  kernel       {yes[self.same_kernel]}",
+                 f"  image        {yes[self.same_image]}{f' ({self.image})' if self.image else ''}",
+                 f"  experiment   {yes[self.same_experiment]}",
+                 f"  expectations {yes[self.same_expectations]}"]
+        lines += [f"    {line}" for line in self.input_changes + self.expectation_changes]
+        if self.trace:
+            counts = f"{self.trace['original_lines']} -> {self.trace['rerun_lines']} lines"
+            lines.append(f"  trace        {counts}; "
+                         f"{self.trace['only_original']} only before, {self.trace['only_rerun']} only now "
+                         "(pids, times, addresses masked)")
+        lines.append(f"{'IDENTICAL' if self.identical else 'DIFFERENT'}")
+        return "\n".join(lines)
+
+
+def load_bundle(bundle: Path) -> tuple[dict, dict]:
+    for name in ("manifest.json", "result.json"):
+        if not (bundle / name).is_file():
+            raise KernlabError(f"{bundle} is not a complete results bundle (no {name})",
+                               "pass a directory under results/<experiment>/<kernel>/")
+    loaded = []
+    for name in ("manifest.json", "result.json"):
+        try:
+            data = read_json(bundle / name)
+        except (ValueError, OSError) as error:
+            raise KernlabError(f"{bundle / name} is damaged ({' '.join(str(error).split())[:100]})",
+                               "pass another bundle; this one cannot be reproduced") from None
+        if not isinstance(data, dict):
+            raise KernlabError(f"{bundle / name} is not a bundle's {name} (not a JSON object)",
+                               "pass another bundle; this one cannot be reproduced")
+        loaded.append(data)
+    return loaded[0], loaded[1]
+
+
+def bundle_source(build: dict[str, Any]) -> tuple[SourceOptions, str]:
+    """The source the bundle's kernel was built from, as build options and build-kernel flags.
+
+    A Debian package has no such flag: it is the catalog's source (empty options).
+    """
+    source = build.get("source") or {}
+    kind, origin, sha = source.get("kind"), str(source.get("origin", "")), source.get("sha256")
+    if kind == "file":
+        return SourceOptions(tarball=Path(origin), sha256=sha), f"--tarball {origin} --sha256 {sha}"
+    if kind == "tarball":
+        return SourceOptions(url=origin, sha256=sha), f"--url {origin} --sha256 {sha}"
+    if kind == "git":
+        tree, _, ref = origin.rpartition("@")
+        commit = source.get("commit") or ref
+        return SourceOptions(git=Path(tree), ref=commit), f"--git {tree} --ref {commit}"
+    return SourceOptions(), ""
+
+
+ROUTE_FIELDS = ("source_sha256", "debian")  # name the file or package, not the tree in it
+
+
+def same_source(old: dict[str, Any], source: Any, scratch: Path) -> bool | None:
+    """Whether today's ``source`` holds the bundle's tree (``old`` is its record's source).
+
+    Compared by tree identity, so a tarball and a git tree of the same files are the same
+    source; None when the bundle predates identities (then the files' sums decide).
+    """
+    if not old.get("tree_sha256"):
+        return None
+    if old.get("sha256") == source.sha256:
+        return True
+    return tree_identity(source, scratch, scratch / "identity.log") == old["tree_sha256"]
+
+
+def kernel_input_changes(build: dict[str, Any], allow: bool,
+                         opts: BuildOptions | None = None) -> list[str]:
+    """Differences between the bundle's kernel inputs and today's; raises unless allowed."""
+    plan = make_plan(build["version"], opts)
+    source = resolve_source(plan.spec, plan.catalog, plan.opts.source,
+                            paths.work_dir() / "logs" / "reproduce-source.log")
+    old, new = lock.kernel_entry_from_record(build), plan.lock_entry(source)
+    same = same_source(build["source"], source, paths.work_dir() / "scratch")
+    if same:
+        old, new = ({k: v for k, v in e.items() if k not in ROUTE_FIELDS} for e in (old, new))
+        if build["source"].get("sha256") != source.sha256:
+            reporter().note(f"same source tree {build['source']['tree_sha256'][:16]} by another route "
+                            f"({build['source'].get('origin')} then, {source.origin} now)")
+    changes = lock.differences(old, new)
+    if same is False:
+        changes.insert(0, f"source tree changed from {build['source']['tree_sha256'][:16]} "
+                          f"to {source.tree_sha256 and source.tree_sha256[:16]}")
+    if changes and not allow:
+        raise KernlabError(
+            f"the bundle's kernel {build['version']} was built from other inputs: {changes[0]}",
+            "restore those inputs (git checkout the commit in the manifest) or pass --anyway",
+            details="\n".join(changes),
+        )
+    return changes
+
+
+def bundle_build(build: dict[str, Any], anyway: bool) -> tuple[dict[str, Any], list[str]]:
+    """The bundle's build if it still exists (nothing resolved), else a rebuild from its source.
+
+    Returns the build record to rerun on and how today's kernel inputs differ.
+    """
+    wanted = build_id(build)
+    for existing in complete_builds():
+        if existing.id == wanted:
+            reporter().note(f"kernel: the bundle's build {existing.line()}")
+            return existing.record, []
+    source, flags = bundle_source(build)
+    reporter().note(f"the bundle's build {wanted} is gone: rebuilding it from "
+                    f"{(build.get('source') or {}).get('origin', 'the catalog')}")
+    opts = BuildOptions(source=source)
+    try:
+        changes = kernel_input_changes(build, anyway, opts)
+        return build_kernel(build["version"], opts), changes
+    except KernlabError as error:
+        if "--anyway" in error.fix:  # the inputs differ: reproduce's own flag is the fix
+            raise
+        if not flags:
+            raise build_first(error, build["version"]) from None
+        raise KernlabError(error.cause, f"rebuild the bundle's kernel first: `invoke build-kernel "
+                           f"--version {build['version']} {flags}`", error.details) from None
+
+
+def compare_images(old: dict[str, Any], new: dict[str, Any]) -> tuple[bool, str]:
+    """The same image file, or a rebuilt one (new host keys) with the same package versions."""
+    if old["image"]["sha256"] == new["image"]["sha256"]:
+        return True, "the same file"
+    was, now = lock.image_packages(old), lock.image_packages(new)
+    if was == now:
+        return True, f"rebuilt, the same {len(now)} package versions"
+    changed = sorted(name for name in set(was) | set(now) if was.get(name) != now.get(name))
+    return False, f"{len(changed)} packages differ: " + ", ".join(
+        f"{n} {was.get(n, '-')} -> {now.get(n, '-')}" for n in changed[:3])
+
+
+def source_line(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'same tree …' or 'DIFFERENT tree …' by identity; by file sums for bundles without one."""
+    if old.get("tree_sha256") and new.get("tree_sha256"):
+        verdict = "same" if old["tree_sha256"] == new["tree_sha256"] else "DIFFERENT"
+        moved = old.get("sha256") != new.get("sha256")
+        route = f" ({old.get('origin')} -> {new.get('origin')})" if moved else ""
+        return f"{verdict} tree {new['tree_sha256'][:16]}{route}"
+    verdict = "same" if old.get("sha256") == new.get("sha256") else "DIFFERENT"
+    return f"{verdict} file {str(new.get('sha256'))[:16]} (the bundle names no tree identity)"
+
+
+def normalise(line: str) -> str:
+    for pattern, replacement in VOLATILE:
+        line = pattern.sub(replacement, line)
+    return line.strip()
+
+
+def compare_traces(old: Path, new: Path) -> dict[str, Any]:
+    before = old.read_text(errors="replace").splitlines() if old.is_file() else []
+    after = new.read_text(errors="replace").splitlines() if new.is_file() else []
+    a, b = {normalise(x) for x in before}, {normalise(x) for x in after}
+    return {"original_lines": len(before), "rerun_lines": len(after),
+            "only_original": len(a - b), "only_rerun": len(b - a),
+            "examples_only_rerun": sorted(b - a)[:5]}
+
+
+def compare_expectations(old: dict, new: dict) -> list[str]:
+    was = {e["name"]: e.get("passed") for e in old.get("expectations", [])}
+    now = {e["name"]: e.get("passed") for e in new.get("expectations", [])}
+    changes = []
+    for name in sorted(set(was) | set(now)):
+        if was.get(name) != now.get(name):
+            changes.append(f"expectation {name}: {was.get(name)} -> {now.get(name)}")
+    if old.get("status") != new.get("status"):
+        changes.append(f"status: {old.get('status')} -> {new.get('status')}")
+    return changes
+
+
+def _inputs(bundle: Path, manifest: dict, result: dict) -> tuple[dict, dict | None, dict]:
+    """The manifest's build, image and experiment, or a one-line error saying what is missing."""
+    experiment, build, image = manifest.get("experiment"), manifest.get("build"), manifest.get("image")
+    if not isinstance(experiment, dict) or not experiment.get("name") or not experiment.get("hash"):
+        raise KernlabError(f"{bundle / 'manifest.json'} names no experiment (name and hash)",
+                           "pass a bundle written by `invoke run-experiment`")
+    bzimage = ((build or {}).get("outputs") or {}).get("bzImage") if isinstance(build, dict) else None
+    if not isinstance(bzimage, dict) or not bzimage.get("sha256") or not build.get("version"):
+        why = result.get("reason") or "no reason recorded"
+        raise KernlabError(
+            f"{bundle} records no kernel build (the run failed before it had one: {why})",
+            f"there is nothing to reproduce; run it afresh: `invoke run-experiment "
+            f"{experiment['name']} --kernel {result.get('kernel') or 'VERSION'}`")
+    if image is not None and not isinstance(image, dict):
+        raise KernlabError(f"{bundle / 'manifest.json'}: `image` is not a record",
+                           "pass a bundle written by `invoke run-experiment`")
+    return build, image, experiment
+
+
+def _sha(build: dict[str, Any], output: str) -> str:
+    return BuildRecord.from_json(build).output_sha256(output)
+
+
+def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
+              vm_name: str = "default") -> Comparison:
+    """Rebuild or reuse what ``bundle`` names, rerun it, and compare."""
+    bundle = bundle.resolve()
+    manifest, result = load_bundle(bundle)
+    build, image, experiment = _inputs(bundle, manifest, result)
+    comparison = Comparison(original=bundle)
+    with reporter().step("check the bundle's inputs against today's"):
+        try:
+            new_build, comparison.input_changes = bundle_build(build, anyway)
+        except (KeyError, TypeError) as error:
+            raise KernlabError(f"{bundle / 'manifest.json'}: its build record lacks {error}",
+                               "pass a bundle written by `invoke run-experiment`") from None
+        current = load_experiment(experiment["name"]).content_hash()
+        comparison.same_experiment = current == experiment["hash"]
+        if not comparison.same_experiment:
+            comparison.input_changes.append(f"experiment {experiment['name']} changed since the bundle")
+    new_image = build_image(image.get("recipe", "bookworm")) if image else None
+    comparison.same_kernel = _sha(new_build, "bzImage") == _sha(build, "bzImage")
+    comparison.source = source_line(build["source"], new_build["source"])
+    if image and new_image:
+        comparison.same_image, comparison.image = compare_images(image, new_image)
+    rerun = run_experiment(experiment["name"], kernel=build_id(new_build), keep_vm=keep_vm, vm_name=vm_name)
+    comparison.rerun = rerun.dir
+    new_result = read_json(rerun.dir / "result.json")
+    comparison.expectation_changes = compare_expectations(result, new_result)
+    comparison.same_expectations = not comparison.expectation_changes
+    comparison.trace = compare_traces(bundle / "trace.txt", rerun.dir / "trace.txt")
+    atomic_write_json(rerun.dir / "reproduction.json", comparison.to_json())
+    return comparison
+
+
+def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]]:
+    """Write lock entries from the existing build and image records; returns what was locked."""
+    data = lock.read_lock()
+    locked = []
+    for kernel in versions:  # a version or a build id; the entry is the build's version's
+        record = find_build(kernel, "--version")
+        data["kernels"][record["version"]] = kernel_entry_pinned(record)
+        locked.append(f"kernel {record['version']} ({build_id(record)})")
+    for recipe in recipes:
+        data["images"][recipe] = _image_entry(recipe)
+        locked.append(f"image {recipe}")
+    return lock.write_lock(data), locked
+
+
+def _image_entry(recipe: str) -> dict[str, Any]:
+    """The lock entry of the built image ``recipe`` and the vm/ files as they are now."""
+    return lock.image_entry_from_record(find_image(recipe), input_files_sha256(recipe))

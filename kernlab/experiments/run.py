@@ -1,0 +1,674 @@
+"""Run experiments: kernel, image, VM, upload, guest driver, collect, check, bundle.
+
+``run_experiment(name)`` goes from whatever state the machine is in to a checked,
+saved bundle: it takes the kernel build `build-kernel` made (kernlab.builds; an unbuilt
+version is built from the catalog) and the image (built if missing), boots or reuses the VM,
+builds the experiment on the host, uploads it with the guest driver over the one
+SSH connection, runs it, fetches what the driver wrote and checks expectations.
+``run_suite()`` runs several experiments on one kernel, reusing one VM; those the kernel
+cannot run (``needs.features``) get an n/a bundle with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shlex
+import socket
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from kernlab.core import interrupt, paths
+from kernlab.core.errors import KernlabError
+from kernlab.core.progress import reporter
+from kernlab.experiments.build import build_experiment
+from kernlab.experiments.bundle import Bundle, hist_svg, manifest, parse_hist
+from kernlab.experiments.expect import Evidence, Outcome, check_all
+from kernlab.experiments.spec import (
+    Experiment,
+    check_known,
+    check_needs,
+    experiment_names,
+    load_experiment,
+    na_reason,
+    resolve_vars,
+)
+from kernlab.guest import health, remote
+from kernlab.guest.health import console_tail
+from kernlab.guest.image import build_image
+from kernlab.guest.vm import find_vm, mismatch, start_vm
+from kernlab.kernel.build import build_id
+from kernlab.kernel.catalog import load_catalog
+from kernlab.kernel.selection import KernelChoice, build_for, choose_kernel
+
+GUEST_ROOT = "/root/kernlab/exp"
+DRIVER = Path(__file__).with_name("driver.py")
+GUEST_BUILD_TIMEOUT = 900.0
+DRIVER_STOP_GRACE = 2.0  # after Ctrl-C: seconds the guest driver gets to stop its steps and exit
+INTERRUPT_BUDGET = 3.5  # after Ctrl-C: seconds until the guest's output must be fetched
+SSH_ERRORS = (paramiko.SSHException, OSError, EOFError, socket.timeout)
+TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
+
+
+def default_kernel() -> str:
+    """The catalog's default kernel version (configs/kernels.yaml ``default``)."""
+    return load_catalog().default
+
+
+class VmRefused(KernlabError):
+    """The VM a run would use, which the user started, runs another kernel or image, or is
+    frozen or silent: refused before any bundle, and left as it is."""
+
+
+class NotApplicable(KernlabError):
+    """The experiment cannot run on this kernel; ``cause`` is the reason."""
+
+    def __init__(self, experiment: str, reason: str) -> None:
+        super().__init__(reason)
+        self.experiment = experiment
+
+    def line(self) -> str:
+        """``buffermap needs bpf_probe_read_user (Linux 5.5); kernel 4.15 is older``."""
+        return f"{self.experiment} {self.cause}"
+
+
+@dataclass
+class Session:
+    """The kernel, image, VM and SSH connection shared by the runs of one command.
+
+    ``kernel`` is what the user named: a catalog version or a build id. The build is the
+    one `build-kernel` made (see kernlab.builds); only an unbuilt version is built here.
+    A kernel or image that could not be had is not tried again for the next experiment.
+    """
+
+    kernel: str
+    keep_vm: bool = False
+    vm_name: str = "default"
+    recipe: str = "bookworm"
+    build: dict | None = None
+    image: dict | None = None
+    vm: Any = None
+    started_vm: bool = False
+    guest: dict = field(default_factory=dict)
+    choice: KernelChoice | None = None
+    flag: str = "--kernel"  # the command's flag that picks a kernel (for notes)
+    error: KernlabError | None = None
+
+    def __post_init__(self) -> None:
+        if self.choice is None:
+            self.choice = choose_kernel(self.kernel)
+
+    @property
+    def chosen(self) -> KernelChoice:
+        """The kernel ``kernel`` names (resolved when the session is made)."""
+        assert self.choice is not None
+        return self.choice
+
+    @property
+    def version(self) -> str:
+        """The catalog version of the kernel (a bundle's ``<kernel>`` directory)."""
+        return self.chosen.version
+
+    @property
+    def release(self) -> str:
+        """The kernel's Linux release: the build's, or the catalog's before it is built."""
+        return str((self.build or {}).get("release") or self.chosen.release)
+
+    def kernel_and_image(self) -> tuple[dict, dict]:
+        if self.error is not None:
+            raise self.error
+        try:
+            if self.build is None:
+                with reporter().step(f"kernel {self.kernel}"):
+                    self.build = build_for(self.chosen, self.flag)
+            if self.image is None:
+                with reporter().step(f"image {self.recipe}"):
+                    self.image = build_image(self.recipe)
+        except KernlabError as error:
+            self.error = error
+            raise
+        return self.build, self.image
+
+    def connection(self) -> Any:
+        """An open connection to a VM running this session's kernel and image."""
+        build, image = self.kernel_and_image()
+        if self.vm is None or not self.vm.alive():
+            self.vm = self._vm(build, image)
+        return remote.connect(self.vm)
+
+    def _vm(self, build: dict, image: dict) -> Any:
+        """Boot VM ``vm_name``, or reuse the one running there if it runs this kernel and image
+        and answers; a VM this command did not start is never restarted or stopped."""
+        running = self.check_vm()
+        if running is None:
+            vm = start_vm(build, image, self.vm_name)
+            self.started_vm = True
+            return vm
+        reporter().note(f"VM {self.vm_name} already runs this kernel and image (port {running.ssh_port}): "
+                        "using it, and leaving it running")
+        self.started_vm = False
+        return running
+
+    def check_vm(self) -> Any:
+        """The VM running as ``vm_name`` (None: none runs); VmRefused when it runs another kernel
+        or image, or does not answer (kernlab.health); it is left as it is."""
+        build, image = self.kernel_and_image()
+        running = find_vm(self.vm_name)
+        if running is None:
+            return None
+        if differs := mismatch(running, build, image):
+            theirs = f"{health.build_id(running)} with image {running.record['image']['key'][:12]}"
+            ours = f"{build_id(build)} with image {image['key'][:12]}"
+            what = (f"is running {theirs}, not {ours}" if differs != "kernel headers disk"
+                    else f"runs {theirs} without this build's kernel headers disk")
+            raise VmRefused(
+                f"VM {self.vm_name} {what}, and this command did not start it",
+                f"stop it first: `invoke vm.down --name {self.vm_name}`, or use another VM: --vm-name NAME")
+        try:
+            health.require(running)
+        except health.GuestDown as down:
+            raise VmRefused(down.cause, down.fix) from None
+        return running
+
+    def close(self) -> None:
+        """Stop the VM if this session booted it and --keep-vm was not given."""
+        if self.vm is not None and self.started_vm and not self.keep_vm:
+            with reporter().step(f"stop VM {self.vm_name}"):
+                self.vm.stop()
+        elif self.vm is not None:
+            reporter().note(f"VM {self.vm_name} left running (port {self.vm.ssh_port})")
+
+
+# ---------------------------------------------------------------- guest I/O
+def _guest(conn: Any, command: str, log: Path, timeout: float, check: bool = True, **stop: Any) -> Any:
+    """Run a guest command; command, output and exit status go to ``log``. ``stop``: how
+    remote.run stops it on a timeout or Ctrl-C (``stop_grace``, ``stop_also``)."""
+    started = time.monotonic()
+    with open(log, "a") as out:
+        out.write(f"\n$ {command}\n")
+        try:
+            result = remote.run(conn, command, timeout=timeout, check=False, **stop)
+        except KernlabError as error:
+            out.write(f"# {error.cause}\n")
+            raise
+        except KeyboardInterrupt:
+            out.write(f"# interrupted (Ctrl-C) after {time.monotonic() - started:.1f}s; stopped there\n")
+            raise
+        out.write(result.stdout)
+        if result.stderr:
+            out.write(f"# stderr:\n{result.stderr}")
+        out.write(f"# exit {result.exited} after {time.monotonic() - started:.1f}s\n")
+    if check and result.exited != 0:
+        raise KernlabError(f"guest command failed (exit {result.exited}): {command}; "
+                           f"log: {log}", "read the log",
+                           details=(result.stdout + result.stderr).strip()[-2000:])
+    return result
+
+
+def _plan(exp: Experiment, workdir: str, env: dict[str, str]) -> dict[str, Any]:
+    guest_builds = [
+        {"name": f"build-{i}", "cmd": s.cmd, "timeout": GUEST_BUILD_TIMEOUT}
+        for i, s in enumerate(b for b in exp.build if b.kind == "guest")]
+    steps = [{"name": s.name, "cmd": s.cmd, "timeout": s.timeout, "background": s.background,
+              "ready": s.ready, "ready_timeout": s.ready_timeout,
+              "stop_signal": s.stop_signal} for s in exp.steps]
+    return {
+        "workdir": workdir, "outdir": f"{workdir}/out", "env": env,
+        "timeout": exp.run_timeout + GUEST_BUILD_TIMEOUT * len(guest_builds),
+        "trace": {"enabled": exp.capture.trace_pipe, "max_bytes": exp.capture.max_bytes,
+                  "max_seconds": exp.capture.max_seconds},
+        "steps": guest_builds + steps,
+    }
+
+
+def _upload(conn: Any, exp: Experiment, built: Path, plan: dict, bundle: Bundle,
+            tools: list[str]) -> dict[str, str]:
+    """Send sources, outputs, driver and plan as one tarball; unpack; check guest tools."""
+    workdir = plan["workdir"]
+    upload = f"/tmp/kernlab-{exp.name}.tar.gz"
+    with tempfile.TemporaryDirectory() as tmp:
+        tarball = Path(tmp) / "upload.tar.gz"
+        with tarfile.open(tarball, "w:gz") as tar:
+            tar.add(built, arcname=".")
+            tar.add(DRIVER, arcname="kernlab_driver.py")
+            info = tarfile.TarInfo("plan.json")
+            data = json.dumps(plan, indent=2).encode()
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        with open(bundle.log("remote"), "a") as out:
+            out.write(f"\n# put {tarball.stat().st_size} bytes -> {upload}\n")
+        _transfer(conn.put, str(tarball), upload)
+    checks = " ".join(shlex.quote(t) for t in tools)
+    script = (f"set -e; rm -rf {workdir}; mkdir -p {workdir}; "
+              f"tar xzf {upload} -C {workdir}; rm -f {upload}; "
+              f"echo release=$(uname -r); "
+              f"for t in {checks}; do command -v $t >/dev/null || echo missing=$t; done")
+    result = _guest(conn, script, bundle.log("remote"), timeout=120)
+    facts = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    missing = [line.split("=", 1)[1] for line in result.stdout.splitlines()
+               if line.startswith("missing=")]
+    if missing:
+        raise KernlabError(f"{', '.join(missing)} not installed in the guest image",
+                           "add the package to vm/bookworm.yaml and run `invoke build-image`")
+    return {"release": facts.get("release", "")}
+
+
+def _fetch(conn: Any, exp: Experiment, workdir: str, bundle: Bundle, dest: Path,
+           timeout: float = 120.0) -> None:
+    """Bring back ``out/`` and the artifact files (whatever exists) into ``dest``."""
+    wanted = ["out"] + [a.path for a in exp.artifacts if a.path]
+    names = " ".join(shlex.quote(w) for w in wanted)
+    fetched = f"/tmp/kernlab-{exp.name}.out.tar.gz"
+    started = time.monotonic()
+    _guest(conn, f"cd {workdir} && mkdir -p out && tar czf {fetched} "
+                 f"--ignore-failed-read "
+                 f"$(for f in {names}; do [ -e \"$f\" ] && echo \"$f\"; done) ; true",
+           bundle.log("remote"), timeout=timeout)
+    local = dest / "out.tar.gz"
+    sftp = conn.sftp()  # the connection's one SFTP session: its timeout is this fetch's only
+    sftp.get_channel().settimeout(max(1.0, timeout - (time.monotonic() - started)))
+    try:
+        _transfer(sftp.get, fetched, str(local))
+    finally:
+        sftp.get_channel().settimeout(None)
+    with tarfile.open(local) as tar:
+        tar.extractall(dest / "fetched", filter="data")
+
+
+def _transfer(method: Any, source: str, dest: str) -> None:
+    """conn.put / conn.get; a missing file is the run's problem, not a lost connection."""
+    try:
+        method(source, dest)
+    except FileNotFoundError as error:
+        raise KernlabError(f"copying {source} to {dest} failed: {error}",
+                           "see logs/remote.log in the bundle") from None
+
+
+# ---------------------------------------------------------------- collecting
+def parse_cmdlines(text: str) -> dict[str, str]:
+    """tracefs ``saved_cmdlines`` ("PID COMM" lines) as {pid: comm}."""
+    pairs = (line.split(maxsplit=1) for line in text.splitlines())
+    return {p[0]: p[1].strip() for p in pairs if len(p) == 2}
+
+
+def filter_trace(raw: str, comms: list[str], cmdlines: dict[str, str] | None = None) -> str:
+    """Trace lines whose task comm is one of ``comms`` (all lines when empty).
+
+    A line whose comm the tracer printed as ``<...>`` is judged by its pid's name in
+    ``cmdlines`` (the guest's saved_cmdlines at the end of the run).
+    """
+    if not comms:
+        return raw
+    kept = []
+    for line in raw.splitlines():
+        match = TRACE_LINE.match(line)
+        if not match:
+            continue
+        comm = match.group(1).strip()
+        if comm == "<...>":
+            comm = (cmdlines or {}).get(match.group(2), comm)
+        if comm in comms:
+            kept.append(line)
+    return "\n".join(kept) + ("\n" if kept else "")
+
+
+def _collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, list[Outcome]]:
+    """Copy what the driver wrote into the bundle; build the evidence to check."""
+    out = fetched / "out"
+    known = {f"build-{i}" for i in range(len(exp.build))} | {s.name for s in exp.steps}
+    steps = [s for s in _read_json(out / "steps.json").get("steps", [])
+             if isinstance(s, dict) and s.get("name") in known]  # names become file names
+    driver = _read_json(out / "driver.json")
+    bundle.facts["steps"] = steps
+    bundle.facts["capture"] = driver.get("capture")
+    if driver.get("status") != "done":
+        bundle.fail(driver.get("reason") or "the guest driver did not finish")
+    texts: dict[str, str] = {}
+    raw = _read_text(out / "trace.raw")
+    if exp.capture.trace_pipe:
+        bundle.write("trace.raw.txt", raw)
+        names = _read_text(out / "saved_cmdlines")
+        if names:
+            bundle.write("saved_cmdlines.txt", names)
+        kept = filter_trace(raw, exp.capture.comm, parse_cmdlines(names))
+        texts["trace"] = bundle.write("trace.txt", kept).read_text()
+    sections = []
+    for step in steps:
+        log = out / "steps" / f"{step['name']}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        bundle.write(f"steps/{step['name']}.log", text)
+        texts[f"step:{step['name']}"] = text
+        sections.append(f"==> {step['name']}: {step['cmd']} (exit {step['exit']}) <==\n{text}")
+    texts["output"] = bundle.write("output.txt", "\n".join(sections)).read_text()
+    for art in exp.artifacts:
+        if art.path and (fetched / art.path).is_file():
+            copied = bundle.copy_in(fetched / art.path, f"artifacts/{art.name}")
+            texts[f"file:{art.path}"] = copied.read_text(errors="replace") if copied else ""
+    _render(exp, texts, bundle)
+    exits = {s["name"]: (None if s.get("timed_out") else s.get("exit")) for s in steps}
+    return Evidence(texts=texts, exits=exits), _step_outcomes(exp, steps)
+
+
+def _step_outcomes(exp: Experiment, steps: list[dict]) -> list[Outcome]:
+    """Implicit checks: each step that may not fail exited 0 (or was stopped by us)."""
+    spec = {s.name: s for s in exp.steps}
+    outcomes = []
+    for step in steps:
+        conf = spec.get(step["name"])
+        if conf is not None and conf.may_fail:
+            continue
+        if step.get("timed_out"):
+            ok, detail = False, f"timed out after {step.get('seconds')}s"
+        elif step.get("stopped"):
+            ok, detail = True, "ran until stopped"
+        else:
+            ok, detail = step.get("exit") == 0, f"exited {step.get('exit')}"
+        outcomes.append(Outcome(f"step {step['name']} ran", "step", ok, detail))
+    return outcomes
+
+
+def _render(exp: Experiment, texts: dict[str, str], bundle: Bundle) -> None:
+    for art in exp.artifacts:
+        if art.render != "hist":
+            continue
+        hists = parse_hist(texts.get(art.source, ""))
+        bundle.write(f"artifacts/{art.name}.json", json.dumps(hists, indent=2) + "\n")
+        for i, hist in enumerate(hists):
+            suffix = "" if i == 0 else f"-{i}"
+            bundle.write(f"artifacts/{art.name}{suffix}.svg", hist_svg(hist))
+        texts[f"file:{art.name}.json"] = json.dumps(hists)
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------- one run
+def _guest_env(exp: Experiment, workdir: str, build: dict, variables: dict[str, str],
+               symbols: dict[str, str]) -> dict[str, str]:
+    return {"KL_WORKDIR": workdir, "KERNEL_VERSION": str(build.get("version")),
+            "KERNEL_RELEASE": str(build.get("kernelrelease")), **variables,
+            **{f"SYM_{k}": v for k, v in symbols.items()}}
+
+
+def requirements(exp: Experiment, session: Session) -> tuple[dict[str, str], dict[str, str]]:
+    """Kernel and image ready, needs met: (variables, symbols); raises naming what is missing."""
+    build, _image = session.kernel_and_image()
+    variables = resolve_vars(exp, session.release)
+    symbols = check_needs(exp, build, variables)
+    return {**variables, **{f"SYM_{k}": v for k, v in symbols.items()}}, symbols
+
+
+def _execute(exp: Experiment, session: Session, bundle: Bundle,
+             variables: dict[str, str], symbols: dict[str, str]) -> None:
+    """Everything after the bundle exists; raises on the first problem."""
+    build = session.build or {}
+    bundle.facts["variables"] = variables
+    built = build_experiment(exp, build, variables, bundle.log("build"))
+    workdir = f"{GUEST_ROOT}/{exp.name}"
+    plan = _plan(exp, workdir, _guest_env(exp, workdir, build, variables, symbols))
+    with reporter().step("VM"):
+        conn = session.connection()
+    with reporter().step(f"upload {exp.name}"):
+        session.guest = _upload(conn, exp, built, plan, bundle, exp.tools)
+    if session.guest["release"] != build.get("kernelrelease"):
+        raise KernlabError(f"the guest runs {session.guest['release']}, not "
+                           f"{build.get('kernelrelease')}", "run `invoke vm.down` and retry")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_error: KernlabError | None = None
+        interrupted: float | None = None
+        try:
+            with reporter().step(f"run {exp.name} in the guest"):
+                _guest(conn, f"cd {workdir} && python3 kernlab_driver.py plan.json",
+                       bundle.log("remote"), timeout=plan["timeout"] + 60, check=False,
+                       stop_grace=DRIVER_STOP_GRACE, stop_also=_kill_steps(plan["outdir"]))
+        except KeyboardInterrupt:  # the driver and its steps are stopped: collect, then stop
+            interrupted = time.monotonic()
+            interrupt.hold()
+            bundle.fail("interrupted")
+        except health.GuestDown:
+            raise  # nothing to fetch from a frozen, panicked or silent guest
+        except KernlabError as error:  # timed out: collect what there is, then report
+            run_error = error
+        if interrupted is None:
+            _collect_all(exp, conn, workdir, bundle, Path(tmp), variables)
+        else:
+            _collect_interrupted(exp, conn, workdir, bundle, Path(tmp), variables, interrupted)
+            raise interrupt.Interrupted(bundle)
+        if run_error:
+            raise run_error
+
+
+def _kill_steps(outdir: str) -> str:
+    """Shell code that SIGKILLs every step process group the driver listed (its last resort)."""
+    return f"for g in $(cat {outdir}/pgids 2>/dev/null); do kill -KILL -- -$g 2>/dev/null; done"
+
+
+def _collect_all(exp: Experiment, conn: Any, workdir: str, bundle: Bundle, tmp: Path,
+                 variables: dict[str, str], timeout: float = 120.0) -> None:
+    """Fetch what the driver wrote, copy it into the bundle and check the expectations."""
+    with reporter().step("collect"):
+        _fetch(conn, exp, workdir, bundle, tmp, timeout=timeout)
+        evidence, step_outcomes = _collect(exp, tmp / "fetched", bundle)
+    bundle.outcomes = step_outcomes + check_all(exp.expectations, evidence, variables)
+
+
+def _collect_interrupted(exp: Experiment, conn: Any, workdir: str, bundle: Bundle, tmp: Path,
+                         variables: dict[str, str], since: float) -> None:
+    """After Ctrl-C: collect what there is within what is left of INTERRUPT_BUDGET, if anything."""
+    left = INTERRUPT_BUDGET - (time.monotonic() - since)
+    if left < 0.5:
+        reporter().warn("interrupted: no time left to fetch the guest's output")
+        return
+    try:
+        _collect_all(exp, conn, workdir, bundle, tmp, variables, timeout=left)
+    except (KernlabError, *SSH_ERRORS) as error:
+        reporter().warn(f"interrupted: the guest's output was not fetched ({error})")
+
+
+def _console(session: Session, bundle: Bundle, since: int) -> None:
+    vm = session.vm
+    if vm is None or not Path(vm.console_log).exists():
+        return
+    data = Path(vm.console_log).read_bytes()
+    bundle.write("console.log", data[since if since <= len(data) else 0:].decode(
+        errors="replace"))
+
+
+def _console_size(session: Session) -> int:
+    vm = session.vm
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        return Path(vm.console_log).stat().st_size
+    return 0
+
+
+def _ssh_lost(session: Session, error: BaseException) -> KernlabError:
+    """The error for a dropped SSH connection: the VM's fault if it has one (kernlab.health)."""
+    vm = session.vm
+    if vm is not None and not (health_now := health.state(vm)).ok:
+        return health.GuestDown(vm, health_now)
+    alive = vm is not None and vm.alive()
+    state = "the VM is still running" if alive else "the VM is gone"
+    tail = console_tail(vm) if vm is not None else ""
+    return KernlabError(f"SSH connection lost mid-run ({type(error).__name__}: {error}); {state}",
+                        "read console.log in the bundle", details=tail)
+
+
+def run_in_session(exp: Experiment, session: Session, root: Path | None = None) -> Bundle:
+    """Run ``exp`` with the session's kernel and VM; returns its written bundle.
+
+    A kernel that lacks what the experiment needs raises before any bundle is made.
+    """
+    variables, symbols = requirements(exp, session)
+    session.check_vm()  # a VM of the user's that runs another kernel: refused before any bundle
+    bundle = Bundle.create(exp.name, session.version, root)
+    reporter().note(f"bundle: {bundle.dir}")
+    since = _console_size(session)
+    try:
+        _execute(exp, session, bundle, variables, symbols)
+        bundle.settle()
+    except health.GuestDown as error:
+        _failed(bundle, error, session)
+    except KernlabError as error:
+        bundle.fail(error.one_line())
+        bundle.write("logs/error.log", f"{error.one_line()}\n{error.details}\n")
+    except SSH_ERRORS as error:
+        _failed(bundle, _ssh_lost(session, error), session)
+    except KeyboardInterrupt as stop:
+        interrupt.hold()
+        bundle.fail("interrupted")
+        raise interrupt.Interrupted(bundle) from stop
+    finally:
+        _console(session, bundle, since)
+        bundle.finish(_manifest(exp, session, bundle))
+    return bundle
+
+
+def _failed(bundle: Bundle, error: KernlabError, session: Session) -> None:
+    """Record a lost guest (panicked, frozen, SSH gone) in the bundle; drop its connection.
+
+    The reason is the fault alone when the run's own VM is stopped at its end (what to do
+    about that VM would be moot); with the user's VM, or --keep-vm, the fix comes too.
+    """
+    own = session.started_vm and not session.keep_vm
+    reason = error.in_bundle() if own and isinstance(error, health.GuestDown) else error.one_line()
+    bundle.fail(reason)
+    bundle.write("logs/error.log", f"{error.one_line()}\n{error.details}\n")
+    if session.vm is not None:
+        session.vm.conn = None
+
+
+def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> dict:
+    vm = session.vm
+    return manifest(
+        experiment={"name": exp.name, "title": exp.title, "hash": exp.content_hash(),
+                    "spec": str(exp.spec_path)},
+        build=session.build, image=session.image,
+        vm={k: v for k, v in vm.record.items() if k not in ("argv",)} if vm else None,
+        guest=session.guest or None, variables=bundle.facts.get("variables", {}))
+
+
+def prepare(names: list[str], kernel: str | None) -> tuple[list[Experiment], KernelChoice]:
+    """Load the experiments and resolve the kernel (version or build id), before any work."""
+    experiments = [load_experiment(n) for n in names]
+    return experiments, choose_kernel(kernel or default_kernel())
+
+
+def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
+                   vm_name: str = "default", root: Path | None = None) -> Bundle:
+    """Run one experiment end to end; returns its bundle (check ``bundle.passed``).
+
+    Raises NotApplicable, before any work, when the kernel lacks what it needs.
+    """
+    (exp,), choice = prepare([name], kernel)
+    reason = na_reason(exp, choice.release)
+    if reason:
+        raise NotApplicable(exp.name, reason)
+    session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice)
+    with interrupt.scope():
+        try:
+            return run_in_session(exp, session, root)
+        finally:
+            session.close()
+
+
+def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool = False,
+              vm_name: str = "default", root: Path | None = None,
+              flag: str = "--kernel") -> list[Bundle]:
+    """Run several experiments (None: all of them) on one kernel, one VM; a bundle each.
+
+    An experiment the kernel cannot run gets an n/a bundle with the reason; one that
+    fails, whose needs are unmet or whose experiment.yaml is invalid gets a FAIL bundle;
+    none of them stops the others. Only an unknown name or kernel stops it, before any work.
+    """
+    names = experiment_names() if names is None else names
+    check_known(names)
+    choice = choose_kernel(kernel or default_kernel())
+    session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, flag=flag)
+    bundles = []
+    with interrupt.scope():
+        try:
+            for name in names:
+                bundles.append(_suite_member(name, session, root))
+        finally:
+            session.close()
+    return bundles
+
+
+def _suite_member(name: str, session: Session, root: Path | None) -> Bundle:
+    """One experiment of a suite: its bundle, PASS, FAIL or n/a; never raises KernlabError."""
+    try:
+        exp = load_experiment(name)
+        reason = na_reason(exp, session.release)
+    except KernlabError as error:
+        reporter().warn(f"{name}: {error.one_line()}")
+        return _error_bundle(name, error, session, root)
+    if reason:
+        reporter().note(f"{name}: n/a: {reason}")
+        return not_applicable_bundle(exp, session, reason, root)
+    with reporter().step(f"experiment {name}"):
+        return _run_or_record(exp, session, root)
+
+
+def _error_bundle(name: str, error: KernlabError, session: Session, root: Path | None) -> Bundle:
+    """A FAIL bundle for an experiment that could not even be loaded."""
+    bundle = Bundle.create(name, session.version, root)
+    bundle.fail(error.one_line())
+    bundle.finish(manifest(experiment={"name": name}, build=session.build, image=session.image,
+                           vm=None, guest=None, variables={}))
+    return bundle
+
+
+def not_applicable_bundle(exp: Experiment, session: Session, reason: str,
+                          root: Path | None) -> Bundle:
+    """A bundle that records why ``exp`` did not run on this kernel (status n/a)."""
+    bundle = Bundle.create(exp.name, session.version, root)
+    bundle.not_applicable(reason)
+    bundle.finish(_manifest(exp, session, bundle))
+    return bundle
+
+
+def _run_or_record(exp: Experiment, session: Session, root: Path | None) -> Bundle:
+    """In a suite, an unmet requirement becomes a failed bundle instead of stopping it."""
+    try:
+        return run_in_session(exp, session, root)
+    except VmRefused:
+        raise  # the same for every experiment: the suite stops, with the one line
+    except KernlabError as error:
+        bundle = Bundle.create(exp.name, session.version, root)
+        bundle.fail(error.one_line())
+        bundle.finish(_manifest(exp, session, bundle))
+        return bundle
+
+
+def summary_table(bundles: list[Bundle]) -> str:
+    """The suite's table (a whole one-line reason for each that did not pass), and a count."""
+    rows = [("experiment", "result", "seconds", "reason / bundle")]
+    for b in bundles:
+        res = b.result()
+        rows.append((b.experiment, b.status, f"{res['seconds']:.0f}", b.reason or str(b.dir)))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    passed = sum(b.passed for b in bundles)
+    skipped = sum(b.skipped for b in bundles)
+    tail = f", {skipped} n/a" if skipped else ""
+    return "\n".join(lines) + f"\n{passed}/{len(bundles) - skipped} passed{tail}"
+
+
+def results_root() -> Path:
+    return paths.results_dir()

@@ -1,0 +1,623 @@
+"""Experiments: load and validate ``experiments/<name>/experiment.yaml``.
+
+An experiment is a folder holding ``experiment.yaml`` and its sources. This module
+turns the YAML into an ``Experiment`` (every error names the file and the key),
+lists the suite, picks per-version variables and checks a kernel build against the
+experiment's needs. Running lives in ``kernlab.exprun``; expectations in
+``kernlab.expect``. The format is documented in ``experiments/README.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kernlab.core import paths
+from kernlab.core.errors import KernlabError, NotFound
+from kernlab.core.progress import reporter
+from kernlab.core.util import hash_tree, sha256_text
+from kernlab.core.validate import inside_path, plain_name, yaml_number
+from kernlab.experiments.expect import Expectation, parse_expectations, substitute
+from kernlab.kernel.kconfig import defines_option
+
+SPEC_FILE = "experiment.yaml"
+LIB_DIR = "_lib"
+FORMAT_DOC = "see experiments/README.md"
+STEP_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
+SIGNALS = ("INT", "TERM", "KILL")
+DAY = 86400.0  # no timeout kernlab reads from a file may be longer
+VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# What ``${NAME}`` may name besides vars and SYM_<symbol>: the host build's environment
+# (kernlab.expbuild.build_env, in cflags) and the guest's (exprun._guest_env).
+BUILD_NAMES = frozenset({"KERNEL_VERSION", "KERNEL_RELEASE", "KERNEL_BUILD", "KHEADERS",
+                         "SAMPLES_BPF", "VMLINUX", "CLANG", "CC"})
+
+
+@dataclass
+class BuildStep:
+    """One build action: ``bpf`` / ``program`` (host compilers) or a shell command."""
+
+    kind: str  # bpf | program | host | guest
+    source: str = ""
+    out: str = ""
+    cmd: str = ""
+    cflags: list[str] = field(default_factory=list)
+    libs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Step:
+    """A guest command of the run; background steps run alongside later steps."""
+
+    name: str
+    cmd: str
+    timeout: float = 60.0
+    background: bool = False
+    ready: str = ""
+    ready_timeout: float = 180.0
+    stop_signal: str = "INT"
+    may_fail: bool = False
+
+
+@dataclass
+class Capture:
+    trace_pipe: bool = True
+    max_bytes: int = 8 << 20
+    max_seconds: float = 600.0
+    comm: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Artifact:
+    """A guest file (``path``) or a rendered view (``render``) kept in the bundle."""
+
+    path: str = ""
+    render: str = ""  # "" | hist
+    source: str = ""  # for render: trace | output | step:NAME | file:PATH
+    name: str = ""
+
+
+@dataclass
+class Experiment:
+    name: str
+    dir: Path
+    title: str
+    description: str
+    kernel_min: str | None
+    kernel_max: str | None
+    kernel_reason: str
+    features: dict[str, str]  # kernel facility -> the Linux release that added it
+    config: list[str]
+    symbols: dict[str, str]
+    tools: list[str]
+    outputs: list[str]
+    variables: dict[str, dict[str, str]]
+    build: list[BuildStep]
+    steps: list[Step]
+    run_timeout: float
+    capture: Capture
+    expectations: list[Expectation]
+    artifacts: list[Artifact]
+
+    @property
+    def spec_path(self) -> Path:
+        return self.dir / SPEC_FILE
+
+    def content_hash(self) -> str:
+        """Hash of the experiment folder plus the shared ``_lib`` it builds with."""
+        lib = self.dir.parent / LIB_DIR
+        return sha256_text(hash_tree(self.dir) + (hash_tree(lib) if lib.is_dir() else ""))
+
+    def needs_summary(self) -> str:
+        def shown(symbol: str) -> str:
+            var = re.fullmatch(r"\$\{(\w+)\}", symbol)
+            return "|".join(self.variables.get(var.group(1), {}).values()) if var else symbol
+
+        parts = [*self.config, *map(shown, self.symbols), *self.outputs, *self.tools]
+        return ", ".join(parts) if parts else "-"
+
+    def kernels_summary(self) -> str:
+        """The kernels it runs on: ``any``, or its features' releases and stated bounds."""
+        parts = [f"{name} >= {release}" for name, release in self.features.items()]
+        if self.kernel_min:
+            parts.append(f">= {self.kernel_min}")
+        if self.kernel_max:
+            parts.append(f"<= {self.kernel_max}")
+        return ", ".join(parts) or "any"
+
+
+# ---------------------------------------------------------------- validation
+class _Spec:
+    """Typed access to one YAML mapping; every error names file and key path."""
+
+    def __init__(self, file: Path, data: Any, where: str = "") -> None:
+        self.file = file
+        self.where = where
+        if not isinstance(data, dict):
+            self.fail("", f"must be a mapping, got {type(data).__name__}")
+        self.data: dict = data
+
+    def fail(self, key: str, problem: str, fix: str = FORMAT_DOC) -> None:
+        full = ".".join(p for p in (self.where, key) if p) or "(top level)"
+        raise KernlabError(f"{self.file}: {full}: {problem}", fix)
+
+    def sub(self, key: str, value: Any) -> _Spec:
+        return _Spec(self.file, value, ".".join(p for p in (self.where, key) if p))
+
+    def only(self, *allowed: str) -> None:
+        for key in self.data:
+            if key not in allowed:
+                self.fail(str(key), f"unknown key (allowed: {', '.join(allowed)})")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
+            required: bool = False) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                self.fail(key, "is required")
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.fail(key, f"must be a {names}, got {value!r}")
+        return value
+
+    def text(self, key: str, default: str = "", required: bool = False) -> str:
+        value = self.get(key, (str, int, float), default, required)
+        return str(value)
+
+    def strings(self, key: str) -> list[str]:
+        value = self.get(key, list, [])
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                self.fail(f"{key}[{i}]", f"must be a non-empty string, got {item!r}")
+        return list(value)
+
+    def positive(self, key: str, default: float, high: float = DAY) -> float:
+        """A finite number > 0 and <= ``high`` (``.inf`` and ``.nan`` are refused)."""
+        if key not in self.data or self.data[key] is None:
+            return default
+        return yaml_number(self.data[key], key, self.fail, above=0, high=high)
+
+    def path(self, key: str, default: str = "", required: bool = False) -> str:
+        """A relative path that stays inside its directory (no absolute path, no '..')."""
+        value = self.text(key, default, required)
+        if value or required:
+            problem = inside_path(value)
+            if problem:
+                self.fail(key, problem)
+        return value
+
+    def version(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        text = str(value)
+        if not VERSION.match(text):
+            self.fail(key, f"must be a kernel version like 5.4 or 6.1.192, got {value!r}")
+        return text
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """(6, 1, 192) from '6.1.192'; trailing text such as '-rc1' or '+' is ignored."""
+    match = re.match(r"^(\d+(?:\.\d+)*)", version)
+    if not match:
+        raise KernlabError(f"not a kernel version: {version!r}", "use a version like 6.1")
+    return tuple(int(p) for p in match.group(1).split("."))
+
+
+def _parse_build(spec: _Spec) -> list[BuildStep]:
+    steps = []
+    for i, raw in enumerate(spec.get("build", list, [])):
+        item = spec.sub(f"build[{i}]", raw)
+        item.only("bpf", "program", "host", "guest", "out", "cflags", "libs")
+        kinds = [k for k in ("bpf", "program", "host", "guest") if k in item.data]
+        if len(kinds) != 1:
+            item.fail("", "needs exactly one of bpf, program, host, guest")
+        kind = kinds[0]
+        value = item.path(kind, required=True) if kind in ("bpf", "program") else \
+            item.text(kind, required=True)
+        step = BuildStep(kind=kind, cflags=item.strings("cflags"), libs=item.strings("libs"))
+        if kind in ("bpf", "program"):
+            if not (spec.file.parent / value).is_file() and not value.startswith("lib/"):
+                item.fail(kind, f"source {value} not found in {spec.file.parent}")
+            step.source = value
+            default = Path(value).name.removesuffix(".c")
+            step.out = item.path("out", default + (".o" if kind == "bpf" else ""))
+        else:
+            step.cmd = value
+        steps.append(step)
+    return steps
+
+
+def _parse_steps(spec: _Spec) -> tuple[list[Step], float]:
+    run = spec.sub("run", spec.get("run", dict, required=True))
+    run.only("timeout", "steps")
+    steps: list[Step] = []
+    raw_steps = run.get("steps", list, required=True)
+    if not raw_steps:
+        run.fail("steps", "must list at least one step")
+    for i, raw in enumerate(raw_steps):
+        item = run.sub(f"steps[{i}]", raw)
+        item.only("name", "cmd", "timeout", "background", "ready", "ready_timeout",
+                  "stop_signal", "may_fail")
+        name = item.text("name", required=True)
+        if not STEP_NAME.match(name):
+            item.fail("name", f"must match {STEP_NAME.pattern}, got {name!r}")
+        if name in {s.name for s in steps}:
+            item.fail("name", f"duplicate step name {name!r}")
+        signal = item.text("stop_signal", "INT")
+        if signal not in SIGNALS:
+            item.fail("stop_signal", f"must be one of {', '.join(SIGNALS)}")
+        ready = item.text("ready")
+        _check_regex(item, "ready", ready)
+        cmd = item.text("cmd", required=True)
+        if not cmd.strip():
+            item.fail("cmd", "is empty")
+        steps.append(Step(
+            name=name, cmd=cmd,
+            timeout=item.positive("timeout", 60.0),
+            background=item.get("background", bool, False), ready=ready,
+            ready_timeout=item.positive("ready_timeout", 180.0), stop_signal=signal,
+            may_fail=item.get("may_fail", bool, False),
+        ))
+    if all(s.background for s in steps):
+        run.fail("steps", "needs at least one foreground step (the workload)")
+    return steps, run.positive("timeout", 600.0)
+
+
+def _check_regex(spec: _Spec, key: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        spec.fail(key, f"bad regular expression {pattern!r}: {error}")
+
+
+def _parse_capture(spec: _Spec) -> Capture:
+    raw = spec.get("capture", dict, {})
+    cap = spec.sub("capture", raw)
+    cap.only("trace_pipe", "max_bytes", "max_seconds", "comm")
+    return Capture(
+        trace_pipe=cap.get("trace_pipe", bool, True),
+        max_bytes=int(cap.positive("max_bytes", 8 << 20, high=1 << 40)),
+        max_seconds=cap.positive("max_seconds", 600.0),
+        comm=cap.strings("comm"),
+    )
+
+
+FEATURE_FIX = ('name what the kernel lacks instead: needs: {features: {NAME: "RELEASE"}}, '
+               'e.g. bpf_probe_read_user: "5.5" (see experiments/README.md)')
+
+
+def _parse_kernels(spec: _Spec) -> tuple[str | None, str | None, str]:
+    """``kernels: {min, max, reason}``: a bound without a stated reason is refused."""
+    kernels = spec.sub("kernels", spec.get("kernels", dict, {}))
+    kernels.only("min", "max", "reason")
+    low, high = kernels.version("min"), kernels.version("max")
+    reason = kernels.text("reason").strip()
+    if low and not reason:
+        kernels.fail("min", "a bare minimum version is not a reason", FEATURE_FIX)
+    if high and not reason:
+        kernels.fail("max", "needs a stated reason (kernels.reason: what newer kernels break)")
+    return low, high, reason
+
+
+def _parse_features(needs: _Spec) -> dict[str, str]:
+    """``needs.features: {NAME: RELEASE}``: a kernel facility and the release that added it."""
+    table = needs.sub("features", needs.get("features", dict, {}))
+    features = {}
+    for name, release in table.data.items():
+        if not isinstance(name, str) or not name.strip() or "\n" in name:
+            table.fail(str(name), "a feature name is a non-empty one-line string")
+        if not isinstance(release, str) or not VERSION.match(release):
+            table.fail(name, f'must be the quoted Linux release that added it, like "5.5", got '
+                             f"{release!r} (YAML reads an unquoted 5.10 as 5.1)")
+        features[name] = release
+    return features
+
+
+def _parse_needs(spec: _Spec) -> tuple[list[str], dict[str, str], list[str], list[str], dict[str, str]]:
+    """``needs``: config options, symbols, guest tools, build outputs, kernel features."""
+    needs = spec.sub("needs", spec.get("needs", dict, {}))
+    needs.only("config", "symbols", "tools", "outputs", "features")
+    config = [c.removeprefix("CONFIG_") for c in needs.strings("config")]
+    raw_symbols = needs.get("symbols", (list, dict), [])
+    if isinstance(raw_symbols, list):
+        symbols = {s: "" for s in needs.strings("symbols")}
+    else:
+        symbols = {str(k): str(v or "") for k, v in raw_symbols.items()}
+    return config, symbols, needs.strings("tools"), needs.strings("outputs"), _parse_features(needs)
+
+
+def _parse_vars(spec: _Spec) -> dict[str, dict[str, str]]:
+    """``vars: {NAME: {"<min version>": value, ...}}``: the highest min <= kernel wins."""
+    raw = spec.get("vars", dict, {})
+    out: dict[str, dict[str, str]] = {}
+    for name, table in raw.items():
+        if not re.match(r"^[A-Z][A-Z0-9_]*$", str(name)):
+            spec.fail(f"vars.{name}", "names are UPPER_CASE (they become environment variables)")
+        sub = spec.sub(f"vars.{name}", table)
+        for key in sub.data:
+            if not VERSION.match(str(key)):
+                sub.fail(str(key), "keys are minimum kernel versions like '4.17' or '0'")
+        out[str(name)] = {str(k): str(v) for k, v in sub.data.items()}
+    return out
+
+
+def _parse_artifacts(spec: _Spec) -> list[Artifact]:
+    arts = []
+    for i, raw in enumerate(spec.get("artifacts", list, [])):
+        if isinstance(raw, str):
+            problem = inside_path(raw)
+            if problem:
+                spec.fail(f"artifacts[{i}]", f"{problem}; an artifact is a file under the "
+                          "experiment's guest workdir")
+            arts.append(Artifact(path=raw, name=Path(raw).name))
+            continue
+        item = spec.sub(f"artifacts[{i}]", raw)
+        item.only("path", "render", "from", "name")
+        render = item.text("render")
+        if render and render != "hist":
+            item.fail("render", "only 'hist' (a bpftrace histogram) can be rendered")
+        path = item.path("path")
+        if not path and not render:
+            item.fail("", "needs path (a guest file) or render")
+        name = item.path("name", Path(path).name if path else "histogram")
+        arts.append(Artifact(path=path, render=render, source=item.text("from", "output"),
+                             name=name))
+    names = [a.name for a in arts]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            spec.fail(f"artifacts[{i}].name", f"duplicate artifact name {name!r}")
+    return arts
+
+
+def _check_references(spec: _Spec, symbols: dict[str, str], variables: dict[str, dict[str, str]],
+                      build: list[BuildStep], expectations: list[Expectation]) -> None:
+    """Every ``${NAME}`` kernlab substitutes names something defined (else it never matches)."""
+    sym_names = set()
+    for raw in symbols:
+        ref = re.fullmatch(r"\$\{(\w+)\}", raw)
+        values = variables.get(ref.group(1), {}).values() if ref else [raw]
+        sym_names |= {f"SYM_{v}" for v in values}
+    defined = set(variables) | sym_names
+
+    def check(key: str, text: str, allowed: set[str]) -> None:
+        for name in VAR_REF.findall(text):
+            if name not in allowed:
+                spec.fail(key, f"${{{name}}} is not defined (defined here: "
+                          f"{', '.join(sorted(allowed)) or 'none'}); add it under vars:")
+
+    for raw in symbols:
+        check(f"needs.symbols.{raw}", raw, set(variables))
+    for i, step in enumerate(build):
+        for j, flag in enumerate(step.cflags):
+            check(f"build[{i}].cflags[{j}]", flag, defined | BUILD_NAMES)
+    for i, exp in enumerate(expectations):
+        key = f"expect[{i}].{exp.kind}" + (".message" if exp.kind == "rejected" else "")
+        for pattern in exp.patterns:
+            check(key, pattern, defined)
+
+
+def parse_experiment(file: Path) -> Experiment:
+    """Validate one ``experiment.yaml``; raise KernlabError naming file and key."""
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise KernlabError(f"{file}: not valid YAML: {' '.join(str(error).split())}", FORMAT_DOC) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise KernlabError(f"{file}: cannot be read ({error})", "make it a readable UTF-8 text file") \
+            from None
+    spec = _Spec(file, data if data is not None else {})
+    spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
+              "expect", "artifacts")
+    kernel_min, kernel_max, kernel_reason = _parse_kernels(spec)
+    steps, run_timeout = _parse_steps(spec)
+    config, symbols, tools, outputs, features = _parse_needs(spec)
+    raw_expect = spec.get("expect", list, required=True)
+    if not raw_expect:
+        spec.fail("expect", "must list at least one expectation")
+    step_names = [s.name for s in steps]
+    expectations = parse_expectations(raw_expect, step_names,
+                                      lambda key, msg: spec.fail(f"expect{key}", msg))
+    variables, build = _parse_vars(spec), _parse_build(spec)
+    _check_references(spec, symbols, variables, build, expectations)
+    return Experiment(
+        name=file.parent.name, dir=file.parent,
+        title=spec.text("title", required=True),
+        description=spec.text("description", required=True).strip(),
+        kernel_min=kernel_min, kernel_max=kernel_max, kernel_reason=kernel_reason,
+        features=features, config=config, symbols=symbols, tools=tools, outputs=outputs,
+        variables=variables, build=build, steps=steps,
+        run_timeout=run_timeout, capture=_parse_capture(spec),
+        expectations=expectations, artifacts=_parse_artifacts(spec),
+    )
+
+
+# ---------------------------------------------------------------- the suite
+def experiment_names(root: Path | None = None) -> list[str]:
+    base = root or paths.experiments_dir()
+    if not base.is_dir():
+        return []
+    return sorted(p.parent.name for p in base.glob(f"*/{SPEC_FILE}")  # names become bundle folders:
+                  if not p.parent.name.startswith("_") and not plain_name(p.parent.name))  # see scan_all
+
+
+def load_experiment(name: str, root: Path | None = None) -> Experiment:
+    """The experiment called ``name``; NotFound lists the known ones."""
+    base = root or paths.experiments_dir()
+    file = base / name / SPEC_FILE
+    if name.startswith("_") or plain_name(name) or not file.is_file():
+        known = ", ".join(experiment_names(base)) or "(none)"
+        raise NotFound(f"unknown experiment {name!r}",
+                       f"known experiments: {known} (run `invoke list-experiments`)")
+    return parse_experiment(file)
+
+
+def check_known(names: list[str], root: Path | None = None) -> None:
+    """Stop on a name that is no experiment (NotFound lists the known ones).
+
+    Whether each experiment.yaml is valid is left to loading it: a suite records an
+    invalid one as a failed run and goes on.
+    """
+    known = set(experiment_names(root))
+    for name in names:
+        if name not in known:
+            load_experiment(name, root)  # raises NotFound
+
+
+def load_all(root: Path | None = None) -> list[Experiment]:
+    return [load_experiment(n, root) for n in experiment_names(root)]
+
+
+def scan_all(root: Path | None = None) -> tuple[list[Experiment], list[tuple[str, KernlabError]]]:
+    """Every experiment folder: (the ones that load, [(name, error)] for the broken ones).
+
+    A folder without experiment.yaml counts as broken; ``_lib`` and hidden folders are not
+    experiments. One broken folder never hides the others.
+    """
+    base = root or paths.experiments_dir()
+    good: list[Experiment] = []
+    broken: list[tuple[str, KernlabError]] = []
+    if not base.is_dir():
+        return good, broken
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        if folder.name.startswith(("_", ".")) or folder.name == "__pycache__":
+            continue
+        if problem := plain_name(folder.name):
+            broken.append((folder.name, KernlabError(f"{folder}: the folder name {problem}",
+                                                     "rename the folder")))
+            continue
+        if not (folder / SPEC_FILE).is_file():
+            broken.append((folder.name, KernlabError(f"{folder}: no {SPEC_FILE}",
+                                                     f"add one ({FORMAT_DOC}) or remove the folder")))
+            continue
+        try:
+            good.append(load_experiment(folder.name, base))
+        except KernlabError as error:
+            broken.append((folder.name, error))
+    return good, broken
+
+
+# ---------------------------------------------------------------- kernel fit
+def resolve_vars(exp: Experiment, version: str) -> dict[str, str]:
+    """Per-version variables for ``version``: the entry with the highest min <= it."""
+    have = version_tuple(version)
+    chosen: dict[str, str] = {}
+    for name, table in exp.variables.items():
+        fits = [k for k in table if version_tuple(k) <= have]
+        if not fits:
+            raise KernlabError(
+                f"{exp.spec_path}: vars.{name} has no value for kernel {version}",
+                f"add an entry whose key is <= {version}")
+        chosen[name] = table[max(fits, key=version_tuple)]
+    return chosen
+
+
+def na_reason(exp: Experiment, release: str) -> str:
+    """Why ``exp`` cannot run on Linux ``release`` ('' when it can).
+
+    e.g. ``needs bpf_probe_read_user (Linux 5.5); kernel 5.4.286 is older``.
+    """
+    have = version_tuple(release)
+    missing = [f"{name} (Linux {added})" for name, added in exp.features.items()
+               if have < version_tuple(added)]
+    if missing:
+        return f"needs {', '.join(missing)}; kernel {release} is older"
+    if exp.kernel_min and have < version_tuple(exp.kernel_min):
+        return f"needs Linux {exp.kernel_min} ({exp.kernel_reason}); kernel {release} is older"
+    top = version_tuple(exp.kernel_max) if exp.kernel_max else None
+    if top and have[: len(top)] > top:
+        return f"supports Linux up to {exp.kernel_max} ({exp.kernel_reason}); kernel {release} is newer"
+    return ""
+
+
+def _config_values(config_file: Path) -> dict[str, str]:
+    values = {}
+    for line in config_file.read_text().splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.removeprefix("CONFIG_")] = value
+    return values
+
+
+def _system_map_names(system_map: Path) -> set[str]:
+    names = set()
+    with open(system_map) as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 3:
+                names.add(parts[2])
+    return names
+
+
+def output_path(build: dict, key: str) -> Path | None:
+    """Path of a build output (``{path, sha256}`` or a plain string), if present."""
+    entry = (build.get("outputs") or {}).get(key)
+    if isinstance(entry, dict):
+        entry = entry.get("path") or (entry.get("dir") or {}).get("path")
+    return Path(entry) if entry and Path(entry).exists() else None
+
+
+def resolve_symbol(build: dict, names: set[str], symbol: str) -> str | None:
+    """Exact kernel name for ``symbol`` (copyout, or a gcc clone copyout.isra.0)."""
+    recorded = (build.get("symbols") or {}).get(symbol)
+    if recorded and (not names or recorded in names):
+        return recorded
+    if symbol in names:
+        return symbol
+    clones = sorted(n for n in names if n.startswith(symbol + "."))
+    return clones[0] if clones else None
+
+
+def _absent_from_kernel(build: dict, option: str) -> bool:
+    """True (with a note) if this kernel's Kconfig has no ``option`` at all: skip it.
+
+    The build's config check already lists optional options its version lacks
+    (``config_check.not_applicable``); any other is looked up in the build's tree.
+    """
+    release = build.get("release") or build.get("version")
+    tree = build.get("tree")
+    absent = (option in (build.get("config_check") or {}).get("not_applicable", [])
+              or (bool(tree) and defines_option(Path(str(tree)), option) is False))
+    if absent:
+        reporter().note(f"CONFIG_{option}: Linux {release} has no such option; skipped")
+        return True
+    return False
+
+
+def check_needs(exp: Experiment, build: dict, variables: dict[str, str]) -> dict[str, str]:
+    """Check config options, symbols and outputs; return {symbol: exact name}."""
+    version = str(build.get("version", "?"))
+    for out in exp.outputs:
+        if output_path(build, out) is None:
+            raise KernlabError(
+                f"{exp.name} needs the kernel build output {out!r}, absent from the "
+                f"{version} build", f"rebuild with `invoke build-kernel --version {version}`")
+    config_file = output_path(build, "config")
+    if exp.config and config_file:
+        have = _config_values(config_file)
+        for option in exp.config:
+            if have.get(option) not in ("y", "m") and not _absent_from_kernel(build, option):
+                raise KernlabError(
+                    f"CONFIG_{option} is not set in the {version} kernel ({config_file})",
+                    f"add CONFIG_{option}=y to the lab config fragment in configs/ and run "
+                    f"`invoke build-kernel --version {version}`")
+    system_map = output_path(build, "System.map")
+    names = _system_map_names(system_map) if system_map else set()
+    found = {}
+    for raw, hint in exp.symbols.items():
+        symbol = substitute(raw, variables)
+        exact = resolve_symbol(build, names, symbol)
+        if exact is None:
+            fix = hint.replace("<v>", version).replace("<version>", version) if hint else (
+                f"use a kernel that has it, or patch it in under patches/{version}/")
+            raise KernlabError(f"{symbol} is not in kallsyms of the {version} kernel", fix)
+        found[symbol] = exact
+    return found

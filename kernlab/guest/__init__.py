@@ -1,0 +1,8 @@
+"""Stage 2: guests. Takes a build record (its bzImage) and an image recipe under ``vm/``;
+gives a Debian disk image (``<state>/images/<recipe>-<key12>/image.json``, the image
+record), a running QEMU guest (``<state>/vms/<name>/vm.json``, the VM record) and SSH to it.
+
+``image`` builds the image with mmdebstrap, ``qemu`` builds the command line and probes
+the accelerator, ``vm`` starts, finds and stops guests, ``remote`` opens the SSH
+connection and runs commands, ``verify`` runs the testinfra checks in ``kernlab/checks/``.
+"""

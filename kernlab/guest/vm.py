@@ -1,0 +1,434 @@
+"""Lab VMs: boot a built kernel on the lab image, wait for SSH, find, stop, clean up.
+
+Each VM has a run directory ``<KERNLAB_STATE>/vms/<name>/`` holding ``vm.json``
+(pid, port, keys, kernel, image, accel), the serial console log, QEMU's own log,
+the QMP socket and a qcow2 overlay over the image (the base image never changes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kernlab.core import paths
+from kernlab.core.errors import KernlabError, NotFound
+from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
+from kernlab.core.util import atomic_write_json, read_json
+from kernlab.guest import health, qemu, remote
+from kernlab.guest.health import console_tail
+from kernlab.kernel import kheaders
+
+CMDLINE = "console=ttyS0 root=/dev/vda rw init=/sbin/kernlab-init panic=-1 quiet"
+# Under TCG, ACPI PCI interrupt links and the PS/2 probes cost ~1.5 s of a 3.8 s kernel
+# boot; the lab guest needs neither (acpi=off would also lose the second CPU).
+FAST_BOOT = "pci=noacpi i8042.noaux i8042.nokbd"
+READY_LINE = "KERNLAB-READY"
+HEADERS_FAILED = "kernel headers disk not mounted"  # vm/init's line when the mount fails
+READY_TIMEOUT = 30.0  # seconds under KVM; scaled for TCG
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+PANIC_RE = re.compile(r"(Kernel panic - not syncing:.*|BUG:.*|Oops:.*)")
+
+
+class Vm:
+    """A running guest, backed by its run dir."""
+
+    def __init__(self, run_dir: Path, record: dict[str, Any]) -> None:
+        self.run_dir = run_dir
+        self.record = record
+        self.name: str = record["name"]
+        self.ssh_port: int = record["ssh_port"]
+        self.console_log = Path(record["console_log"])
+        self.conn: Any = None  # the open fabric Connection, reused by remote.connect
+        self._proc: Any = None  # the Popen when this process started QEMU
+
+    @property
+    def pid(self) -> int:
+        return int(self.record["pid"])
+
+    def alive(self) -> bool:
+        """QEMU still runs (and the pid is still our QEMU, not a reused pid)."""
+        if self._proc is not None and self._proc.poll() is not None:
+            return False
+        marker = f"process=kernlab-{self.name} "
+        return qemu.pid_alive(self.pid) and marker in qemu.cmdline_of(self.pid) + " "
+
+    def stop(self) -> None:
+        """Quit QEMU (QMP, then signals), drop the overlay; keep the logs."""
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+        if self.alive():
+            if health.process_stopped(self.pid):  # frozen: let it take QMP quit and SIGTERM
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGCONT)
+            with contextlib.suppress(OSError, ValueError, KernlabError):
+                qemu.qmp(Path(self.record["qmp_socket"]), "quit", timeout=3.0)
+            qemu.kill(self.pid, grace=5.0)
+        if self._proc is not None:
+            with contextlib.suppress(Exception):
+                self._proc.wait(timeout=5)
+        _forget(self.run_dir)
+
+
+def vms_dir() -> Path:
+    return paths.state_dir() / "vms"
+
+
+def run_dir_of(name: str) -> Path:
+    if not NAME_RE.match(name):
+        raise KernlabError(f"bad VM name {name!r}", "use lowercase letters, digits, - and _")
+    return vms_dir() / name
+
+
+def _forget(run_dir: Path) -> None:
+    """Remove what only a live VM needs; keep console.log and qemu.log for post-mortems."""
+    for item in ("vm.json", "overlay.qcow2", "qmp.sock", "qemu.pid"):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / item).unlink()
+
+
+def find_vm(name: str = "default") -> Vm | None:
+    """The running VM called ``name``; None if absent. A VM whose QEMU died is cleaned up."""
+    run_dir = run_dir_of(name)
+    record_path = run_dir / "vm.json"
+    if not record_path.is_file():
+        return None
+    try:
+        vm = Vm(run_dir, read_json(record_path))
+    except (ValueError, KeyError):
+        _forget(run_dir)
+        return None
+    if not vm.alive():
+        died = health.write_death_note(vm)
+        how = f"guest kernel panic: {died.detail}" if died.state == health.PANICKED else died.detail
+        reporter().note(f"VM {name} is gone ({how}): cleaned up")
+        _forget(run_dir)
+        return None
+    return vm
+
+
+def usable_vm(name: str = "default") -> Vm:
+    """The running VM ``name`` whose SSH answers; else a one-line error saying what is wrong
+    (not running, its last boot's panic, frozen, SSH not answering) and what to do."""
+    vm = find_vm(name)
+    if vm is None:
+        raise not_running(name)
+    health.require(vm)
+    return vm
+
+
+def forget_death(name: str) -> dict[str, Any] | None:
+    """Drop VM ``name``'s death note (`vm.down` of a VM that stopped by itself); returns it."""
+    note = health.death_note(run_dir_of(name))
+    (run_dir_of(name) / health.DEATH_NOTE).unlink(missing_ok=True)
+    return note
+
+
+def not_running(name: str) -> KernlabError:
+    """No VM ``name`` runs: say so, with how its last boot ended if kernlab saw that."""
+    note = health.death_note(run_dir_of(name))
+    if note is None:
+        return NotFound(f"no running VM {name}", f"start one: `invoke vm.up --kernel VERSION --name {name}`")
+    up = f"`invoke vm.up --kernel {note.get('kernel', 'VERSION')} --name {name}`"
+    if note["state"] == health.PANICKED:
+        return NotFound(f"VM {name} is not running: guest kernel panic: {note.get('detail')} "
+                        f"(console: {note.get('console_log')})", f"boot it again: {up}")
+    return NotFound(f"VM {name} is not running: {note.get('detail')}", f"boot it again: {up}")
+
+
+def survey(name: str = "") -> list[tuple[str, health.Health, Vm | None]]:
+    """(name, state, VM or None) of each VM (or of ``name``): running ones as `health.state`
+    finds them, those that stopped by themselves as their death note says."""
+    if name:
+        names = [name]
+    else:
+        names = sorted(d.name for d in vms_dir().glob("*") if d.is_dir() and NAME_RE.match(d.name))
+    rows = []
+    for each in names:
+        vm = find_vm(each)
+        if vm is not None:
+            rows.append((each, health.state(vm), vm))
+        elif note := health.death_note(run_dir_of(each)):
+            rows.append((each, health.Health(note["state"], str(note.get("detail", ""))), None))
+    return rows
+
+
+def list_vms() -> list[Vm]:
+    if not vms_dir().is_dir():
+        return []
+    found = (find_vm(d.name) for d in sorted(vms_dir().iterdir()) if NAME_RE.match(d.name))
+    return [vm for vm in found if vm]
+
+
+def ensure_vm(build: dict, image: dict, name: str = "default", **opts: Any) -> Vm:
+    """Reuse the running VM if it runs this kernel and image; else (re)start it."""
+    vm = find_vm(name)
+    if vm and vm.record["kernel"]["key"] == build["key"] and \
+            vm.record["image"]["key"] == image["key"] and _has_headers(vm, build):
+        if _answers(vm):
+            reporter().note(f"VM {name} already runs this kernel and image "
+                            f"(port {vm.ssh_port})")
+            return vm
+        reporter().note(f"VM {name} does not answer over SSH: restarting it")
+    elif vm:
+        reporter().note(f"VM {name} runs another kernel or image: restarting it")
+    if vm:
+        vm.stop()
+    return start_vm(build, image, name, **opts)
+
+
+def mismatch(vm: Vm, build: dict, image: dict) -> str:
+    """What the running ``vm`` lacks to run ``build`` on ``image`` ('' if nothing): the kernel,
+    the image, or the build's kernel headers disk."""
+    if vm.record["kernel"]["key"] != build["key"]:
+        return "kernel"
+    if vm.record["image"]["key"] != image["key"]:
+        return "image"
+    return "" if _has_headers(vm, build) else "kernel headers disk"
+
+
+def _has_headers(vm: Vm, build: dict) -> bool:
+    """The VM has this build's headers disk, or booted without one that still cannot be made.
+
+    A VM booted by a kernlab without the headers stage has no record of it: restarted.
+    """
+    booted = vm.record.get("kheaders")
+    if not booted:
+        return False
+    if booted.get("key"):
+        return booted["key"] == kheaders.stage_key(build)
+    return kheaders.find_headers(build) is None
+
+
+def headers_for(build: dict) -> dict[str, Any]:
+    """The kernel headers disk for ``build``: its summary, or why there is none (a warning)."""
+    try:
+        return kheaders.summary(kheaders.ensure_headers(build))
+    except KernlabError as error:
+        reporter().warn(f"the guest gets no kernel headers: {error.one_line()}")
+        return {"key": None, "missing": error.one_line()}
+
+
+def _answers(vm: Vm) -> bool:
+    """True if the guest runs and its SSH answers (within seconds, see kernlab.health)."""
+    return health.state(vm).ok
+
+
+def start_vm(build: dict, image: dict, name: str = "default", *, append: str = "",
+             memory: str = "2G", cpus: int = 2, port: int | None = None,
+             timeout: float | None = None, wait: bool = True) -> Vm:
+    """Boot ``build``'s kernel on ``image`` and wait until a command runs over SSH.
+
+    ``append`` adds kernel parameters (a later ``init=``/``root=`` wins); ``timeout``
+    overrides the accel-scaled readiness timeout. Any failure or Ctrl-C stops QEMU.
+    """
+    kernel = _kernel_path(build)
+    with _start_lock(name):
+        if find_vm(name):
+            raise KernlabError(f"VM {name} is already running",
+                               f"run `invoke vm.down --name {name}`")
+        return _start(build, image, name, kernel, append=append, memory=memory, cpus=cpus,
+                      port=port, timeout=timeout, wait=wait)
+
+
+@contextlib.contextmanager
+def _start_lock(name: str) -> Iterator[None]:
+    """Only one process at a time may (re)create VM ``name``'s run dir."""
+    vms_dir().mkdir(parents=True, exist_ok=True)
+    with open(vms_dir() / f".{name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KernlabError(f"VM {name} is being started by another process",
+                               "wait for it, or use another --name") from None
+        yield
+
+
+def _start(build: dict, image: dict, name: str, kernel: Path, *, append: str, memory: str,
+           cpus: int, port: int | None, timeout: float | None, wait: bool) -> Vm:
+    """start_vm's work, under the VM's start lock."""
+    accel = qemu.choose_accel(kernel)
+    headers = headers_for(build)
+    run_dir = run_dir_of(name)
+    _fresh_run_dir(run_dir)
+    spec = qemu.QemuSpec(
+        kernel=kernel, disk=run_dir / "overlay.qcow2", console_log=run_dir / "console.log",
+        qmp_socket=run_dir / "qmp.sock", pidfile=run_dir / "qemu.pid",
+        cmdline=f"{CMDLINE} {FAST_BOOT} {append}".strip(), accel=accel, memory=memory, cpus=cpus,
+        name=f"kernlab-{name}", kheaders=Path(headers["path"]) if headers.get("path") else None)
+    limit = timeout if timeout is not None else READY_TIMEOUT * accel.scale
+    vm: Vm | None = None
+    with reporter().step(f"boot {build.get('kernelrelease', kernel.name)} as VM {name} "
+                         f"({accel.name})"), _stop_on_interrupt():
+        try:
+            qemu.make_overlay(Path(image["image"]["path"]), spec.disk, run_dir / "qemu.log")
+            started = time.monotonic()
+            proc, ssh_port = qemu.launch(spec.argv, spec.qmp_socket, run_dir / "qemu.log", port)
+            vm = Vm(run_dir, _record(name, run_dir, spec, proc.pid, ssh_port, build, image,
+                                     headers))
+            vm._proc = proc
+            remote.write_ssh_files(vm, image)
+            atomic_write_json(run_dir / "vm.json", vm.record)
+            if wait:
+                wait_ready(vm, started, limit)
+        except BaseException:
+            if vm is not None:
+                vm.stop()
+            elif (run_dir / "qemu.pid").is_file():
+                with contextlib.suppress(ValueError, OSError):
+                    qemu.kill(int((run_dir / "qemu.pid").read_text()))
+            _forget(run_dir)
+            raise
+    return vm
+
+
+def _kernel_path(build: dict) -> Path:
+    try:
+        kernel = BuildRecord.from_json(build).bzimage
+    except (KeyError, TypeError):
+        raise KernlabError("the build record has no outputs.bzImage.path",
+                           f"rebuild: `invoke build-kernel --version {build.get('version')}`"
+                           ) from None
+    if not kernel.is_file():
+        raise NotFound(f"kernel image {kernel} is missing",
+                       f"run `invoke build-kernel --version {build.get('version')}`")
+    return kernel
+
+
+def _fresh_run_dir(run_dir: Path) -> None:
+    """An empty run dir, keeping the previous console log as console.prev.log."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "console.log").exists():
+        shutil.move(run_dir / "console.log", run_dir / "console.prev.log")
+    for item in run_dir.iterdir():
+        if item.name not in ("console.prev.log",):
+            if item.is_dir():
+                shutil.rmtree(item)
+            else:
+                item.unlink()
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt while booting, so QEMU is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
+            build: dict, image: dict, headers: dict) -> dict[str, Any]:
+    return {
+        "name": name,
+        "pid": pid,
+        "host": "127.0.0.1",
+        "ssh_port": port,
+        "user": "root",
+        "client_key": image["client_key"],
+        "known_hosts": str(run_dir / "known_hosts"),
+        "ssh_config": str(run_dir / "ssh_config"),
+        "console_log": str(spec.console_log),
+        "qemu_log": str(run_dir / "qemu.log"),
+        "qmp_socket": str(spec.qmp_socket),
+        "overlay": str(spec.disk),
+        "accel": spec.accel.name,
+        "accel_reason": spec.accel.reason,
+        "timeout_scale": spec.accel.scale,
+        "cmdline": spec.cmdline,
+        "memory": spec.memory,
+        "cpus": spec.cpus,
+        "argv": spec.argv(port),
+        "qemu_version": qemu.qemu_version(),
+        "kernel": {k: build.get(k) for k in ("version", "key", "kernelrelease", "release",
+                                             "symbols")}
+        | {"bzImage": str(spec.kernel)},
+        "image": {"recipe": image["recipe"], "key": image["key"],
+                  "path": image["image"]["path"]},
+        "kheaders": headers,
+        "started_at": time.time(),
+    }
+
+
+def wait_ready(vm: Vm, started: float, limit: float) -> None:
+    """Wait for init's readiness line, then for a command to succeed over SSH."""
+    deadline = started + limit
+    line = _wait_console(vm, deadline, limit)
+    vm.record["console_ready_seconds"] = round(time.monotonic() - started, 2)
+    vm.record["guest_uptime_at_ready"] = _uptime(line)
+    remote.wait_ready(vm, deadline, on_dead=lambda: _died(vm))
+    vm.record["ready_seconds"] = round(time.monotonic() - started, 2)
+    atomic_write_json(vm.run_dir / "vm.json", vm.record)
+    reporter().note(f"SSH ready on 127.0.0.1:{vm.ssh_port} after {vm.record['ready_seconds']}s"
+                    f" (console: {vm.console_log})")
+
+
+def _wait_console(vm: Vm, deadline: float, limit: float) -> str:
+    """The readiness line from the console; errors if QEMU dies or time runs out."""
+    offset = 0
+    pending = b""
+    while True:
+        with contextlib.suppress(FileNotFoundError), open(vm.console_log, "rb") as con:
+            con.seek(offset)
+            chunk = con.read()
+            offset += len(chunk)
+            pending += chunk
+        for raw in pending.splitlines():
+            text = raw.decode(errors="replace")
+            if text.startswith(READY_LINE):
+                return text
+            if "sshd failed to start" in text:
+                raise _not_ready(vm, f"sshd did not start in VM {vm.name}")
+            if HEADERS_FAILED in text:
+                reporter().warn(f"VM {vm.name}: {text.strip()} (console: {vm.console_log})")
+        pending = pending[pending.rfind(b"\n") + 1:]
+        if not vm.alive():
+            raise _died(vm)
+        if time.monotonic() > deadline:
+            raise _not_ready(vm, f"VM {vm.name} was not ready within {limit:.0f}s")
+        time.sleep(0.05)
+
+
+def _uptime(line: str) -> float | None:
+    match = re.search(r"uptime=([\d.]+)", line)
+    return float(match.group(1)) if match else None
+
+
+def _died(vm: Vm) -> KernlabError:
+    """The error for a guest whose QEMU exited: the panic line if there is one."""
+    tail = console_tail(vm, 40)
+    panic = PANIC_RE.search(vm.console_log.read_text(errors="replace")
+                            if vm.console_log.exists() else "")
+    what = f"guest kernel panicked: {panic.group(1).strip()}" if panic else "QEMU exited"
+    return KernlabError(f"VM {vm.name} stopped during boot ({what}); console: {vm.console_log}",
+                        "check the kernel command line, root= and init=, and the kernel config",
+                        details=tail)
+
+
+def _not_ready(vm: Vm, cause: str) -> KernlabError:
+    built = vm.record.get("kernel") or {}
+    kernel = f"{built['version']}-{str(built['key'])[:12]}" if built.get("key") else "V"  # build id
+    return KernlabError(f"{cause}; console log: {vm.console_log}",
+                        "read the console log (did init start sshd?); on a slow host boot it "
+                        f"with a longer wait first: `invoke vm.up --kernel {kernel} --name {vm.name} "
+                        "--timeout SECONDS`", details=console_tail(vm))
