@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -70,8 +71,9 @@ def tarball(path: Path, padding: int = 0) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def catalog(configs: Path, source: dict) -> None:
-    """A catalog in ``configs`` whose one kernel, 9.9, comes from ``source`` (a catalog source)."""
+def catalog(configs: Path, source: dict, patches: tuple[str, ...] = ()) -> None:
+    """A catalog in ``configs`` whose one kernel, 9.9, comes from ``source`` (a catalog source),
+    patched by the series directories ``patches`` (absolute paths, see ``patch_series``)."""
     configs.mkdir(parents=True, exist_ok=True)
     (configs / "fake.config").write_text("CONFIG_MODULES=y\nCONFIG_BPF=y\n")
     (configs / "kernels.yaml").write_text(yaml.safe_dump({
@@ -79,6 +81,25 @@ def catalog(configs: Path, source: dict) -> None:
         "default": "9.9",
         "kernels": {"9.9": {"release": "9.9", "description": "a fake kernel for lock tests",
                             "sources": [source],
+                            **({"patches": list(patches)} if patches else {}),
                             "config": {"base": "tinyconfig", "fragments": ["fake.config"]},
                             "compiler": "gcc"}},
     }))
+
+
+def patch_series(directory: Path, line: str) -> Path:
+    """A series directory with one patch, note.patch, that adds NOTE (holding ``line``) to the tree."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "series").write_text("# written for: 9.9\nnote.patch\n")
+    (directory / "note.patch").write_text(f"--- /dev/null\n+++ b/NOTE\n@@ -0,0 +1 @@\n+{line}\n")
+    return directory
+
+
+def environ(tmp: Path, **extra: str) -> dict[str, str]:
+    """This process's environment with every kernlab area (work, cache, state, configs,
+    lock) moved under ``tmp``, plain output, and ``extra`` (FAKE_MAKE_SECONDS=...)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNLAB_")}
+    env.update({"KERNLAB_WORK": str(tmp / "work"), "KERNLAB_CACHE": str(tmp / "cache"),
+                "KERNLAB_STATE": str(tmp / "state"), "KERNLAB_CONFIGS": str(tmp / "configs"),
+                "KERNLAB_LOCK": str(tmp / "kernlab.lock"), "KERNLAB_PLAIN": "1", **extra})
+    return env

@@ -74,11 +74,7 @@ AREAS = {"file": "build", "mirror": "download"}  # the area fixture's params: wh
 @pytest.fixture(params=list(AREAS))
 def area(request, tmp_path: Path) -> Iterator[Area]:
     """A fake kernel 9.9 from a local tarball ("file") or a slow loopback mirror ("mirror")."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNLAB_")}
-    env.update({"KERNLAB_WORK": str(tmp_path / "work"), "KERNLAB_CACHE": str(tmp_path / "cache"),
-                "KERNLAB_STATE": str(tmp_path / "state"), "KERNLAB_CONFIGS": str(tmp_path / "configs"),
-                "KERNLAB_LOCK": str(tmp_path / "kernlab.lock"), "KERNLAB_PLAIN": "1",
-                "FAKE_MAKE_SECONDS": "4"})
+    env = fakekernel.environ(tmp_path, FAKE_MAKE_SECONDS="4")
     if request.param == "file":
         sha = fakekernel.tarball(tmp_path / "linux-9.9.tar.gz")
         fakekernel.catalog(tmp_path / "configs", {"file": {"path": str(tmp_path / "linux-9.9.tar.gz"),
