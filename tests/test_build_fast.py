@@ -108,8 +108,6 @@ def test_plan_names_every_input_and_neither_downloads_nor_builds(fake: Fake) -> 
     assert not (fake.tmp / "work" / "build").exists() and not (fake.tmp / "work" / "src").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: --plan prints a `file` source without its pinned sha256 "
-                                       "(SourceSpec.describe shows checksums of tarball sources only)")
 def test_plan_names_the_pinned_sha256_of_a_local_tarball(fake: Fake) -> None:
     plan = json.loads(fake.build("--plan").stdout)
     assert sha256(fake.tmp / "linux-9.9.tar.gz")[:12] in plan["sources (in order)"][0]
@@ -189,9 +187,6 @@ def test_a_locked_build_stops_naming_the_changed_input_until_update_lock(fake: F
     assert "9.9 is up to date" in fake.build().stderr  # the lock now names the new input
 
 
-@pytest.mark.xfail(strict=True, reason="bug: --update-lock rewrites kernlab.lock only when it builds; "
-                                       "when a build of the new inputs exists it answers up to date "
-                                       "and leaves the lock as it was (kernel/build.py)")
 def test_update_lock_records_inputs_whose_build_already_exists(fake: Fake) -> None:
     fake.change("fragment", to="B")
     fake.build()  # a build of B

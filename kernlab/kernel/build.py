@@ -160,11 +160,22 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
     key = hash_inputs(plan.inputs(source.sha256))
     build_dir = paths.work_dir() / "build" / f"{version}-{short(key)}"
     if not opts.clean and (record := _up_to_date(version, build_dir)):
-        return record
+        return _accepted(version, lock_entry, opts, record)
     with filelock.exclusive(build_lock(build_dir), f"build {build_dir.name}"):
         if not opts.clean and (record := _up_to_date(version, build_dir)):  # built while we waited
-            return record
-        return _build_locked(plan, source, key, build_dir, lock_entry, started)
+            return _accepted(version, lock_entry, opts, record)
+        return _accepted(version, lock_entry, opts,
+                         _build_locked(plan, source, key, build_dir, started))
+
+
+def _accepted(version: str, lock_entry: dict[str, Any], opts: BuildOptions,
+              record: dict[str, Any]) -> dict[str, Any]:
+    """``record``, after --update-lock has written its inputs to kernlab.lock (a build of
+    those inputs may already exist: accepting them must not need a rebuild)."""
+    if opts.update_lock:
+        lock.update_kernel(version, lock_entry)
+        reporter().note(f"{lock.lock_path()} updated for {version}")
+    return record
 
 
 def build_lock(build_dir: Path) -> Path:
@@ -182,7 +193,7 @@ def _up_to_date(version: str, build_dir: Path) -> dict[str, Any] | None:
 
 
 def _build_locked(plan: Plan, source: ResolvedSource, key: str, build_dir: Path,
-                  lock_entry: dict[str, Any], started: float) -> dict[str, Any]:
+                  started: float) -> dict[str, Any]:
     """build_kernel's work, under the build key's lock."""
     version, opts = plan.spec.version, plan.opts
     record_path = build_dir / "build.json"
@@ -206,9 +217,6 @@ def _build_locked(plan: Plan, source: ResolvedSource, key: str, build_dir: Path,
     record = make_record(plan, source, key, tree, obj, verification, samples, started)
     atomic_write_json(record_path, record)
     _remember_latest(version, build_dir)
-    if opts.update_lock:
-        lock.update_kernel(version, lock_entry)
-        reporter().note(f"{lock.lock_path()} updated for {version}")
     return record
 
 

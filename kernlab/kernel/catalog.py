@@ -51,7 +51,7 @@ class SourceSpec:
 
     def describe(self, mirror: str) -> str:
         """One line naming where the tree comes from and its pinned checksum, if any."""
-        if self.kind == "tarball":
+        if self.kind in ("tarball", "file"):
             return f"{self.where(mirror)} sha256={self.options.get('sha256') or 'NOT PINNED'}"
         return self.where(mirror)
 
