@@ -63,7 +63,7 @@ def cache_key(exp: Experiment, build: dict, env: dict[str, str]) -> str:
         "experiment": exp.content_hash(),
         "kernel": build.get("key"), "config": build.get("config_sha256"),
         "env": env, "bpf_flags": BPF_FLAGS, "user_flags": USER_FLAGS,
-        "global_data": list(GLOBAL_DATA_RELEASE),
+        "global_data": list(GLOBAL_DATA_RELEASE), "bpf_objects": "every .o checked",
         "clang": capture(["clang", "--version"]) if needs_clang else "",
         "gcc": capture(["gcc", "--version"]),
         "libbpf": capture(["pkg-config", "--modversion", "libbpf"]),
@@ -128,8 +128,24 @@ def _run_step(step: BuildStep, cwd: Path, env: dict[str, str], log: Path) -> Non
         cmd, what = ["bash", "-ec", step.cmd], f"build step `{step.cmd}`"
     run_logged(cmd, log, what=what, cwd=cwd, env=env,
                fix="read the log; the experiment's build section is in its experiment.yaml")
-    if step.kind == "bpf":
-        check_global_data(cwd / step.out, env.get("KERNEL_RELEASE") or "0", log)
+
+
+EM_BPF = 247  # e_machine of a BPF ELF object
+
+
+def is_bpf_object(path: Path) -> bool:
+    """An ELF file whose machine is BPF (the header's e_machine, little endian)."""
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    return header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == EM_BPF
+
+
+def check_bpf_objects(stage: Path, release: str, log: Path) -> None:
+    """Every BPF object the build leaves, compiled here or copied by a host step (the
+    samples/bpf objects): unused global data dropped, the rest refused before 5.5."""
+    for obj in sorted(stage.rglob("*.o")):
+        if obj.is_file() and not obj.is_symlink() and is_bpf_object(obj):
+            check_global_data(obj, release, log)
 
 
 def _stage_sources(exp: Experiment, stage: Path) -> None:
@@ -159,5 +175,6 @@ def build_experiment(exp: Experiment, build: dict, variables: dict[str, str],
         full_env = {**os.environ, **env}
         for step in host_steps:
             _run_step(step, stage, full_env, log)
+        check_bpf_objects(stage, env.get("KERNEL_RELEASE") or "0", log)
         (stage / STAMP).write_text(shlex.join(["key", key]) + "\n")
     return final
