@@ -32,7 +32,6 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from kernlab.compare.reproduce import load_bundle, reproduce
 from kernlab.core import lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
-from kernlab.core.util import atomic_write_json, read_json, sha256_file
+from kernlab.core.util import atomic_write_json, read_json, scoped_environ, sha256_file
 from kernlab.experiments.spec import LIB_DIR, load_experiment
 from kernlab.guest.image import GUEST_FILES, deb_cache, image_key, input_files_sha256, recipe_path
 from kernlab.kernel.catalog import load_catalog
@@ -321,23 +320,11 @@ def _local_archive(dest: Path, recipe: str) -> None:
                     + yaml.safe_dump(spec, sort_keys=False))
 
 
-@contextlib.contextmanager
-def packed_project(dest: Path) -> Iterator[None]:
+def packed_project(dest: Path) -> contextlib.AbstractContextManager[None]:
     """kernlab's paths pointed at the unpacked root and its lock, for the duration."""
-    wanted = {"KERNLAB_ROOT": str(dest / "root"), "KERNLAB_LOCK": str(dest / "root" / "kernlab.lock")}
-    cleared = ("KERNLAB_CONFIGS", "KERNLAB_EXPERIMENTS", "KERNLAB_LOCAL_KERNELS")
-    saved = {name: os.environ.get(name) for name in (*wanted, *cleared)}
-    os.environ.update(wanted)
-    for name in cleared:
-        os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return scoped_environ(
+        {"KERNLAB_ROOT": str(dest / "root"), "KERNLAB_LOCK": str(dest / "root" / "kernlab.lock")},
+        unset=("KERNLAB_CONFIGS", "KERNLAB_EXPERIMENTS", "KERNLAB_LOCAL_KERNELS"))
 
 
 def reproduce_pack(pack: Path, anyway: bool = False, keep_vm: bool = False, vm_name: str = "default"):

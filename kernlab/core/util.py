@@ -99,3 +99,20 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+@contextlib.contextmanager
+def scoped_environ(set_to: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
+    """``os.environ`` with ``set_to`` set and ``unset`` removed, restored afterwards."""
+    saved = {name: os.environ.get(name) for name in (*set_to, *unset)}
+    os.environ.update(set_to)
+    for name in unset:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

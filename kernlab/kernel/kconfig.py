@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.util import scoped_environ
 
 OPTIONAL_MARK = re.compile(r"^#\s*kernlab:\s*optional", re.IGNORECASE)
 SET_LINE = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
@@ -154,18 +154,10 @@ class KconfigModel:
                "HOSTCC": "gcc", "HOSTCXX": "g++", "KERNELVERSION": "kernlab", "CC_VERSION_TEXT":
                "kernlab", "RUSTC": "rustc", "BINDGEN": "bindgen", "PAHOLE": "pahole",
                "srcdir": str(tree), "objtree": str(tree)}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-                self.kconf = _kconfig_class()(str(tree.resolve() / "Kconfig"), warn=False)
-                self.kconf.load_config(str(config))
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        with scoped_environ(env), contextlib.redirect_stderr(io.StringIO()), \
+                contextlib.redirect_stdout(io.StringIO()):
+            self.kconf = _kconfig_class()(str(tree.resolve() / "Kconfig"), warn=False)
+            self.kconf.load_config(str(config))
         self.kconfiglib = kconfiglib
 
     def exists(self, name: str) -> bool:
