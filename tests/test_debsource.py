@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from aptrepo import AptRepo, build_deb, kernel_tarball, repackage
+from areas import one_kernel_areas, resolve
 
 from kernlab.core.errors import KernlabError
 from kernlab.core.util import sha256_file
-from kernlab.kernel.catalog import load_catalog
-from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
+from kernlab.kernel.source import tree_identity
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "linux-source-9.9"
@@ -34,25 +33,11 @@ def source_deb(work: Path, version: str, fork: bytes = b"int fork(void) { return
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
     """Own cache, work area and lock; a catalog whose 9.9 comes from Debian; a private apt."""
-    for name in ("KERNLAB_CACHE", "KERNLAB_WORK", "KERNLAB_CONFIGS"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.setenv("KERNLAB_LOCK", str(tmp_path / "kernlab.lock"))
-    monkeypatch.delenv("KERNLAB_LOCAL_KERNELS", raising=False)
-    (tmp_path / "KERNLAB_CONFIGS" / "base.config").write_text("CONFIG_MODULES=y\n")
-    catalog = {"kernels": {"9.9": {"release": "9.9.1", "compiler": "gcc",
-                                   "sources": [{"debian": {"package": PACKAGE}}],
-                                   "config": {"base": "tinyconfig", "fragments": ["base.config"]}}}}
-    (tmp_path / "KERNLAB_CONFIGS" / "kernels.yaml").write_text(yaml.safe_dump(catalog))
+    one_kernel_areas(tmp_path, monkeypatch, {"debian": {"package": PACKAGE}}, release="9.9.1")
     repo = AptRepo(tmp_path)
     monkeypatch.setenv("APT_CONFIG", str(repo.config))
     (tmp_path / "debs").mkdir()
     return tmp_path, repo
-
-
-def resolve(base: Path, **opts):
-    catalog = load_catalog()
-    return resolve_source(catalog.kernel("9.9"), catalog, SourceOptions(**opts), base / "source.log")
 
 
 def pin(base: Path, deb: Path, version: str) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from areas import one_kernel_areas, resolve
 
 from kernlab.core.util import sha256_file
 from kernlab.kernel.build import make_plan, prepared_tree
-from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.identity import MARKER, tree_sha256
-from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
+from kernlab.kernel.source import tree_identity
 
 FILES = {
     "Makefile": (b"VERSION = 9\nPATCHLEVEL = 9\nSUBLEVEL = 0\nEXTRAVERSION =\n", 0o644),
@@ -56,23 +56,8 @@ def git_tree(path: Path, files: dict[str, tuple[bytes, int]]) -> str:
 @pytest.fixture
 def areas(tmp_path, monkeypatch):
     """Own cache, work area, lock and a one-kernel catalog with no patches."""
-    for name in ("KERNLAB_CACHE", "KERNLAB_WORK", "KERNLAB_CONFIGS"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.setenv("KERNLAB_LOCK", str(tmp_path / "kernlab.lock"))
-    monkeypatch.delenv("KERNLAB_LOCAL_KERNELS", raising=False)
-    (tmp_path / "KERNLAB_CONFIGS" / "base.config").write_text("CONFIG_MODULES=y\n")
-    catalog = {"kernels": {"9.9": {"release": "9.9", "compiler": "gcc", "patches": [],
-                                   "sources": [{"tarball": {"url": "http://127.0.0.1:9/x.tar.xz",
-                                                            "sha256": None}}],
-                                   "config": {"base": "tinyconfig", "fragments": ["base.config"]}}}}
-    (tmp_path / "KERNLAB_CONFIGS" / "kernels.yaml").write_text(yaml.safe_dump(catalog))
-    return tmp_path
-
-
-def resolve(areas: Path, **opts):
-    catalog = load_catalog()
-    return resolve_source(catalog.kernel("9.9"), catalog, SourceOptions(**opts), areas / "source.log")
+    return one_kernel_areas(tmp_path, monkeypatch, {"tarball": {"url": "http://127.0.0.1:9/x.tar.xz",
+                                                           "sha256": None}}, patches=[])
 
 
 def test_a_tarball_and_a_git_tree_of_the_same_files_have_one_identity(areas):
