@@ -127,14 +127,15 @@ def test_a_small_pack_locks_the_image_recipe_files_and_packages(tmp_path):
 
 @pytest.mark.slow
 def test_pack_then_reproduce_offline_in_a_fresh_work_area(tmp_path):
-    """The real loop: the newest 6.1 hellotrace bundle, packed, reproduced under `unshare -n`
-    with fresh KERNLAB_WORK, KERNLAB_STATE and KERNLAB_CACHE: identical (bzImage, image
-    package versions, expectations, masked trace)."""
-    from kernlab.experiments.bundle import latest_bundle
-
-    found = latest_bundle("hellotrace", "6.1")
-    if found is None:
-        pytest.skip("no hellotrace bundle on 6.1: run `invoke run-experiment hellotrace --kernel 6.1`")
+    """The real loop: a hellotrace bundle made now on 6.1 (so it carries today's experiment
+    and patches), packed, reproduced under `unshare -n` with fresh KERNLAB_WORK, KERNLAB_STATE
+    and KERNLAB_CACHE: identical (bzImage, image package versions, expectations, masked trace)."""
+    results = tmp_path / "made"
+    ran = subprocess.run([sys.executable, "-m", "invoke", "run-experiment", "hellotrace", "--kernel", "6.1",
+                          "--vm-name", "packtest"], cwd=ROOT, capture_output=True, text=True, check=False,
+                         timeout=3600, env={**os.environ, "KERNLAB_RESULTS": str(results)})
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    found = next(path.parent for path in results.rglob("manifest.json"))
     made = subprocess.run([sys.executable, "-m", "invoke", "pack", str(found), "--out",
                            str(tmp_path / f"t{SUFFIX}")], cwd=ROOT, capture_output=True, text=True,
                           check=False, timeout=1800)
