@@ -210,7 +210,7 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
     if json:
         _print_json(record)
     else:
-        print(f"{record['kernelrelease']}: {record['outputs']['bzImage']['path']}")
+        print(f"{record.kernelrelease}: {record.bzimage}")
 
 
 def _source_flags(tarball, git, url, ref, sha256) -> None:
@@ -290,7 +290,7 @@ def build_image(c, recipe="bookworm", json=False, update_lock=False):
     from kernlab.guest.image import build_image as build
 
     record = build(recipe, update_lock=update_lock)
-    _print_json(record) if json else print(record["image"]["path"])
+    _print_json(record) if json else print(record.disk)
 
 
 def _vm_or_exit(name):
@@ -315,21 +315,21 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
           timeout=0.0):
     """Boot a built kernel on the lab image and wait until SSH answers."""
     from kernlab.core.validate import memory as memory_size
-    from kernlab.guest.image import build_image as build
+    from kernlab.guest.ensure import Target
     from kernlab.guest.qemu import forced_accel
-    from kernlab.guest.vm import ensure_vm, run_dir_of
-    from kernlab.kernel.selection import find_build
+    from kernlab.guest.vm import run_dir_of
+    from kernlab.kernel.selection import choose_kernel
 
     run_dir_of(name)  # a bad name fails before any build
     forced_accel()
-    memory = memory_size("memory", memory)
-    cpus = number("cpus", cpus, low=1, high=255, integer=True)
-    timeout = number("timeout", timeout, low=0, high=86400,
-                     fix="give --timeout SECONDS (1 to 86400), or 0 for the default")
-    record = find_build(not_empty("kernel", kernel), "--kernel")
-    vm = ensure_vm(record, build(recipe), name, append=append, memory=memory, cpus=cpus,
-                   timeout=timeout or None)
-    print(f"VM {vm.name}: ssh -F {vm.record['ssh_config']} kernlab-{vm.name}")
+    opts = {"append": append, "memory": memory_size("memory", memory),
+            "cpus": number("cpus", cpus, low=1, high=255, integer=True),
+            "timeout": number("timeout", timeout, low=0, high=86400,
+                              fix="give --timeout SECONDS (1 to 86400), or 0 for the default") or None}
+    target = Target(choose_kernel(not_empty("kernel", kernel)), recipe, name, build_missing=False,
+                    restart=True, vm_opts=opts)
+    vm = target.up()
+    print(f"VM {vm.name}: ssh -F {vm.info.ssh_config} kernlab-{vm.name}")
 
 
 @task(name="ssh", help={"command": "Command to run in the guest (default: interactive shell).",
@@ -693,7 +693,8 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
 
 
 def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
+    print(json.dumps(data, indent=2, sort_keys=True,
+                     default=lambda record: record.to_json()))  # records print as their JSON
 
 
 ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce, pack)

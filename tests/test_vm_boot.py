@@ -15,8 +15,9 @@ from interrupts import sigint_default
 from kernlab.core.errors import KernlabError
 from kernlab.core.util import sha256_file
 from kernlab.guest import qemu, remote
+from kernlab.guest.ensure import ensure_vm
 from kernlab.guest.verify import verify_vm
-from kernlab.guest.vm import ensure_vm, find_vm, run_dir_of, start_vm
+from kernlab.guest.vm import find_vm, run_dir_of, start_vm
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

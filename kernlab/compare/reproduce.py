@@ -19,14 +19,15 @@ from typing import Any
 from kernlab.core import lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
-from kernlab.core.records import BuildRecord
+from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.core.util import atomic_write_json, read_json
 from kernlab.experiments.run import run_experiment
 from kernlab.experiments.spec import load_experiment
-from kernlab.guest.image import build_image, find_image, input_files_sha256
+from kernlab.guest.ensure import Target
+from kernlab.guest.image import find_image, input_files_sha256
 from kernlab.kernel.build import BuildOptions, build_id, build_kernel, make_plan
 from kernlab.kernel.debsource import kernel_entry_pinned
-from kernlab.kernel.selection import build_first, complete_builds, find_build
+from kernlab.kernel.selection import build_first, choose_kernel, complete_builds, find_build
 from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
 
 VOLATILE = [
@@ -190,7 +191,7 @@ def bundle_build(build: dict[str, Any], anyway: bool) -> tuple[dict[str, Any], l
 
 def compare_images(old: dict[str, Any], new: dict[str, Any]) -> tuple[bool, str]:
     """The same image file, or a rebuilt one (new host keys) with the same package versions."""
-    if old["image"]["sha256"] == new["image"]["sha256"]:
+    if ImageRecord.from_json(old).disk_sha256 == ImageRecord.from_json(new).disk_sha256:
         return True, "the same file"
     was, now = lock.image_packages(old), lock.image_packages(new)
     if was == now:
@@ -278,12 +279,14 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
         comparison.same_experiment = current == experiment["hash"]
         if not comparison.same_experiment:
             comparison.input_changes.append(f"experiment {experiment['name']} changed since the bundle")
-    new_image = build_image(image.get("recipe", "bookworm")) if image else None
+    target = Target(choose_kernel(build_id(new_build)), (image or {}).get("recipe", "bookworm"),
+                    vm_name, build=BuildRecord.from_json(new_build))
+    new_image = target.kernel_and_image()[1] if image else None
     comparison.same_kernel = _sha(new_build, "bzImage") == _sha(build, "bzImage")
     comparison.source = source_line(build["source"], new_build["source"])
     if image and new_image:
         comparison.same_image, comparison.image = compare_images(image, new_image)
-    rerun = run_experiment(experiment["name"], kernel=build_id(new_build), keep_vm=keep_vm, vm_name=vm_name)
+    rerun = run_experiment(experiment["name"], keep_vm=keep_vm, target=target)
     comparison.rerun = rerun.dir
     new_result = read_json(rerun.dir / "result.json")
     comparison.expectation_changes = compare_expectations(result, new_result)

@@ -10,6 +10,7 @@ nested keys (``build["outputs"]["bzImage"]["path"]``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -17,16 +18,35 @@ from typing import Any, Self
 from kernlab.core.util import read_json
 
 
-@dataclass(frozen=True)
-class _Record:
-    """A stage's JSON record: the mapping as read, plus typed accessors in subclasses."""
+@dataclass(frozen=True, eq=False)  # equal as mappings: a record equals its JSON object
+class _Record(Mapping[str, Any]):
+    """A stage's JSON record: the mapping as read, plus typed accessors in subclasses.
+
+    It is also a read-only mapping of the top-level keys (``record["version"]``,
+    ``record.get("source")``), so code that reads a plain field keeps working; nested
+    fields are read through the properties.
+    """
 
     data: dict[str, Any] = field(repr=False)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Self:
-        """The record of an already parsed JSON object (kept whole, copied)."""
-        return cls(copy.deepcopy(data))
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        """The record of an already parsed JSON object (kept whole, copied); a record
+        of the same kind is returned as it is (records are frozen)."""
+        if isinstance(data, cls):
+            return data
+        if isinstance(data, _Record):
+            data = data.data
+        return cls(copy.deepcopy(dict(data)))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -38,7 +58,7 @@ class _Record:
         return copy.deepcopy(self.data)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BuildRecord(_Record):
     """``<work>/build/<version>-<key12>/build.json``: one kernel build and its outputs."""
 
@@ -62,6 +82,11 @@ class BuildRecord(_Record):
     @property
     def kernelrelease(self) -> str:
         return str(self.data["kernelrelease"])
+
+    @property
+    def release(self) -> str:
+        """The catalog release the build was made for ('' in records that lack it)."""
+        return str(self.data.get("release") or "")
 
     def output(self, name: str) -> Path:
         """The path of output ``name`` (``bzImage``, ``vmlinux``, ``System.map``, ``config``, ``headers``)."""
@@ -90,8 +115,14 @@ class BuildRecord(_Record):
     def headers(self) -> Path:
         return self.output("headers")
 
+    @property
+    def samples_bpf(self) -> Path | None:
+        """The built samples/bpf directory (None: the build did not make them)."""
+        made = self.data["outputs"].get("samples_bpf")
+        return Path(made["dir"]["path"]) if made else None
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class ImageRecord(_Record):
     """``<state>/images/<recipe>-<key12>/image.json``: one guest disk image."""
 
@@ -126,7 +157,7 @@ class ImageRecord(_Record):
         return dict(p.split("=", 1) for p in self.data.get("packages", []) if "=" in p)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VmRecord(_Record):
     """``<state>/vms/<name>/vm.json``: one running guest and how to reach it."""
 
@@ -150,8 +181,22 @@ class VmRecord(_Record):
     def accel(self) -> str:
         return str(self.data["accel"])
 
+    @property
+    def kernel_key(self) -> str:
+        """The input key of the build the guest booted."""
+        return str(self.data["kernel"]["key"])
 
-@dataclass(frozen=True)
+    @property
+    def image_key(self) -> str:
+        """The input key of the image the guest's overlay sits on."""
+        return str(self.data["image"]["key"])
+
+    @property
+    def ssh_config(self) -> Path:
+        return Path(self.data["ssh_config"])
+
+
+@dataclass(frozen=True, eq=False)
 class RunResult(_Record):
     """``<bundle>/result.json``: one experiment run's verdict and its evidence."""
 

@@ -62,8 +62,14 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _json_default(value: Any) -> Any:
+    """A record (kernlab.core.records) as its JSON object; anything else as its str."""
+    to_json = getattr(value, "to_json", None)
+    return to_json() if callable(to_json) else str(value)
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def read_json(path: Path) -> Any:

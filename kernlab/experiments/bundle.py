@@ -24,6 +24,7 @@ from kernlab import __version__
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture
+from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.core.util import atomic_write_json, atomic_write_text, read_json
 from kernlab.core.validate import inside_path, plain_name
 from kernlab.experiments.expect import Outcome
@@ -184,13 +185,14 @@ def tool_versions() -> dict[str, str]:
     }
 
 
-def manifest(*, experiment: dict[str, Any], build: dict | None, image: dict | None,
+def manifest(*, experiment: dict[str, Any], build: BuildRecord | None, image: ImageRecord | None,
              vm: dict | None, guest: dict | None, variables: dict[str, str]) -> dict[str, Any]:
+    """``manifest.json``: the records the run used, nested as their JSON objects."""
     return {
         "experiment": experiment,
         "variables": variables,
-        "build": build,
-        "image": image,
+        "build": dict(build) if build is not None else None,
+        "image": dict(image) if image is not None else None,
         "kheaders": (vm or {}).get("kheaders"),  # the guest's kernel headers disk
         "vm": vm,
         "guest": guest,

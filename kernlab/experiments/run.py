@@ -29,6 +29,7 @@ import paramiko
 from kernlab.core import interrupt, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.bundle import Bundle, hist_svg, manifest, parse_hist
 from kernlab.experiments.expect import Evidence, Outcome, check_all
@@ -42,12 +43,11 @@ from kernlab.experiments.spec import (
     resolve_vars,
 )
 from kernlab.guest import health, remote
+from kernlab.guest.ensure import Target, VmRefused
 from kernlab.guest.health import console_tail
-from kernlab.guest.image import build_image
-from kernlab.guest.vm import find_vm, mismatch, start_vm
-from kernlab.kernel.build import build_id
+from kernlab.guest.vm import Vm
 from kernlab.kernel.catalog import load_catalog
-from kernlab.kernel.selection import KernelChoice, build_for, choose_kernel
+from kernlab.kernel.selection import KernelChoice, choose_kernel
 
 GUEST_ROOT = "/root/kernlab/exp"
 DRIVER = Path(__file__).with_name("driver.py")
@@ -61,11 +61,6 @@ TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
 def default_kernel() -> str:
     """The catalog's default kernel version (configs/kernels.yaml ``default``)."""
     return load_catalog().default
-
-
-class VmRefused(KernlabError):
-    """The VM a run would use, which the user started, runs another kernel or image, or is
-    frozen or silent: refused before any bundle, and left as it is."""
 
 
 class NotApplicable(KernlabError):
@@ -86,31 +81,52 @@ class Session:
 
     ``kernel`` is what the user named: a catalog version or a build id. The build is the
     one `build-kernel` made (see kernlab.builds); only an unbuilt version is built here.
-    A kernel or image that could not be had is not tried again for the next experiment.
+    Getting them is ``kernlab.guest.ensure.Target``'s work; a session adds the guest's
+    facts and whether to keep the VM it booted.
     """
 
     kernel: str
     keep_vm: bool = False
     vm_name: str = "default"
     recipe: str = "bookworm"
-    build: dict | None = None
-    image: dict | None = None
-    vm: Any = None
-    started_vm: bool = False
     guest: dict = field(default_factory=dict)
     choice: KernelChoice | None = None
     flag: str = "--kernel"  # the command's flag that picks a kernel (for notes)
-    error: KernlabError | None = None
+    target: Target | None = None  # given: reuse what another step (reproduce) already found
 
     def __post_init__(self) -> None:
         if self.choice is None:
-            self.choice = choose_kernel(self.kernel)
+            self.choice = self.target.choice if self.target and self.target.choice else \
+                choose_kernel(self.kernel)
+        if self.target is None:
+            self.target = Target(self.choice, self.recipe, self.vm_name, self.flag)
+
+    @property
+    def ensure(self) -> Target:
+        assert self.target is not None
+        return self.target
 
     @property
     def chosen(self) -> KernelChoice:
         """The kernel ``kernel`` names (resolved when the session is made)."""
         assert self.choice is not None
         return self.choice
+
+    @property
+    def build(self) -> BuildRecord | None:
+        return self.ensure.build
+
+    @property
+    def image(self) -> ImageRecord | None:
+        return self.ensure.image
+
+    @property
+    def vm(self) -> Vm | None:
+        return self.ensure.vm
+
+    @property
+    def started_vm(self) -> bool:
+        return self.ensure.started_vm
 
     @property
     def version(self) -> str:
@@ -120,71 +136,23 @@ class Session:
     @property
     def release(self) -> str:
         """The kernel's Linux release: the build's, or the catalog's before it is built."""
-        return str((self.build or {}).get("release") or self.chosen.release)
+        return (self.build.release if self.build else "") or self.chosen.release
 
-    def kernel_and_image(self) -> tuple[dict, dict]:
-        if self.error is not None:
-            raise self.error
-        try:
-            if self.build is None:
-                with reporter().step(f"kernel {self.kernel}"):
-                    self.build = build_for(self.chosen, self.flag)
-            if self.image is None:
-                with reporter().step(f"image {self.recipe}"):
-                    self.image = build_image(self.recipe)
-        except KernlabError as error:
-            self.error = error
-            raise
-        return self.build, self.image
+    def kernel_and_image(self) -> tuple[BuildRecord, ImageRecord]:
+        return self.ensure.kernel_and_image()
 
     def connection(self) -> Any:
         """An open connection to a VM running this session's kernel and image."""
-        build, image = self.kernel_and_image()
-        if self.vm is None or not self.vm.alive():
-            self.vm = self._vm(build, image)
-        return remote.connect(self.vm)
+        return remote.connect(self.ensure.up())
 
-    def _vm(self, build: dict, image: dict) -> Any:
-        """Boot VM ``vm_name``, or reuse the one running there if it runs this kernel and image
-        and answers; a VM this command did not start is never restarted or stopped."""
-        running = self.check_vm()
-        if running is None:
-            vm = start_vm(build, image, self.vm_name)
-            self.started_vm = True
-            return vm
-        reporter().note(f"VM {self.vm_name} already runs this kernel and image (port {running.ssh_port}): "
-                        "using it, and leaving it running")
-        self.started_vm = False
-        return running
-
-    def check_vm(self) -> Any:
+    def check_vm(self) -> Vm | None:
         """The VM running as ``vm_name`` (None: none runs); VmRefused when it runs another kernel
         or image, or does not answer (kernlab.health); it is left as it is."""
-        build, image = self.kernel_and_image()
-        running = find_vm(self.vm_name)
-        if running is None:
-            return None
-        if differs := mismatch(running, build, image):
-            theirs = f"{health.build_id(running)} with image {running.record['image']['key'][:12]}"
-            ours = f"{build_id(build)} with image {image['key'][:12]}"
-            what = (f"is running {theirs}, not {ours}" if differs != "kernel headers disk"
-                    else f"runs {theirs} without this build's kernel headers disk")
-            raise VmRefused(
-                f"VM {self.vm_name} {what}, and this command did not start it",
-                f"stop it first: `invoke vm.down --name {self.vm_name}`, or use another VM: --vm-name NAME")
-        try:
-            health.require(running)
-        except health.GuestDown as down:
-            raise VmRefused(down.cause, down.fix) from None
-        return running
+        return self.ensure.running()
 
     def close(self) -> None:
         """Stop the VM if this session booted it and --keep-vm was not given."""
-        if self.vm is not None and self.started_vm and not self.keep_vm:
-            with reporter().step(f"stop VM {self.vm_name}"):
-                self.vm.stop()
-        elif self.vm is not None:
-            reporter().note(f"VM {self.vm_name} left running (port {self.vm.ssh_port})")
+        self.ensure.close(self.keep_vm)
 
 
 # ---------------------------------------------------------------- guest I/O
@@ -570,16 +538,20 @@ def prepare(names: list[str], kernel: str | None) -> tuple[list[Experiment], Ker
 
 
 def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
-                   vm_name: str = "default", root: Path | None = None) -> Bundle:
+                   vm_name: str = "default", root: Path | None = None,
+                   target: Target | None = None) -> Bundle:
     """Run one experiment end to end; returns its bundle (check ``bundle.passed``).
 
+    ``target``: the kernel, image and VM already found (reproduce); it names the kernel.
     Raises NotApplicable, before any work, when the kernel lacks what it needs.
     """
+    if target is not None and target.choice is not None:
+        kernel, vm_name = target.choice.asked, target.vm_name
     (exp,), choice = prepare([name], kernel)
     reason = na_reason(exp, choice.release)
     if reason:
         raise NotApplicable(exp.name, reason)
-    session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice)
+    session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, target=target)
     with interrupt.scope():
         try:
             return run_in_session(exp, session, root)

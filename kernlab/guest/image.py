@@ -23,6 +23,7 @@ from kernlab.core import lock, paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
+from kernlab.core.records import ImageRecord
 from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
 from kernlab.core.validate import plain_name
 
@@ -108,17 +109,17 @@ def image_dir(recipe: str, key: str) -> Path:
     return images_dir() / f"{recipe}-{short(key)}"
 
 
-def find_image(recipe: str = "bookworm") -> dict[str, Any]:
+def find_image(recipe: str = "bookworm") -> ImageRecord:
     """The ImageRecord for the recipe as it is now; NotFound says to build it."""
     load_recipe(recipe)
     record_path = image_dir(recipe, image_key(recipe)) / "image.json"
     if not record_path.is_file():
         raise NotFound(f"no image built for recipe {recipe!r} as it is now",
                        f"run `invoke build-image --recipe {recipe}`")
-    return read_json(record_path)
+    return ImageRecord.load(record_path)
 
 
-def build_image(recipe: str = "bookworm", update_lock: bool = False) -> dict[str, Any]:
+def build_image(recipe: str = "bookworm", update_lock: bool = False) -> ImageRecord:
     """Build the image for ``recipe``, or return the cached record at once.
 
     Either way it is checked against kernlab.lock (recipe files, then package
@@ -132,7 +133,7 @@ def build_image(recipe: str = "bookworm", update_lock: bool = False) -> dict[str
     if update_lock:
         lock.update_image(recipe, record, input_files_sha256(recipe))
         reporter().note(f"{lock.lock_path()} updated for image {recipe}")
-    return record
+    return ImageRecord.from_json(record)
 
 
 def _cached_or_built(recipe: str, key: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
-from kernlab.core.records import BuildRecord
+from kernlab.core.records import BuildRecord, ImageRecord, VmRecord
 from kernlab.core.util import atomic_write_json, read_json
 from kernlab.guest import health, qemu, remote
 from kernlab.guest.health import console_tail
@@ -54,6 +54,11 @@ class Vm:
     @property
     def pid(self) -> int:
         return int(self.record["pid"])
+
+    @property
+    def info(self) -> VmRecord:
+        """``vm.json`` as a typed record (``self.record`` is the same mapping, kept for writing)."""
+        return VmRecord.from_json(self.record)
 
     def alive(self) -> bool:
         """QEMU still runs (and the pid is still our QEMU, not a reused pid)."""
@@ -171,29 +176,12 @@ def list_vms() -> list[Vm]:
     return [vm for vm in found if vm]
 
 
-def ensure_vm(build: dict, image: dict, name: str = "default", **opts: Any) -> Vm:
-    """Reuse the running VM if it runs this kernel and image; else (re)start it."""
-    vm = find_vm(name)
-    if vm and vm.record["kernel"]["key"] == build["key"] and \
-            vm.record["image"]["key"] == image["key"] and _has_headers(vm, build):
-        if _answers(vm):
-            reporter().note(f"VM {name} already runs this kernel and image "
-                            f"(port {vm.ssh_port})")
-            return vm
-        reporter().note(f"VM {name} does not answer over SSH: restarting it")
-    elif vm:
-        reporter().note(f"VM {name} runs another kernel or image: restarting it")
-    if vm:
-        vm.stop()
-    return start_vm(build, image, name, **opts)
-
-
-def mismatch(vm: Vm, build: dict, image: dict) -> str:
+def mismatch(vm: Vm, build: BuildRecord, image: ImageRecord) -> str:
     """What the running ``vm`` lacks to run ``build`` on ``image`` ('' if nothing): the kernel,
     the image, or the build's kernel headers disk."""
-    if vm.record["kernel"]["key"] != build["key"]:
+    if vm.info.kernel_key != build["key"]:
         return "kernel"
-    if vm.record["image"]["key"] != image["key"]:
+    if vm.info.image_key != image["key"]:
         return "image"
     return "" if _has_headers(vm, build) else "kernel headers disk"
 
@@ -220,12 +208,7 @@ def headers_for(build: dict) -> dict[str, Any]:
         return {"key": None, "missing": error.one_line()}
 
 
-def _answers(vm: Vm) -> bool:
-    """True if the guest runs and its SSH answers (within seconds, see kernlab.health)."""
-    return health.state(vm).ok
-
-
-def start_vm(build: dict, image: dict, name: str = "default", *, append: str = "",
+def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, append: str = "",
              memory: str = "2G", cpus: int = 2, port: int | None = None,
              timeout: float | None = None, wait: bool = True) -> Vm:
     """Boot ``build``'s kernel on ``image`` and wait until a command runs over SSH.
@@ -233,6 +216,7 @@ def start_vm(build: dict, image: dict, name: str = "default", *, append: str = "
     ``append`` adds kernel parameters (a later ``init=``/``root=`` wins); ``timeout``
     overrides the accel-scaled readiness timeout. Any failure or Ctrl-C stops QEMU.
     """
+    build, image = BuildRecord.from_json(build), ImageRecord.from_json(image)
     kernel = _kernel_path(build)
     with _start_lock(name):
         if find_vm(name):
@@ -255,7 +239,7 @@ def _start_lock(name: str) -> Iterator[None]:
         yield
 
 
-def _start(build: dict, image: dict, name: str, kernel: Path, *, append: str, memory: str,
+def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, append: str, memory: str,
            cpus: int, port: int | None, timeout: float | None, wait: bool) -> Vm:
     """start_vm's work, under the VM's start lock."""
     accel = qemu.choose_accel(kernel)
@@ -272,7 +256,7 @@ def _start(build: dict, image: dict, name: str, kernel: Path, *, append: str, me
     with reporter().step(f"boot {build.get('kernelrelease', kernel.name)} as VM {name} "
                          f"({accel.name})"), _stop_on_interrupt():
         try:
-            qemu.make_overlay(Path(image["image"]["path"]), spec.disk, run_dir / "qemu.log")
+            qemu.make_overlay(image.disk, spec.disk, run_dir / "qemu.log")
             started = time.monotonic()
             proc, ssh_port = qemu.launch(spec.argv, spec.qmp_socket, run_dir / "qemu.log", port)
             vm = Vm(run_dir, _record(name, run_dir, spec, proc.pid, ssh_port, build, image,
@@ -293,9 +277,9 @@ def _start(build: dict, image: dict, name: str, kernel: Path, *, append: str, me
     return vm
 
 
-def _kernel_path(build: dict) -> Path:
+def _kernel_path(build: BuildRecord) -> Path:
     try:
-        kernel = BuildRecord.from_json(build).bzimage
+        kernel = build.bzimage
     except (KeyError, TypeError):
         raise KernlabError("the build record has no outputs.bzImage.path",
                            f"rebuild: `invoke build-kernel --version {build.get('version')}`"
@@ -338,14 +322,14 @@ def _stop_on_interrupt() -> Iterator[None]:
 
 
 def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
-            build: dict, image: dict, headers: dict) -> dict[str, Any]:
+            build: BuildRecord, image: ImageRecord, headers: dict) -> dict[str, Any]:
     return {
         "name": name,
         "pid": pid,
         "host": "127.0.0.1",
         "ssh_port": port,
         "user": "root",
-        "client_key": image["client_key"],
+        "client_key": str(image.client_key),
         "known_hosts": str(run_dir / "known_hosts"),
         "ssh_config": str(run_dir / "ssh_config"),
         "console_log": str(spec.console_log),
@@ -364,7 +348,7 @@ def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
                                              "symbols")}
         | {"bzImage": str(spec.kernel)},
         "image": {"recipe": image["recipe"], "key": image["key"],
-                  "path": image["image"]["path"]},
+                  "path": str(image.disk)},
         "kheaders": headers,
         "started_at": time.time(),
     }

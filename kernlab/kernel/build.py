@@ -23,6 +23,7 @@ from kernlab.core import filelock, lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture, require_tool, run_logged, status_from_make
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
 from kernlab.kernel import identity
 from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
@@ -144,7 +145,7 @@ def describe_plan(plan: Plan) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the pipeline
-def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, Any]:
+def build_kernel(version: str, opts: BuildOptions | None = None) -> BuildRecord:
     """Build (or find up to date) the kernel ``version``; returns its build record."""
     started = time.monotonic()
     plan = make_plan(version, opts)
@@ -169,13 +170,13 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> dict[str, An
 
 
 def _accepted(version: str, lock_entry: dict[str, Any], opts: BuildOptions,
-              record: dict[str, Any]) -> dict[str, Any]:
+              record: dict[str, Any]) -> BuildRecord:
     """``record``, after --update-lock has written its inputs to kernlab.lock (a build of
     those inputs may already exist: accepting them must not need a rebuild)."""
     if opts.update_lock:
         lock.update_kernel(version, lock_entry)
         reporter().note(f"{lock.lock_path()} updated for {version}")
-    return record
+    return BuildRecord.from_json(record)
 
 
 def build_lock(build_dir: Path) -> Path:
@@ -187,7 +188,7 @@ def _up_to_date(version: str, build_dir: Path) -> dict[str, Any] | None:
     """The complete record in ``build_dir`` (noted and remembered as latest), else None."""
     record = complete_record(build_dir / "build.json")
     if record:
-        reporter().note(f"{version} is up to date: {record['outputs']['bzImage']['path']}")
+        reporter().note(f"{version} is up to date: {BuildRecord.from_json(record).bzimage}")
         _remember_latest(version, build_dir)
     return record
 
@@ -499,7 +500,7 @@ def build_id(record: dict[str, Any]) -> str:
 
 def summarize_record(record: dict[str, Any]) -> str:
     """Human summary of a build record for `invoke kernel-info`."""
-    outputs = record["outputs"]
+    build = BuildRecord.from_json(record)
     source = record["source"]
     fragments = ", ".join(Path(f["path"]).name for f in record["fragments"])
     lines = [
@@ -514,11 +515,11 @@ def summarize_record(record: dict[str, Any]) -> str:
         f"  compiler   {record['compiler']}; {record['binutils']}",
     ]
     for name in ("bzImage", "vmlinux", "System.map", "config"):
-        lines.append(f"  {name:<11}{outputs[name]['path']}  sha256={outputs[name]['sha256'][:16]}")
-    lines.append(f"  headers    {outputs['headers']['path']}")
+        lines.append(f"  {name:<11}{build.output(name)}  sha256={build.output_sha256(name)[:16]}")
+    lines.append(f"  headers    {build.headers}")
     lines.append(f"  kheaders   {_kheaders_line(record)}")
-    if "samples_bpf" in outputs:
-        lines.append(f"  samples    {outputs['samples_bpf']['dir']['path']}")
+    if build.samples_bpf is not None:
+        lines.append(f"  samples    {build.samples_bpf}")
     for name, exact in record.get("symbols", {}).items():
         lines.append(f"  symbol     {name}: {exact or 'MISSING'}")
     lines.append(f"  built in   {record['duration_s']}s at {record['built_at']}")

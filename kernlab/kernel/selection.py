@@ -20,6 +20,7 @@ from typing import Any
 from kernlab.core import lock, paths
 from kernlab.core.errors import BuildInputError, KernlabError, NotFound
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import read_json, sha256_file
 from kernlab.kernel import build as kernel_build  # build_kernel looked up at call time (tests replace it)
 from kernlab.kernel.build import complete_record, make_plan
@@ -66,8 +67,8 @@ class KernelChoice:
     builds: int = 0  # how many complete builds the version has
 
     @property
-    def record(self) -> dict[str, Any] | None:
-        return self.build.record if self.build else None
+    def record(self) -> BuildRecord | None:
+        return BuildRecord.from_json(self.build.record) if self.build else None
 
 
 def build_root() -> Path:
@@ -174,7 +175,7 @@ def announce(choice: KernelChoice, flag: str = "--kernel") -> None:
                         f"{choice.version}` makes one with them")
 
 
-def select_build(asked: str, flag: str = "--kernel") -> dict[str, Any]:
+def select_build(asked: str, flag: str = "--kernel") -> BuildRecord:
     """The build record ``asked`` names; NotFound (fix: build-kernel) when unbuilt."""
     choice = choose_kernel(asked)
     if choice.record is None:
@@ -184,7 +185,7 @@ def select_build(asked: str, flag: str = "--kernel") -> dict[str, Any]:
     return choice.record
 
 
-def build_for(choice: KernelChoice, flag: str = "--kernel") -> dict[str, Any]:
+def build_for(choice: KernelChoice, flag: str = "--kernel") -> BuildRecord:
     """The chosen build, or (none exists) a catalog build; errors tell to build it first."""
     if choice.record is not None:
         announce(choice, flag)
@@ -236,7 +237,7 @@ def builds_table() -> str:
     return "\n".join(lines)
 
 
-def find_build(kernel: str, flag: str = "--kernel") -> dict[str, Any]:
+def find_build(kernel: str, flag: str = "--kernel") -> BuildRecord:
     """The build ``kernel`` (a version or build id) names, announced (see ``select_build``)."""
     return select_build(kernel, flag)
 
