@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kernlab.core.spec import SpecFile
 from kernlab.experiments.bundle import Bundle, hist_svg, parse_hist
 from kernlab.experiments.expect import Evidence, check, check_all, parse_expectation
 from kernlab.experiments.run import filter_trace, parse_cmdlines
@@ -26,7 +27,8 @@ def expectation(item: dict, steps=("load", "workload")):
     def fail(key, msg):
         raise AssertionError(f"{key}: {msg}")
 
-    return parse_expectation(item, 0, list(steps), fail)
+    known = SpecFile(Path("experiment.yaml"), "see the format").known
+    return parse_expectation(item, 0, list(steps), fail, known)
 
 
 def evidence(trace: str = TRACE, **steps: str) -> Evidence:

@@ -84,7 +84,7 @@ def test_unknown_experiment_lists_known_ones(tmp_path):
 
 @pytest.mark.parametrize("text, where", [
     (MINIMAL.replace("title: a tiny experiment\n", ""), "title: is required"),
-    (MINIMAL + "colour: red\n", "colour: unknown key"),
+    (MINIMAL + "colour: red\n", "unknown key 'colour' in the top level"),
     (MINIMAL.replace("cmd: echo hello", "cmd: echo hello\n      timeout: -1"),
      "run.steps[0].timeout: must be > 0"),
     (MINIMAL.replace("name: workload", "name: Work Load"), "run.steps[0].name: must match"),
@@ -94,7 +94,7 @@ def test_unknown_experiment_lists_known_ones(tmp_path):
     (MINIMAL.replace("in: step:workload", "in: step:other"),
      "expect[0].in: no step named 'other'"),
     (MINIMAL.replace("contains: hello", "contains: hello\n    maximum: 3"),
-     "expect[0].maximum: unknown key"),
+     "unknown key 'maximum' in expect[0]"),
     (MINIMAL.replace("contains: hello", "value: hello\n    equals: 1"),
      "expect[0].value: needs one (group)"),
     (MINIMAL.replace("      cmd: echo hello", "      cmd: echo hello\n      background: true"),

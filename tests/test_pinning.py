@@ -90,13 +90,14 @@ def test_an_unknown_catalog_key_is_refused_naming_key_and_file(tmp_path, monkeyp
     with pytest.raises(KernlabError) as caught:
         load_catalog()
     message = caught.value.one_line()
-    assert str(path) in message and f"kernels.6.1: unknown key '{key}'" in message
+    assert str(path) in message and f"unknown key '{key}' in kernels.6.1" in message
     assert f"did you mean '{meant}'" in message
 
 
 def test_an_unknown_source_option_is_refused(tmp_path, monkeypatch):
     _catalog_with(tmp_path, monkeypatch, {"sources": [{"tarball": {"url": "x", "sha265": "0" * 64}}]})
-    with pytest.raises(KernlabError, match=r"sources\[0\]\.tarball: unknown key 'sha265' \(did you mean"):
+    with pytest.raises(KernlabError,
+                       match=r"unknown key .sha265. in kernels\.[\d.]+\.sources\[0\]\.tarball \(did you"):
         load_catalog()
 
 

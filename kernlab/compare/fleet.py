@@ -29,12 +29,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import paramiko
-import yaml
 from fabric import Connection
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.spec import SpecFile
 from kernlab.core.util import read_json
 from kernlab.core.validate import inside_path, plain_name
 from kernlab.guest.remote import key_only_connection
@@ -83,34 +83,25 @@ def load_hosts(path: Path) -> HostsFile:
     """Read and check a hosts file; every error names the file, the host and the fix."""
     if not path.is_file():
         raise KernlabError(f"no hosts file {path}", "pass --hosts FILE (see configs/hosts.example.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise KernlabError(f"{path} is not valid YAML ({' '.join(str(error).split())})",
-                           "fix the hosts file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise KernlabError(f"{path} cannot be read ({error})", "make it a readable text file") from None
+    spec = SpecFile(path, "fix the hosts file (see configs/hosts.example.yaml)")
+    data = spec.load(empty={})
     if not isinstance(data, dict):
         raise KernlabError(f"{path}: the top level is a {type(data).__name__}, not a mapping",
                            "write `hosts:` with the list under it (see configs/hosts.example.yaml)")
-    for key in data:
-        if key not in TOP_KEYS:
-            raise KernlabError(f"{path}: unknown key {key!r} (allowed: {', '.join(TOP_KEYS)})",
-                               "fix the hosts file (see configs/hosts.example.yaml)")
-    if not isinstance(data.get("include_local", True), bool):
-        raise KernlabError(f"{path}: include_local must be true or false, got {data['include_local']!r}",
-                           "fix the hosts file")
+    spec.known(data, TOP_KEYS)
+    spec.typed(data.get("include_local", True), bool, "include_local")
     raw_hosts = data.get("hosts")
     if not isinstance(raw_hosts, list) or not raw_hosts:
         raise KernlabError(f"{path} lists no hosts", "add a `hosts:` list (see configs/hosts.example.yaml)")
-    hosts = [_host(path, raw) for raw in raw_hosts]
+    hosts = [_host(spec, raw) for raw in raw_hosts]
     names = [h.name for h in hosts]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         raise KernlabError(f"{path}: host names repeat: {', '.join(dupes)}", "give each host its own name")
     return HostsFile(hosts, bool(data.get("include_local", True)), path)
 
 
-def _host(path: Path, raw: Any) -> Host:
+def _host(spec: SpecFile, raw: Any) -> Host:
+    path = spec.path
     if not isinstance(raw, dict) or not raw.get("name") or not raw.get("address"):
         raise KernlabError(f"{path}: every host needs a name and an address (got {raw!r})",
                            "fix the hosts file")
@@ -119,10 +110,7 @@ def _host(path: Path, raw: Any) -> Host:
         raise KernlabError(f"{path}: `{LOCAL}` is this machine's name", "rename the host")
     if problem := plain_name(name):  # it names the host's folder and log under --out/hosts/
         raise KernlabError(f"{path}: host name {problem}", "rename the host")
-    for key in raw:
-        if key not in HOST_KEYS:
-            raise KernlabError(f"{path}: host {name}: unknown key {key!r} (allowed: {', '.join(HOST_KEYS)})",
-                               "fix the hosts file (see configs/hosts.example.yaml)")
+    spec.known(raw, HOST_KEYS, f"host {name}")
     workdir = str(raw.get("workdir", "kernlab-remote"))
     if problem := workdir_problem(workdir):
         raise KernlabError(f"{path}: host {name}: workdir {problem}",

@@ -42,9 +42,17 @@ from kernlab.compare.reproduce import load_bundle, reproduce
 from kernlab.core import lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.spec import SpecFile
 from kernlab.core.util import atomic_write_json, read_json, scoped_environ, sha256_file
 from kernlab.experiments.spec import LIB_DIR, load_experiment
-from kernlab.guest.image import GUEST_FILES, deb_cache, image_key, input_files_sha256, recipe_path
+from kernlab.guest.image import (
+    GUEST_FILES,
+    RECIPE_KEYS,
+    deb_cache,
+    image_key,
+    input_files_sha256,
+    recipe_path,
+)
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.debsource import cached_deb, kernel_entry_pinned, pin_of_record
 from kernlab.kernel.source import cached_download, safe_extract
@@ -309,12 +317,13 @@ def _seed_cache(dest: Path) -> None:
 
 def _local_archive(dest: Path, recipe: str) -> None:
     """Index the packed .debs and point the recipe's mirror at them (a flat local archive)."""
+    path = dest / "root" / "vm" / f"{recipe}.yaml"
+    recipe_file = SpecFile(path, "repack it with `invoke pack`")
+    spec = recipe_file.mapping(recipe_file.load(empty={}), allowed=RECIPE_KEYS)
     debs = dest / "debs"
     index = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=debs, check=True,
                            capture_output=True, text=True).stdout
     (debs / "Packages").write_text(index)
-    path = dest / "root" / "vm" / f"{recipe}.yaml"
-    spec = yaml.safe_load(path.read_text())
     spec["mirror"] = f"deb [trusted=yes] copy://{debs} ./"  # copy: mmdebstrap's chroot cannot see file:
     path.write_text("# kernlab pack: the image's own .debs, served from the pack\n"
                     + yaml.safe_dump(spec, sort_keys=False))

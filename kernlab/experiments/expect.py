@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,7 @@ class Evidence:
 
 
 Fail = Callable[[str, str], None]
+Known = Callable[[dict, Iterable[str], str], None]  # SpecFile.known(data, allowed, where)
 
 
 def _number(item: dict, key: str, where: str, fail: Fail, low: float | None = None) -> float | None:
@@ -105,18 +106,17 @@ def _source(item: dict, where: str, steps: list[str], fail: Fail, default: str) 
     return source
 
 
-def _step_ref(value: Any, where: str, steps: list[str], fail: Fail, allowed: tuple[str, ...]) -> dict:
+def _step_ref(value: Any, where: str, steps: list[str], fail: Fail, known: Known,
+              allowed: tuple[str, ...]) -> dict:
     if not isinstance(value, dict) or not isinstance(value.get("step"), str):
         fail(where, "must be a mapping with a step name")
-    for key in value:
-        if key not in allowed:
-            fail(f"{where}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
+    known(value, allowed, where)
     if value["step"] not in steps:
         fail(f"{where}.step", f"no step named {value['step']!r} (steps: {', '.join(steps)})")
     return value
 
 
-def parse_expectation(item: Any, index: int, steps: list[str], fail: Fail) -> Expectation:
+def parse_expectation(item: Any, index: int, steps: list[str], fail: Fail, known: Known) -> Expectation:
     """One YAML expectation; ``fail(key, problem)`` raises with file and key."""
     where = f"[{index}]"
     if not isinstance(item, dict):
@@ -127,10 +127,7 @@ def parse_expectation(item: Any, index: int, steps: list[str], fail: Fail) -> Ex
     kind = kinds[0]
     allowed = {"name", "in", kind} | {
         "contains": {"min", "max"}, "value": {"equals", "min", "max"}}.get(kind, set())
-    for key in item:
-        if key not in allowed:
-            fail(f"{where}.{key}", f"unknown key for a {kind} expectation "
-                                   f"(allowed: {', '.join(sorted(allowed))})")
+    known(item, sorted(allowed), where)
     exp = Expectation(kind=kind, name=str(item.get("name") or ""))
     body = item[kind]
     if kind in ("contains", "absent", "value"):
@@ -156,12 +153,12 @@ def parse_expectation(item: Any, index: int, steps: list[str], fail: Fail) -> Ex
         exp.patterns = [_regex(p, f"{where}.sequence[{i}]", fail) for i, p in enumerate(body)]
         exp.source = _source(item, where, steps, fail, "trace")
     elif kind == "rejected":
-        ref = _step_ref(body, f"{where}.rejected", steps, fail, ("step", "message"))
+        ref = _step_ref(body, f"{where}.rejected", steps, fail, known, ("step", "message"))
         exp.step = ref["step"]
         exp.patterns = [_regex(ref.get("message"), f"{where}.rejected.message", fail)]
         exp.source = f"step:{exp.step}"
     else:
-        ref = _step_ref(body, f"{where}.exit", steps, fail, ("step", "code"))
+        ref = _step_ref(body, f"{where}.exit", steps, fail, known, ("step", "code"))
         exp.step = ref["step"]
         exp.code = ref.get("code", 0)
         if not (exp.code == "nonzero" or (isinstance(exp.code, int) and not isinstance(exp.code, bool)
@@ -177,8 +174,8 @@ def _default_name(exp: Expectation) -> str:
     return f"{exp.kind} {exp.patterns[0]}"[:80]
 
 
-def parse_expectations(items: list, steps: list[str], fail: Fail) -> list[Expectation]:
-    out = [parse_expectation(item, i, steps, fail) for i, item in enumerate(items)]
+def parse_expectations(items: list, steps: list[str], fail: Fail, known: Known) -> list[Expectation]:
+    out = [parse_expectation(item, i, steps, fail, known) for i, item in enumerate(items)]
     names = [e.name for e in out]
     for i, name in enumerate(names):
         if names.index(name) != i:

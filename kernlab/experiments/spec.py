@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
+from kernlab.core.spec import SpecFile
 from kernlab.core.util import hash_tree, sha256_text
 from kernlab.core.validate import inside_path, plain_name, yaml_number
 from kernlab.experiments.expect import Expectation, parse_expectations, substitute
@@ -150,9 +149,7 @@ class _Spec:
         return _Spec(self.file, value, ".".join(p for p in (self.where, key) if p))
 
     def only(self, *allowed: str) -> None:
-        for key in self.data:
-            if key not in allowed:
-                self.fail(str(key), f"unknown key (allowed: {', '.join(allowed)})")
+        SpecFile(self.file, FORMAT_DOC).known(self.data, allowed, self.where)
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
             required: bool = False) -> Any:
@@ -407,14 +404,7 @@ def _check_references(spec: _Spec, symbols: dict[str, str], variables: dict[str,
 
 def parse_experiment(file: Path) -> Experiment:
     """Validate one ``experiment.yaml``; raise KernlabError naming file and key."""
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as error:
-        raise KernlabError(f"{file}: not valid YAML: {' '.join(str(error).split())}", FORMAT_DOC) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise KernlabError(f"{file}: cannot be read ({error})", "make it a readable UTF-8 text file") \
-            from None
-    spec = _Spec(file, data if data is not None else {})
+    spec = _Spec(file, SpecFile(file, FORMAT_DOC).load(empty={}))
     spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
               "expect", "artifacts")
     kernel_min, kernel_max, kernel_reason = _parse_kernels(spec)
@@ -424,8 +414,9 @@ def parse_experiment(file: Path) -> Experiment:
     if not raw_expect:
         spec.fail("expect", "must list at least one expectation")
     step_names = [s.name for s in steps]
-    expectations = parse_expectations(raw_expect, step_names,
-                                      lambda key, msg: spec.fail(f"expect{key}", msg))
+    expectations = parse_expectations(
+        raw_expect, step_names, lambda key, msg: spec.fail(f"expect{key}", msg),
+        lambda data, allowed, where: SpecFile(file, FORMAT_DOC).known(data, allowed, f"expect{where}"))
     variables, build = _parse_vars(spec), _parse_build(spec)
     _check_references(spec, symbols, variables, build, expectations)
     return Experiment(

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -24,6 +23,7 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
 from kernlab.core.records import ImageRecord
+from kernlab.core.spec import SpecFile
 from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
 from kernlab.core.validate import plain_name
 
@@ -32,6 +32,7 @@ INIT_PATH = "/sbin/kernlab-init"
 REQUIRED = ("suite", "mirror", "packages")
 GUEST_FILES = ("init", "fstab")  # vm/ files copied into every image (part of its key)
 VARIANTS = ("minbase", "apt")
+RECIPE_KEYS = ("suite", "mirror", "variant", "size", "hostname", "packages")
 MIB = 1 << 20
 AUTO_HEADROOM_MIB = 1536  # free space in the guest for in-guest builds and traces
 
@@ -65,18 +66,16 @@ def load_recipe(recipe: str) -> dict[str, Any]:
         known = sorted(p.stem for p in paths.vm_dir().glob("*.yaml"))
         raise NotFound(f"no image recipe {path}",
                        f"use one of: {', '.join(known) or '(none)'} or add vm/{recipe}.yaml")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise KernlabError(f"{path} is not valid YAML ({error})", "fix the recipe") from None
+    spec = SpecFile(path, "fix the recipe")
+    data = spec.mapping(spec.load(empty={}), allowed=RECIPE_KEYS)
     missing = [k for k in REQUIRED if not data.get(k)]
     if missing:
         raise KernlabError(f"{path} lacks {', '.join(missing)}", "add them to the recipe")
     if data.setdefault("variant", "apt") not in VARIANTS:
         raise KernlabError(f"{path}: variant {data['variant']!r} is not supported",
                            f"use one of {', '.join(VARIANTS)}")
-    if not isinstance(data["packages"], list) or not all(isinstance(p, str) for p in data["packages"]):
-        raise KernlabError(f"{path}: packages must be a list of names", "fix the recipe")
+    for i, package in enumerate(spec.typed(data["packages"], list, "packages")):
+        spec.typed(package, str, f"packages[{i}]")
     data.setdefault("size", "auto")
     data.setdefault("hostname", "kernlab")
     return data

@@ -6,17 +6,15 @@ A validation error names the file, the key and the problem, e.g.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
+from kernlab.core.spec import SpecFile, type_name
 
 SOURCE_TYPES = ("debian", "tarball", "file", "git")
 BASES = ("tinyconfig", "defconfig")
@@ -130,28 +128,22 @@ class Catalog:
         return os.environ.get("KERNLAB_MIRROR") or self.mirror
 
 
-class _Validator:
-    """Collects the first problem with file and key in the message."""
+class _Validator(SpecFile):
+    """The catalog as a SpecFile: its errors name file and key and end in "fix the catalog entry"."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        super().__init__(path, "fix the catalog entry")
 
-    def fail(self, key: str, problem: str) -> KernlabError:
-        return KernlabError(f"{self.path}: {key}: {problem}", "fix the catalog entry")
+    def fail(self, key: str, problem: str, fix: str = "") -> KernlabError:  # type: ignore[override]
+        """The error (raised by the caller: ``raise v.fail(...)``)."""
+        return KernlabError(f"{self.path}: {key or '(top level)'}: {problem}", fix or self.fix)
 
     def known_keys(self, value: dict[str, Any], key: str, known: tuple[str, ...]) -> None:
-        """Refuse a key the catalog does not know (a typo would silently drop a check)."""
-        for name in value:
-            if name not in known:
-                close = difflib.get_close_matches(str(name), known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                where = f"{key}: " if key else ""
-                raise KernlabError(f"{self.path}: {where}unknown key '{name}'{hint}",
-                                   f"rename or remove it; known keys: {', '.join(known)}")
+        self.known(value, known, key)
 
-    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+    def mapping(self, value: Any, key: str, allowed: Any = None) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping, got {type(value).__name__}")
+            raise self.fail(key, f"must be a mapping, got {type_name(type(value))}")
         return value
 
     def string(self, value: Any, key: str) -> str:
@@ -257,13 +249,9 @@ def load_catalog(path: Path | None = None) -> Catalog:
     """Read and validate the catalog; errors name file, key and problem."""
     path = path or paths.configs_dir() / "kernels.yaml"
     v = _Validator(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise KernlabError(f"no kernel catalog at {path}", "set KERNLAB_CONFIGS or restore it") from None
-    except yaml.YAMLError as error:
-        raise v.fail("(file)", f"invalid YAML: {error}".replace("\n", " ")) from None
-    raw = v.mapping(raw, "(top level)")
+    if not path.is_file():
+        raise KernlabError(f"no kernel catalog at {path}", "set KERNLAB_CONFIGS or restore it")
+    raw = v.mapping(v.load(), "(top level)")
     v.known_keys(raw, "", TOP_KEYS)
     kernels = v.mapping(raw.get("kernels"), "kernels")
     catalog = Catalog(

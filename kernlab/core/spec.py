@@ -1,0 +1,89 @@
+"""One loader for every YAML file a user writes: read it safely, check keys and types.
+
+The kernel catalog (configs/kernels.yaml), each experiment.yaml, a hosts file, an image
+recipe (vm/*.yaml) and the recipe a pack rewrites all go through ``SpecFile``, so that
+they fail the same way, naming the file and the place in it:
+
+- a syntax error: ``<file>:<line>:<column>: not valid YAML: <problem>``;
+- an unknown key: ``<file>: unknown key 'foo' in <where> (did you mean 'food'?); allowed: a, b``;
+- a wrong type: ``<file>: <where>: must be a <type>, got <value>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from kernlab.core.errors import KernlabError
+
+TOP = "(top level)"  # where a problem of the whole file is
+TYPE_NAMES = {dict: "mapping", list: "list", str: "string", int: "whole number", float: "number",
+              bool: "boolean (true or false)"}
+
+
+def type_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return "/".join(TYPE_NAMES.get(k, k.__name__) for k in kinds)
+
+
+class SpecFile:
+    """One YAML file being checked; ``fix`` is the advice its errors end with."""
+
+    def __init__(self, path: Path, fix: str) -> None:
+        self.path = path
+        self.fix = fix
+
+    def load(self, empty: Any = None) -> Any:
+        """The parsed file (``empty`` for an empty one); a syntax error names file:line:column."""
+        try:
+            data = yaml.safe_load(self.path.read_text())
+        except yaml.YAMLError as error:
+            raise KernlabError(f"{self._at(error)}: not valid YAML: {_problem(error)}", self.fix) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise KernlabError(f"{self.path}: cannot be read ({error})",
+                               "make it a readable UTF-8 text file") from None
+        return empty if data is None else data
+
+    def _at(self, error: yaml.YAMLError) -> str:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        return f"{self.path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(self.path)
+
+    def fail(self, where: str, problem: str, fix: str = "") -> NoReturn:
+        """``<file>: <where>: <problem>``; ``fix`` or the file's."""
+        raise KernlabError(f"{self.path}: {where or TOP}: {problem}", fix or self.fix)
+
+    def known(self, data: dict[str, Any], allowed: Iterable[str], where: str = "") -> None:
+        """Refuse a key outside ``allowed`` (a typo would silently drop what it sets)."""
+        allowed = tuple(allowed)
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise KernlabError(f"{self.path}: unknown key '{key}' in {where or 'the top level'}{hint}",
+                                   f"allowed: {', '.join(allowed)}")
+
+    def typed(self, value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+        """``value`` if it is a ``kind`` (a bool is not a number); else the one-line error."""
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            self.fail(where, f"must be a {type_name(kind)}, got {value!r}")
+        if not isinstance(value, kinds):
+            got = f"a {type_name(type(value))}" if isinstance(value, (dict, list)) else repr(value)
+            self.fail(where, f"must be a {type_name(kind)}, got {got}")
+        return value
+
+    def mapping(self, value: Any, where: str = "", allowed: Iterable[str] | None = None) -> dict[str, Any]:
+        """``value`` as a mapping, its keys checked against ``allowed`` when given."""
+        data = self.typed(value, dict, where)
+        if allowed is not None:
+            self.known(data, allowed, where)
+        return data
+
+
+def _problem(error: yaml.YAMLError) -> str:
+    text = getattr(error, "problem", None) or str(error)
+    return " ".join(str(text).split())
