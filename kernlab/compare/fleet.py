@@ -33,7 +33,7 @@ from fabric import Connection
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
-from kernlab.core.progress import reporter
+from kernlab.core.progress import reporter, without_stamp
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import read_json
 from kernlab.core.validate import inside_path, plain_name
@@ -443,8 +443,9 @@ class _LogStream:
             self.partial += text
             *lines, self.partial = self.partial.split("\n")
         for line in lines:
-            if line.lstrip().startswith(PROGRESS_PREFIXES):
-                reporter().note(f"[{self.name}] {line.strip()}")
+            shown = without_stamp(line.strip()).lstrip()  # the host's kernlab writes plain, timestamped lines
+            if shown.startswith(PROGRESS_PREFIXES):
+                reporter().note(f"[{self.name}] {shown}")
 
     def flush(self) -> None:
         self.sink.flush()
