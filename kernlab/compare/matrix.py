@@ -457,6 +457,24 @@ def junit_counts(path: Path) -> dict[str, int]:
     return counts
 
 
+def run_and_report(kernels: list[str], experiments: list[str] | None, hosts_file: Path | None,
+                   out: Path) -> tuple[Matrix, str]:
+    """`invoke matrix`/`ci`: run the cells, write the report to ``out``; (result, what to print)."""
+    result = run_matrix(kernels, experiments, hosts_file, out)
+    return result, report_text(result, write_report(result, out))
+
+
+def nothing_ran(matrix: Matrix) -> KernlabError:
+    """Every cell is n/a: the error that says why (the report is still written)."""
+    return KernlabError(f"nothing ran: all {len(matrix.cells)} cells are n/a ({matrix.why_nothing_ran()})",
+                        "pick kernels the experiments support (see `invoke list-experiments --kernel K`)")
+
+
+def report_text(matrix: Matrix, written: dict[str, Path]) -> str:
+    """The grid, then the files of the report."""
+    return "\n".join([grid_text(matrix), *(f"{kind:<9}{path}" for kind, path in written.items())])
+
+
 def grid_text(matrix: Matrix) -> str:
     """The grid, then one line per cell that did not pass: kernel, experiment, why."""
     width = max(len(n) for n in [*matrix.experiments, "experiment"]) + 2

@@ -11,6 +11,7 @@ image hashes, expectations, and the trace with pids, timestamps and addresses ma
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from kernlab.guest.ensure import Target
 from kernlab.guest.image import find_image, input_files_sha256
 from kernlab.kernel.build import BuildOptions, build_id, build_kernel, make_plan
 from kernlab.kernel.debsource import kernel_entry_pinned
-from kernlab.kernel.selection import build_first, choose_kernel, complete_builds, find_build
+from kernlab.kernel.selection import build_first, built_versions, choose_kernel, complete_builds, find_build
 from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
 
 VOLATILE = [
@@ -297,7 +298,12 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
 
 
 def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]]:
-    """Write lock entries from the existing build and image records; returns what was locked."""
+    """Write lock entries from the existing build and image records; returns what was locked.
+
+    No versions: the build each built catalog version uses; no recipes: bookworm if built.
+    """
+    versions = versions or built_versions()
+    recipes = recipes or _built_recipes(["bookworm"])
     data = lock.read_lock()
     locked = []
     for kernel in versions:  # a version or a build id; the entry is the build's version's
@@ -308,6 +314,16 @@ def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]
         data["images"][recipe] = _image_entry(recipe)
         locked.append(f"image {recipe}")
     return lock.write_lock(data), locked
+
+
+def _built_recipes(recipes: list[str]) -> list[str]:
+    """Those of ``recipes`` whose image is built as the recipe is now."""
+    built = []
+    for recipe in recipes:
+        with contextlib.suppress(KernlabError):
+            find_image(recipe)
+            built.append(recipe)
+    return built
 
 
 def _image_entry(recipe: str) -> dict[str, Any]:

@@ -187,6 +187,11 @@ class VmRecord(_Record):
         return str(self.data["kernel"]["key"])
 
     @property
+    def kernelrelease(self) -> str:
+        """The Linux release of the kernel the guest booted."""
+        return str(self.data["kernel"]["kernelrelease"])
+
+    @property
     def image_key(self) -> str:
         """The input key of the image the guest's overlay sits on."""
         return str(self.data["image"]["key"])

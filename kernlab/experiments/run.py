@@ -628,6 +628,14 @@ def _run_or_record(exp: Experiment, session: Session, root: Path | None) -> Bund
         return bundle
 
 
+def verdict_text(bundle: Bundle) -> str:
+    """`invoke run-experiment NAME`: each expectation, the reason if it failed, and last the
+    bundle's path and status."""
+    lines = [f"  {'ok  ' if o.passed else 'FAIL'} {o.name}: {o.detail}" for o in bundle.outcomes]
+    lines += [f"reason: {bundle.reason}"] if not bundle.passed else []
+    return "\n".join([*lines, f"{bundle.dir} {bundle.status}"])
+
+
 def summary_table(bundles: list[Bundle]) -> str:
     """The suite's table (a whole one-line reason for each that did not pass), and a count."""
     rows = [("experiment", "result", "seconds", "reason / bundle")]

@@ -22,6 +22,7 @@ from kernlab.core.util import hash_tree, sha256_text
 from kernlab.core.validate import inside_path, plain_name, yaml_number
 from kernlab.experiments.expect import Expectation, parse_expectations, substitute
 from kernlab.kernel.kconfig import defines_option
+from kernlab.kernel.selection import choose_kernel
 
 SPEC_FILE = "experiment.yaml"
 LIB_DIR = "_lib"
@@ -612,3 +613,32 @@ def check_needs(exp: Experiment, build: dict, variables: dict[str, str]) -> dict
             raise KernlabError(f"{symbol} is not in kallsyms of the {version} kernel", fix)
         found[symbol] = exact
     return found
+
+
+def experiments_table(kernel: str = "") -> tuple[str, KernlabError | None]:
+    """`invoke list-experiments`: the table (name, what it shows, kernels or fit to ``kernel``,
+    needs), and the error naming the folders whose experiment.yaml does not load (listed
+    as BROKEN; the others still list). No experiments at all is an error at once."""
+    experiments, broken = scan_all()
+    if not experiments and not broken:
+        raise KernlabError(f"no experiments in {paths.experiments_dir()}",
+                           "add one (experiments/README.md describes the format) or set "
+                           "KERNLAB_EXPERIMENTS to a folder of experiments")
+    if kernel:
+        release = choose_kernel(kernel).release
+        fits = [("n/a: " + na_reason(e, release)) if na_reason(e, release) else "runs"
+                for e in experiments]
+        rows = [("name", "shows", f"on {kernel}" + (f" ({release})" if release != kernel else ""),
+                 "needs")]
+    else:
+        fits = [e.kernels_summary() for e in experiments]
+        rows = [("name", "shows", "kernels", "needs")]
+    rows += [(e.name, e.title, fit, e.needs_summary()) for e, fit in zip(experiments, fits, strict=True)]
+    rows += [(name, "BROKEN", "-", error.one_line()) for name, error in broken]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    text = "\n".join("  ".join(row[i].ljust(widths[i]) for i in range(3)) + "  " + row[3] for row in rows)
+    if not broken:
+        return text, None
+    names = ", ".join(name for name, _ in broken)
+    return text, KernlabError(f"{len(broken)} experiment folder(s) broken: {names} (the others are usable)",
+                              "fix each one as its row says")

@@ -169,6 +169,28 @@ def survey(name: str = "") -> list[tuple[str, health.Health, Vm | None]]:
     return rows
 
 
+def status_text(rows: list[tuple[str, health.Health, Vm | None]]) -> str:
+    """`invoke vm.status`: one line per VM of ``survey()``."""
+    if not rows:
+        return "no VMs running"
+    lines = []
+    for each, state, vm in rows:
+        if vm is None:
+            lines.append(f"{each}: {state.shown()}; QEMU is gone (`invoke vm.down --name {each}` forgets it)")
+            continue
+        info = vm.info
+        lines.append(f"{each}: {state.shown()}, pid {vm.pid}, ssh 127.0.0.1:{vm.ssh_port}, {info.accel}, "
+                     f"kernel {info.kernelrelease}, image {info.image_key[:12]}, "
+                     f"console {vm.console_log}")
+    return "\n".join(lines)
+
+
+def status_json(rows: list[tuple[str, health.Health, Vm | None]]) -> list[dict[str, Any]]:
+    """`invoke vm.status --json`: each VM's record (or its name) with its state."""
+    return [{**(vm.record if vm else {"name": each}), "state": state.state, "state_detail": state.detail}
+            for each, state, vm in rows]
+
+
 def list_vms() -> list[Vm]:
     if not vms_dir().is_dir():
         return []
