@@ -4,5 +4,6 @@ record), a running QEMU guest (``<state>/vms/<name>/vm.json``, the VM record) an
 
 ``image`` builds the image with mmdebstrap, ``qemu`` builds the command line and probes
 the accelerator, ``vm`` starts, finds and stops guests, ``remote`` opens the SSH
-connection and runs commands, ``verify`` runs the testinfra checks in ``kernlab/checks/``.
+connection and runs commands, ``verify`` runs the testinfra checks in ``kernlab/checks/``;
+``ensure`` is the one path every command takes to have a kernel, an image and a VM.
 """
