@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from kernlab.core.errors import BuildInputError, KernlabError, NotFound
+from kernlab.core.progress import without_stamp
 from kernlab.core.util import atomic_write_json
 from kernlab.experiments.spec import check_needs, load_experiment, na_reason
 from kernlab.kernel import selection as builds
@@ -131,7 +132,7 @@ def test_of_several_builds_the_latest_pointer_wins_then_the_newest(work, capsys)
     choice = builds.choose_kernel("5.4.286")
     assert choice.build.id == "5.4.286-cccccccccccc" and choice.builds == 2
     builds.announce(choice, "--kernels")
-    note = capsys.readouterr().err.strip().splitlines()[0]  # then: not today's patches
+    note = without_stamp(capsys.readouterr().err.strip().splitlines()[0])  # then: not today's patches
     assert note == ("- kernel 5.4.286: build 5.4.286-cccccccccccc (5.4.286, from /src/linux@HEAD, built "
                     "2026-02-01T00:00:00Z); 2 builds of 5.4.286: --kernels BUILD_ID picks another "
                     "(`invoke list-kernels`)")
