@@ -440,7 +440,8 @@ class _RunExperimentTask(_KernlabTask):
     klass=_RunExperimentTask,
     positional=["name"],
     help={
-        "name": "Experiment to run (see `invoke list-experiments`).",
+        "name": "Experiment to run: a name (see `invoke list-experiments`) or the path of a "
+                "folder holding an experiment.yaml, anywhere.",
         "kernel": "Kernel: a catalog version or a build id (`invoke list-kernels`); default: "
                   "the catalog's default. Its build from `invoke build-kernel` is used; an "
                   "unbuilt version is built from the catalog.",
@@ -486,6 +487,51 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
     print(verdict_text(bundle))
     if not bundle.passed:
         raise Exit(code=1)
+
+
+@task(help={"name": "The new folder: a bare name goes into the suite's experiments/, a path "
+                    "(with a /) anywhere.",
+            "kind": "bpftrace, libbpf, bcc or shell."})
+@friendly
+def new_experiment(c, name, kind="bpftrace"):
+    """Write a working experiment skeleton (experiment.yaml with comments, sources) to start from."""
+    from kernlab.experiments.skeleton import new_experiment as make
+
+    folder = make(not_empty("name", name), kind)
+    shown = folder.name if folder.parent == _experiments_root() else str(folder)
+    print(f"{folder}: a {kind} experiment that passes as generated\n"
+          f"  check it:  invoke check-experiment {shown} --kernels 6.1,4.15\n"
+          f"  run it:    invoke run-experiment {shown} --kernel 6.1")
+
+
+def _experiments_root():
+    from kernlab.core import paths
+
+    return paths.experiments_dir()
+
+
+@task(help={"name": "An experiment's name or the path of its folder.",
+            "kernels": "Comma-separated built kernels (versions or build ids) to check "
+                       "against; default: the catalog's default."})
+@friendly
+def check_experiment(c, name, kernels=""):
+    """Check an experiment without booting: YAML, needs, BPF build, bpftrace programs and probes.
+
+    Exit status 0 when every check passed or could not apply, 1 otherwise.
+    """
+    from kernlab.experiments.check import check_experiment as check
+    from kernlab.experiments.check import report_text
+    from kernlab.experiments.run import default_kernel
+    from kernlab.experiments.spec import load_experiment
+
+    exp = load_experiment(not_empty("name", name))
+    wanted = _names("kernels", kernels, "kernel", "6.1,4.15") if kernels else [default_kernel()]
+    reports = check(exp, wanted)
+    print(report_text(exp, reports))
+    failed = [r.kernel for r in reports if r.failed]
+    if failed:
+        raise KernlabError(f"{exp.name} failed its checks on {', '.join(failed)}",
+                           "fix what the FAIL lines say, then check again")
 
 
 # ---------------------------------------------------------------- reproducibility and CI
@@ -647,3 +693,5 @@ ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)
 ns.add_task(run_experiment)
+ns.add_task(new_experiment)
+ns.add_task(check_experiment)

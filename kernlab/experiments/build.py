@@ -22,7 +22,7 @@ from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
 from kernlab.core.util import hash_inputs, short, staging_dir
 from kernlab.experiments.expect import substitute
-from kernlab.experiments.spec import LIB_DIR, BuildStep, Experiment, output_path, version_tuple
+from kernlab.experiments.spec import BuildStep, Experiment, output_path, version_tuple
 
 STAMP = ".kernlab-build"
 BPF_FLAGS = ["-O2", "-g", "-Wall", "-Wno-unused-value", "-Wno-pointer-sign",
@@ -150,7 +150,7 @@ def check_bpf_objects(stage: Path, release: str, log: Path) -> None:
 
 def _stage_sources(exp: Experiment, stage: Path) -> None:
     shutil.copytree(exp.dir, stage, dirs_exist_ok=True, symlinks=True)
-    lib = exp.dir.parent / LIB_DIR
+    lib = exp.lib_dir
     if lib.is_dir():
         shutil.copytree(lib, stage / "lib", dirs_exist_ok=True, symlinks=True)
 

@@ -7,6 +7,15 @@ signal after the foreground steps), then writes ``out/steps.json`` and
 ``out/driver.json``. Everything goes to files as it happens, so a run cut short
 still leaves what it collected. The exit status is 0 unless the driver itself broke.
 
+A ``bpftrace`` step (a plan step with a ``bpftrace`` entry) runs ``bpftrace -B line -f
+json``: its JSON lines become text in the step's log (printf output as printed, maps as
+bpftrace prints them) and its maps go to ``out/bpftrace/<name>.json``. In the background
+it is ready only once every probe is attached: bpftrace prints "Attaching N probes..."
+and runs BEGIN *before* it attaches the probes (slow under TCG), so the driver puts a
+sentinel kprobe first in the program (bpftrace attaches kprobes last, in reverse order, so
+the first one declared is the very last attached) on the getppid system call, filtered to
+the driver's pid, calls getppid until the sentinel prints, and only then goes on.
+
 SIGTERM (what the host sends when its user presses Ctrl-C) stops the run: the running
 step is killed, background steps get their stop signal and a second, the reason is
 "interrupted". Each step runs in its own process group, listed in ``out/pgids``, so
@@ -131,14 +140,40 @@ class Step:
         self.spec = spec
         self.name = spec["name"]
         self.log = os.path.join(outdir, "steps", self.name + ".log")
-        self.handle = open(self.log, "wb")  # noqa: SIM115 (closed in finish)
+        open(self.log, "wb").close()  # appended to: a bpftrace step's output has two writers
+        self.handle = open(self.log, "ab")  # noqa: SIM115 (closed in finish)
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(["bash", "-c", spec["cmd"]], stdout=self.handle,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True, preexec_fn=_stop_signals_default)
+        self.bpftrace: Bpftrace | None = None
+        if spec.get("bpftrace"):
+            self._start_bpftrace(spec, outdir, env)
+        else:
+            self.proc = subprocess.Popen(["bash", "-c", spec["cmd"]], stdout=self.handle,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True,
+                                         preexec_fn=_stop_signals_default)
         self.record = {"name": self.name, "cmd": spec["cmd"], "pid": self.proc.pid,
                        "background": spec.get("background", False), "exit": None,
                        "timed_out": False, "stopped": False, "seconds": None, "note": ""}
+
+    def _start_bpftrace(self, spec: dict, outdir: str, env: dict) -> None:
+        """bpftrace -B line -f json on the program (with the sentinel when in the background)."""
+        conf = spec["bpftrace"]
+        folder = os.path.join(outdir, "bpftrace")
+        os.makedirs(folder, exist_ok=True)
+        program = conf["program"]
+        if spec.get("background"):
+            program = with_sentinel(program, sentinel_symbol(), os.getpid())
+        script = os.path.join(folder, self.name + ".bt")
+        with open(script, "w") as handle:
+            handle.write(program)
+        argv = ["bpftrace", "-B", "line", "-f", "json"]
+        if conf.get("command"):
+            argv += ["-c", conf["command"]]
+        self.proc = subprocess.Popen(argv + [script], stdout=subprocess.PIPE, stderr=self.handle,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                     preexec_fn=_stop_signals_default)
+        self.bpftrace = Bpftrace(self.proc, self.log, os.path.join(folder, self.name + ".json"),
+                                 sentinel=bool(spec.get("background")))
 
     def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -151,6 +186,8 @@ class Step:
             return None
 
     def finish(self, code: int | None) -> None:
+        if self.bpftrace is not None:
+            self.bpftrace.finish()
         self.record["exit"] = code
         self.record["seconds"] = round(time.monotonic() - self.started, 3)
         self.handle.close()
@@ -176,6 +213,153 @@ class Step:
                 return f"exited {self.proc.returncode} before printing {pattern!r}"
             time.sleep(0.1)
         return f"not ready after {timeout:.0f}s (no {pattern!r} in its output)"
+
+
+SENTINEL = "kernlab-probes-attached"
+SENTINEL_SYMBOLS = ("__x64_sys_getppid", "sys_getppid")  # 4.17+ / before 4.17
+PROBE_START = re.compile(
+    r"^[ \t]*(BEGIN|END|(kprobe|kretprobe|uprobe|uretprobe|tracepoint|usdt|profile|interval|"
+    r"software|hardware|watchpoint|asyncwatchpoint|kfunc|kretfunc|iter|rawtracepoint|"
+    r"k|kr|u|ur|t|U|p|i|s|h|w|f|fr|rt):)", re.M)
+
+
+def sentinel_symbol(kallsyms: str = "/proc/kallsyms") -> str:
+    """The getppid system call's function in this kernel (its name changed in 4.17)."""
+    names = set()
+    with open(kallsyms) as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] in SENTINEL_SYMBOLS:
+                names.add(parts[2])
+    for name in SENTINEL_SYMBOLS:
+        if name in names:
+            return name
+    raise RuntimeError(f"none of {', '.join(SENTINEL_SYMBOLS)} in {kallsyms}")
+
+
+def with_sentinel(program: str, symbol: str, pid: int) -> str:
+    """``program`` with the sentinel probe before its first probe (after includes and
+    struct definitions, which bpftrace wants first)."""
+    sentinel = (f'kprobe:{symbol} /pid == {pid}/ {{ printf("{SENTINEL}\\n"); }}\n')
+    match = PROBE_START.search(program)
+    at = match.start() if match else len(program)
+    return program[:at] + sentinel + program[at:]
+
+
+def human(number: int) -> str:
+    """bpftrace's bucket bounds: 4096 -> 4K, 1048576 -> 1M."""
+    for power, suffix in ((4, "T"), (3, "G"), (2, "M"), (1, "K")):
+        unit = 1024 ** power
+        if number and number % unit == 0:
+            return f"{number // unit}{suffix}"
+    return str(number)
+
+
+def hist_lines(name: str, buckets: list) -> list[str]:
+    """A ``hist``/``lhist`` in bpftrace's text form (what kernlab's renderer reads)."""
+    lines = [f"{name}:"]
+    top = max((b.get("count", 0) for b in buckets), default=0) or 1
+    for bucket in buckets:
+        low, high = bucket.get("min"), bucket.get("max")
+        if low is None:
+            label = f"(..., {human(high + 1)})"
+        elif low == high:
+            label = f"[{human(low)}]"
+        elif high is None:
+            label = f"[{human(low)}, ...)"
+        else:
+            label = f"[{human(low)}, {human(high + 1)})"
+        count = bucket.get("count", 0)
+        bar = "@" * (52 * count // top)
+        lines.append(f"{label:<20}{count:>8} |{bar:<52}|")
+    return lines + [""]
+
+
+def json_to_text(event: dict) -> str:
+    """One bpftrace ``-f json`` event as the text bpftrace would have printed."""
+    kind, data = event.get("type"), event.get("data")
+    if kind == "attached_probes":
+        return f"Attaching {data.get('probes')} probes...\n"
+    if kind == "lost_events":
+        return f"Lost {data} events\n"
+    if kind in ("map", "stats", "hist") and isinstance(data, dict):
+        lines: list[str] = []
+        for name, value in data.items():
+            keyed = isinstance(value, dict) and kind != "stats" or \
+                (kind == "stats" and isinstance(value, dict) and "count" not in value)
+            items = value.items() if keyed else [("", value)]
+            for key, each in items:
+                label = f"{name}[{key}]" if keyed else name
+                if kind == "hist":
+                    lines += hist_lines(label, each)
+                elif isinstance(each, dict):
+                    lines.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in each.items()))
+                else:
+                    lines.append(f"{label}: {each}")
+        return "\n".join(lines) + "\n"
+    return data if isinstance(data, str) else json.dumps(data) + "\n"
+
+
+class Bpftrace:
+    """Turns a bpftrace step's JSON stdout into its log's text and a record of its maps."""
+
+    def __init__(self, proc: subprocess.Popen, log: str, out: str, sentinel: bool) -> None:
+        self.proc, self.log, self.out, self.sentinel = proc, log, out, sentinel
+        self.attached = threading.Event()  # "Attaching N probes..." seen
+        self.ready = threading.Event()  # the sentinel printed: every probe is attached
+        self.record: dict = {"probes": None, "maps": {}, "lost_events": 0, "other": []}
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with open(self.log, "ab", buffering=0) as log:
+            for raw in self.proc.stdout:
+                log.write(self._text(raw.decode(errors="replace")).encode())
+
+    def _text(self, line: str) -> str:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return line if line.strip() else ""
+        if not isinstance(event, dict):
+            return line
+        kind, data = event.get("type"), event.get("data")
+        if kind == "printf" and isinstance(data, str) and SENTINEL in data:
+            if not self.ready.is_set():
+                self.ready.set()
+                return f"kernlab: all {self.record['probes']} probes attached\n"
+            return ""
+        if kind == "attached_probes" and isinstance(data, dict):
+            self.record["probes"] = int(data.get("probes", 0)) - self.sentinel
+            self.attached.set()
+            return f"Attaching {self.record['probes']} probes...\n"
+        if kind in ("map", "hist", "stats") and isinstance(data, dict):
+            self.record["maps"].update({name: {"type": kind, "value": value}
+                                        for name, value in data.items()})
+        elif kind == "lost_events":
+            self.record["lost_events"] += int(data or 0)
+        elif kind not in ("printf", "time"):
+            self.record["other"].append(event)
+        return json_to_text(event)
+
+    def wait_attached(self, timeout: float) -> str:
+        """'' once every probe is attached (the sentinel fired); else why not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready.wait(0.05):
+                return ""
+            if self.attached.is_set():
+                os.getppid()  # fires the sentinel once it is attached
+            if self.proc.poll() is not None:
+                self.thread.join(timeout=2)
+                if self.ready.is_set():
+                    return ""
+                return f"bpftrace exited {self.proc.returncode} before its probes were attached"
+        return f"bpftrace's probes were not all attached after {timeout:.0f}s"
+
+    def finish(self) -> None:
+        self.thread.join(timeout=10)
+        write(self.out, self.record)
 
 
 def _stop_signals_default() -> None:
@@ -235,7 +419,14 @@ def run_plan(plan: dict) -> dict:
             write_steps(outdir, steps)
             if spec.get("background"):
                 background.append(step)
-                if spec.get("ready"):
+                if step.bpftrace is not None:
+                    why = step.bpftrace.wait_attached(min(spec.get("ready_timeout", 180),
+                                                          deadline - time.monotonic()))
+                    if why:
+                        step.record["note"] = why
+                        reason = f"background step {step.name}: {why}"
+                        break
+                elif spec.get("ready"):
                     why = step.wait_ready(spec["ready"], min(spec.get("ready_timeout", 180),
                                                              deadline - time.monotonic()))
                     if why:

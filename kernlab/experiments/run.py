@@ -32,9 +32,10 @@ from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.bundle import Bundle, hist_svg, manifest, parse_hist
-from kernlab.experiments.expect import Evidence, Outcome, check_all
+from kernlab.experiments.expect import Evidence, Outcome, check_all, substitute
 from kernlab.experiments.spec import (
     Experiment,
+    Step,
     check_known,
     check_needs,
     experiment_names,
@@ -187,7 +188,7 @@ def _plan(exp: Experiment, workdir: str, env: dict[str, str]) -> dict[str, Any]:
         for i, s in enumerate(b for b in exp.build if b.kind == "guest")]
     steps = [{"name": s.name, "cmd": s.cmd, "timeout": s.timeout, "background": s.background,
               "ready": s.ready, "ready_timeout": s.ready_timeout,
-              "stop_signal": s.stop_signal} for s in exp.steps]
+              "stop_signal": s.stop_signal, **_bpftrace_plan(s, env)} for s in exp.steps]
     return {
         "workdir": workdir, "outdir": f"{workdir}/out", "env": env,
         "timeout": exp.run_timeout + GUEST_BUILD_TIMEOUT * len(guest_builds),
@@ -195,6 +196,14 @@ def _plan(exp: Experiment, workdir: str, env: dict[str, str]) -> dict[str, Any]:
                   "max_seconds": exp.capture.max_seconds},
         "steps": guest_builds + steps,
     }
+
+
+def _bpftrace_plan(step: Step, env: dict[str, str]) -> dict[str, Any]:
+    """A bpftrace: step's program and command, ``${NAME}`` substituted (driver.Bpftrace)."""
+    if not step.bpftrace:
+        return {}
+    return {"bpftrace": {"program": substitute(step.bpftrace, env),
+                         "command": substitute(step.command, env)}}
 
 
 def _upload(conn: Any, exp: Experiment, built: Path, plan: dict, bundle: Bundle,
@@ -316,6 +325,7 @@ def _collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, 
         texts[f"step:{step['name']}"] = text
         sections.append(f"==> {step['name']}: {step['cmd']} (exit {step['exit']}) <==\n{text}")
     texts["output"] = bundle.write("output.txt", "\n".join(sections)).read_text()
+    _bpftrace_maps(exp, out, texts, bundle)
     for art in exp.artifacts:
         if art.path and (fetched / art.path).is_file():
             copied = bundle.copy_in(fetched / art.path, f"artifacts/{art.name}")
@@ -323,6 +333,39 @@ def _collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, 
     _render(exp, texts, bundle)
     exits = {s["name"]: (None if s.get("timed_out") else s.get("exit")) for s in steps}
     return Evidence(texts=texts, exits=exits), _step_outcomes(exp, steps)
+
+
+def _bpftrace_maps(exp: Experiment, out: Path, texts: dict[str, str], bundle: Bundle) -> None:
+    """Each bpftrace: step's maps as ``artifacts/bpftrace-<step>.json`` (and its hists as
+    SVG), and the program as it ran as ``steps/<step>.bt``."""
+    for step in (s for s in exp.steps if s.bpftrace):
+        ran = out / "bpftrace" / f"{step.name}.bt"
+        if ran.is_file():
+            bundle.write(f"steps/{step.name}.bt", ran.read_text(errors="replace"))
+        record = _read_json(out / "bpftrace" / f"{step.name}.json")
+        if not record:
+            continue
+        name = f"bpftrace-{step.name}"
+        texts[f"file:{name}.json"] = bundle.write(f"artifacts/{name}.json",
+                                                  json.dumps(record, indent=2) + "\n").read_text()
+        for hist in map_hists(record):
+            label = re.sub(r"[^A-Za-z0-9_.-]+", "_", hist["name"].lstrip("@")) or "map"
+            bundle.write(f"artifacts/{name}-{label}.svg", hist_svg(hist))
+
+
+def map_hists(record: dict) -> list[dict[str, Any]]:
+    """The hist/lhist maps of a bpftrace step's record, as kernlab's renderer takes them."""
+    hists = []
+    for name, entry in record.get("maps", {}).items():
+        if not isinstance(entry, dict) or entry.get("type") != "hist":
+            continue
+        value = entry.get("value")
+        keyed = value.items() if isinstance(value, dict) else [("", value)]
+        for key, buckets in keyed:
+            rows = [{"low": str(b.get("min", "-inf")), "high": str(b["max"] + 1 if "max" in b else "inf"),
+                     "count": int(b.get("count", 0))} for b in buckets or [] if isinstance(b, dict)]
+            hists.append({"name": f"{name}[{key}]" if key else name, "buckets": rows})
+    return hists
 
 
 def _step_outcomes(exp: Experiment, steps: list[dict]) -> list[Outcome]:
@@ -486,6 +529,9 @@ def run_in_session(exp: Experiment, session: Session, root: Path | None = None) 
     session.check_vm()  # a VM of the user's that runs another kernel: refused before any bundle
     bundle = Bundle.create(exp.name, session.version, root)
     reporter().note(f"bundle: {bundle.dir}")
+    bundle.facts["source"] = exp.origin()  # where the experiment came from and its hash
+    for warning in exp.warnings:
+        reporter().warn(f"{exp.name}: {warning}")
     since = _console_size(session)
     try:
         _execute(exp, session, bundle, variables, symbols)
@@ -524,7 +570,7 @@ def _failed(bundle: Bundle, error: KernlabError, session: Session) -> None:
 def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> dict:
     vm = session.vm
     return manifest(
-        experiment={"name": exp.name, "title": exp.title, "hash": exp.content_hash(),
+        experiment={"name": exp.name, "title": exp.title, **exp.origin(),
                     "spec": str(exp.spec_path)},
         build=session.build, image=session.image,
         vm={k: v for k, v in vm.record.items() if k not in ("argv",)} if vm else None,

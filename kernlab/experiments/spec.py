@@ -9,6 +9,7 @@ experiment's needs. Running lives in ``kernlab.exprun``; expectations in
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,14 @@ VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # (kernlab.expbuild.build_env, in cflags) and the guest's (exprun._guest_env).
 BUILD_NAMES = frozenset({"KERNEL_VERSION", "KERNEL_RELEASE", "KERNEL_BUILD", "KHEADERS",
                          "SAMPLES_BPF", "VMLINUX", "CLANG", "CC"})
+# What a run step's shell sees besides vars and SYM_<symbol> (run._guest_env), and what any
+# shell has: ``${NAME}`` of another name in a step's cmd is a typo that expands to nothing.
+GUEST_NAMES = frozenset({"KL_WORKDIR", "KERNEL_VERSION", "KERNEL_RELEASE"})
+SHELL_NAMES = frozenset({"HOME", "PATH", "PWD", "OLDPWD", "USER", "SHELL", "TERM", "HOSTNAME",
+                         "RANDOM", "PPID", "UID", "EUID", "BASHPID", "IFS", "LANG", "SECONDS",
+                         "PYTHONUNBUFFERED", "LINENO"})
+PATH_ENV = "KERNLAB_EXPERIMENT_PATH"  # more experiment folders, added to the suite
+PATH_FILE = "experiment-path.txt"  # the same, one folder a line, in the project's root
 
 
 @dataclass
@@ -62,6 +71,9 @@ class Step:
     ready_timeout: float = 180.0
     stop_signal: str = "INT"
     may_fail: bool = False
+    bpftrace: str = ""  # a ``bpftrace:`` step: the program (file contents or inline text)
+    bpftrace_file: str = ""  # the program's file in the experiment folder ('' when inline)
+    command: str = ""  # a ``bpftrace:`` step's workload (bpftrace -c): it runs in the foreground
 
 
 @dataclass
@@ -103,15 +115,28 @@ class Experiment:
     capture: Capture
     expectations: list[Expectation]
     artifacts: list[Artifact]
+    warnings: list[str] = field(default_factory=list)  # traps the loader saw (not errors)
 
     @property
     def spec_path(self) -> Path:
         return self.dir / SPEC_FILE
 
+    @property
+    def lib_dir(self) -> Path:
+        """The shared ``_lib`` it builds with: beside it, else the suite's."""
+        beside = self.dir.parent / LIB_DIR
+        return beside if beside.is_dir() else paths.experiments_dir() / LIB_DIR
+
     def content_hash(self) -> str:
         """Hash of the experiment folder plus the shared ``_lib`` it builds with."""
-        lib = self.dir.parent / LIB_DIR
+        lib = self.lib_dir
         return sha256_text(hash_tree(self.dir) + (hash_tree(lib) if lib.is_dir() else ""))
+
+    def origin(self) -> dict[str, str]:
+        """Where it came from, for bundles: its folder and the content hash."""
+        suite = paths.experiments_dir().resolve()
+        where = "suite" if self.dir.resolve().parent == suite else "folder"
+        return {"source": str(self.dir.resolve()), "origin": where, "hash": self.content_hash()}
 
     def needs_summary(self) -> str:
         def shown(symbol: str) -> str:
@@ -243,8 +268,8 @@ def _parse_steps(spec: _Spec) -> tuple[list[Step], float]:
         run.fail("steps", "must list at least one step")
     for i, raw in enumerate(raw_steps):
         item = run.sub(f"steps[{i}]", raw)
-        item.only("name", "cmd", "timeout", "background", "ready", "ready_timeout",
-                  "stop_signal", "may_fail")
+        item.only("name", "cmd", "bpftrace", "command", "timeout", "background", "ready",
+                  "ready_timeout", "stop_signal", "may_fail")
         name = item.text("name", required=True)
         if not STEP_NAME.match(name):
             item.fail("name", f"must match {STEP_NAME.pattern}, got {name!r}")
@@ -255,19 +280,96 @@ def _parse_steps(spec: _Spec) -> tuple[list[Step], float]:
             item.fail("stop_signal", f"must be one of {', '.join(SIGNALS)}")
         ready = item.text("ready")
         _check_regex(item, "ready", ready)
-        cmd = item.text("cmd", required=True)
-        if not cmd.strip():
-            item.fail("cmd", "is empty")
-        steps.append(Step(
-            name=name, cmd=cmd,
+        if ("cmd" in item.data) == ("bpftrace" in item.data):
+            item.fail("", "needs exactly one of cmd (a shell command) or bpftrace (a program)")
+        step = Step(
+            name=name, cmd=item.text("cmd"),
             timeout=item.positive("timeout", 60.0),
             background=item.get("background", bool, False), ready=ready,
             ready_timeout=item.positive("ready_timeout", 180.0), stop_signal=signal,
             may_fail=item.get("may_fail", bool, False),
-        ))
+        )
+        if "bpftrace" in item.data:
+            _bpftrace_step(item, step)
+        elif "command" in item.data:
+            item.fail("command", "only a bpftrace: step runs a command (bpftrace -c)")
+        elif not step.cmd.strip():
+            item.fail("cmd", "is empty")
+        steps.append(step)
     if all(s.background for s in steps):
         run.fail("steps", "needs at least one foreground step (the workload)")
     return steps, run.positive("timeout", 600.0)
+
+
+BPFTRACE_DOC = "see experiments/README.md, 'bpftrace steps'"
+
+
+def _bpftrace_step(item: _Spec, step: Step) -> None:
+    """``bpftrace: FILE.bt | PROGRAM`` (+ ``command:``): fill in what every bpftrace step needs.
+
+    Without ``command`` it runs in the background from the first step on, ready once every
+    probe is attached, stopped with SIGINT (so it prints its maps) after the last step; with
+    ``command`` it is ``bpftrace -c COMMAND`` in the foreground, ending with the command.
+    """
+    value = item.text("bpftrace", required=True)
+    if not value.strip():
+        item.fail("bpftrace", "is empty")
+    if "\n" not in value and "{" not in value and value.strip().endswith(".bt"):
+        problem = inside_path(value.strip())
+        if problem:
+            item.fail("bpftrace", problem)
+        file = item.file.parent / value.strip()
+        if not file.is_file():
+            item.fail("bpftrace", f"program file {value.strip()} not found in {item.file.parent}",
+                      "give a .bt file in the experiment folder, or the program inline")
+        step.bpftrace_file = value.strip()
+        try:
+            step.bpftrace = file.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            item.fail("bpftrace", f"cannot read {file} ({error})", "make it a UTF-8 text file")
+    else:
+        step.bpftrace = value
+    if step.ready:
+        item.fail("ready", "a bpftrace step is ready once all its probes are attached; "
+                  "kernlab finds that itself", BPFTRACE_DOC)
+    if step.stop_signal != "INT":
+        item.fail("stop_signal", "bpftrace prints its maps only when stopped with INT", BPFTRACE_DOC)
+    step.command = item.text("command")
+    if step.command:
+        if item.data.get("background"):
+            item.fail("background", "a bpftrace step with command: runs in the foreground "
+                      "(bpftrace -c ends with the command)", BPFTRACE_DOC)
+        step.background = False
+    elif item.data.get("background") is False:
+        item.fail("background", "a bpftrace step without command: runs in the background "
+                  "while later steps run; give command: to run a workload under bpftrace -c",
+                  BPFTRACE_DOC)
+    else:
+        step.background = True
+    step.cmd = f"bpftrace ({step.bpftrace_file or 'inline program'})"
+
+
+BPFTRACE_WORD = re.compile(r"(^|[\s;&|(])bpftrace\s")
+
+
+def _bpftrace_warnings(steps: list[Step]) -> list[str]:
+    """The traps of a plain ``cmd:`` step that runs bpftrace (a bpftrace: step avoids them)."""
+    warnings = []
+    for i, step in enumerate(steps):
+        if step.bpftrace or not BPFTRACE_WORD.search(step.cmd):
+            continue
+        traps = []
+        if not re.search(r"-B\s*line", step.cmd):
+            traps.append("no -B line (its output is lost when it is stopped)")
+        if step.background:
+            traps.append("as a background step nothing tells when its probes are attached "
+                         "('Attaching N probes...' and a BEGIN printf come before that)")
+            if step.stop_signal != "INT":
+                traps.append(f"stopped with {step.stop_signal}, so it prints no maps")
+        if traps:
+            warnings.append(f"run.steps[{i}] ({step.name}) runs bpftrace in a plain cmd: step: "
+                            f"{'; '.join(traps)}; use a bpftrace: step ({BPFTRACE_DOC})")
+    return warnings
 
 
 def _check_regex(spec: _Spec, key: str, pattern: str) -> None:
@@ -376,8 +478,18 @@ def _parse_artifacts(spec: _Spec) -> list[Artifact]:
     return arts
 
 
+def assigned_names(cmd: str) -> set[str]:
+    """Shell variables a command sets itself (``X=``, ``for X in``, ``read X``)."""
+    names = set(re.findall(r"(?:^|[\s;&|(])([A-Za-z_]\w*)=", cmd))
+    names |= set(re.findall(r"\bfor\s+([A-Za-z_]\w*)\s+in\b", cmd))
+    for args in re.findall(r"\bread\s+((?:-\w+\s+)*(?:[A-Za-z_]\w*\s*)+)", cmd):
+        names |= {a for a in args.split() if not a.startswith("-")}
+    return names
+
+
 def _check_references(spec: _Spec, symbols: dict[str, str], variables: dict[str, dict[str, str]],
-                      build: list[BuildStep], expectations: list[Expectation]) -> None:
+                      build: list[BuildStep], expectations: list[Expectation],
+                      steps: list[Step] | None = None) -> None:
     """Every ``${NAME}`` kernlab substitutes names something defined (else it never matches)."""
     sym_names = set()
     for raw in symbols:
@@ -401,6 +513,14 @@ def _check_references(spec: _Spec, symbols: dict[str, str], variables: dict[str,
         key = f"expect[{i}].{exp.kind}" + (".message" if exp.kind == "rejected" else "")
         for pattern in exp.patterns:
             check(key, pattern, defined)
+    for i, step in enumerate(steps or []):
+        if step.bpftrace:  # kernlab substitutes these before bpftrace sees the program
+            where = f"run.steps[{i}].bpftrace" + (f" ({step.bpftrace_file})" if step.bpftrace_file else "")
+            check(where, step.bpftrace, defined | GUEST_NAMES)
+            check(f"run.steps[{i}].command", step.command, defined | GUEST_NAMES | SHELL_NAMES)
+        else:  # the shell expands an unknown name to nothing
+            check(f"run.steps[{i}].cmd", step.cmd,
+                  defined | GUEST_NAMES | SHELL_NAMES | assigned_names(step.cmd))
 
 
 def parse_experiment(file: Path) -> Experiment:
@@ -419,7 +539,7 @@ def parse_experiment(file: Path) -> Experiment:
         raw_expect, step_names, lambda key, msg: spec.fail(f"expect{key}", msg),
         lambda data, allowed, where: SpecFile(file, FORMAT_DOC).known(data, allowed, f"expect{where}"))
     variables, build = _parse_vars(spec), _parse_build(spec)
-    _check_references(spec, symbols, variables, build, expectations)
+    _check_references(spec, symbols, variables, build, expectations, steps)
     return Experiment(
         name=file.parent.name, dir=file.parent,
         title=spec.text("title", required=True),
@@ -429,27 +549,83 @@ def parse_experiment(file: Path) -> Experiment:
         variables=variables, build=build, steps=steps,
         run_timeout=run_timeout, capture=_parse_capture(spec),
         expectations=expectations, artifacts=_parse_artifacts(spec),
+        warnings=_bpftrace_warnings(steps),
     )
 
 
 # ---------------------------------------------------------------- the suite
+def extra_folders() -> list[Path]:
+    """Folders added to the suite: ``KERNLAB_EXPERIMENT_PATH`` (``:``-separated), then the
+    lines of ``experiment-path.txt`` in the project root (relative to it; ``#`` comments).
+
+    Each is an experiment folder itself or a folder of experiment folders.
+    """
+    entries = [Path(e).expanduser() for e in os.environ.get(PATH_ENV, "").split(os.pathsep) if e]
+    listing = paths.root() / PATH_FILE
+    if listing.is_file():
+        for line in listing.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                entries.append(paths.root() / Path(line).expanduser())
+    return entries
+
+
+def _folders(root: Path | None) -> list[Path]:
+    """Every candidate experiment folder: the suite's (or ``root``'s), then the added ones."""
+    bases = [root or paths.experiments_dir()] + ([] if root else extra_folders())
+    found: list[Path] = []
+    for base in bases:
+        if (base / SPEC_FILE).is_file():
+            found.append(base)
+        elif base.is_dir():
+            found += sorted(p for p in base.iterdir() if p.is_dir()
+                            and not p.name.startswith(("_", ".")) and p.name != "__pycache__")
+    return found
+
+
+def _by_name(root: Path | None) -> dict[str, Path]:
+    """Name -> folder of every loadable-looking experiment (the first of a name wins)."""
+    table: dict[str, Path] = {}
+    for folder in _folders(root):
+        if (folder / SPEC_FILE).is_file() and not plain_name(folder.name):  # names become
+            table.setdefault(folder.name, folder)  # bundle folders: see scan_all
+    return table
+
+
 def experiment_names(root: Path | None = None) -> list[str]:
-    base = root or paths.experiments_dir()
-    if not base.is_dir():
-        return []
-    return sorted(p.parent.name for p in base.glob(f"*/{SPEC_FILE}")  # names become bundle folders:
-                  if not p.parent.name.startswith("_") and not plain_name(p.parent.name))  # see scan_all
+    return sorted(_by_name(root))
+
+
+def is_path(name: str) -> bool:
+    """``run-experiment PATH``: a folder holding experiment.yaml, named by a path."""
+    return os.sep in name or name.startswith((".", "~")) or \
+        (Path(name).is_dir() and (Path(name) / SPEC_FILE).is_file())
+
+
+def load_path(folder: str | Path) -> Experiment:
+    """The experiment in ``folder`` (anywhere); its name is the folder's name."""
+    where = Path(folder).expanduser()
+    file = where / SPEC_FILE
+    if not file.is_file():
+        problem = "does not exist" if not where.exists() else f"holds no {SPEC_FILE}"
+        raise NotFound(f"{where} {problem}", "give a folder with an experiment.yaml "
+                       "(`invoke new-experiment PATH --kind bpftrace` makes one)")
+    if problem := plain_name(where.resolve().name):
+        raise KernlabError(f"{where}: the folder name {problem}", "rename the folder")
+    return parse_experiment(file.resolve())
 
 
 def load_experiment(name: str, root: Path | None = None) -> Experiment:
-    """The experiment called ``name``; NotFound lists the known ones."""
-    base = root or paths.experiments_dir()
-    file = base / name / SPEC_FILE
-    if name.startswith("_") or plain_name(name) or not file.is_file():
-        known = ", ".join(experiment_names(base)) or "(none)"
+    """The experiment called ``name`` (or in the folder ``name`` names); NotFound lists them."""
+    if is_path(name):
+        return load_path(name)
+    folder = _by_name(root).get(name)
+    if name.startswith("_") or plain_name(name) or folder is None:
+        known = ", ".join(experiment_names(root)) or "(none)"
         raise NotFound(f"unknown experiment {name!r}",
-                       f"known experiments: {known} (run `invoke list-experiments`)")
-    return parse_experiment(file)
+                       f"known experiments: {known} (run `invoke list-experiments`), or "
+                       "give the experiment's folder as a path")
+    return parse_experiment(folder / SPEC_FILE)
 
 
 def check_known(names: list[str], root: Path | None = None) -> None:
@@ -472,16 +648,13 @@ def scan_all(root: Path | None = None) -> tuple[list[Experiment], list[tuple[str
     """Every experiment folder: (the ones that load, [(name, error)] for the broken ones).
 
     A folder without experiment.yaml counts as broken; ``_lib`` and hidden folders are not
-    experiments. One broken folder never hides the others.
+    experiments; two folders of one name (the suite's and an added one) are an error on
+    the second. One broken folder never hides the others.
     """
-    base = root or paths.experiments_dir()
     good: list[Experiment] = []
     broken: list[tuple[str, KernlabError]] = []
-    if not base.is_dir():
-        return good, broken
-    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        if folder.name.startswith(("_", ".")) or folder.name == "__pycache__":
-            continue
+    seen: dict[str, Path] = {}
+    for folder in _folders(root):
         if problem := plain_name(folder.name):
             broken.append((folder.name, KernlabError(f"{folder}: the folder name {problem}",
                                                      "rename the folder")))
@@ -490,8 +663,14 @@ def scan_all(root: Path | None = None) -> tuple[list[Experiment], list[tuple[str
             broken.append((folder.name, KernlabError(f"{folder}: no {SPEC_FILE}",
                                                      f"add one ({FORMAT_DOC}) or remove the folder")))
             continue
+        if folder.name in seen:
+            broken.append((folder.name, KernlabError(
+                f"{folder}: another experiment has the name {folder.name} ({seen[folder.name]})",
+                "rename one of the folders")))
+            continue
+        seen[folder.name] = folder
         try:
-            good.append(load_experiment(folder.name, base))
+            good.append(parse_experiment(folder / SPEC_FILE))
         except KernlabError as error:
             broken.append((folder.name, error))
     return good, broken

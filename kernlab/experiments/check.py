@@ -1,0 +1,239 @@
+"""`invoke check-experiment`: everything that can be checked about an experiment without
+booting, in seconds once the kernels are built.
+
+The YAML is checked by loading it (kernlab.experiments.spec: unknown keys, types, regexes,
+every ``${NAME}`` defined, ``in:`` naming a step). Then, per kernel: whether it applies
+(needs.features), its needs (config, symbols, build outputs), the host build (BPF objects
+compiled against that kernel's headers, cached like a run's), each bpftrace program's
+probes looked up in the kernel's System.map, and each program run through the host's own
+bpftrace as a dry run (``--emit-elf``: parse, types, code generation, no attaching) against
+that kernel's headers. bpftrace in the guest is Debian's 0.17, which has no ``--dry-run``;
+``-d`` prints debug output and ``--emit-elf FILE`` stops before attaching. The host's
+bpftrace cannot resolve tracepoints (their formats live in the target's tracefs), so a
+program with tracepoints gets only the System.map check, and the result says so.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kernlab.core import paths
+from kernlab.core.errors import KernlabError
+from kernlab.core.util import short, staging_dir
+from kernlab.experiments.build import build_experiment
+from kernlab.experiments.expect import substitute
+from kernlab.experiments.spec import (
+    Experiment,
+    Step,
+    check_needs,
+    na_reason,
+    output_path,
+    resolve_vars,
+)
+from kernlab.kernel import kheaders
+from kernlab.kernel.selection import select_build
+
+OK, FAIL, SKIP = "ok", "FAIL", "--"
+DRY_RUN_TIMEOUT = 120.0
+NOISE = ("couldn't set RLIMIT_MEMLOCK", "is not traceable", "available_filter_functions")
+KPROBE = re.compile(r"(?:^|[\s,])(kprobe|kretprobe|k|kr):([A-Za-z0-9_.*?\[\]]+)", re.M)
+TRACEPOINT = re.compile(r"(?:^|[\s,])(tracepoint|t):([A-Za-z0-9_*?]+):([A-Za-z0-9_*?]+)", re.M)
+
+
+@dataclass
+class Line:
+    """One checked item: ok, FAIL or -- (not checked), what, and the detail."""
+
+    status: str
+    what: str
+    detail: str
+
+
+@dataclass
+class KernelReport:
+    kernel: str
+    title: str
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(line.status == FAIL for line in self.lines)
+
+
+# ---------------------------------------------------------------- bpftrace programs
+def _code_only(program: str) -> str:
+    """The program without comments and string literals (probe names are looked up in it)."""
+    program = re.sub(r"/\*.*?\*/", " ", program, flags=re.S)
+    program = re.sub(r"//[^\n]*", " ", program)
+    return re.sub(r'"(?:\\.|[^"\\])*"', '""', program)
+
+
+def probe_targets(program: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(kprobe functions, (tracepoint category, name)) a bpftrace program attaches to."""
+    code = _code_only(program)
+    kprobes = sorted({m.group(2) for m in KPROBE.finditer(code)})
+    tracepoints = sorted({(m.group(2), m.group(3)) for m in TRACEPOINT.finditer(code)})
+    return kprobes, tracepoints
+
+
+def _symbols(build: dict) -> set[str]:
+    system_map = output_path(build, "System.map")
+    if system_map is None:
+        return set()
+    with open(system_map) as handle:
+        return {parts[2] for parts in (line.split() for line in handle) if len(parts) >= 3}
+
+
+def _tracepoint_symbol(category: str, name: str) -> str:
+    """The System.map symbol a tracepoint leaves: syscalls' metadata, else __tracepoint_X."""
+    if category == "syscalls":
+        return "__syscall_meta__" + re.sub(r"^sys_(enter|exit)_", "", name)
+    return "__tracepoint_" + name
+
+
+def check_probes(program: str, symbols: set[str]) -> list[str]:
+    """Probe targets the kernel lacks (empty: all found)."""
+    kprobes, tracepoints = probe_targets(program)
+    missing = []
+    for func in kprobes:
+        found = fnmatch.filter(symbols, func) if any(c in func for c in "*?[") else \
+            [func] if func in symbols else []
+        if not found:
+            clones = sorted(s for s in symbols if s.startswith(func + "."))
+            missing.append(f"kprobe {func}" + (f" (only the gcc clone {clones[0]}: name it in "
+                                               f"needs.symbols and use ${{SYM_{func}}})"
+                                               if clones else ""))
+    for category, name in tracepoints:
+        wanted = _tracepoint_symbol(category, name)
+        if not fnmatch.filter(symbols, wanted):
+            missing.append(f"tracepoint {category}:{name}")
+    return missing
+
+
+def host_bpftrace() -> str | None:
+    """The host's bpftrace, or None."""
+    return shutil.which("bpftrace")
+
+
+def kernel_source(build: dict) -> Path:
+    """The build's headers merged like an in-tree build (kheaders.assemble: hard links,
+    under a second), cached per build: what bpftrace's ``#include``s need."""
+    final = paths.work_dir() / "kheaders" / f"{build.get('version')}-{short(kheaders.stage_key(build))}.tree"
+    if (final / "Makefile").exists():
+        return final
+    tree, obj = kheaders.build_dirs(build)
+    arch = kheaders.source_arch(obj, str(build.get("version")))
+    with staging_dir(final) as stage:
+        kheaders.assemble(tree, obj, stage, arch, str(build.get("version")))
+    return final
+
+
+def dry_run(program: str, build: dict, log: Path) -> Line:
+    """The host's bpftrace on ``program`` against ``build``'s headers, no attaching."""
+    what = "bpftrace dry run"
+    tool = host_bpftrace()
+    if tool is None:
+        return Line(SKIP, what, "not checked: no bpftrace on this host (apt-get install "
+                    "bpftrace; it is Debian's 0.17, like the guest's)")
+    _kprobes, tracepoints = probe_targets(program)
+    if tracepoints:
+        return Line(SKIP, what, "not checked on the host: the program uses tracepoints, "
+                    "whose formats only the target kernel's tracefs has (probes: System.map only)")
+    source = kernel_source(build)
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "program.bt"
+        script.write_text(program)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "BPFTRACE_KERNEL_SOURCE": str(source),
+               "BPFTRACE_KERNEL_BUILD": str(source)}
+        try:
+            done = subprocess.run([tool, "--emit-elf", str(Path(tmp) / "program.elf"), str(script)],
+                                  capture_output=True, text=True, env=env, timeout=DRY_RUN_TIMEOUT,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            return Line(FAIL, what, f"bpftrace took over {DRY_RUN_TIMEOUT:.0f}s")
+        output = "\n".join(line for line in (done.stdout + done.stderr).splitlines()
+                           if not any(n in line for n in NOISE)).replace(str(script), "program")
+    with open(log, "a") as out:
+        out.write(f"\n$ BPFTRACE_KERNEL_SOURCE={source} {tool} --emit-elf program.elf program.bt\n"
+                  f"{program}\n# output:\n{output}\n# exit {done.returncode}\n")
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    if done.returncode != 0 or errors:
+        detail = errors[0] if errors else output.strip().splitlines()[-1] if output.strip() else \
+            f"exit {done.returncode}"
+        return Line(FAIL, what, f"{detail.strip()} (log: {log})")
+    return Line(OK, what, "host bpftrace --emit-elf (parse, types, code generation; no "
+                "attaching) against this kernel's headers")
+
+
+# ---------------------------------------------------------------- one kernel
+def _env(build: dict, variables: dict[str, str], symbols: dict[str, str]) -> dict[str, str]:
+    return {"KERNEL_VERSION": str(build.get("version")),
+            "KERNEL_RELEASE": str(build.get("kernelrelease")), **variables,
+            **{f"SYM_{k}": v for k, v in symbols.items()}}
+
+
+def _bpftrace_lines(step: Step, build: dict, env: dict[str, str], log: Path) -> list[Line]:
+    program = substitute(step.bpftrace, env)
+    where = f"step {step.name}"
+    missing = check_probes(program, _symbols(build))
+    kprobes, tracepoints = probe_targets(program)
+    found = len(kprobes) + len(tracepoints)
+    lines = [Line(FAIL, f"{where} probes", "not in this kernel: " + ", ".join(missing))
+             if missing else Line(OK, f"{where} probes", f"{found} kprobe/tracepoint target(s) "
+                                  "found in System.map" if found else "no kprobes or tracepoints")]
+    dry = dry_run(program, build, log)
+    dry.what = f"{where} {dry.what}"
+    return lines + [dry]
+
+
+def check_kernel(exp: Experiment, kernel: str, log_dir: Path) -> KernelReport:
+    """Every check of ``exp`` on one built kernel; problems become FAIL lines."""
+    build = select_build(kernel)
+    report = KernelReport(kernel, f"kernel {kernel} ({build.get('kernelrelease')})")
+    log = log_dir / f"check-{exp.name}-{kernel}.log"
+    if reason := na_reason(exp, str(build.get("release") or build.get("version"))):
+        report.lines.append(Line(SKIP, "applies", f"n/a: {reason}"))
+        return report
+    try:
+        variables = resolve_vars(exp, str(build.get("release") or build.get("version")))
+        symbols = check_needs(exp, build, variables)
+    except KernlabError as error:
+        report.lines.append(Line(FAIL, "needs", error.one_line()))
+        return report
+    report.lines.append(Line(OK, "needs", exp.needs_summary()))
+    env = _env(build, variables, symbols)
+    host_steps = [s for s in exp.build if s.kind != "guest"]
+    if host_steps:
+        try:
+            built = build_experiment(exp, build, {k: v for k, v in env.items()
+                                                  if not k.startswith("KERNEL_")}, log)
+            report.lines.append(Line(OK, "build", f"{len(host_steps)} host step(s) against its "
+                                     f"headers: {built}"))
+        except KernlabError as error:
+            report.lines.append(Line(FAIL, "build", error.one_line()))
+    for step in (s for s in exp.steps if s.bpftrace):
+        report.lines += _bpftrace_lines(step, build, env, log)
+    return report
+
+
+def check_experiment(exp: Experiment, kernels: list[str]) -> list[KernelReport]:
+    """``exp`` (already loaded: the YAML is valid) checked on each kernel."""
+    log_dir = paths.state_dir() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return [check_kernel(exp, kernel, log_dir) for kernel in kernels]
+
+
+def report_text(exp: Experiment, reports: list[KernelReport]) -> str:
+    """What `invoke check-experiment` prints."""
+    lines = [f"{exp.name} ({exp.dir}): experiment.yaml ok"]
+    lines += [f"  warn {warning}" for warning in exp.warnings]
+    for report in reports:
+        lines.append(report.title)
+        lines += [f"  {line.status:<4} {line.what}: {line.detail}" for line in report.lines]
+    return "\n".join(lines)
