@@ -134,7 +134,7 @@ def kernel_source(build: dict) -> Path:
     return final
 
 
-def dry_run(program: str, build: dict, log: Path) -> Line:
+def dry_run(program: str, build: dict, log: Path, name: str = "program.bt") -> Line:
     """The host's bpftrace on ``program`` against ``build``'s headers, no attaching."""
     what = "bpftrace dry run"
     tool = host_bpftrace()
@@ -147,7 +147,7 @@ def dry_run(program: str, build: dict, log: Path) -> Line:
                     "whose formats only the target kernel's tracefs has (probes: System.map only)")
     source = kernel_source(build)
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "program.bt"
+        script = Path(tmp) / Path(name).name
         script.write_text(program)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "BPFTRACE_KERNEL_SOURCE": str(source),
                "BPFTRACE_KERNEL_BUILD": str(source)}
@@ -158,9 +158,9 @@ def dry_run(program: str, build: dict, log: Path) -> Line:
         except subprocess.TimeoutExpired:
             return Line(FAIL, what, f"bpftrace took over {DRY_RUN_TIMEOUT:.0f}s")
         output = "\n".join(line for line in (done.stdout + done.stderr).splitlines()
-                           if not any(n in line for n in NOISE)).replace(str(script), "program")
+                           if not any(n in line for n in NOISE)).replace(str(script), name)
     with open(log, "a") as out:
-        out.write(f"\n$ BPFTRACE_KERNEL_SOURCE={source} {tool} --emit-elf program.elf program.bt\n"
+        out.write(f"\n$ BPFTRACE_KERNEL_SOURCE={source} {tool} --emit-elf program.elf {name}\n"
                   f"{program}\n# output:\n{output}\n# exit {done.returncode}\n")
     errors = [line for line in output.splitlines() if "ERROR" in line]
     if done.returncode != 0 or errors:
@@ -187,9 +187,9 @@ def _bpftrace_lines(step: Step, build: dict, env: dict[str, str], log: Path) -> 
     lines = [Line(FAIL, f"{where} probes", "not in this kernel: " + ", ".join(missing))
              if missing else Line(OK, f"{where} probes", f"{found} kprobe/tracepoint target(s) "
                                   "found in System.map" if found else "no kprobes or tracepoints")]
-    dry = dry_run(program, build, log)
+    dry = dry_run(program, build, log, step.bpftrace_file or f"{step.name}.bt")
     dry.what = f"{where} {dry.what}"
-    return lines + [dry]
+    return [*lines, dry]
 
 
 def check_kernel(exp: Experiment, kernel: str, log_dir: Path) -> KernelReport:

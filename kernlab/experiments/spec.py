@@ -501,8 +501,9 @@ def _check_references(spec: _Spec, symbols: dict[str, str], variables: dict[str,
     def check(key: str, text: str, allowed: set[str]) -> None:
         for name in VAR_REF.findall(text):
             if name not in allowed:
+                shown = sorted(allowed - SHELL_NAMES - BUILD_NAMES | (allowed & GUEST_NAMES))
                 spec.fail(key, f"${{{name}}} is not defined (defined here: "
-                          f"{', '.join(sorted(allowed)) or 'none'}); add it under vars:")
+                          f"{', '.join(shown) or 'none'}); add it under vars:")
 
     for raw in symbols:
         check(f"needs.symbols.{raw}", raw, set(variables))

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """count.py: count the workload's vfs_read calls that returned 4096 bytes (bcc)."""
+import contextlib
 import signal
 import sys
 
@@ -33,10 +34,8 @@ int kretprobe__vfs_read(struct pt_regs *ctx)
 def main() -> int:
     bpf = BPF(text=PROGRAM)  # compiles, loads and attaches kretprobe__vfs_read
     print("bcc: ready", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         signal.pause()
-    except KeyboardInterrupt:
-        pass
     print(f"bcc: full reads: {bpf['full'][0].value}", flush=True)
     return 0
 
