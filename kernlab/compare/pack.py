@@ -44,7 +44,7 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import atomic_write_json, read_json, scoped_environ, sha256_file
-from kernlab.experiments.spec import LIB_DIR, load_experiment
+from kernlab.experiments.spec import LIB_DIR, load_recorded
 from kernlab.guest.image import (
     GUEST_FILES,
     RECIPE_KEYS,
@@ -255,7 +255,7 @@ def _lock_image(path: Path, image: dict[str, Any]) -> None:
 
 
 def _pack_experiment(experiment: dict[str, Any], root: Path) -> None:
-    exp = load_experiment(experiment["name"])
+    exp = load_recorded(experiment)
     if exp.content_hash() != experiment["hash"]:
         raise KernlabError(f"experiment {exp.name} changed since the bundle",
                            "check out the kernlab commit the bundle was made with, then pack it")

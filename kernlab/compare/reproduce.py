@@ -23,7 +23,7 @@ from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.core.util import atomic_write_json, read_json
 from kernlab.experiments.run import run_experiment
-from kernlab.experiments.spec import load_experiment
+from kernlab.experiments.spec import load_recorded
 from kernlab.guest.ensure import Target
 from kernlab.guest.image import find_image, input_files_sha256
 from kernlab.kernel.build import BuildOptions, build_id, build_kernel, make_plan
@@ -276,7 +276,7 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
         except (KeyError, TypeError) as error:
             raise KernlabError(f"{bundle / 'manifest.json'}: its build record lacks {error}",
                                "pass a bundle written by `invoke run-experiment`") from None
-        current = load_experiment(experiment["name"]).content_hash()
+        current = load_recorded(experiment).content_hash()
         comparison.same_experiment = current == experiment["hash"]
         if not comparison.same_experiment:
             comparison.input_changes.append(f"experiment {experiment['name']} changed since the bundle")

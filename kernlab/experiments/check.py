@@ -9,12 +9,15 @@ probes looked up in the kernel's System.map, and each program run through the ho
 bpftrace as a dry run (``--emit-elf``: parse, types, code generation, no attaching) against
 that kernel's headers. bpftrace in the guest is Debian's 0.17, which has no ``--dry-run``;
 ``-d`` prints debug output and ``--emit-elf FILE`` stops before attaching. The host's
-bpftrace cannot resolve tracepoints (their formats live in the target's tracefs), so a
-program with tracepoints gets only the System.map check, and the result says so.
+bpftrace cannot resolve tracepoints (their formats live in the target's tracefs): such a
+program is checked with the same parse-only run (``--emit-elf``) in a running kernlab VM of
+that kernel when there is one (`invoke vm.up --kernel V`; nothing is attached), else only
+against System.map, and the result says which.
 """
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import re
 import shutil
@@ -36,6 +39,8 @@ from kernlab.experiments.spec import (
     output_path,
     resolve_vars,
 )
+from kernlab.guest import remote
+from kernlab.guest.vm import Vm, list_vms
 from kernlab.kernel import kheaders
 from kernlab.kernel.selection import select_build
 
@@ -134,17 +139,59 @@ def kernel_source(build: dict) -> Path:
     return final
 
 
-def dry_run(program: str, build: dict, log: Path, name: str = "program.bt") -> Line:
-    """The host's bpftrace on ``program`` against ``build``'s headers, no attaching."""
+def _verdict(output: str, code: int, log: Path, how: str) -> Line:
+    """A dry run's output as a line: FAIL with bpftrace's first ERROR, else ok saying how."""
     what = "bpftrace dry run"
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    if code != 0 or errors:
+        detail = errors[0] if errors else output.strip().splitlines()[-1] if output.strip() else \
+            f"exit {code}"
+        return Line(FAIL, what, f"{detail.strip()} (log: {log})")
+    return Line(OK, what, how)
+
+
+def running_vm(build: dict) -> Vm | None:
+    """A running kernlab VM booted with ``build`` (None if there is none)."""
+    return next((vm for vm in list_vms() if vm.record.get("kernel", {}).get("key") == build.get("key")
+                 and vm.alive()), None)
+
+
+def guest_dry_run(program: str, vm: Vm, log: Path, name: str) -> Line:
+    """The guest's bpftrace on ``program``: parse, types, tracepoint formats, code; no attaching."""
+    encoded = base64.b64encode(program.encode()).decode()
+    command = (f"f=$(mktemp /tmp/kl-check-XXXXXX.bt) && echo {encoded} | base64 -d > $f && "
+               f"bpftrace --emit-elf $f.elf $f 2>&1; rc=$?; rm -f $f $f.elf; exit $rc")
+    try:
+        result = remote.run(remote.connect(vm), command, timeout=DRY_RUN_TIMEOUT, check=False)
+    except KernlabError as error:
+        return Line(SKIP, "bpftrace dry run", f"not checked: VM {vm.name} did not run it "
+                    f"({error.one_line()})")
+    output = re.sub(r"/tmp/kl-check-\w+\.bt", name, result.stdout + result.stderr)
+    with open(log, "a") as out:
+        out.write(f"\n# in VM {vm.name}: bpftrace --emit-elf program.elf {name}\n{program}\n"
+                  f"# output:\n{output}\n# exit {result.exited}\n")
+    return _verdict(output, result.exited or 0, log,
+                    f"parse-only run in the running VM {vm.name} (bpftrace --emit-elf: "
+                    "parse, types, tracepoint formats, code generation; no attaching)")
+
+
+def dry_run(program: str, build: dict, log: Path, name: str = "program.bt") -> Line:
+    """bpftrace's own check of ``program`` for ``build``, no attaching: on the host against
+    the build's headers; a program with tracepoints in a running VM of that kernel."""
+    what = "bpftrace dry run"
+    _kprobes, tracepoints = probe_targets(program)
+    if tracepoints:
+        vm = running_vm(build)
+        if vm is not None:
+            return guest_dry_run(program, vm, log, name)
+        return Line(SKIP, what, "not checked: the program uses tracepoints, whose formats only "
+                    "the kernel's tracefs has, and no VM of this kernel runs (with one up, "
+                    f"`invoke vm.up --kernel {build.get('version')}`, it is checked there); "
+                    "probes: System.map only")
     tool = host_bpftrace()
     if tool is None:
         return Line(SKIP, what, "not checked: no bpftrace on this host (apt-get install "
                     "bpftrace; it is Debian's 0.17, like the guest's)")
-    _kprobes, tracepoints = probe_targets(program)
-    if tracepoints:
-        return Line(SKIP, what, "not checked on the host: the program uses tracepoints, "
-                    "whose formats only the target kernel's tracefs has (probes: System.map only)")
     source = kernel_source(build)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / Path(name).name
@@ -162,13 +209,8 @@ def dry_run(program: str, build: dict, log: Path, name: str = "program.bt") -> L
     with open(log, "a") as out:
         out.write(f"\n$ BPFTRACE_KERNEL_SOURCE={source} {tool} --emit-elf program.elf {name}\n"
                   f"{program}\n# output:\n{output}\n# exit {done.returncode}\n")
-    errors = [line for line in output.splitlines() if "ERROR" in line]
-    if done.returncode != 0 or errors:
-        detail = errors[0] if errors else output.strip().splitlines()[-1] if output.strip() else \
-            f"exit {done.returncode}"
-        return Line(FAIL, what, f"{detail.strip()} (log: {log})")
-    return Line(OK, what, "host bpftrace --emit-elf (parse, types, code generation; no "
-                "attaching) against this kernel's headers")
+    return _verdict(output, done.returncode, log, "host bpftrace --emit-elf (parse, types, code "
+                    "generation; no attaching) against this kernel's headers")
 
 
 # ---------------------------------------------------------------- one kernel

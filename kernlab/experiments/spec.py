@@ -629,6 +629,14 @@ def load_experiment(name: str, root: Path | None = None) -> Experiment:
     return parse_experiment(folder / SPEC_FILE)
 
 
+def load_recorded(experiment: dict) -> Experiment:
+    """The experiment a bundle's manifest names: from its folder when it came from one."""
+    source = experiment.get("source")
+    if experiment.get("origin") == "folder" and source and Path(source).is_dir():
+        return load_path(source)
+    return load_experiment(str(experiment["name"]))
+
+
 def check_known(names: list[str], root: Path | None = None) -> None:
     """Stop on a name that is no experiment (NotFound lists the known ones).
 
