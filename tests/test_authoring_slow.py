@@ -67,3 +67,38 @@ def test_fresh_experiment_checked_then_passes_on_415_and_61(tmp_path, env, lab_k
         maps = json.loads((bundle / "artifacts" / "bpftrace-trace.json").read_text())["maps"]
         assert maps["@bytes"]["type"] == "hist"
         assert (bundle / "artifacts" / "bpftrace-trace-bytes.svg").read_text().startswith("<svg")
+
+
+@pytest.fixture(scope="module")
+def auth_vm(lab_kernel, lab_image):
+    """This module's own 6.1 TCG guest (t-auth), for the kinds and the guest check."""
+    from kernlab.guest.vm import find_vm, start_vm
+
+    stale = find_vm("t-auth")
+    if stale:
+        stale.stop()
+    vm = start_vm(lab_kernel, lab_image, "t-auth")
+    yield vm
+    vm.stop()
+
+
+@pytest.mark.parametrize("kind", ["libbpf", "bcc", "shell"])
+def test_every_kind_passes_as_generated_on_61(tmp_path, env, auth_vm, kind):
+    folder = tmp_path / f"my-{kind}"
+    assert cli("new-experiment", str(folder), "--kind", kind, env=env).returncode == 0
+    run = cli("run-experiment", str(folder), "--kernel", "6.1", "--vm-name", auth_vm.name, env=env)
+    assert run.stdout.strip().endswith("PASS"), run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def test_tracepoint_program_is_checked_in_the_running_guest(tmp_path, env, auth_vm):
+    """The host's bpftrace cannot see the kernel's tracepoint formats; the VM's can."""
+    folder = tmp_path / "opens"
+    assert cli("new-experiment", str(folder), "--kind", "bpftrace", env=env).returncode == 0
+    program = folder / "count.bt"
+    program.write_text(program.read_text() + '\ntracepoint:syscalls:sys_enter_openat '
+                       '/comm == "workload"/ { printf("open %d\\n", args->no_such_field); }\n')
+    checked = cli("check-experiment", str(folder), "--kernels", "6.1,4.15", env=env)
+    assert checked.returncode == 1
+    on_61, on_415 = [line for line in checked.stdout.splitlines() if "dry run" in line]
+    assert on_61.startswith("  FAIL") and "no_such_field" in on_61
+    assert on_415.startswith("  --") and "no VM of this kernel runs" in on_415
