@@ -17,12 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kernlab.core import paths
 from kernlab.core.util import atomic_write_json
 from kernlab.experiments.skeleton import new_experiment
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GOAL = 10.0  # seconds for two built kernels
 

@@ -1,7 +1,8 @@
 """`invoke new-experiment`: a working experiment folder to start from, one per kind.
 
-The templates live in ``templates/<kind>/`` beside this module (``{{NAME}}`` becomes the
-folder's name). Each passes on the default kernel as generated, and on 4.15 to 6.1.
+The templates live in ``templates/<kind>/`` beside this module, plus ``templates/shared/``
+(the workload program) for the kinds that trace a compiled workload; ``{{NAME}}`` becomes
+the folder's name. Each passes on the default kernel as generated, and on 4.15 to 6.1.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from kernlab.core.validate import plain_name
 
 TEMPLATES = Path(__file__).with_name("templates")
 KINDS = ("bpftrace", "libbpf", "bcc", "shell")
+WITH_WORKLOAD = ("bpftrace", "libbpf", "bcc")  # these also get templates/shared/
 
 
 def target_folder(name: str) -> Path:
@@ -36,8 +38,11 @@ def new_experiment(name: str, kind: str) -> Path:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise KernlabError(f"{folder} already exists", "give a new folder, or remove that one")
     words = {"{{NAME}}": folder.name, "{{UNDERSCORED}}": folder.name.replace("-", "_").replace(".", "_")}
+    sources = list((TEMPLATES / kind).iterdir())
+    if kind in WITH_WORKLOAD:
+        sources += (TEMPLATES / "shared").iterdir()
     with staging_dir(folder) as stage:
-        for source in sorted((TEMPLATES / kind).iterdir()):
+        for source in sorted(sources):
             text = source.read_text()
             for word, value in words.items():
                 text = text.replace(word, value)
