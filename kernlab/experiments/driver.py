@@ -358,6 +358,21 @@ def _stop_signals_default() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # not held_signals' mask
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def held_signals():
+    """Hold the stop signals (delivered when the block ends) while a step starts and is
+    recorded: a stop between its start and its record would leave it unknown, unstopped."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def run_foreground(step: Step, deadline: float) -> str:
@@ -400,11 +415,12 @@ def run_plan(plan: dict) -> dict:
             if time.monotonic() > deadline:
                 reason = f"run timed out after {plan.get('timeout', 600):.0f}s"
                 break
-            step = Step(spec, outdir, env)
-            steps.append(step)
-            with open(os.path.join(outdir, PGIDS), "a") as pgids:
-                pgids.write(f"{step.proc.pid}\n")
-            write_steps(outdir, steps)
+            with held_signals():  # a Ctrl-C now finds the step recorded, never half-started
+                step = Step(spec, outdir, env)
+                steps.append(step)
+                with open(os.path.join(outdir, PGIDS), "a") as pgids:
+                    pgids.write(f"{step.proc.pid}\n")
+                write_steps(outdir, steps)
             if spec.get("background"):
                 background.append(step)
                 if step.bpftrace is not None:
