@@ -495,19 +495,10 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
 @friendly
 def new_experiment(c, name, kind="bpftrace"):
     """Write a working experiment skeleton (experiment.yaml with comments, sources) to start from."""
+    from kernlab.experiments.skeleton import made_text
     from kernlab.experiments.skeleton import new_experiment as make
 
-    folder = make(not_empty("name", name), kind)
-    shown = folder.name if folder.parent == _experiments_root() else str(folder)
-    print(f"{folder}: a {kind} experiment that passes as generated\n"
-          f"  check it:  invoke check-experiment {shown} --kernels 6.1,4.15\n"
-          f"  run it:    invoke run-experiment {shown} --kernel 6.1")
-
-
-def _experiments_root():
-    from kernlab.core import paths
-
-    return paths.experiments_dir()
+    print(made_text(make(not_empty("name", name), kind), kind))
 
 
 @task(help={"name": "An experiment's name or the path of its folder.",
@@ -519,19 +510,13 @@ def check_experiment(c, name, kernels=""):
 
     Exit status 0 when every check passed or could not apply, 1 otherwise.
     """
-    from kernlab.experiments.check import check_experiment as check
-    from kernlab.experiments.check import report_text
-    from kernlab.experiments.run import default_kernel
-    from kernlab.experiments.spec import load_experiment
+    from kernlab.experiments.check import check_command
 
-    exp = load_experiment(not_empty("name", name))
-    wanted = _names("kernels", kernels, "kernel", "6.1,4.15") if kernels else [default_kernel()]
-    reports = check(exp, wanted)
-    print(report_text(exp, reports))
-    failed = [r.kernel for r in reports if r.failed]
+    wanted = _names("kernels", kernels, "kernel", "6.1,4.15") if kernels else []
+    text, failed = check_command(not_empty("name", name), wanted)
+    print(text)
     if failed:
-        raise KernlabError(f"{exp.name} failed its checks on {', '.join(failed)}",
-                           "fix what the FAIL lines say, then check again")
+        raise failed
 
 
 # ---------------------------------------------------------------- reproducibility and CI

@@ -35,6 +35,7 @@ from kernlab.experiments.spec import (
     Experiment,
     Step,
     check_needs,
+    load_experiment,
     na_reason,
     output_path,
     resolve_vars,
@@ -42,6 +43,7 @@ from kernlab.experiments.spec import (
 from kernlab.guest import remote
 from kernlab.guest.vm import Vm, list_vms
 from kernlab.kernel import kheaders
+from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.selection import select_build
 
 OK, FAIL, SKIP = "ok", "FAIL", "--"
@@ -279,3 +281,16 @@ def report_text(exp: Experiment, reports: list[KernelReport]) -> str:
         lines.append(report.title)
         lines += [f"  {line.status:<4} {line.what}: {line.detail}" for line in report.lines]
     return "\n".join(lines)
+
+
+def check_command(name: str, kernels: list[str]) -> tuple[str, KernlabError | None]:
+    """`invoke check-experiment NAME|PATH`: the report, and the error to exit with (if any).
+
+    A YAML problem raises (one line, before any kernel); ``kernels`` empty: the default.
+    """
+    exp = load_experiment(name)
+    reports = check_experiment(exp, kernels or [load_catalog().default])
+    failed = [r.kernel for r in reports if r.failed]
+    error = KernlabError(f"{exp.name} failed its checks on {', '.join(failed)}",
+                         "fix what the FAIL lines say, then check again") if failed else None
+    return report_text(exp, reports), error

@@ -49,3 +49,11 @@ def new_experiment(name: str, kind: str) -> Path:
             (stage / source.name).write_text(text)
         stage.chmod(0o755)
     return folder
+
+
+def made_text(folder: Path, kind: str) -> str:
+    """What `invoke new-experiment` prints: the folder and the next two commands."""
+    shown = folder.name if folder.parent == paths.experiments_dir() else str(folder)
+    return (f"{folder}: a {kind} experiment that passes as generated\n"
+            f"  check it:  invoke check-experiment {shown} --kernels 6.1,4.15\n"
+            f"  run it:    invoke run-experiment {shown} --kernel 6.1")
