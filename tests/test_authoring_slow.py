@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from guests import own_vm
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,14 +73,7 @@ def test_fresh_experiment_checked_then_passes_on_415_and_61(tmp_path, env, lab_k
 @pytest.fixture(scope="module")
 def auth_vm(lab_kernel, lab_image):
     """This module's own 6.1 TCG guest (t-auth), for the kinds and the guest check."""
-    from kernlab.guest.vm import find_vm, start_vm
-
-    stale = find_vm("t-auth")
-    if stale:
-        stale.stop()
-    vm = start_vm(lab_kernel, lab_image, "t-auth")
-    yield vm
-    vm.stop()
+    yield from own_vm(lab_kernel, lab_image, "t-auth")
 
 
 @pytest.mark.parametrize("kind", ["libbpf", "bcc", "shell"])

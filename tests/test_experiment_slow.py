@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from guests import own_vm
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
@@ -27,14 +28,7 @@ def results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exp_vm(lab_kernel, lab_image):
     """This module's own TCG guest (other test modules' VMs come and go meanwhile)."""
-    from kernlab.guest.vm import find_vm, start_vm
-
-    stale = find_vm("t-exp")
-    if stale:
-        stale.stop()
-    vm = start_vm(lab_kernel, lab_image, "t-exp")
-    yield vm
-    vm.stop()
+    yield from own_vm(lab_kernel, lab_image, "t-exp")
 
 
 @pytest.fixture(scope="module")
