@@ -19,6 +19,8 @@ HOST_PACKAGES = [
     "ccache", "cpio", "kmod", "lz4", "rsync", "xz-utils", "zstd", "patch", "git", "python3",
     # samples/bpf and host-built BPF objects
     "clang", "llvm", "lld", "libbpf-dev", "libcap-dev", "pkg-config",
+    # check-experiment: bpftrace programs compiled (--emit-elf) against a kernel's headers
+    "bpftrace",
     # images and the VM
     "qemu-system-x86", "qemu-utils", "mmdebstrap", "e2fsprogs", "openssh-client",
 ]
