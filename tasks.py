@@ -93,6 +93,7 @@ def _one_line_parse_errors() -> None:
 
     def parse_tasks(self):
         try:
+            _join_words(self.core.unparsed, "probes", {"--kernels", "-k", "--experiment", "-e", "--vm-name"})
             original(self)
         except ParseError as error:
             task = getattr(error.context, "name", None)
@@ -101,6 +102,26 @@ def _one_line_parse_errors() -> None:
 
     parse_tasks.kernlab = True
     Program.parse_tasks = parse_tasks
+
+
+def _join_words(argv: list[str], task_name: str, valued: set[str]) -> None:
+    """`invoke probes a b c --json` → `invoke probes a,b,c --json`: invoke has no variadic
+    positional argument, so the task's words are joined into its one positional, in place."""
+    if task_name not in argv:
+        return
+    start = argv.index(task_name) + 1
+    words, rest, index = [], [], start
+    while index < len(argv):
+        token = argv[index]
+        if token.startswith("-"):
+            rest.append(token)
+            if (token in valued or token in ("--targets", "-t")) and index + 1 < len(argv):
+                rest.append(argv[index + 1])
+                index += 1
+        else:
+            words.append(token)
+        index += 1
+    argv[start:] = [",".join(words), *rest]  # "" when none: --experiment alone is enough
 
 
 _one_line_parse_errors()
@@ -172,17 +193,19 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "jobs": "make -j (default or 0: number of cores).",
         "no_ccache": "Do not use ccache even when installed.",
         "no_samples": "Skip samples/bpf.",
+        "no_patch": "Leave out a patch of the catalog's series (file name, repeatable): a variant build "
+        "with its own key, e.g. --no-patch 0001-lib-iov_iter-make-copyout-probe-able.patch.",
         "clean": "Remove this build's output directory first and build from scratch.",
         "json": "Print the build record as JSON when done.",
         "update_lock": "Accept inputs that differ from kernlab.lock (e.g. a newer Debian package) "
         "and record them there.",
     },
-    iterable=["patches", "fragment"],
+    iterable=["patches", "fragment", "no_patch"],
 )
 @friendly
 def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, url=None, sha256=None,
                  deb=None, allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
-                 no_samples=False, clean=False, json=False, update_lock=False):
+                 no_samples=False, clean=False, json=False, update_lock=False, no_patch=None):
     """Fetch, patch, configure (verified), build a kernel with headers and samples/bpf; record it."""
     from pathlib import Path
 
@@ -194,15 +217,20 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
     tarball, git, url = not_empty("tarball", tarball), not_empty("git", git), not_empty("url", url)
     sha256, ref = not_empty("sha256", sha256), not_empty("ref", ref)
     _source_flags(tarball, git, url, ref, sha256)
-    for flag, items in (("patches", patches), ("fragment", fragment)):
+    for flag, items in (("patches", patches), ("fragment", fragment), ("no-patch", no_patch)):
         for item in items or []:
             not_empty(flag, item)
+    if no_patch and update_lock:
+        raise KernlabError("--no-patch builds a variant; --update-lock would record it as the "
+                           "kernel's inputs",
+                           "leave --update-lock out (the lock is checked without the patches left out)")
     opts = build.BuildOptions(
         source=SourceOptions(tarball=Path(tarball) if tarball else None, git=Path(git) if git else None,
                              ref=ref or "HEAD", url=url, sha256=sha256, allow_unverified=allow_unverified,
                              deb=Path(deb) if deb else None, update_lock=update_lock),
         extra_patches=[Path(p).resolve() for p in patches or []],
         extra_fragments=[Path(f).resolve() for f in fragment or []],
+        without_patches=tuple(no_patch or ()),
         jobs=number("jobs", jobs, low=0, high=1024, integer=True,
                     fix="give --jobs N with 1 <= N <= 1024, or leave it out (one job per core)"),
         ccache=not no_ccache, clean=clean, samples=not no_samples, update_lock=update_lock,
@@ -668,6 +696,41 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
         raise Exit(code=1)
 
 
+@task(
+    positional=["targets"],
+    help={
+        "targets": "kprobe/kretprobe function names, tracepoint:CAT:NAME, uprobe:BINARY:FUNC "
+                   "(space- or comma-separated).",
+        "kernels": "Comma-separated kernels (catalog versions or build ids); default: every built "
+                   "catalog version. A version with no build uses a built point release (5.4 → 5.4.286).",
+        "experiment": "Also check the targets an experiment uses (its SEC() names, bpftrace probes, "
+                      "kprobe_events lines).",
+        "live": "Boot each kernel and confirm every verdict by registering and removing the probe.",
+        "json": "Print the rows as JSON.",
+        "vm_name": "Name of the VM --live boots (it is stopped afterwards).",
+    },
+)
+@friendly
+def probes(c, targets=None, kernels="", experiment=None, live=False, json=False, vm_name="probes"):
+    """Can I probe it here? Each target on each built kernel: verdict, reason, fix, evidence."""
+    from kernlab.experiments.probecheck import atlas_rows
+    from kernlab.probes.atlas import table
+
+    words = [t for t in (targets or "").split(",") if t.strip()]
+    if not words and not experiment:
+        raise KernlabError("no target given", "name functions, tracepoint:CAT:NAME or uprobe:BIN:FUNC, "
+                           "or --experiment NAME")
+    chosen = [k.strip() for k in (kernels or "").split(",") if k.strip()]
+    result = atlas_rows(words, chosen, not_empty("experiment", experiment), live=live, vm_name=vm_name)
+    if json:
+        _print_json(result.to_json())
+    else:
+        print(result.text(table))
+    if result.defects:
+        raise Exit(f"kernlab: error: {len(result.defects)} live result(s) disagree with the static "
+                   "verdict (listed above); report them as atlas defects", code=1)
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=True,
                      default=lambda record: record.to_json()))  # records print as their JSON
@@ -680,3 +743,4 @@ ns.add_task(list_experiments)
 ns.add_task(run_experiment)
 ns.add_task(new_experiment)
 ns.add_task(check_experiment)
+ns.add_task(probes)

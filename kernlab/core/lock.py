@@ -104,11 +104,15 @@ def differences(locked: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return lines
 
 
-def check_kernel(version: str, current: dict[str, Any], update: bool) -> None:
-    """Stop when ``current`` inputs differ from the lock (unless ``update``)."""
+def check_kernel(version: str, current: dict[str, Any], update: bool, without: tuple[str, ...] = ()) -> None:
+    """Stop when ``current`` inputs differ from the lock (unless ``update``); patches named in
+    ``without`` (left out on purpose, `--no-patch`) are not expected."""
     locked = read_lock()["kernels"].get(version)
     if locked is None or update:
         return
+    if without:
+        kept = {n: s for n, s in locked.get("patches", {}).items() if n not in without}
+        locked = {**locked, "patches": kept}
     changed = differences(locked, current)
     if changed:
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""

@@ -33,6 +33,7 @@ from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.bundle import Bundle, hist_svg, manifest, parse_hist
 from kernlab.experiments.expect import Evidence, Outcome, check_all, substitute
+from kernlab.experiments.probecheck import check_targets
 from kernlab.experiments.spec import (
     Experiment,
     Step,
@@ -421,6 +422,7 @@ def requirements(exp: Experiment, session: Session) -> tuple[dict[str, str], dic
     """Kernel and image ready, needs met: (variables, symbols); raises naming what is missing."""
     build, _image = session.kernel_and_image()
     variables = resolve_vars(exp, session.release)
+    check_targets(exp, build, variables)  # the probe atlas: an unattachable target stops here, with its fix
     symbols = check_needs(exp, build, variables)
     return {**variables, **{f"SYM_{k}": v for k, v in symbols.items()}}, symbols
 

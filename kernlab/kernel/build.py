@@ -56,6 +56,7 @@ class BuildOptions:
     source: SourceOptions = field(default_factory=SourceOptions)
     extra_patches: list[Path] = field(default_factory=list)
     extra_fragments: list[Path] = field(default_factory=list)
+    without_patches: tuple[str, ...] = ()  # catalog patches left out (--no-patch NAME)
     jobs: int = 0
     ccache: bool = True
     clean: bool = False
@@ -88,6 +89,7 @@ class Plan:
             "arch": self.spec.arch,
             "source": source_id,
             "patches": [p.record()["sha256"] for p in self.patches],
+            **({"without_patches": list(self.opts.without_patches)} if self.opts.without_patches else {}),
             "base": self.spec.base,
             "fragments": [[f.name, sha256_file(f)] for f in self.fragments],
             "compiler": compiler_version(self.compiler),
@@ -124,7 +126,20 @@ def make_plan(version: str, opts: BuildOptions | None = None) -> Plan:
     for fragment in fragments:
         if not fragment.is_file():
             raise KernlabError(f"config fragment {fragment} does not exist", "fix --fragment")
-    return Plan(spec, catalog, collect_patches(patch_dirs), fragments, spec.compiler, opts)
+    return Plan(spec, catalog, _without(collect_patches(patch_dirs), opts.without_patches, version),
+                fragments, spec.compiler, opts)
+
+
+def _without(patches: list[Patch], names: tuple[str, ...], version: str) -> list[Patch]:
+    """``patches`` minus the ones named (by file name or series/name); a name not in the series is refused."""
+    def named(patch: Patch, name: str) -> bool:
+        return name in (patch.name, f"{patch.series.name}/{patch.name}", patch.path.stem)
+
+    for name in names:
+        if not any(named(p, name) for p in patches):
+            raise KernlabError(f"--no-patch {name}: no such patch in the series of {version}",
+                               "give a name `invoke build-kernel --version V --plan` lists")
+    return [p for p in patches if not any(named(p, name) for name in names)]
 
 
 def describe_plan(plan: Plan) -> dict[str, Any]:
@@ -135,6 +150,7 @@ def describe_plan(plan: Plan) -> dict[str, Any]:
         "release": plan.spec.release,
         "sources (in order)": describe_sources(plan.spec, plan.opts.source, mirror),
         "patches": [f"{p.series.name}/{p.name} sha256={p.record()['sha256'][:16]}" for p in plan.patches],
+        **({"left out (--no-patch)": list(_left_out(plan))} if plan.opts.without_patches else {}),
         "config": {"base": plan.spec.base, "fragments": [str(f) for f in plan.fragments]},
         "compiler": f"{plan.compiler} ({compiler_version(plan.compiler) or 'NOT INSTALLED'})",
         "binutils": binutils_version(),
@@ -157,7 +173,7 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> BuildRecord:
     with reporter().step(f"source for {version}"):
         source = resolve_source(plan.spec, plan.catalog, opts.source, logs / f"source-{version}.log")
     lock_entry = plan.lock_entry(source)
-    lock.check_kernel(version, lock_entry, opts.update_lock)
+    lock.check_kernel(version, lock_entry, opts.update_lock, without=_left_out(plan))
     key = hash_inputs(plan.inputs(source.sha256))
     build_dir = paths.work_dir() / "build" / f"{version}-{short(key)}"
     if not opts.clean and (record := _up_to_date(version, build_dir)):
@@ -167,6 +183,15 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> BuildRecord:
             return _accepted(version, lock_entry, opts, record)
         return _accepted(version, lock_entry, opts,
                          _build_locked(plan, source, key, build_dir, started))
+
+
+def _left_out(plan: Plan) -> tuple[str, ...]:
+    """File names of the catalog patches --no-patch left out (the lock is checked without them)."""
+    if not plan.opts.without_patches:
+        return ()
+    dirs = [series_dir(name) for name in plan.spec.patches]
+    kept = {p.path for p in plan.patches}
+    return tuple(p.name for p in collect_patches(dirs) if p.path not in kept)
 
 
 def _accepted(version: str, lock_entry: dict[str, Any], opts: BuildOptions,
@@ -451,6 +476,7 @@ def make_record(plan, source, key, tree, obj, verification, samples, started) ->
         "tree": str(tree),
         "source": source.record(),
         "patches": [p.record() for p in plan.patches],
+        **({"without_patches": list(_left_out(plan))} if plan.opts.without_patches else {}),
         "fragments": [{"path": str(f), "sha256": sha256_file(f)} for f in plan.fragments],
         "config_base": plan.spec.base,
         "config_sha256": sha256_file(obj / ".config"),

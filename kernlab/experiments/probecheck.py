@@ -1,0 +1,128 @@
+"""The probe atlas for experiments: the targets an experiment uses, checked before it runs,
+and `invoke probes` (given targets, an experiment's, or both; static, then ``--live``).
+
+An experiment's targets: its BPF sources' ``SEC("kprobe/...")``, ``kretprobe/``,
+``tracepoint/CAT/NAME`` (macros resolved from the step's ``-DNAME=...`` cflags and the
+kernel's ``vars:``), bpftrace probes (``.bt`` files and ``bpftrace -e`` commands) and
+``p:``/``r:`` lines written to ``kprobe_events``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernlab.core.errors import KernlabError
+from kernlab.experiments.expect import substitute
+from kernlab.experiments.spec import Experiment, load_experiment, resolve_vars
+from kernlab.kernel.selection import built_versions
+from kernlab.probes import live as live_check
+from kernlab.probes.atlas import Kernel, Row, resolve_kernel, row_for
+from kernlab.probes.target import Target, parse_targets
+
+SEC = re.compile(r'SEC\(\s*((?:"[^"]*"\s*|[A-Za-z_]\w*\s*)+)\)')
+BPFTRACE = re.compile(r"\b(kprobe|kretprobe|k|kr|tracepoint|t):([A-Za-z_][\w.]*(?::[A-Za-z_]\w*)?)")
+KPROBE_EVENT = re.compile(r"""(?:^|['"\s])([pr])(?::[\w/]+)?\s+([A-Za-z_][\w.]*)(?:\+\d+)?[\s'"]""")
+DEFINE = re.compile(r"""-D([A-Za-z_]\w*)=(?:\\?"|')?([^"'\s]*)""")
+
+
+def _macros(cflags: list[str], variables: dict[str, str]) -> dict[str, str]:
+    """-DNAME="value" of a bpf step, ${VARS} substituted (${SYM_x} left unresolved means x)."""
+    found = {}
+    for flag in cflags:
+        text = re.sub(r"\$\{SYM_(\w+)\}", r"\1", substitute(flag, variables))
+        for name, value in DEFINE.findall(text):
+            found[name] = value.strip('"\\')
+    return found
+
+
+def _sec_targets(text: str, macros: dict[str, str]) -> list[str]:
+    """Targets from SEC("kprobe/" NAME) lines; a macro's value comes from ``macros`` or its #define."""
+    defaults = dict(re.findall(r'#define\s+(\w+)\s+"([^"]*)"', text))
+    targets = []
+    for match in SEC.finditer(text):
+        parts = re.findall(r'"([^"]*)"|([A-Za-z_]\w*)', match.group(1))
+        section = "".join(s or macros.get(m, defaults.get(m, m)) for s, m in parts)
+        kind, _, rest = section.partition("/")
+        if kind in ("kprobe", "kretprobe") and rest:
+            targets.append(f"{kind}:{rest}")
+        elif kind == "tracepoint" and rest.count("/") == 1:
+            targets.append("tracepoint:" + rest.replace("/", ":"))
+    return targets
+
+
+def experiment_targets(exp: Experiment, variables: dict[str, str]) -> list[Target]:
+    """The probe targets ``exp`` attaches to on a kernel with these ``variables``."""
+    words: list[str] = []
+    for step in exp.build:
+        path = exp.dir / step.source if step.source else None
+        if step.kind == "bpf" and path and path.is_file():
+            words += _sec_targets(path.read_text(errors="replace"), _macros(step.cflags, variables))
+    scripts = [p.read_text(errors="replace") for p in sorted(exp.dir.glob("*.bt"))]
+    commands = [substitute(s.cmd, variables) for s in exp.steps] + [s.cmd for s in exp.build if s.cmd]
+    for text in scripts + [c for c in commands if "bpftrace" in c]:
+        for kind, name in BPFTRACE.findall(text):
+            kind = {"k": "kprobe", "kr": "kretprobe", "t": "tracepoint"}.get(kind, kind)
+            if kind != "tracepoint" or ":" in name:
+                words.append(f"{kind}:{name}")
+    for command in commands:
+        if "kprobe_events" in command:
+            words += [f"{'kretprobe' if k == 'r' else 'kprobe'}:{n}"
+                      for k, n in KPROBE_EVENT.findall(command)]
+    return parse_targets(words)
+
+
+def check_targets(exp: Experiment, build: dict[str, Any], variables: dict[str, str]) -> None:
+    """Before a run: every target ``exp`` uses must be attachable on ``build``; otherwise stop
+    with the atlas's reason and fix (not a loader error from deep in libbpf)."""
+    targets = experiment_targets(exp, variables)
+    if not targets:
+        return
+    kernel = Kernel(build)
+    for target in targets:
+        row = row_for(target, kernel)
+        if not row.attachable:
+            raise KernlabError(f"{exp.name}: {target} is not attachable on {kernel.id}: {row.reason}",
+                               row.fix or "see `invoke probes " + str(target) + f" --kernels {kernel.id}`")
+
+
+@dataclass
+class AtlasResult:
+    rows: list[Row]
+    live: list[live_check.LiveResult] = field(default_factory=list)
+
+    @property
+    def defects(self) -> list[live_check.LiveResult]:
+        return [r for r in self.live if not r.agrees]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": [r.to_json() for r in self.rows], "live": [r.to_json() for r in self.live],
+                "defects": len(self.defects)}
+
+    def text(self, table: Callable[[list[Row]], str]) -> str:
+        out = table(self.rows)
+        if self.live:
+            out += "\n\n" + live_check.live_table(self.live)
+        return out
+
+
+def atlas_rows(words: list[str], kernels: list[str], experiment: str | None,
+               live: bool = False, vm_name: str = "probes") -> AtlasResult:
+    """`invoke probes`: the static rows for ``words`` and ``experiment``'s targets on each
+    kernel (default: every built catalog version), then with ``live`` the booted check."""
+    given = parse_targets(words)
+    exp = load_experiment(experiment) if experiment else None
+    rows: list[Row] = []
+    loaded = [Kernel(resolve_kernel(k)) for k in (kernels or built_versions())]
+    for kernel in loaded:
+        targets = list(given)
+        if exp is not None:
+            used = experiment_targets(exp, resolve_vars(exp, kernel.release))
+            targets += [t for t in used if t not in targets]
+        rows += [row_for(t, kernel) for t in targets]
+    result = AtlasResult(rows)
+    if live:
+        result.live = live_check.confirm(rows, {k.id: k.build for k in loaded}, vm_name)
+    return result

@@ -1,0 +1,139 @@
+"""`invoke probes --live`: boot each kernel and confirm every static verdict by really
+registering and removing the probe through tracefs (``kprobe_events``, a trace event's
+``enable``). A live result that disagrees with the static verdict is an atlas defect.
+
+One guest command per kernel runs ``GUEST_SCRIPT`` (Python, standard library) with the
+probes as JSON; it prints one JSON line per probe (registered or not, errno, the kernel's
+last log line on a refusal).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kernlab.core.progress import reporter
+from kernlab.guest import remote
+from kernlab.guest.image import find_image
+from kernlab.guest.vm import start_vm
+from kernlab.probes.atlas import Row
+
+GUEST_SCRIPT = r"""
+import json, os, subprocess, sys
+T = next((p for p in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+          if os.path.exists(p + "/kprobe_events")), None)
+if T is None and os.path.isdir("/sys/kernel/debug"):
+    subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"])
+    T = "/sys/kernel/debug/tracing"
+
+def write(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+def last_log():
+    out = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.strip().splitlines()
+    return out[-1] if out else ""
+
+for i, item in enumerate(json.loads(sys.argv[1])):
+    ok, error, log = False, "", ""
+    try:
+        if item["kind"] in ("kprobe", "kretprobe"):
+            event = "kl_atlas_%d" % i
+            write(T + "/kprobe_events", "%s:%s %s\n" % ("r" if item["kind"] == "kretprobe" else "p",
+                                                        event, item["symbol"]))
+            ok = True
+            write(T + "/kprobe_events", "-:%s\n" % event)
+        elif item["kind"] == "tracepoint":
+            enable = "%s/events/%s/enable" % (T, item["symbol"].replace(":", "/"))
+            if not os.path.exists(enable):
+                raise FileNotFoundError(2, "no such trace event", enable)
+            write(enable, "1")
+            ok = True
+            write(enable, "0")
+        else:
+            error = "not checked live"
+    except OSError as e:
+        error = "%s (errno %d)" % (e.strerror, e.errno)
+        log = last_log()
+    print(json.dumps({"index": i, "ok": ok, "error": error, "log": log}), flush=True)
+"""
+
+
+@dataclass
+class LiveResult:
+    target: str
+    kernel: str
+    symbol: str  # what was registered
+    static: str  # the static verdict, as shown
+    registered: bool | None  # None: not checked live (uprobes)
+    error: str = ""
+    log: str = ""
+
+    @property
+    def agrees(self) -> bool:
+        return self.registered is None or self.registered == (self.static != "not attachable")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "agrees": self.agrees}
+
+
+def _symbol(row: Row) -> str:
+    """The name to register: the static answer's name, else the target's own."""
+    if row.use:
+        return row.use
+    return row.target.split(":", 1)[1] if row.target.startswith("kretprobe:") else row.target
+
+
+def _kind(row: Row) -> str:
+    return row.target.split(":", 1)[0] if ":" in row.target else "kprobe"
+
+
+def check_kernel(rows: list[Row], build: dict[str, Any], vm_name: str) -> list[LiveResult]:
+    """Boot ``build``, register and remove every row's probe, stop the VM."""
+    items = [{"kind": _kind(r), "symbol": _symbol(r)} for r in rows]
+    vm = start_vm(build, find_image(), vm_name)
+    try:
+        conn = remote.connect(vm)
+        command = f"python3 -c {shlex.quote(GUEST_SCRIPT)} {shlex.quote(json.dumps(items))}"
+        with reporter().step(f"register {len(items)} probes on {rows[0].kernel}"):
+            done = remote.run(conn, command, timeout=120)
+    finally:
+        vm.stop()
+    answers = {a["index"]: a for a in (json.loads(line) for line in done.stdout.splitlines()
+                                       if line.startswith("{"))}
+    results = []
+    for index, (row, item) in enumerate(zip(rows, items, strict=True)):
+        answer = answers.get(index, {"ok": False, "error": "no answer from the guest"})
+        checked = answer.get("error") != "not checked live"
+        results.append(LiveResult(row.target, row.kernel, item["symbol"], row.shown,
+                                  bool(answer["ok"]) if checked else None,
+                                  answer.get("error", ""), answer.get("log", "")))
+    return results
+
+
+def confirm(rows: list[Row], builds: dict[str, dict[str, Any]], vm_name: str) -> list[LiveResult]:
+    """Every row checked in a booted guest, one boot per kernel."""
+    results: list[LiveResult] = []
+    for kernel, build in builds.items():
+        mine = [r for r in rows if r.kernel == kernel]
+        if mine:
+            results += check_kernel(mine, build, vm_name)
+    return results
+
+
+def live_table(results: list[LiveResult]) -> str:
+    """One line per probe: registered or refused (with the kernel's words), and agreement."""
+    lines = ["live check (registered and removed through tracefs):"]
+    for r in results:
+        got = ("not checked" if r.registered is None else "registered" if r.registered
+               else f"refused: {r.error}")
+        if r.log and not r.registered:
+            got += f" [{r.log}]"
+        mark = "agrees" if r.agrees else "DEFECT: disagrees with the static verdict"
+        lines.append(f"  {r.target} on {r.kernel} ({r.symbol}): {got}; static {r.static}: {mark}")
+    return "\n".join(lines)
