@@ -731,6 +731,30 @@ def probes(c, targets=None, kernels="", experiment=None, live=False, json=False,
                    "verdict (listed above); report them as atlas defects", code=1)
 
 
+@task(
+    positional=["function"],
+    help={"function": "A static or inlined C function of the kernel (e.g. file_ppos).",
+          "version": "Kernel: catalog version or build id whose tree the patch is made against.",
+          "json": "Print what was written as JSON."},
+)
+@friendly
+def make_probeable(c, function=None, version=None, json=False):
+    """Write a patch into patches/<V>/ that makes FUNCTION a real, probe-able symbol (or refuse, why)."""
+    from kernlab.probes.probeable import describe
+    from kernlab.probes.probeable import make_probeable as make
+
+    function = not_empty("function", function)
+    version = not_empty("version", version)
+    if not function or not version:
+        raise KernlabError("make-probeable needs FUNCTION and --version V",
+                           "e.g. `invoke make-probeable file_ppos --version 5.4.286`")
+    made = make(function, version)
+    if json:
+        _print_json(describe(made))
+    else:
+        print(made.summary(version))
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, sort_keys=True,
                      default=lambda record: record.to_json()))  # records print as their JSON
@@ -744,3 +768,4 @@ ns.add_task(run_experiment)
 ns.add_task(new_experiment)
 ns.add_task(check_experiment)
 ns.add_task(probes)
+ns.add_task(make_probeable)

@@ -35,12 +35,23 @@ def write(path, text):
     finally:
         os.close(fd)
 
-def last_log():
-    out = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.strip().splitlines()
-    return out[-1] if out else ""
+def logs():
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.strip().splitlines()
+    try:
+        with open(T + "/error_log") as f:
+            errors = f.read().strip().splitlines()
+    except OSError:
+        errors = []
+    return dmesg, errors
+
+def new_lines(before):
+    after = logs()
+    fresh = [l for l in after[0][len(before[0]):] + after[1][len(before[1]):] if l.strip()]
+    return " | ".join(l.split("] ", 1)[-1].strip() for l in fresh)[:300]
 
 for i, item in enumerate(json.loads(sys.argv[1])):
     ok, error, log = False, "", ""
+    before = logs()
     try:
         if item["kind"] in ("kprobe", "kretprobe"):
             event = "kl_atlas_%d" % i
@@ -59,7 +70,7 @@ for i, item in enumerate(json.loads(sys.argv[1])):
             error = "not checked live"
     except OSError as e:
         error = "%s (errno %d)" % (e.strerror, e.errno)
-        log = last_log()
+        log = new_lines(before)
     print(json.dumps({"index": i, "ok": ok, "error": error, "log": log}), flush=True)
 """
 
