@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.compare import fleet
+from kernlab.compare import atlas_report, fleet
 from kernlab.compare.fleet import LOCAL, last_error
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
@@ -381,6 +381,7 @@ def markdown(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
             parts += ["", "| " + " | ".join(k for k, _ in pics) + " |", "|" + "---|" * len(pics),
                       "| " + " | ".join(f"![{name} on {k}]({p})" for k, p in pics) + " |"]
         parts.append("")
+    parts += atlas_report.markdown_sections(matrix)
     return "\n".join(parts) + "\n"
 
 
@@ -412,11 +413,12 @@ def html_report(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
                         + (f'<div class="pics">{pics}</div>' if pics else ""))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:4px 10px;"
              "border:1px solid #ccc}table{border-collapse:collapse}.pics{display:flex;gap:1em;"
-             "flex-wrap:wrap}figure{margin:0}")
+             "flex-wrap:wrap}figure{margin:0}td small{color:#555}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>kernlab matrix</title>"
             f"<style>{style}</style></head><body><h1>kernlab matrix: {esc(', '.join(matrix.kernels))}</h1>"
             f"<p>Overall: <b>{'PASS' if matrix.passed else 'FAIL'}</b></p>{''.join(grid)}"
-            f"<h2>Differences between kernels</h2>{''.join(sections)}</body></html>\n")
+            f"<h2>Differences between kernels</h2>{''.join(sections)}"
+            f"{atlas_report.html_sections(matrix)}</body></html>\n")
 
 
 def junit_xml(matrix: Matrix) -> str:

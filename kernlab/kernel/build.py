@@ -74,6 +74,7 @@ class Plan:
     fragments: list[Path]
     compiler: str
     opts: BuildOptions
+    left_out: tuple[str, ...] = ()  # catalog patches --no-patch left out, named when planned
 
     def lock_entry(self, source: ResolvedSource) -> dict[str, Any]:
         return lock.kernel_entry(
@@ -126,8 +127,10 @@ def make_plan(version: str, opts: BuildOptions | None = None) -> Plan:
     for fragment in fragments:
         if not fragment.is_file():
             raise KernlabError(f"config fragment {fragment} does not exist", "fix --fragment")
-    return Plan(spec, catalog, _without(collect_patches(patch_dirs), opts.without_patches, version),
-                fragments, spec.compiler, opts)
+    every = collect_patches(patch_dirs)
+    kept = _without(every, opts.without_patches, version)
+    return Plan(spec, catalog, kept, fragments, spec.compiler, opts,
+                tuple(p.name for p in every if p not in kept))
 
 
 def _without(patches: list[Patch], names: tuple[str, ...], version: str) -> list[Patch]:
@@ -187,11 +190,7 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> BuildRecord:
 
 def _left_out(plan: Plan) -> tuple[str, ...]:
     """File names of the catalog patches --no-patch left out (the lock is checked without them)."""
-    if not plan.opts.without_patches:
-        return ()
-    dirs = [series_dir(name) for name in plan.spec.patches]
-    kept = {p.path for p in plan.patches}
-    return tuple(p.name for p in collect_patches(dirs) if p.path not in kept)
+    return plan.left_out
 
 
 def _accepted(version: str, lock_entry: dict[str, Any], opts: BuildOptions,
