@@ -19,8 +19,8 @@ from kernlab.probes.atlas import Kernel, Row, resolve_kernel, row_for
 
 Matrix = Any  # compare.matrix.Matrix (which imports this module): kernels, experiments, cells
 INSN = re.compile(r"^(\d+): (\([0-9a-f]{2}\) .*?)(?:\s{2,};.*)?$")
-NOISE = re.compile(r"^(;|\s*R\d+(?:_w)?=|\d+: R\d|\d+: \(|last_idx|regs=|parent |from \d+ to \d+|processed \d+|"
-                   r"propagating|verification time|stack depth|mark_precise|\s*$)")
+NOISE = re.compile(r"^(;|\s*R\d+(?:_w)?=|\d+: R\d|\d+: \(|last_idx|regs=|parent |from \d+ to \d+|"
+                   r"processed \d+|propagating|verification time|stack depth|mark_precise|\s*$)")
 
 
 # ---------------------------------------------------------------- probes
