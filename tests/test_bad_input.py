@@ -218,6 +218,16 @@ BUILD_LEFTOVERS = ("cache", "cache/sha256-memo.json", "work", "work/logs", "work
 
 # ---------------------------------------------------------------- the table
 CASES = [
+    # the probe atlas: a malformed target, nothing to check, an unbuilt kernel, refusals
+    Case("flags", "probes-bad-target", ["probes", "tracepoint:only", "--kernels", "6.1"],
+         "target 'tracepoint:only' is not a probe target"),
+    Case("flags", "probes-nothing", ["probes"], "no target given"),
+    Case("flags", "probes-unbuilt", ["probes", "vfs_read", "--kernels", "6.1"], "kernel 6.1 is not built"),
+    Case("flags", "make-probeable-no-version", ["make-probeable", "file_ppos"], "needs FUNCTION and --version"),
+    Case("flags", "make-probeable-not-c", ["make-probeable", "a-b", "--version", "6.1"],
+         "'a-b' is not a C function name"),
+    Case("flags", "no-patch-unknown", ["build-kernel", "--version", "6.1", "--no-patch", "nope.patch", "--plan"],
+         "--no-patch nope.patch: no such patch in the series of 6.1"),
     # numbers on the command line: range, finiteness, parse
     Case("number", "jobs-negative", ["build-kernel", "--jobs", "-3"], "--jobs -3 is out of range"),
     Case("number", "jobs-not-a-number", ["build-kernel", "--jobs", "abc"],

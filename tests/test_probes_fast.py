@@ -184,3 +184,43 @@ def test_an_experiments_targets_come_from_its_sec_names_and_vars():
     found = {str(t) for t in experiment_targets(load_experiment("file-io"), resolve_vars(
         load_experiment("file-io"), "6.1"))}
     assert {"vfs_open", "kretprobe:ext4_file_open", "tracepoint:syscalls:sys_enter_open"} <= found
+
+
+LOG_415 = """libbpf: prog 'value_size': -- BEGIN PROG LOAD LOG --
+6: (85) call bpf_map_lookup_elem#1
+7: (15) if r0 == 0x0 goto pc+11
+ R0=map_value(id=0,off=0,ks=4,vs=4,imm=0) R6=inv0 R10=fp0
+14: (79) r3 = *(u64 *)(r0 +0)
+ R0=map_value(id=0,off=0,ks=4,vs=4,imm=0) R1=inv7792670350368334198 R6=inv0 R10=fp0
+invalid access to map value, value_size=4 off=0 size=8
+R0 min value is outside of the array range
+-- END PROG LOAD LOG --
+"""
+LOG_61 = """libbpf: prog 'value_size': -- BEGIN PROG LOAD LOG --
+reg type unsupported for arg#0 function value_size#15
+0: R1=ctx(off=0,imm=0) R10=fp0
+; __u32 *value = bpf_map_lookup_elem(&params, &key);
+4: (18) r1 = 0xffff88800e546008       ; R1_w=map_ptr(off=0,ks=4,vs=8,imm=0)
+13: (79) r3 = *(u64 *)(r0 +0)         ; R0_w=map_value(off=0,ks=4,vs=4,imm=0)
+invalid access to map value, value_size=4 off=0 size=8
+processed 11 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0
+-- END PROG LOAD LOG --
+"""
+
+
+def test_verifier_logs_of_two_releases_normalize_to_the_same_message_and_instruction():
+    from kernlab.compare.atlas_report import parse_rejection
+
+    old, new = parse_rejection(LOG_415), parse_rejection(LOG_61)
+    assert old[:2] == new[:2] == ("invalid access to map value, value_size=4 off=0 size=8",
+                                  "(79) r3 = *(u64 *)(r0 +0)")
+    assert (old[2], new[2]) == ("14", "13")
+    assert parse_rejection("no log here") == ("", "", "", "")
+
+
+def test_probe_targets_given_as_words_become_one_positional():
+    from tasks import _join_words
+
+    argv = ["probes", "copyout", "vfs_read", "--kernels", "4.15,6.1", "SyS_write", "--json"]
+    _join_words(argv, "probes", {"--kernels"})
+    assert argv == ["probes", "copyout,vfs_read,SyS_write", "--kernels", "4.15,6.1", "--json"]
