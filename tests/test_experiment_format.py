@@ -21,7 +21,7 @@ from kernlab.experiments.spec import (
 )
 
 SUITE = ["bcc-opensnoop", "buffermap", "caller-stack", "file-io", "hellotrace",
-         "kretprobe-hist", "passfd", "readiter", "samples-bpf", "samples-cpustat",
+         "kretprobe-hist", "passfd", "ppos", "readiter", "samples-bpf", "samples-cpustat",
          "uprobe-local", "verifier"]
 
 MINIMAL = """\

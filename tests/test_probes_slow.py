@@ -1,0 +1,54 @@
+"""The probe atlas on real kernel builds (built once, then cached) and in real TCG guests."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernlab.experiments.probecheck import atlas_rows
+from kernlab.kernel.build import BuildOptions, build_kernel
+from kernlab.probes.atlas import Kernel, row_for
+from kernlab.probes.target import parse_target
+
+pytestmark = pytest.mark.slow
+COPYOUT_PATCH = "0001-lib-iov_iter-make-copyout-probe-able.patch"
+MUST_SHOW = ["copyout", "copy_page_to_iter", "copy_page_to_iter_iovec", "vfs_read", "ext4_file_open",
+             "__x64_sys_write", "SyS_write"]
+
+
+@pytest.fixture(scope="module")
+def kernels() -> dict[str, Kernel]:
+    return {v: Kernel(build_kernel(v)) for v in ("4.15", "5.4.286", "6.1")}
+
+
+def verdicts(kernel: Kernel) -> dict[str, str]:
+    return {name: row_for(parse_target(name), kernel).shown for name in MUST_SHOW}
+
+
+def test_the_atlas_of_the_three_lab_kernels(kernels):
+    assert verdicts(kernels["4.15"]) == {
+        "copyout": "attachable", "copy_page_to_iter": "attachable", "copy_page_to_iter_iovec": "not attachable",
+        "vfs_read": "attachable", "ext4_file_open": "attachable", "__x64_sys_write": "not attachable",
+        "SyS_write": "attachable"}
+    for version in ("5.4.286", "6.1"):
+        got = verdicts(kernels[version])
+        assert got["SyS_write"] == "not attachable" and got["__x64_sys_write"] == "attachable"
+        assert got["copyout"] == got["vfs_read"] == "attachable"
+    iovec = row_for(parse_target("copy_page_to_iter_iovec"), kernels["5.4.286"])
+    assert iovec.inlined_into == ["copy_page_to_iter"] and "DWARF: inlined_subroutine" in iovec.evidence
+    assert row_for(parse_target("SyS_write"), kernels["6.1"]).fix == "probe __x64_sys_write on this kernel"
+
+
+def test_copyout_without_its_patch_on_6_1_is_inlined_and_the_fix_is_the_patch():
+    record = build_kernel("6.1", BuildOptions(without_patches=(COPYOUT_PATCH,)))
+    assert record["without_patches"] == [COPYOUT_PATCH]
+    row = row_for(parse_target("copyout"), Kernel(record))
+    assert row.verdict == "no" and row.inlined_into, row
+    assert "patches/6.1/0001-lib-iov_iter-make-copyout-probe-able.patch" in row.fix
+
+
+def test_live_registration_agrees_with_every_static_verdict_on_6_1(vm_name):
+    result = atlas_rows([*MUST_SHOW, "do_int3", "tracepoint:syscalls:sys_enter_read", "file_ppos"],
+                        ["6.1"], None, live=True, vm_name=vm_name("atlas"))
+    assert len(result.live) == len(MUST_SHOW) + 3
+    assert not result.defects, [d.to_json() for d in result.defects]
+    assert {r.symbol: r.registered for r in result.live}["do_int3"] is False
