@@ -26,8 +26,9 @@ def verdicts(kernel: Kernel) -> dict[str, str]:
 
 def test_the_atlas_of_the_three_lab_kernels(kernels):
     assert verdicts(kernels["4.15"]) == {
-        "copyout": "attachable", "copy_page_to_iter": "attachable", "copy_page_to_iter_iovec": "not attachable",
-        "vfs_read": "attachable", "ext4_file_open": "attachable", "__x64_sys_write": "not attachable",
+        "copyout": "attachable", "copy_page_to_iter": "attachable",
+        "copy_page_to_iter_iovec": "not attachable", "vfs_read": "attachable",
+        "ext4_file_open": "attachable", "__x64_sys_write": "not attachable",
         "SyS_write": "attachable"}
     for version in ("5.4.286", "6.1"):
         got = verdicts(kernels[version])
