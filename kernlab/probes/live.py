@@ -21,7 +21,7 @@ from kernlab.guest.vm import start_vm
 from kernlab.probes.atlas import Row
 
 GUEST_SCRIPT = r"""
-import json, os, subprocess, sys
+import json, os, struct, subprocess, sys
 T = next((p for p in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
           if os.path.exists(p + "/kprobe_events")), None)
 if T is None and os.path.isdir("/sys/kernel/debug"):
@@ -49,6 +49,26 @@ def new_lines(before):
     fresh = [l for l in after[0][len(before[0]):] + after[1][len(before[1]):] if l.strip()]
     return " | ".join(l.split("] ", 1)[-1].strip() for l in fresh)[:300]
 
+def file_offset(binary, name):  # the file offset of a function in an ELF64 binary (uprobe_events)
+    data = open(binary, "rb").read()
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 0x36)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + k * shentsize) for k in range(shnum)]
+    for sh in sections:
+        if sh[1] not in (2, 11):  # SHT_SYMTAB, SHT_DYNSYM
+            continue
+        strtab = sections[sh[6]]
+        for at in range(sh[4], sh[4] + sh[5], 24):
+            st_name, _, _, _, value, _ = struct.unpack_from("<IBBHQQ", data, at)
+            end = data.index(b"\0", strtab[4] + st_name)
+            if value and data[strtab[4] + st_name:end].decode() == name:
+                for k in range(phnum):
+                    head = phoff + k * phentsize
+                    kind, _, off, vaddr, _, filesz = struct.unpack_from("<IIQQQQ", data, head)
+                    if kind == 1 and vaddr <= value < vaddr + filesz:
+                        return value - vaddr + off
+    raise OSError(2, "no symbol %s in %s" % (name, binary))
+
 for i, item in enumerate(json.loads(sys.argv[1])):
     ok, error, log = False, "", ""
     before = logs()
@@ -67,9 +87,13 @@ for i, item in enumerate(json.loads(sys.argv[1])):
             ok = True
             write(enable, "0")
         else:
-            error = "not checked live"
-    except OSError as e:
-        error = "%s (errno %d)" % (e.strerror, e.errno)
+            binary, func = item["symbol"].rsplit(":", 1)
+            event = "kl_atlas_u%d" % i
+            write(T + "/uprobe_events", "p:%s %s:0x%x\n" % (event, binary, file_offset(binary, func)))
+            ok = True
+            write(T + "/uprobe_events", "-:%s\n" % event)
+    except (OSError, ValueError, struct.error) as e:
+        error = "%s (errno %d)" % (e.strerror, e.errno) if isinstance(e, OSError) else str(e)
         log = new_lines(before)
     print(json.dumps({"index": i, "ok": ok, "error": error, "log": log}), flush=True)
 """
@@ -81,7 +105,7 @@ class LiveResult:
     kernel: str
     symbol: str  # what was registered
     static: str  # the static verdict, as shown
-    registered: bool | None  # None: not checked live (uprobes)
+    registered: bool | None  # None: not checked live
     error: str = ""
     log: str = ""
 
