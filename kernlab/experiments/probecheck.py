@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kernlab.core.errors import KernlabError
+from kernlab.core.progress import reporter
 from kernlab.experiments.expect import substitute
 from kernlab.experiments.spec import Experiment, load_experiment, resolve_vars
 from kernlab.kernel.selection import built_versions
@@ -80,7 +81,11 @@ def check_targets(exp: Experiment, build: dict[str, Any], variables: dict[str, s
     targets = experiment_targets(exp, variables)
     if not targets:
         return
-    kernel = Kernel(build)
+    try:
+        kernel = Kernel(build)
+    except KernlabError as error:  # a build without readable outputs: the run says what is wrong
+        reporter().warn(f"probe targets not checked: {error.cause}")
+        return
     for target in targets:
         row = row_for(target, kernel)
         if not row.attachable:

@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from kernlab.core.errors import KernlabError
@@ -192,13 +193,17 @@ def scan_build(build: dict) -> KernelFacts:
     except (KeyError, TypeError) as error:
         raise KernlabError(f"build {build.get('build_dir')} records no {error}",
                            f"rebuild it: `invoke build-kernel --version {build.get('version')}`") from None
-    smap = SymbolMap.read(system_map)
     tree = Path(str(build["tree"])) if build.get("tree") and Path(str(build["tree"])).is_dir() else None
-    with open(vmlinux, "rb") as handle:
-        elf = ELFFile(handle)
-        sections = {s.name for s in elf.iter_sections()}
-        mcount = _pointer_table(elf, smap, "__start_mcount_loc", "__stop_mcount_loc")
-        black = _pointer_table(elf, smap, "__start_kprobe_blacklist", "__stop_kprobe_blacklist") or []
+    try:
+        smap = SymbolMap.read(system_map)
+        with open(vmlinux, "rb") as handle:
+            elf = ELFFile(handle)
+            sections = {s.name for s in elf.iter_sections()}
+            mcount = _pointer_table(elf, smap, "__start_mcount_loc", "__stop_mcount_loc")
+            black = _pointer_table(elf, smap, "__start_kprobe_blacklist", "__stop_kprobe_blacklist") or []
+    except (OSError, ValueError, ELFError) as error:
+        raise KernlabError(f"cannot read the build's vmlinux or System.map ({vmlinux}): {error}",
+                           f"rebuild it: `invoke build-kernel --version {build.get('version')}`") from None
     return KernelFacts(
         build_id=Path(str(build.get("build_dir", ""))).name or str(build.get("version")),
         release=str(build.get("release") or build.get("version")),
