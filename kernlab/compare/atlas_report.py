@@ -14,7 +14,7 @@ from typing import Any
 
 from kernlab.core.errors import KernlabError
 from kernlab.experiments.probecheck import experiment_targets
-from kernlab.experiments.spec import load_experiment, resolve_vars
+from kernlab.experiments.spec import load_experiment, na_reason, resolve_vars
 from kernlab.probes.atlas import Kernel, Row, resolve_kernel, row_for
 
 Matrix = Any  # compare.matrix.Matrix (which imports this module): kernels, experiments, cells
@@ -38,6 +38,8 @@ def probe_rows(matrix: Matrix) -> tuple[list[Row], dict[str, list[str]]]:
         for experiment in matrix.experiments:
             try:
                 exp = load_experiment(experiment)
+                if na_reason(exp, kernel.release):  # n/a there: its targets are not asked for
+                    continue
                 targets = experiment_targets(exp, resolve_vars(exp, kernel.release))
             except KernlabError:
                 continue
@@ -135,7 +137,7 @@ def markdown_sections(matrix: Matrix) -> list[str]:
     cell = {(r.target, r.kernel): r for r in rows}
     parts += ["| target | used by | " + " | ".join(kernels) + " |", "|---|---|" + "---|" * len(kernels)]
     for target, experiments in used.items():
-        shown = [cell[(target, k)].shown if (target, k) in cell else "-" for k in kernels]
+        shown = [cell[(target, k)].shown if (target, k) in cell else "not used" for k in kernels]
         parts.append(f"| `{target}` | {', '.join(experiments)} | " + " | ".join(shown) + " |")
     parts += [""] + [f"- `{r.target}` on {r.kernel}: {r.reason}" + (f" — fix: {r.fix}" if r.fix else "")
                      for r in rows if not r.attachable] + ["", "## Verifier", ""]
@@ -161,7 +163,7 @@ def html_sections(matrix: Matrix) -> str:
         for kernel in kernels:
             row = cell.get((target, kernel))
             if row is None:
-                tds.append("<td>-</td>")
+                tds.append('<td style="color:#888">not used</td>')
                 continue
             note = ("" if row.attachable
                     else f"<br><small>{esc(row.reason)}<br><i>fix: {esc(row.fix)}</i></small>")
