@@ -224,3 +224,14 @@ def test_probe_targets_given_as_words_become_one_positional():
     argv = ["probes", "copyout", "vfs_read", "--kernels", "4.15,6.1", "SyS_write", "--json"]
     _join_words(argv, "probes", {"--kernels"})
     assert argv == ["probes", "copyout,vfs_read,SyS_write", "--kernels", "4.15,6.1", "--json"]
+
+
+def test_a_new_patch_is_pinned_only_where_the_lock_has_the_version(tmp_path, monkeypatch):
+    from kernlab.core import lock
+
+    monkeypatch.setenv("KERNLAB_LOCK", str(tmp_path / "kernlab.lock"))
+    lock.write_lock({"kernels": {"5.4.286": {"patches": {"0001-a.patch": "aa"}, "source_sha256": "s"}},
+                     "images": {}})
+    assert lock.add_patch(["5.4", "5.4.286"], "0002-b.patch", "bb") == ["5.4.286"]
+    entry = lock.read_lock()["kernels"]["5.4.286"]
+    assert entry == {"patches": {"0001-a.patch": "aa", "0002-b.patch": "bb"}, "source_sha256": "s"}

@@ -45,6 +45,18 @@ def write_lock(data: dict[str, Any]) -> Path:
     return lock_path()
 
 
+def add_patch(versions: list[str], name: str, sha256: str) -> list[str]:
+    """Pin a patch just added to a series in the lock entries of ``versions`` that exist;
+    the versions updated (their other inputs, the source above all, stay as pinned)."""
+    data = read_lock()
+    updated = [v for v in versions if v in data["kernels"]]
+    for version in updated:
+        data["kernels"][version].setdefault("patches", {})[name] = sha256
+    if updated:
+        write_lock(data)
+    return updated
+
+
 def kernel_entry(source_sha256: str, patches: list[dict], fragments: list[tuple[str, str]],
                  compiler: str, binutils: str, debian: dict[str, Any] | None = None) -> dict[str, Any]:
     """The lockable inputs of one kernel build (the source checksum pins the release).

@@ -2,7 +2,9 @@
 function a real, probe-able symbol on that kernel, in the shape of the copyout patch.
 
 The patch is made against the tree of V's build (its catalog patches already applied), so
-it applies last in the series: the definition loses ``static``/``inline`` and gains
+it applies last in the series, and is pinned in kernlab.lock for the versions that use the
+series (nothing else of their entries changes: `--update-lock` would also move a Debian
+source to the archive's newest upload): the definition loses ``static``/``inline`` and gains
 ``noinline`` (a global function is never replaced by a ``.isra``/``.constprop`` clone), a
 ``static`` prototype of it in the same file loses ``static``. Refused, with the reason,
 where that cannot work: a macro, an ``__always_inline`` or header function, a function
@@ -14,13 +16,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import paths
+from kernlab.core import lock, paths
 from kernlab.core.errors import KernlabError
-from kernlab.core.util import atomic_write_text
+from kernlab.core.util import atomic_write_text, sha256_file
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.patch import series_dir
 from kernlab.probes import dwarf
@@ -38,9 +40,12 @@ class MadePatch:
     file: str
     inlined_into: list[str]
 
+    locked: list[str] = field(default_factory=list)  # kernlab.lock entries that now pin it
+
     def summary(self, version: str) -> str:
-        return (f"{self.path} (added to {self.series})\n"
-                f"build it: `invoke build-kernel --version {version} --update-lock` (the series changed), "
+        pinned = f"; pinned in kernlab.lock for {', '.join(self.locked)}" if self.locked else ""
+        return (f"{self.path} (added to {self.series}{pinned})\n"
+                f"build it: `invoke build-kernel --version {version}`, "
                 f"then `invoke probes {self.function} --kernels {version} --live`")
 
 
@@ -156,10 +161,12 @@ def make_probeable(function: str, version: str) -> MadePatch:
     atomic_write_text(path, header(kernel, function, found, callers, kernel.release) + diff)
     listed = (series / "series").read_text() if (series / "series").is_file() else ""
     atomic_write_text(series / "series", listed.rstrip("\n") + f"\n{path.name}\n")
+    users = [v for v, spec in load_catalog().kernels.items() if series.name in spec.patches]
+    locked = lock.add_patch(users, path.name, sha256_file(path))
     return MadePatch(path.relative_to(paths.root()), series.relative_to(paths.root()), function,
-                     found.file, callers)
+                     found.file, callers, locked)
 
 
 def describe(made: MadePatch) -> dict[str, Any]:
     return {"patch": str(made.path), "series": str(made.series), "function": made.function,
-            "file": made.file, "inlined_into": made.inlined_into}
+            "file": made.file, "inlined_into": made.inlined_into, "locked": made.locked}
