@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.guest import remote
 from kernlab.guest.image import find_image
 from kernlab.guest.vm import start_vm
@@ -131,7 +132,7 @@ def _kind(row: Row) -> str:
 def check_kernel(rows: list[Row], build: dict[str, Any], vm_name: str) -> list[LiveResult]:
     """Boot ``build``, register and remove every row's probe, stop the VM."""
     items = [{"kind": _kind(r), "symbol": _symbol(r)} for r in rows]
-    vm = start_vm(build, find_image(), vm_name)
+    vm = start_vm(BuildRecord.from_json(build), find_image(), vm_name)
     try:
         conn = remote.connect(vm)
         command = f"python3 -c {shlex.quote(GUEST_SCRIPT)} {shlex.quote(json.dumps(items))}"
