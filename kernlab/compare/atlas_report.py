@@ -157,7 +157,7 @@ def html_sections(matrix: Matrix) -> str:
     cell = {(r.target, r.kernel): r for r in rows}
     colour = {"attachable": "#d8f0d8", "clone": "#e6f0c8", "no": "#f6d5d5"}
     head = "".join(f"<th>{esc(k)}</th>" for k in kernels)
-    lines = [f"<h2>Probe atlas</h2><table><tr><th>target</th><th>used by</th>{head}</tr>"]
+    lines = [f"<h2 id=\"probe-atlas\">Probe atlas</h2><table><tr><th>target</th><th>used by</th>{head}</tr>"]
     for target, experiments in used.items():
         tds = []
         for kernel in kernels:
@@ -171,7 +171,7 @@ def html_sections(matrix: Matrix) -> str:
                        f"{esc(row.shown)}{note}</td>")
         lines.append(f"<tr><td><code>{esc(target)}</code></td><td>{esc(', '.join(experiments))}</td>"
                      f"{''.join(tds)}</tr>")
-    lines.append("</table><h2>Verifier</h2>")
+    lines.append("</table><h2 id=\"verifier\">Verifier</h2>")
     for (experiment, step), group in _groups(rejections(matrix)).items():
         lines.append(f"<h3>{esc(experiment)}: {esc(step)} — {esc(agreement(group))}</h3><table>"
                      "<tr><th>kernel</th><th>message (normalized)</th><th>rejected instruction</th>"
