@@ -179,10 +179,11 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> BuildRecord:
     lock.check_kernel(version, lock_entry, opts.update_lock, without=_left_out(plan))
     key = hash_inputs(plan.inputs(source.sha256))
     build_dir = paths.work_dir() / "build" / f"{version}-{short(key)}"
-    if not opts.clean and (record := _up_to_date(version, build_dir)):
+    if not opts.clean and (record := _up_to_date(version, build_dir, not plan.left_out)):
         return _accepted(version, lock_entry, opts, record)
     with filelock.exclusive(build_lock(build_dir), f"build {build_dir.name}"):
-        if not opts.clean and (record := _up_to_date(version, build_dir)):  # built while we waited
+        # built while we waited:
+        if not opts.clean and (record := _up_to_date(version, build_dir, not plan.left_out)):
             return _accepted(version, lock_entry, opts, record)
         return _accepted(version, lock_entry, opts,
                          _build_locked(plan, source, key, build_dir, started))
@@ -208,7 +209,7 @@ def build_lock(build_dir: Path) -> Path:
     return filelock.locks_dir(paths.work_dir()) / f"build-{build_dir.name}.lock"
 
 
-def _up_to_date(version: str, build_dir: Path) -> dict[str, Any] | None:
+def _up_to_date(version: str, build_dir: Path, remember: bool = True) -> dict[str, Any] | None:
     """The complete record in ``build_dir`` (noted and remembered as latest), else None."""
     record = complete_record(build_dir / "build.json")
     if record:
@@ -241,7 +242,8 @@ def _build_locked(plan: Plan, source: ResolvedSource, key: str, build_dir: Path,
             samples = build_samples(plan, tree, obj, log_dir / "samples-bpf.log")
     record = make_record(plan, source, key, tree, obj, verification, samples, started)
     atomic_write_json(record_path, record)
-    _remember_latest(version, build_dir)
+    if not plan.left_out:  # a --no-patch variant never becomes the version's latest build
+        _remember_latest(version, build_dir)
     return record
 
 
