@@ -308,7 +308,8 @@ def differences(matrix: Matrix, experiment: str) -> list[str]:
             lines.append(f"variable `{var}`: " + ", ".join(f"{k} = {v}" for k, v in values.items()))
     sizes = {c.kernel: _trace_lines(c) for c in cells if c.bundle}
     if len(set(sizes.values())) > 1:
-        lines.append("trace lines: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+        shown = ", ".join(f"{k} {'none' if v is None else v}" for k, v in sizes.items())
+        lines.append(f"trace lines: {shown}")
     return lines
 
 
