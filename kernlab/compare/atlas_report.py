@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kernlab.core.errors import KernlabError
+from kernlab.core.util import read_json
 from kernlab.experiments.probecheck import experiment_targets
 from kernlab.experiments.spec import load_experiment, na_reason, resolve_vars
 from kernlab.probes.atlas import Kernel, Row, resolve_kernel, row_for
@@ -30,8 +31,11 @@ def probe_rows(matrix: Matrix) -> tuple[list[Row], dict[str, list[str]]]:
     rows: list[Row] = []
     used: dict[str, list[str]] = {}
     for name in matrix.kernels:
+        build_id = _build_that_ran(matrix, name)
+        if build_id is None:
+            continue
         try:
-            kernel = Kernel(resolve_kernel(name))
+            kernel = Kernel(resolve_kernel(build_id))
         except (KernlabError, OSError):
             continue
         seen: set[str] = set()
@@ -53,6 +57,20 @@ def probe_rows(matrix: Matrix) -> tuple[list[Row], dict[str, list[str]]]:
                     row.kernel = name  # the matrix's column
                     rows.append(row)
     return rows, used
+
+
+def _build_that_ran(matrix: Matrix, kernel: str) -> str | None:
+    """The id of the build the column's bundles ran on (their manifests name it), so the atlas
+    describes that kernel and no other; None when no bundle of the column names one."""
+    for (column, _), cell in sorted(matrix.cells.items()):
+        if column != kernel or cell.bundle is None:
+            continue
+        try:
+            build_dir = read_json(Path(cell.bundle) / "manifest.json")["build"]["build_dir"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return Path(build_dir).name
+    return None
 
 
 # ---------------------------------------------------------------- verifier
