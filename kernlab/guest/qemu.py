@@ -267,7 +267,7 @@ class QemuSpec:
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=net0",
             "-device", "virtio-rng-pci",
-            "-chardev", f"file,id=con0,path={self.console_log}",
+            "-chardev", f"file,id=con0,path={self.console_log},append=on",
             "-serial", "chardev:con0",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
             "-pidfile", str(self.pidfile),

@@ -262,15 +262,17 @@ def _stop(transport: Any, channel: Any, pid_file: str, grace: float, also: str) 
         stopper.close()
 
 
-def wait_ready(vm: Vm, deadline: float, on_dead: Callable[[], Exception]) -> Connection:
-    """Retry connecting until ``true`` runs in the guest; keeps the connection open."""
+def wait_ready(vm: Vm, deadline: float, on_dead: Callable[[], Exception],
+               first: Callable[[], str] | None = None) -> Connection:
+    """Retry connecting until ``true`` (or ``first()``, made just before it is sent) runs in
+    the guest; keeps the connection open."""
     last: Any = None
     while time.monotonic() < deadline:
         if not vm.alive():
             raise on_dead()
         try:
             conn = connect(vm)
-            run(conn, "true", timeout=max(1.0, deadline - time.monotonic()))
+            run(conn, first() if first else "true", timeout=max(1.0, deadline - time.monotonic()))
             return conn
         except KernlabError as error:
             if "host key" in error.cause:

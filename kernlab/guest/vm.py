@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord, VmRecord
 from kernlab.core.util import atomic_write_json, read_json
-from kernlab.guest import health, qemu, remote
+from kernlab.guest import health, qemu, remote, snapshot
 from kernlab.guest.health import console_tail
 from kernlab.kernel import kheaders
 
@@ -35,6 +36,7 @@ FAST_BOOT = "pci=noacpi i8042.noaux i8042.nokbd"
 READY_LINE = "KERNLAB-READY"
 HEADERS_FAILED = "kernel headers disk not mounted"  # vm/init's line when the mount fails
 READY_TIMEOUT = 30.0  # seconds under KVM; scaled for TCG
+RESTORE_TIMEOUT = 4.0  # seconds under KVM (scaled for TCG) for a restored guest's SSH
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 PANIC_RE = re.compile(r"(Kernel panic - not syncing:.*|BUG:.*|Oops:.*)")
 
@@ -232,11 +234,14 @@ def headers_for(build: dict) -> dict[str, Any]:
 
 def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, append: str = "",
              memory: str = "2G", cpus: int = 2, port: int | None = None,
-             timeout: float | None = None, wait: bool = True) -> Vm:
+             timeout: float | None = None, wait: bool = True, cold: bool = False) -> Vm:
     """Boot ``build``'s kernel on ``image`` and wait until a command runs over SSH.
 
-    ``append`` adds kernel parameters (a later ``init=``/``root=`` wins); ``timeout``
-    overrides the accel-scaled readiness timeout. Any failure or Ctrl-C stops QEMU.
+    The guest is restored from its snapshot when there is one (kernlab.guest.snapshot),
+    else booted cold and saved as one first; ``cold`` boots cold and leaves snapshots
+    alone (so does ``wait=False``). ``append`` adds kernel parameters (a later
+    ``init=``/``root=`` wins); ``timeout`` overrides the accel-scaled readiness timeout.
+    Any failure or Ctrl-C stops QEMU.
     """
     build, image = BuildRecord.from_json(build), ImageRecord.from_json(image)
     kernel = _kernel_path(build)
@@ -245,7 +250,7 @@ def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, a
             raise KernlabError(f"VM {name} is already running",
                                f"run `invoke vm.down --name {name}`")
         return _start(build, image, name, kernel, append=append, memory=memory, cpus=cpus,
-                      port=port, timeout=timeout, wait=wait)
+                      port=port, timeout=timeout, wait=wait, cold=cold)
 
 
 @contextlib.contextmanager
@@ -261,9 +266,32 @@ def _start_lock(name: str) -> Iterator[None]:
         yield
 
 
-def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, append: str, memory: str,
-           cpus: int, port: int | None, timeout: float | None, wait: bool) -> Vm:
-    """start_vm's work, under the VM's start lock."""
+@dataclass
+class _Boot:
+    """One start's fixed parts: what to boot, where, and how long to wait."""
+
+    spec: qemu.QemuSpec
+    run_dir: Path
+    build: BuildRecord
+    image: ImageRecord
+    headers: dict
+    port: int | None
+    limit: float
+    snapshot_inputs: dict[str, Any]
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "qemu.log"
+
+    @property
+    def snapshot_key(self) -> str:
+        return snapshot.key_of(self.snapshot_inputs)
+
+
+def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, append: str,
+           memory: str, cpus: int, port: int | None, timeout: float | None, wait: bool,
+           cold: bool) -> Vm:
+    """start_vm's work, under the VM's start lock: a snapshot restore, else a cold boot."""
     accel = qemu.choose_accel(kernel)
     headers = headers_for(build)
     run_dir = run_dir_of(name)
@@ -273,29 +301,122 @@ def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, a
         qmp_socket=run_dir / "qmp.sock", pidfile=run_dir / "qemu.pid",
         cmdline=f"{CMDLINE} {FAST_BOOT} {append}".strip(), accel=accel, memory=memory, cpus=cpus,
         name=f"kernlab-{name}", kheaders=Path(headers["path"]) if headers.get("path") else None)
-    limit = timeout if timeout is not None else READY_TIMEOUT * accel.scale
-    vm: Vm | None = None
+    boot = _Boot(spec, run_dir, build, image, headers, port,
+                 timeout if timeout is not None else READY_TIMEOUT * accel.scale,
+                 snapshot.inputs(spec.argv(0), run_dir, name, _snapshot_facts(spec, build, image,
+                                                                               headers)))
+    use_snapshots = wait and not cold
     with reporter().step(f"boot {build.get('kernelrelease', kernel.name)} as VM {name} "
                          f"({accel.name})"), _stop_on_interrupt():
-        try:
-            qemu.make_overlay(image.disk, spec.disk, run_dir / "qemu.log")
-            started = time.monotonic()
-            proc, ssh_port = qemu.launch(spec.argv, spec.qmp_socket, run_dir / "qemu.log", port)
-            vm = Vm(run_dir, _record(name, run_dir, spec, proc.pid, ssh_port, build, image,
-                                     headers))
-            vm._proc = proc
-            remote.write_ssh_files(vm, image)
-            atomic_write_json(run_dir / "vm.json", vm.record)
-            if wait:
-                wait_ready(vm, started, limit)
-        except BaseException:
-            if vm is not None:
-                vm.stop()
-            elif (run_dir / "qemu.pid").is_file():
-                with contextlib.suppress(ValueError, OSError):
-                    qemu.kill(int((run_dir / "qemu.pid").read_text()))
-            _forget(run_dir)
-            raise
+        if use_snapshots:
+            snap, why = snapshot.find(boot.snapshot_key)
+            if why:
+                reporter().note(f"{why}; booting cold")
+            if snap is not None and (vm := _restore_or_none(boot, snap)) is not None:
+                return vm
+        return _cold(boot, wait=wait, save=use_snapshots)
+
+
+def _snapshot_facts(spec: qemu.QemuSpec, build: BuildRecord, image: ImageRecord,
+                    headers: dict) -> dict[str, Any]:
+    """What a snapshot depends on besides the command line: the files' contents, QEMU."""
+    return {"bzImage_sha256": build.output_sha256("bzImage") or str(spec.kernel),
+            "kernel_key": build.key, "image_key": image.key, "image_sha256": image.disk_sha256,
+            "image_path": str(image.disk), "headers_key": headers.get("key"),
+            "qemu": qemu.qemu_version()}
+
+
+@contextlib.contextmanager
+def _stop_on_error(run_dir: Path, box: list[Vm]) -> Iterator[None]:
+    """On any failure or Ctrl-C: stop the VM in ``box`` (or the QEMU its pidfile names)."""
+    try:
+        yield
+    except BaseException:
+        if box:
+            box[0].stop()
+        elif (run_dir / "qemu.pid").is_file():
+            with contextlib.suppress(ValueError, OSError):
+                qemu.kill(int((run_dir / "qemu.pid").read_text()))
+        _forget(run_dir)
+        raise
+
+
+def _launch(boot: _Boot, box: list[Vm], extra: list[str], how: str) -> tuple[Vm, float]:
+    """Start QEMU (``extra`` arguments appended), write the VM's record and SSH files."""
+    started = time.monotonic()
+    proc, ssh_port = qemu.launch(lambda port: boot.spec.argv(port) + extra, boot.spec.qmp_socket,
+                                 boot.log, boot.port)
+    record = _record(boot.run_dir.name, boot.run_dir, boot.spec, proc.pid, ssh_port, boot.build,
+                     boot.image, boot.headers)
+    record["argv"] += extra
+    record["boot"] = how
+    vm = Vm(boot.run_dir, record)
+    vm._proc = proc
+    box.append(vm)
+    remote.write_ssh_files(vm, boot.image)
+    atomic_write_json(boot.run_dir / "vm.json", vm.record)
+    return vm, started
+
+
+def _cold(boot: _Boot, *, wait: bool, save: bool) -> Vm:
+    """Boot cold; with ``save``, save the guest at init's readiness line and restore it."""
+    box: list[Vm] = []
+    with _stop_on_error(boot.run_dir, box):
+        qemu.make_overlay(boot.image.disk, boot.spec.disk, boot.log)
+        vm, started = _launch(boot, box, [], "cold")
+        if not wait:
+            return vm
+        line = _wait_console(vm, started + boot.limit, boot.limit)
+        vm.record["console_ready_seconds"] = round(time.monotonic() - started, 2)
+        vm.record["guest_uptime_at_ready"] = _uptime(line)
+        if not save:
+            _wait_ssh(vm, started, boot.limit)
+            return vm
+        snap = _save_or_none(vm, boot)
+    if snap is not None and (restored := _restore_or_none(boot, snap)) is not None:
+        return restored
+    _forget(boot.run_dir)
+    return _cold(boot, wait=True, save=False)
+
+
+def _save_or_none(vm: Vm, boot: _Boot) -> snapshot.Snapshot | None:
+    """Save the just-booted guest as the snapshot for its inputs (QEMU is gone after it)."""
+    try:
+        snap = snapshot.save(boot.spec.qmp_socket, vm.pid, boot.spec.disk, boot.snapshot_key,
+                             boot.snapshot_inputs, console=vm.console_log)
+    except snapshot.SnapshotFailed as error:
+        reporter().note(f"{error.cause}; booting cold without a snapshot (log: {boot.log})")
+        vm.stop()
+        return None
+    vm.stop()
+    reporter().note(f"saved the booted guest as snapshot {snap.dir.name} "
+                    f"({snap.record['save_seconds']}s); later boots restore it")
+    return snap
+
+
+def _restore_or_none(boot: _Boot, snap: snapshot.Snapshot) -> Vm | None:
+    """The guest restored from ``snap`` and answering over SSH; None (snapshot deleted, a
+    note said why) when that fails."""
+    box: list[Vm] = []
+    try:
+        with _stop_on_error(boot.run_dir, box):
+            return _restore(boot, snap, box)
+    except KernlabError as error:
+        reporter().note(f"restoring snapshot {snap.dir.name} failed ({error.cause}): deleted it; "
+                        f"booting cold (log: {boot.log})")
+        snapshot.discard(snap.dir)
+        return None
+
+
+def _restore(boot: _Boot, snap: snapshot.Snapshot, box: list[Vm]) -> Vm:
+    snapshot.make_layer(snap, boot.spec.disk, boot.log)
+    snapshot.start_console(snap, boot.spec.console_log)
+    vm, started = _launch(boot, box, snapshot.incoming_args(snap), "snapshot")
+    snapshot.resume(vm._proc, boot.spec.qmp_socket, boot.log)
+    vm.record["restore_seconds"] = round(time.monotonic() - started, 2)
+    vm.record["snapshot"] = {"key": snap.key, "dir": str(snap.dir)}
+    limit = min(boot.limit, RESTORE_TIMEOUT * boot.spec.accel.scale)
+    _wait_ssh(vm, started, limit, first=snapshot.settle_command)
     return vm
 
 
@@ -376,17 +497,15 @@ def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
     }
 
 
-def wait_ready(vm: Vm, started: float, limit: float) -> None:
-    """Wait for init's readiness line, then for a command to succeed over SSH."""
-    deadline = started + limit
-    line = _wait_console(vm, deadline, limit)
-    vm.record["console_ready_seconds"] = round(time.monotonic() - started, 2)
-    vm.record["guest_uptime_at_ready"] = _uptime(line)
-    remote.wait_ready(vm, deadline, on_dead=lambda: _died(vm))
+def _wait_ssh(vm: Vm, started: float, limit: float, first: Any = None) -> None:
+    """Wait until a command (``true``, or ``first()``) succeeds over SSH; record the time."""
+    remote.wait_ready(vm, started + limit, on_dead=lambda: _died(vm), first=first)
     vm.record["ready_seconds"] = round(time.monotonic() - started, 2)
     atomic_write_json(vm.run_dir / "vm.json", vm.record)
+    how = f"restored from snapshot {vm.record['snapshot']['dir']}" if vm.record.get("snapshot") \
+        else "cold boot"
     reporter().note(f"SSH ready on 127.0.0.1:{vm.ssh_port} after {vm.record['ready_seconds']}s"
-                    f" (console: {vm.console_log})")
+                    f" ({how}; console: {vm.console_log})")
 
 
 def _wait_console(vm: Vm, deadline: float, limit: float) -> str:
