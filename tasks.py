@@ -331,11 +331,13 @@ def _vm_or_exit(name):
     "memory": "Guest memory (default 2G; at least 128M).",
     "cpus": "Guest CPUs (default 2; 1 to 255).",
     "timeout": "Seconds to wait for SSH (default or 0: 30, x5 under TCG).",
+    "cold": "Boot cold: do not restore (or save) the snapshot of this kernel, image and settings.",
 })
 @friendly
 def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", cpus=2,
-          timeout=0.0):
-    """Boot a built kernel on the lab image and wait until SSH answers."""
+          timeout=0.0, cold=False):
+    """Boot a built kernel on the lab image (from its snapshot when there is one) and wait
+    until SSH answers."""
     from kernlab.core.validate import memory as memory_size
     from kernlab.guest.ensure import Target
     from kernlab.guest.qemu import forced_accel
@@ -347,7 +349,8 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
     opts = {"append": append, "memory": memory_size("memory", memory),
             "cpus": number("cpus", cpus, low=1, high=255, integer=True),
             "timeout": number("timeout", timeout, low=0, high=86400,
-                              fix="give --timeout SECONDS (1 to 86400), or 0 for the default") or None}
+                              fix="give --timeout SECONDS (1 to 86400), or 0 for the default") or None,
+            "cold": bool(cold)}
     target = Target(choose_kernel(not_empty("kernel", kernel)), recipe, name, build_missing=False,
                     restart=True, vm_opts=opts)
     vm = target.up()
