@@ -39,7 +39,8 @@ TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 STOP_GRACE = 30.0
 INTERRUPT_GRACE = 1.0  # after SIGTERM (the host's Ctrl-C): a background step's time to stop
-DRAIN = 0.5
+DRAIN = 0.5  # after the last step: background steps' own output (bpftrace polls its buffers)
+CAPTURE_DRAIN = 0.1  # after they stopped: events still on their way into the ring buffer
 PGIDS = "pgids"  # out/pgids: one step process group a line, for the host to kill if we cannot
 
 
@@ -211,7 +212,7 @@ class Step:
                     return ""
             if self.proc.poll() is not None:
                 return f"exited {self.proc.returncode} before printing {pattern!r}"
-            time.sleep(0.1)
+            time.sleep(0.02)
         return f"not ready after {timeout:.0f}s (no {pattern!r} in its output)"
 
 
@@ -462,7 +463,7 @@ def run_plan(plan: dict) -> dict:
         if reason == "interrupted":  # the host gives us seconds: the records before the slow teardown
             write(os.path.join(outdir, "driver.json"), {**status, "status": "failed", "reason": reason})
         if capture:
-            time.sleep(DRAIN if reason != "interrupted" else 0.1)
+            time.sleep(CAPTURE_DRAIN)  # Capture.stop then reads the ring buffer until it is empty
             status["capture"] = capture.stop()
             save_comms(status["tracefs"], outdir)
             record_comms(status["tracefs"], False)

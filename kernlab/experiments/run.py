@@ -158,9 +158,11 @@ class Session:
 
 
 # ---------------------------------------------------------------- guest I/O
-def _guest(conn: Any, command: str, log: Path, timeout: float, check: bool = True, **stop: Any) -> Any:
-    """Run a guest command; command, output and exit status go to ``log``. ``stop``: how
-    remote.run stops it on a timeout or Ctrl-C (``stop_grace``, ``stop_also``)."""
+def _guest(conn: Any, command: str, log: Path, timeout: float, check: bool = True, *,
+           binary: bool = False, **stop: Any) -> Any:
+    """Run a guest command; command, output and exit status go to ``log`` (a ``binary``
+    stdout only by its size). ``stop``: remote.run's other arguments (``stop_grace``,
+    ``stop_also``, ``stdin``)."""
     started = time.monotonic()
     with open(log, "a") as out:
         out.write(f"\n$ {command}\n")
@@ -172,7 +174,7 @@ def _guest(conn: Any, command: str, log: Path, timeout: float, check: bool = Tru
         except KeyboardInterrupt:
             out.write(f"# interrupted (Ctrl-C) after {time.monotonic() - started:.1f}s; stopped there\n")
             raise
-        out.write(result.stdout)
+        out.write(f"# {len(result.data)} bytes on stdout\n" if binary else result.stdout)
         if result.stderr:
             out.write(f"# stderr:\n{result.stderr}")
         out.write(f"# exit {result.exited} after {time.monotonic() - started:.1f}s\n")
@@ -209,27 +211,24 @@ def _bpftrace_plan(step: Step, env: dict[str, str]) -> dict[str, Any]:
 
 def _upload(conn: Any, exp: Experiment, built: Path, plan: dict, bundle: Bundle,
             tools: list[str]) -> dict[str, str]:
-    """Send sources, outputs, driver and plan as one tarball; unpack; check guest tools."""
+    """Send sources, outputs, driver and plan as one tar stream on a guest command's stdin,
+    unpacked there by the same command, which also checks the guest's tools."""
     workdir = plan["workdir"]
-    upload = f"/tmp/kernlab-{exp.name}.tar.gz"
-    with tempfile.TemporaryDirectory() as tmp:
-        tarball = Path(tmp) / "upload.tar.gz"
-        with tarfile.open(tarball, "w:gz") as tar:
-            tar.add(built, arcname=".")
-            tar.add(DRIVER, arcname="kernlab_driver.py")
-            info = tarfile.TarInfo("plan.json")
-            data = json.dumps(plan, indent=2).encode()
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        with open(bundle.log("remote"), "a") as out:
-            out.write(f"\n# put {tarball.stat().st_size} bytes -> {upload}\n")
-        _transfer(conn.put, str(tarball), upload)
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w") as tar:
+        tar.add(built, arcname=".")
+        tar.add(DRIVER, arcname="kernlab_driver.py")
+        info = tarfile.TarInfo("plan.json")
+        data = json.dumps(plan, indent=2).encode()
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
     checks = " ".join(shlex.quote(t) for t in tools)
-    script = (f"set -e; rm -rf {workdir}; mkdir -p {workdir}; "
-              f"tar xzf {upload} -C {workdir}; rm -f {upload}; "
-              f"echo release=$(uname -r); "
+    script = (f"set -e; rm -rf {workdir}; mkdir -p {workdir}; tar xf - -C {workdir}; "
+              f"read -r release </proc/sys/kernel/osrelease; echo release=$release; "
               f"for t in {checks}; do command -v $t >/dev/null || echo missing=$t; done")
-    result = _guest(conn, script, bundle.log("remote"), timeout=120)
+    with open(bundle.log("remote"), "a") as out:
+        out.write(f"\n# sending {stream.tell()} bytes (tar) on stdin\n")
+    result = _guest(conn, script, bundle.log("remote"), timeout=120, stdin=stream.getvalue())
     facts = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     missing = [line.split("=", 1)[1] for line in result.stdout.splitlines()
                if line.startswith("missing=")]
@@ -241,32 +240,18 @@ def _upload(conn: Any, exp: Experiment, built: Path, plan: dict, bundle: Bundle,
 
 def _fetch(conn: Any, exp: Experiment, workdir: str, bundle: Bundle, dest: Path,
            timeout: float = 120.0) -> None:
-    """Bring back ``out/`` and the artifact files (whatever exists) into ``dest``."""
+    """Bring back ``out/`` and the artifact files (whatever exists) into ``dest``: one guest
+    command writes them as a tar stream on its stdout."""
     wanted = ["out"] + [a.path for a in exp.artifacts if a.path]
     names = " ".join(shlex.quote(w) for w in wanted)
-    fetched = f"/tmp/kernlab-{exp.name}.out.tar.gz"
-    started = time.monotonic()
-    _guest(conn, f"cd {workdir} && mkdir -p out && tar czf {fetched} "
-                 f"--ignore-failed-read "
-                 f"$(for f in {names}; do [ -e \"$f\" ] && echo \"$f\"; done) ; true",
-           bundle.log("remote"), timeout=timeout)
-    local = dest / "out.tar.gz"
-    sftp = conn.sftp()  # the connection's one SFTP session: its timeout is this fetch's only
-    sftp.get_channel().settimeout(max(1.0, timeout - (time.monotonic() - started)))
+    result = _guest(conn, f"cd {workdir} && mkdir -p out && tar cf - --ignore-failed-read "
+                          f"$(for f in {names}; do [ -e \"$f\" ] && echo \"$f\"; done)",
+                    bundle.log("remote"), timeout=timeout, binary=True)
     try:
-        _transfer(sftp.get, fetched, str(local))
-    finally:
-        sftp.get_channel().settimeout(None)
-    with tarfile.open(local) as tar:
-        tar.extractall(dest / "fetched", filter="data")
-
-
-def _transfer(method: Any, source: str, dest: str) -> None:
-    """conn.put / conn.get; a missing file is the run's problem, not a lost connection."""
-    try:
-        method(source, dest)
-    except FileNotFoundError as error:
-        raise KernlabError(f"copying {source} to {dest} failed: {error}",
+        with tarfile.open(fileobj=io.BytesIO(result.data)) as tar:
+            tar.extractall(dest / "fetched", filter="data")
+    except tarfile.TarError as error:
+        raise KernlabError(f"the guest's output could not be unpacked ({error})",
                            "see logs/remote.log in the bundle") from None
 
 

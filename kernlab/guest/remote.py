@@ -105,12 +105,13 @@ def connection(vm: Vm, timeout: float | None = None) -> Connection:
                                Path(rec["known_hosts"]), limit)
 
 
-def connect(vm: Vm) -> Connection:
-    """The VM's open Connection, opened now if needed (one per VM, reused)."""
+def connect(vm: Vm, timeout: float | None = None) -> Connection:
+    """The VM's open Connection, opened now if needed (one per VM, reused); ``timeout``
+    bounds each step of opening it (default: CONNECT_TIMEOUT scaled by the accelerator)."""
     conn = vm.conn
     if conn is not None and conn.is_connected:
         return conn
-    conn = connection(vm)
+    conn = connection(vm, timeout)
     _open(conn, vm)
     conn.kernlab_vm = vm  # remote.run watches the VM while a command runs
     vm.conn = conn
@@ -141,6 +142,7 @@ class GuestResult:
     stdout: str
     stderr: str
     exited: int
+    data: bytes = b""  # stdout as bytes (a tar stream, say)
 
     @property
     def ok(self) -> bool:
@@ -155,7 +157,8 @@ STOP_GRACE = 1.0  # seconds a stopped guest command gets between SIGTERM and SIG
 
 
 def run(conn: Connection, command: str, timeout: float, check: bool = True, *,
-        stop_grace: float = STOP_GRACE, stop_also: str = "", stream: bool = False) -> GuestResult:
+        stop_grace: float = STOP_GRACE, stop_also: str = "", stream: bool = False,
+        stdin: bytes = b"") -> GuestResult:
     """Run ``command`` in the guest, output captured; raises on timeout or (if check) failure.
 
     The command runs in its own process group (sshd makes its shell a session leader),
@@ -164,13 +167,18 @@ def run(conn: Connection, command: str, timeout: float, check: bool = True, *,
     error or the KeyboardInterrupt goes on, so nothing is left running in the guest. On a
     VM's connection, the VM is watched while the command runs (kernlab.health): a VM that
     freezes, panics or stops answering ends the command with a GuestDown error.
-    ``stream`` copies the output to this process's stdout and stderr as it comes.
+    ``stream`` copies the output to this process's stdout and stderr as it comes; ``stdin``
+    is sent to the command's standard input, which is then closed (a tarball in one go, with
+    no SFTP session to start in the guest).
     """
     transport = _transport(conn)
     pid_file = f"/tmp/kernlab-cmd-{secrets.token_hex(6)}.pid"
     channel = transport.open_session(timeout=30)
     channel.exec_command(f"echo $$ > {pid_file}; (\n{command}\n); rc=$?; rm -f {pid_file}; exit $rc")
     try:
+        if stdin:
+            channel.sendall(stdin)
+            channel.shutdown_write()
         return _finish(conn, channel, command, pid_file, timeout, check, stop_grace, stop_also, stream)
     except KeyboardInterrupt:
         _stop(transport, channel, pid_file, stop_grace, stop_also)
@@ -216,7 +224,7 @@ def _finish(conn: Connection, channel: Any, command: str, pid_file: str, timeout
             raise down
         raise ConnectionLost(f"SSH connection lost while running: {command}")
     result = GuestResult(command, out.decode(errors="replace"), err.decode(errors="replace"),
-                         channel.exit_status)
+                         channel.exit_status, bytes(out))
     if check and result.exited != 0:
         raise KernlabError(f"guest command failed (exit {result.exited}): {command}",
                            "see the output above",
