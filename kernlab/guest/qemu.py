@@ -17,6 +17,7 @@ decision and its evidence (every probe's time and outcome) are appended to
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -53,7 +54,15 @@ def qemu_binary() -> str:
 
 
 def qemu_version() -> str:
-    first = capture([QEMU, "--version"]).splitlines()
+    """QEMU's version line (asked once per binary: the binary's path, size and mtime)."""
+    binary = Path(qemu_binary())
+    stat = binary.stat()
+    return _version_of(str(binary), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _version_of(binary: str, _size: int, _mtime: int) -> str:
+    first = capture([binary, "--version"]).splitlines()
     return first[0] if first else "unknown"
 
 
@@ -392,23 +401,46 @@ def _output_since(log: Path, offset: int, lines: int = 20) -> str:
 
 
 # ---------------------------------------------------------------- QMP and stopping
-def qmp(sock_path: Path, command: str, timeout: float = 5.0, **arguments: Any) -> Any:
-    """Run one QMP command and return its result (a new connection each time)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(sock_path))
-        stream = sock.makefile("rwb")
-        _qmp_read(stream)  # greeting
-        for execute, args in (("qmp_capabilities", {}), (command, arguments)):
-            message: dict[str, Any] = {"execute": execute}
-            if args:
-                message["arguments"] = args
-            stream.write(json.dumps(message).encode() + b"\n")
-            stream.flush()
-            reply = _qmp_read(stream)
+class Qmp:
+    """One QMP connection (greeting read, capabilities negotiated), for several commands."""
+
+    def __init__(self, sock_path: Path, timeout: float = 5.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.connect(str(sock_path))
+            self.stream = self.sock.makefile("rwb")
+            _qmp_read(self.stream)  # greeting
+            self.execute("qmp_capabilities")
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def execute(self, command: str, **arguments: Any) -> Any:
+        """Run ``command``; its result, or a KernlabError with QEMU's description."""
+        message: dict[str, Any] = {"execute": command}
+        if arguments:
+            message["arguments"] = arguments
+        self.stream.write(json.dumps(message).encode() + b"\n")
+        self.stream.flush()
+        reply = _qmp_read(self.stream)
         if "error" in reply:
             raise KernlabError(f"QMP {command} failed: {reply['error'].get('desc')}")
         return reply.get("return")
+
+    def __enter__(self) -> Qmp:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self.stream.close()
+        self.sock.close()
+
+
+def qmp(sock_path: Path, command: str, timeout: float = 5.0, **arguments: Any) -> Any:
+    """Run one QMP command and return its result (a new connection each time)."""
+    with Qmp(sock_path, timeout) as monitor:
+        return monitor.execute(command, **arguments)
 
 
 def _qmp_read(stream: Any) -> dict[str, Any]:

@@ -235,13 +235,15 @@ def resume(proc: subprocess.Popen, qmp_socket: Path, log: Path) -> None:
         if proc.poll() is not None:
             said = qemu.qemu_error_line(log.read_text(errors="replace")[-4000:]) if log.exists() else ""
             raise SnapshotFailed(f"QEMU could not load the snapshot: {said or f'exit {proc.returncode}'}")
-        with contextlib.suppress(OSError, ValueError, KernlabError):
-            status = (qemu.qmp(qmp_socket, "query-status", timeout=2.0) or {}).get("status")
-            if status == "paused":
-                qemu.qmp(qmp_socket, "cont")
-                return
-            if status == "running":
-                return
+        with contextlib.suppress(OSError, ValueError, KernlabError), qemu.Qmp(qmp_socket, 2.0) as monitor:
+            while proc.poll() is None and time.monotonic() < deadline:
+                status = (monitor.execute("query-status") or {}).get("status")
+                if status == "paused":
+                    monitor.execute("cont")
+                    return
+                if status == "running":
+                    return
+                time.sleep(0.01)
         if time.monotonic() > deadline:
             raise SnapshotFailed(f"QEMU did not load the snapshot within {LOAD_TIMEOUT:.0f}s")
         time.sleep(0.01)
