@@ -30,6 +30,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import require_tool, run_logged
-from kernlab.core.util import atomic_write_json, hash_inputs, read_json, staging_dir
+from kernlab.core.util import atomic_write_json, hash_inputs, read_json
 from kernlab.guest import qemu
 
 FORMAT = 1  # bump when what a snapshot holds or how it is restored changes
@@ -148,27 +149,39 @@ def save(qmp_socket: Path, pid: int, overlay: Path, key: str, inputs_: dict[str,
     """
     started = time.monotonic()
     final = dir_for(key)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        with staging_dir(final) as tmp:
-            state = tmp / "ram.state"
-            qemu.qmp(qmp_socket, "stop")
-            qemu.qmp(qmp_socket, "migrate", uri=f"exec:cat > {shlex.quote(str(state))}")
-            _wait_migrated(qmp_socket)
-            _quit(qmp_socket, pid)
-            os.replace(overlay, tmp / "disk.qcow2")
-            shutil.copyfile(console, tmp / "console.log")
-            record = {"key": key, "format": FORMAT, "inputs": inputs_, "created_at": time.time(),
-                      "save_seconds": round(time.monotonic() - started, 2),
-                      "disk_bytes": (tmp / "disk.qcow2").stat().st_size,
-                      "state_bytes": state.stat().st_size}
-            for item in (state, tmp / "disk.qcow2"):
-                item.chmod(0o444)
-            atomic_write_json(tmp / RECORD, record)
-    except (OSError, ValueError, KernlabError) as error:
+        record = _save_into(tmp, qmp_socket, pid, overlay, key, inputs_, console)
+        record["save_seconds"] = round(time.monotonic() - started, 2)
+        atomic_write_json(tmp / RECORD, record)
+        os.rename(tmp, final)  # fails if another process saved this key first: theirs is kept
+    except BaseException as error:
+        shutil.rmtree(tmp, ignore_errors=True)
         qemu.kill(pid)
+        if isinstance(error, OSError) and (found := find(key)[0]) is not None:
+            return found  # another process saved this key first
+        if not isinstance(error, (OSError, ValueError, KernlabError)):
+            raise
         raise SnapshotFailed(f"saving the booted guest failed: {error}") from None
     _prune(keep=final)
     return Snapshot(final, record)
+
+
+def _save_into(tmp: Path, qmp_socket: Path, pid: int, overlay: Path, key: str,
+               inputs_: dict[str, Any], console: Path) -> dict[str, Any]:
+    """The save's steps into the directory ``tmp``; the snapshot's record."""
+    state = tmp / "ram.state"
+    qemu.qmp(qmp_socket, "stop")
+    qemu.qmp(qmp_socket, "migrate", uri=f"exec:cat > {shlex.quote(str(state))}")
+    _wait_migrated(qmp_socket)
+    _quit(qmp_socket, pid)
+    os.replace(overlay, tmp / "disk.qcow2")
+    shutil.copyfile(console, tmp / "console.log")
+    for item in (state, tmp / "disk.qcow2"):
+        item.chmod(0o444)
+    return {"key": key, "format": FORMAT, "inputs": inputs_, "created_at": time.time(),
+            "disk_bytes": (tmp / "disk.qcow2").stat().st_size, "state_bytes": state.stat().st_size}
 
 
 def _wait_migrated(qmp_socket: Path) -> None:
