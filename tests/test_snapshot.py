@@ -72,8 +72,19 @@ def test_a_snapshot_with_a_changed_file_or_other_key_is_deleted_with_a_reason(
 
 
 # ---------------------------------------------------------------- real restores
-def _unique() -> str:
-    return f"kernlab.test={secrets.token_hex(4)}"
+def _snapshots() -> set[Path]:
+    where = snapshot.snapshots_dir()
+    return {p for p in where.iterdir() if not p.name.startswith(".")} if where.is_dir() else set()
+
+
+@pytest.fixture
+def own_append():
+    """A kernel parameter of this test's own (so its own snapshot key); the snapshots the
+    test made are deleted after it, so they do not push the user's out (KEEP)."""
+    before = _snapshots()
+    yield lambda: f"kernlab.test={secrets.token_hex(4)}"
+    for made in _snapshots() - before:
+        snapshot.discard(made)
 
 
 def _run(vm, command: str) -> str:
@@ -82,8 +93,8 @@ def _run(vm, command: str) -> str:
 
 @pytest.mark.slow
 def test_restored_guests_start_from_a_clean_disk_with_the_host_s_clock(
-        lab_kernel: dict, lab_image: dict, vm_name) -> None:
-    append = _unique()
+        lab_kernel: dict, lab_image: dict, vm_name, own_append) -> None:
+    append = own_append()
     first = start_vm(lab_kernel, lab_image, vm_name("snap"), append=append)
     try:
         assert first.record["boot"] == "snapshot"  # made by a cold boot, then restored
@@ -109,8 +120,8 @@ def test_restored_guests_start_from_a_clean_disk_with_the_host_s_clock(
 
 @pytest.mark.slow
 def test_a_corrupted_snapshot_falls_back_to_a_cold_boot_and_is_replaced(
-        lab_kernel: dict, lab_image: dict, vm_name, capsys: pytest.CaptureFixture) -> None:
-    append = _unique()
+        lab_kernel: dict, lab_image: dict, vm_name, own_append, capsys: pytest.CaptureFixture) -> None:
+    append = own_append()
     start_vm(lab_kernel, lab_image, vm_name("snapbad"), append=append).stop()
     saved = next(p for p in snapshot.snapshots_dir().iterdir()
                  if append in " ".join(json.loads((p / "snapshot.json").read_text())["inputs"]["argv"]))
@@ -133,9 +144,10 @@ def test_a_corrupted_snapshot_falls_back_to_a_cold_boot_and_is_replaced(
 
 
 @pytest.mark.slow
-def test_cold_boots_cold_and_leaves_snapshots_alone(lab_kernel: dict, lab_image: dict, vm_name) -> None:
-    append = _unique()
-    before = set(snapshot.snapshots_dir().iterdir()) if snapshot.snapshots_dir().is_dir() else set()
+def test_cold_boots_cold_and_leaves_snapshots_alone(lab_kernel: dict, lab_image: dict, vm_name,
+                                                     own_append) -> None:
+    append = own_append()
+    before = _snapshots()
     vm = start_vm(lab_kernel, lab_image, vm_name("cold"), append=append, cold=True)
     try:
         assert vm.record["boot"] == "cold" and "snapshot" not in vm.record
@@ -143,5 +155,23 @@ def test_cold_boots_cold_and_leaves_snapshots_alone(lab_kernel: dict, lab_image:
         assert _run(vm, "uname -r") == lab_kernel["kernelrelease"]
     finally:
         vm.stop()
-    after = set(snapshot.snapshots_dir().iterdir()) if snapshot.snapshots_dir().is_dir() else set()
-    assert after <= before
+    assert _snapshots() <= before
+
+
+@pytest.mark.slow
+def test_two_first_boots_of_one_key_at_once_both_come_up_and_leave_one_snapshot(
+        lab_kernel: dict, lab_image: dict, vm_name, own_append) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    append = own_append()
+    before = _snapshots()
+    with ThreadPoolExecutor(2) as pool:
+        vms = list(pool.map(lambda n: start_vm(lab_kernel, lab_image, vm_name(n), append=append),
+                            ("snapa", "snapb")))
+    try:
+        for vm in vms:
+            assert _run(vm, "uname -r") == lab_kernel["kernelrelease"]
+        assert len(_snapshots() - before) == 1
+    finally:
+        for vm in vms:
+            vm.stop()
