@@ -315,11 +315,12 @@ def build_image(c, recipe="bookworm", json=False, update_lock=False):
     _print_json(record) if json else print(record.disk)
 
 
-def _vm_or_exit(name):
-    """The running VM ``name`` whose SSH answers; else one line saying what is wrong with it."""
+def _vm_or_exit(name, connect=False):
+    """The running VM ``name`` whose SSH answers (``connect``: connected); else one line
+    saying what is wrong with it."""
     from kernlab.guest.vm import usable_vm
 
-    return usable_vm(name)
+    return usable_vm(name, connect)
 
 
 @task(name="up", help={
@@ -367,7 +368,7 @@ def vm_ssh(c, command="", name="default", timeout=600.0):
 
     timeout = number("timeout", timeout, above=0, high=86400,
                      fix="give --timeout SECONDS, more than 0 and at most 86400")
-    vm = _vm_or_exit(name)
+    vm = _vm_or_exit(name, connect=bool(command))
     if not command:
         ssh = require_tool("ssh", "openssh-client")
         os.execv(ssh, [ssh, "-F", vm.record["ssh_config"], f"kernlab-{vm.name}"])

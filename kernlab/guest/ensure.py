@@ -18,7 +18,7 @@ from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.guest import health
 from kernlab.guest.image import build_image
-from kernlab.guest.vm import Vm, find_vm, mismatch, run_dir_of, start_vm
+from kernlab.guest.vm import Vm, answering, find_vm, mismatch, run_dir_of, start_vm
 from kernlab.kernel.build import build_id
 from kernlab.kernel.selection import KernelChoice, build_for, select_build
 
@@ -82,10 +82,11 @@ class Target:
             return self.vm
         running = self.running()
         if running is not None:
-            reporter().note(f"VM {self.vm_name} already runs this kernel and image "
-                            f"(port {running.ssh_port})" + ("" if self.restart else
-                                                            ": using it, and leaving it running"))
-            self.vm, self.started_vm = running, False
+            if running is not self.vm:  # (running() takes a VM it checked as this target's)
+                reporter().note(f"VM {self.vm_name} already runs this kernel and image "
+                                f"(port {running.ssh_port})" + ("" if self.restart else
+                                                                ": using it, and leaving it running"))
+                self.vm, self.started_vm = running, False
             return running
         self.vm = start_vm(build, image, self.vm_name, **self.vm_opts)
         self.started_vm = True
@@ -93,7 +94,9 @@ class Target:
 
     def running(self) -> Vm | None:
         """The VM running as ``vm_name`` with this kernel and image, answering; None: none runs
-        (or, with ``restart``, one that did not fit was stopped). Else VmRefused."""
+        (or, with ``restart``, one that did not fit was stopped). Else VmRefused. Without
+        ``restart`` the VM is checked by opening its SSH connection and becomes this
+        target's VM (not started by it: left running)."""
         build, image = self.kernel_and_image()
         vm = find_vm(self.vm_name)
         if vm is None:
@@ -106,10 +109,16 @@ class Target:
                             "not start it",
                             f"stop it first: `invoke vm.down --name {self.vm_name}`, or use another "
                             "VM: --vm-name NAME")
+        if self.vm is not None and self.vm.pid == vm.pid:
+            vm = self.vm  # this target's own: its open connection is kept
         try:
-            health.require(vm)
+            answering(vm)  # the SSH connection the command goes on to use is the check
         except health.GuestDown as down:
             raise VmRefused(down.cause, down.fix) from None
+        if self.vm is None:
+            reporter().note(f"VM {self.vm_name} already runs this kernel and image "
+                            f"(port {vm.ssh_port}): using it, and leaving it running")
+            self.vm, self.started_vm = vm, False
         return vm
 
     def _answers(self, vm: Vm) -> bool:

@@ -9,6 +9,7 @@ connection to a TCG guest costs about 2 s, so one Connection per VM is kept open
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import sys
 import time
@@ -25,6 +26,10 @@ from kernlab.core.util import atomic_write_text
 from kernlab.guest.health import Watch
 
 CONNECT_TIMEOUT = 10.0  # per attempt, seconds (scaled by the VM's accel)
+# paramiko's transport thread logs a failed handshake (a traceback) besides raising it; with
+# no handler, Python's last-resort handler would print that on stderr. The raised error is
+# what kernlab reports.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class Vm(Protocol):

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paramiko
+
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
@@ -36,6 +38,7 @@ FAST_BOOT = "pci=noacpi i8042.noaux i8042.nokbd"
 READY_LINE = "KERNLAB-READY"
 HEADERS_FAILED = "kernel headers disk not mounted"  # vm/init's line when the mount fails
 READY_TIMEOUT = 30.0  # seconds under KVM; scaled for TCG
+ANSWER_TIMEOUT = 20.0  # seconds for a running VM's SSH handshake before health names the fault
 RESTORE_TIMEOUT = 4.0  # seconds under KVM (scaled for TCG) for a restored guest's SSH
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 PANIC_RE = re.compile(r"(Kernel panic - not syncing:.*|BUG:.*|Oops:.*)")
@@ -125,14 +128,32 @@ def find_vm(name: str = "default") -> Vm | None:
     return vm
 
 
-def usable_vm(name: str = "default") -> Vm:
-    """The running VM ``name`` whose SSH answers; else a one-line error saying what is wrong
-    (not running, its last boot's panic, frozen, SSH not answering) and what to do."""
+def usable_vm(name: str = "default", connect: bool = False) -> Vm:
+    """The running VM ``name`` whose SSH answers (``connect``: with its connection open);
+    else a one-line error saying what is wrong (not running, its last boot's panic, frozen,
+    SSH not answering) and what to do."""
     vm = find_vm(name)
     if vm is None:
         raise not_running(name)
-    health.require(vm)
+    if connect:
+        answering(vm)
+    else:
+        health.require(vm)
     return vm
+
+
+def answering(vm: Vm, timeout: float = ANSWER_TIMEOUT) -> None:
+    """GuestDown unless ``vm`` runs and SSH works, with its connection left open. Opening it
+    is the proof (one SSH handshake, not a banner check and then a handshake); when it
+    cannot be opened, kernlab.health names what is wrong."""
+    now = health.quick_state(vm)
+    if not now.ok:
+        raise health.GuestDown(vm, now)
+    try:
+        remote.connect(vm, timeout=timeout)
+    except (OSError, EOFError, paramiko.SSHException):
+        health.require(vm)
+        remote.connect(vm)
 
 
 def forget_death(name: str) -> dict[str, Any] | None:
