@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KERNLAB_QUIET", "1")  # kernlab's progress lines; the rows are printed
 
 from kernlab.core import paths  # noqa: E402
 from kernlab.core.records import BuildRecord  # noqa: E402
@@ -269,7 +270,6 @@ def main() -> int:
     parser.add_argument("--skip-vng", action="store_true")
     parser.add_argument("--skip-readiter", action="store_true")
     args = parser.parse_args()
-    os.environ.setdefault("KERNLAB_QUIET", "1")
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log = OUT / f"compare-{stamp}.log"
