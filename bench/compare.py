@@ -44,8 +44,9 @@ from kernlab.core import paths  # noqa: E402
 from kernlab.core.records import BuildRecord  # noqa: E402
 from kernlab.experiments.run import run_experiment  # noqa: E402
 from kernlab.guest import qemu, remote  # noqa: E402
+from kernlab.guest.ensure import ensure_vm  # noqa: E402
 from kernlab.guest.image import build_image  # noqa: E402
-from kernlab.guest.vm import CMDLINE, FAST_BOOT, ensure_vm, find_vm, start_vm  # noqa: E402
+from kernlab.guest.vm import CMDLINE, FAST_BOOT, find_vm, start_vm  # noqa: E402
 from kernlab.kernel.selection import find_build  # noqa: E402
 
 VNG_VERSION = "1.42"

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kernlab.core import paths
 from kernlab.core.util import atomic_write_json
 from kernlab.experiments.run import run_experiment
+from kernlab.guest.ensure import ensure_vm
 from kernlab.guest.image import build_image
-from kernlab.guest.vm import ensure_vm, find_vm
+from kernlab.guest.vm import find_vm
 from kernlab.kernel.selection import build_for, choose_kernel
 
 VM_NAME = "bench-exp"
