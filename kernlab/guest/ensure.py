@@ -88,7 +88,9 @@ class Target:
                                                                 ": using it, and leaving it running"))
                 self.vm, self.started_vm = running, False
             return running
-        self.vm = start_vm(build, image, self.vm_name, **self.vm_opts)
+        # a run's first command settles a restored guest (vm.up's VM is settled at once)
+        self.vm = start_vm(build, image, self.vm_name, **{"defer_settle": not self.restart,
+                                                          **self.vm_opts})
         self.started_vm = True
         return self.vm
 

@@ -44,6 +44,8 @@ class Vm(Protocol):
 
     def alive(self) -> bool: ...
 
+    def save(self) -> None: ...  # writes ``record`` back (vm.json)
+
 
 def known_hosts_line(host: str, port: int, host_key_pub: str) -> str:
     """A known_hosts line for ``host:port`` (OpenSSH's ``[host]:port`` form)."""
@@ -139,6 +141,16 @@ def _open(conn: Connection, vm: Vm) -> None:
         raise
 
 
+SETTLE = "settle"  # a VM record's key: "pending" until a restored guest's clock and seed are set
+
+
+def settle_command() -> str:
+    """What a guest restored from a snapshot runs before its first command: the host's time
+    now (its clock stood still while saved) and 32 host random bytes into its pool."""
+    return (f"date -s @{time.time():.3f} >/dev/null; "
+            f"echo {secrets.token_hex(32)} >/dev/urandom")
+
+
 @dataclass
 class GuestResult:
     """A finished guest command: its output and exit status (-1: killed by a signal)."""
@@ -178,13 +190,20 @@ def run(conn: Connection, command: str, timeout: float, check: bool = True, *,
     """
     transport = _transport(conn)
     pid_file = f"/tmp/kernlab-cmd-{secrets.token_hex(6)}.pid"
+    vm = getattr(conn, "kernlab_vm", None)
+    settle = vm is not None and vm.record.get(SETTLE) == "pending"
     channel = transport.open_session(timeout=30)
-    channel.exec_command(f"echo $$ > {pid_file}; (\n{command}\n); rc=$?; rm -f {pid_file}; exit $rc")
+    channel.exec_command(f"{settle_command() + '; ' if settle else ''}"
+                         f"echo $$ > {pid_file}; (\n{command}\n); rc=$?; rm -f {pid_file}; exit $rc")
     try:
         if stdin:
             channel.sendall(stdin)
             channel.shutdown_write()
-        return _finish(conn, channel, command, pid_file, timeout, check, stop_grace, stop_also, stream)
+        result = _finish(conn, channel, command, pid_file, timeout, check, stop_grace, stop_also, stream)
+        if settle:
+            vm.record[SETTLE] = "done"
+            vm.save()
+        return result
     except KeyboardInterrupt:
         _stop(transport, channel, pid_file, stop_grace, stop_also)
         raise
@@ -276,16 +295,17 @@ def _stop(transport: Any, channel: Any, pid_file: str, grace: float, also: str) 
 
 
 def wait_ready(vm: Vm, deadline: float, on_dead: Callable[[], Exception],
-               first: Callable[[], str] | None = None) -> Connection:
-    """Retry connecting until ``true`` (or ``first()``, made just before it is sent) runs in
-    the guest; keeps the connection open."""
+               command: bool = True) -> Connection:
+    """Retry connecting until ``true`` runs in the guest (``command`` False: until the SSH
+    handshake is done); keeps the connection open."""
     last: Any = None
     while time.monotonic() < deadline:
         if not vm.alive():
             raise on_dead()
         try:
             conn = connect(vm)
-            run(conn, first() if first else "true", timeout=max(1.0, deadline - time.monotonic()))
+            if command:
+                run(conn, "true", timeout=max(1.0, deadline - time.monotonic()))
             return conn
         except KernlabError as error:
             if "host key" in error.cause:

@@ -14,8 +14,9 @@ snapshot whose record or files do not match, or that QEMU cannot load, is delete
 boot falls back to a cold one with a note.
 
 After a restore the guest's wall clock is where it was at the save (QEMU's virtual clock
-stops while the VM is stopped), so the first SSH command sets it from the host
-(``date -s @<host time>``) and writes 32 host random bytes into ``/dev/urandom`` (mixed
+stops while the VM is stopped), so the first SSH command is prefixed with
+``remote.settle_command()``, which sets it from the host (``date -s @<host time>``) and
+writes 32 host random bytes into ``/dev/urandom`` (mixed
 into the input pool; the kernel's next reseed, within about a second of guest uptime after
 boot, takes them in; the first SSH handshake's guest randomness still comes from the
 saved state). The SSH connection is always a fresh one, to a new host port (QEMU's user
@@ -260,9 +261,3 @@ def resume(proc: subprocess.Popen, qmp_socket: Path, log: Path) -> None:
         if time.monotonic() > deadline:
             raise SnapshotFailed(f"QEMU did not load the snapshot within {LOAD_TIMEOUT:.0f}s")
         time.sleep(0.01)
-
-
-def settle_command() -> str:
-    """The restored guest's first command: the host's time now, and host random bytes."""
-    return (f"date -s @{time.time():.3f} >/dev/null && "
-            f"echo {secrets.token_hex(32)} >/dev/urandom")

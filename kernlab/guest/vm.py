@@ -60,6 +60,10 @@ class Vm:
     def pid(self) -> int:
         return int(self.record["pid"])
 
+    def save(self) -> None:
+        """Write the record back to vm.json."""
+        atomic_write_json(self.run_dir / "vm.json", self.record)
+
     @property
     def info(self) -> VmRecord:
         """``vm.json`` as a typed record (``self.record`` is the same mapping, kept for writing)."""
@@ -255,12 +259,15 @@ def headers_for(build: dict) -> dict[str, Any]:
 
 def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, append: str = "",
              memory: str = "2G", cpus: int = 2, port: int | None = None,
-             timeout: float | None = None, wait: bool = True, cold: bool = False) -> Vm:
+             timeout: float | None = None, wait: bool = True, cold: bool = False,
+             defer_settle: bool = False) -> Vm:
     """Boot ``build``'s kernel on ``image`` and wait until a command runs over SSH.
 
     The guest is restored from its snapshot when there is one (kernlab.guest.snapshot),
     else booted cold and saved as one first; ``cold`` boots cold and leaves snapshots
-    alone (so does ``wait=False``). ``append`` adds kernel parameters (a later
+    alone (so does ``wait=False``). A restored guest's clock and seed are set by its first
+    SSH command: ``true`` here, or (``defer_settle``, for a caller that runs a command next)
+    that command, which saves a round trip. ``append`` adds kernel parameters (a later
     ``init=``/``root=`` wins); ``timeout`` overrides the accel-scaled readiness timeout.
     Any failure or Ctrl-C stops QEMU.
     """
@@ -271,7 +278,7 @@ def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, a
             raise KernlabError(f"VM {name} is already running",
                                f"run `invoke vm.down --name {name}`")
         return _start(build, image, name, kernel, append=append, memory=memory, cpus=cpus,
-                      port=port, timeout=timeout, wait=wait, cold=cold)
+                      port=port, timeout=timeout, wait=wait, cold=cold, defer_settle=defer_settle)
 
 
 @contextlib.contextmanager
@@ -299,6 +306,7 @@ class _Boot:
     port: int | None
     limit: float
     snapshot_inputs: dict[str, Any]
+    defer_settle: bool
 
     @property
     def log(self) -> Path:
@@ -311,7 +319,7 @@ class _Boot:
 
 def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, append: str,
            memory: str, cpus: int, port: int | None, timeout: float | None, wait: bool,
-           cold: bool) -> Vm:
+           cold: bool, defer_settle: bool) -> Vm:
     """start_vm's work, under the VM's start lock: a snapshot restore, else a cold boot."""
     accel = qemu.choose_accel(kernel)
     headers = headers_for(build)
@@ -325,7 +333,8 @@ def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, a
     boot = _Boot(spec, run_dir, build, image, headers, port,
                  timeout if timeout is not None else READY_TIMEOUT * accel.scale,
                  snapshot.inputs(spec.argv(0), run_dir, name, _snapshot_facts(spec, build, image,
-                                                                               headers)))
+                                                                               headers)),
+                 defer_settle)
     use_snapshots = wait and not cold
     with reporter().step(f"boot {build.get('kernelrelease', kernel.name)} as VM {name} "
                          f"({accel.name})"), _stop_on_interrupt():
@@ -375,7 +384,7 @@ def _launch(boot: _Boot, box: list[Vm], extra: list[str], how: str) -> tuple[Vm,
     vm._proc = proc
     box.append(vm)
     remote.write_ssh_files(vm, boot.image)
-    atomic_write_json(boot.run_dir / "vm.json", vm.record)
+    vm.save()
     return vm, started
 
 
@@ -436,8 +445,9 @@ def _restore(boot: _Boot, snap: snapshot.Snapshot, box: list[Vm]) -> Vm:
     snapshot.resume(vm._proc, boot.spec.qmp_socket, boot.log)
     vm.record["restore_seconds"] = round(time.monotonic() - started, 2)
     vm.record["snapshot"] = {"key": snap.key, "dir": str(snap.dir)}
+    vm.record[remote.SETTLE] = "pending"  # the first command sets the clock and the seed
     limit = min(boot.limit, RESTORE_TIMEOUT * boot.spec.accel.scale)
-    _wait_ssh(vm, started, limit, first=snapshot.settle_command)
+    _wait_ssh(vm, started, limit, command=not boot.defer_settle)
     return vm
 
 
@@ -518,11 +528,12 @@ def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
     }
 
 
-def _wait_ssh(vm: Vm, started: float, limit: float, first: Any = None) -> None:
-    """Wait until a command (``true``, or ``first()``) succeeds over SSH; record the time."""
-    remote.wait_ready(vm, started + limit, on_dead=lambda: _died(vm), first=first)
+def _wait_ssh(vm: Vm, started: float, limit: float, command: bool = True) -> None:
+    """Wait until ``true`` succeeds over SSH (``command`` False: until the SSH handshake is
+    done); record the time."""
+    remote.wait_ready(vm, started + limit, on_dead=lambda: _died(vm), command=command)
     vm.record["ready_seconds"] = round(time.monotonic() - started, 2)
-    atomic_write_json(vm.run_dir / "vm.json", vm.record)
+    vm.save()
     how = f"restored from snapshot {vm.record['snapshot']['dir']}" if vm.record.get("snapshot") \
         else "cold boot"
     reporter().note(f"SSH ready on 127.0.0.1:{vm.ssh_port} after {vm.record['ready_seconds']}s"
