@@ -16,11 +16,12 @@ boot falls back to a cold one with a note.
 After a restore the guest's wall clock is where it was at the save (QEMU's virtual clock
 stops while the VM is stopped), so the first SSH command is prefixed with
 ``remote.settle_command()``, which sets it from the host (``date -s @<host time>``) and
-writes 32 host random bytes into ``/dev/urandom`` (mixed
-into the input pool; the kernel's next reseed, within about a second of guest uptime after
-boot, takes them in; the first SSH handshake's guest randomness still comes from the
-saved state). The SSH connection is always a fresh one, to a new host port (QEMU's user
-network forward is host side); the guest's host key is the image's, known in advance.
+writes 32 host random bytes into ``/dev/urandom`` (mixed into the input pool; the kernel's
+next reseed, within about a second of guest uptime after boot, takes them in; the first
+SSH handshake's guest randomness still comes from the saved state: two restores were
+seen to give different ``/proc/sys/kernel/random/uuid`` all the same). The SSH connection
+is always a fresh one, to a new host port (QEMU's user network forward is host side); the
+guest's host key is the image's, known in advance.
 """
 
 from __future__ import annotations
