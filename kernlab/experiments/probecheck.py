@@ -20,7 +20,7 @@ from kernlab.experiments.expect import substitute
 from kernlab.experiments.spec import Experiment, load_experiment, resolve_vars
 from kernlab.kernel.selection import built_versions
 from kernlab.probes import live as live_check
-from kernlab.probes.atlas import Kernel, Row, resolve_kernel, row_for
+from kernlab.probes.atlas import Kernel, Row, resolve_kernel, row_for, rows_kept
 from kernlab.probes.target import Target, parse_targets
 
 SEC = re.compile(r'SEC\(\s*((?:"[^"]*"\s*|[A-Za-z_]\w*\s*)+)\)')
@@ -82,15 +82,14 @@ def check_targets(exp: Experiment, build: dict[str, Any], variables: dict[str, s
     if not targets:
         return
     try:
-        kernel = Kernel(build)
+        rows = rows_kept(targets, build)
     except KernlabError as error:  # a build without readable outputs: the run says what is wrong
         reporter().warn(f"probe targets not checked: {error.cause}")
         return
-    for target in targets:
-        row = row_for(target, kernel)
+    for target, row in zip(targets, rows, strict=True):
         if not row.attachable:
-            raise KernlabError(f"{exp.name}: {target} is not attachable on {kernel.id}: {row.reason}",
-                               row.fix or "see `invoke probes " + str(target) + f" --kernels {kernel.id}`")
+            raise KernlabError(f"{exp.name}: {target} is not attachable on {row.kernel}: {row.reason}",
+                               row.fix or "see `invoke probes " + str(target) + f" --kernels {row.kernel}`")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from elftools.elf.elffile import ELFFile
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
-from kernlab.core.util import sha256_file
+from kernlab.core.util import atomic_write_json, read_json, sha256_file, sha256_text
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.patch import series_dir
 from kernlab.kernel.selection import builds_of, choose_kernel, complete_builds
@@ -370,6 +370,39 @@ def row_for(target: Target, kernel: Kernel) -> Row:
     if target.kind == "tracepoint":
         return tracepoint_row(target, kernel)
     return uprobe_row(target, kernel)
+
+
+# ---------------------------------------------------------------- verdicts kept per build
+ATLAS_CODE = Path(__file__).resolve().parent
+
+
+def _verdicts_file(build: dict[str, Any]) -> Path:
+    """Where a build's verdicts are kept: keyed by the build's key and this package's code,
+    so a changed build or a changed analysis never reads an old verdict."""
+    code = sha256_text("".join(sha256_file(f) for f in sorted(ATLAS_CODE.glob("*.py"))))
+    return paths.state_dir() / "probe-verdicts" / f"{str(build.get('key', ''))[:16]}-{code[:12]}.json"
+
+
+def rows_kept(targets: list[Target], build: dict[str, Any]) -> list[Row]:
+    """The static rows of ``targets`` on ``build``; each verdict is worked out once per build
+    and then read back (a build never changes), so the check before every run costs nothing."""
+    file = _verdicts_file(build)
+    try:
+        kept: dict[str, Any] = read_json(file)
+    except (OSError, ValueError):
+        kept = {}
+    missing = [t for t in targets if str(t) not in kept]
+    if missing:
+        kernel = Kernel(build)
+        for target in missing:
+            kept[str(target)] = row_for(target, kernel).to_json()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(file, kept)
+    return [_row_from_json(kept[str(t)]) for t in targets]
+
+
+def _row_from_json(data: dict[str, Any]) -> Row:
+    return Row(**{k: v for k, v in data.items() if k in Row.__dataclass_fields__})
 
 
 # ---------------------------------------------------------------- kernels and the atlas
