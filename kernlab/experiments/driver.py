@@ -442,7 +442,7 @@ def run_plan(plan: dict) -> dict:
             reason = run_foreground(step, deadline)
             if reason:
                 break
-        time.sleep(DRAIN)
+        time.sleep(plan.get("drain", DRAIN))
     except KeyboardInterrupt:
         reason = "interrupted"
     finally:

@@ -194,7 +194,7 @@ def _plan(exp: Experiment, workdir: str, env: dict[str, str]) -> dict[str, Any]:
               "stop_signal": s.stop_signal, **_bpftrace_plan(s, env)} for s in exp.steps]
     return {
         "workdir": workdir, "outdir": f"{workdir}/out", "env": env,
-        "timeout": exp.run_timeout + GUEST_BUILD_TIMEOUT * len(guest_builds),
+        "timeout": exp.run_timeout + GUEST_BUILD_TIMEOUT * len(guest_builds), "drain": exp.drain,
         "trace": {"enabled": exp.capture.trace_pipe, "max_bytes": exp.capture.max_bytes,
                   "max_seconds": exp.capture.max_seconds},
         "steps": guest_builds + steps,

@@ -116,6 +116,7 @@ class Experiment:
     expectations: list[Expectation]
     artifacts: list[Artifact]
     warnings: list[str] = field(default_factory=list)  # traps the loader saw (not errors)
+    drain: float = 0.5  # seconds after the last step before background steps are stopped
 
     @property
     def spec_path(self) -> Path:
@@ -259,9 +260,9 @@ def _parse_build(spec: _Spec) -> list[BuildStep]:
     return steps
 
 
-def _parse_steps(spec: _Spec) -> tuple[list[Step], float]:
+def _parse_steps(spec: _Spec) -> tuple[list[Step], float, float]:
     run = spec.sub("run", spec.get("run", dict, required=True))
-    run.only("timeout", "steps")
+    run.only("timeout", "drain", "steps")
     steps: list[Step] = []
     raw_steps = run.get("steps", list, required=True)
     if not raw_steps:
@@ -298,8 +299,12 @@ def _parse_steps(spec: _Spec) -> tuple[list[Step], float]:
         steps.append(step)
     if all(s.background for s in steps):
         run.fail("steps", "needs at least one foreground step (the workload)")
-    return steps, run.positive("timeout", 600.0)
+    drain = run.data.get("drain")
+    drain = DRAIN if drain is None else yaml_number(drain, "drain", run.fail, low=0, high=60)
+    return steps, run.positive("timeout", 600.0), drain
 
+
+DRAIN = 0.5  # run.drain's default: background tools (bpftrace, opensnoop) print what they saw
 
 BPFTRACE_DOC = "see experiments/README.md, 'bpftrace steps'"
 
@@ -530,7 +535,7 @@ def parse_experiment(file: Path) -> Experiment:
     spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
               "expect", "artifacts")
     kernel_min, kernel_max, kernel_reason = _parse_kernels(spec)
-    steps, run_timeout = _parse_steps(spec)
+    steps, run_timeout, drain = _parse_steps(spec)
     config, symbols, tools, outputs, features = _parse_needs(spec)
     raw_expect = spec.get("expect", list, required=True)
     if not raw_expect:
@@ -548,7 +553,7 @@ def parse_experiment(file: Path) -> Experiment:
         kernel_min=kernel_min, kernel_max=kernel_max, kernel_reason=kernel_reason,
         features=features, config=config, symbols=symbols, tools=tools, outputs=outputs,
         variables=variables, build=build, steps=steps,
-        run_timeout=run_timeout, capture=_parse_capture(spec),
+        run_timeout=run_timeout, drain=drain, capture=_parse_capture(spec),
         expectations=expectations, artifacts=_parse_artifacts(spec),
         warnings=_bpftrace_warnings(steps),
     )
