@@ -22,7 +22,7 @@ from kernlab.core.spec import SpecFile
 from kernlab.core.util import hash_tree, sha256_text
 from kernlab.core.validate import inside_path, plain_name, yaml_number
 from kernlab.experiments.expect import Expectation, parse_expectations, substitute
-from kernlab.kernel.kconfig import defines_option
+from kernlab.kernel.kconfig import defines_option, read_config
 from kernlab.kernel.selection import choose_kernel
 
 SPEC_FILE = "experiment.yaml"
@@ -723,15 +723,6 @@ def na_reason(exp: Experiment, release: str) -> str:
     return ""
 
 
-def _config_values(config_file: Path) -> dict[str, str]:
-    values = {}
-    for line in config_file.read_text().splitlines():
-        if line.startswith("CONFIG_") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.removeprefix("CONFIG_")] = value
-    return values
-
-
 def _system_map_names(system_map: Path) -> set[str]:
     names = set()
     with open(system_map) as handle:
@@ -787,7 +778,7 @@ def check_needs(exp: Experiment, build: dict, variables: dict[str, str]) -> dict
                 f"{version} build", f"rebuild with `invoke build-kernel --version {version}`")
     config_file = output_path(build, "config")
     if exp.config and config_file:
-        have = _config_values(config_file)
+        have = read_config(config_file)
         for option in exp.config:
             if have.get(option) not in ("y", "m") and not _absent_from_kernel(build, option):
                 raise KernlabError(

@@ -20,6 +20,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from kernlab.core.errors import KernlabError
+from kernlab.kernel.kconfig import read_config
 
 TEXT_TYPES = set("tTwW")
 CLONE_MARKS = (".isra.", ".constprop.", ".part.", ".cold", ".lto_priv.", ".llvm.")
@@ -131,15 +132,6 @@ class KernelFacts:
     def in_init_text(self, addr: int) -> bool:
         start, end = self.symbols.address("_sinittext"), self.symbols.address("_einittext")
         return start is not None and end is not None and start <= addr < end
-
-
-def read_config(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("CONFIG_") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.removeprefix("CONFIG_")] = value
-    return values
 
 
 def _read_vaddr(elf: ELFFile, start: int, end: int) -> bytes:
