@@ -16,7 +16,8 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.util import read_json
 from kernlab.experiments.probecheck import experiment_targets
 from kernlab.experiments.spec import load_experiment, na_reason, resolve_vars
-from kernlab.probes.atlas import Kernel, Row, resolve_kernel, row_for
+from kernlab.probes.atlas import Kernel, Row, resolve_kernel, rows_kept
+from kernlab.probes.target import Target
 
 Matrix = Any  # compare.matrix.Matrix (which imports this module): kernels, experiments, cells
 INSN = re.compile(r"^(\d+): (\([0-9a-f]{2}\) .*?)(?:\s{2,};.*)?$")
@@ -35,28 +36,33 @@ def probe_rows(matrix: Matrix) -> tuple[list[Row], dict[str, list[str]]]:
         if build_id is None:
             continue
         try:
-            kernel = Kernel(resolve_kernel(build_id))
+            build = resolve_kernel(build_id)
+            release = Kernel(build).release
         except (KernlabError, OSError):
             continue
-        seen: set[str] = set()
+        targets: list[Target] = []
         for experiment in matrix.experiments:
-            try:
-                exp = load_experiment(experiment)
-                if na_reason(exp, kernel.release):  # n/a there: its targets are not asked for
-                    continue
-                targets = experiment_targets(exp, resolve_vars(exp, kernel.release))
-            except KernlabError:
-                continue
-            for target in targets:
+            for target in _targets_of(experiment, release):
                 used.setdefault(str(target), [])
                 if experiment not in used[str(target)]:
                     used[str(target)].append(experiment)
-                if str(target) not in seen:
-                    seen.add(str(target))
-                    row = row_for(target, kernel)
-                    row.kernel = name  # the matrix's column
-                    rows.append(row)
+                if target not in targets:
+                    targets.append(target)
+        for row in rows_kept(targets, build):  # the verdicts the runs' own checks kept
+            row.kernel = name  # the matrix's column
+            rows.append(row)
     return rows, used
+
+
+def _targets_of(experiment: str, release: str) -> list[Target]:
+    """``experiment``'s targets on a kernel of ``release``; none where it is n/a or broken."""
+    try:
+        exp = load_experiment(experiment)
+        if na_reason(exp, release):  # n/a there: its targets are not asked for
+            return []
+        return experiment_targets(exp, resolve_vars(exp, release))
+    except KernlabError:
+        return []
 
 
 def _build_that_ran(matrix: Matrix, kernel: str) -> str | None:
