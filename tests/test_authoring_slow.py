@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from guests import own_vm
+from guests import ci_build, own_vm
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,14 @@ def env(tmp_path) -> dict[str, str]:
     return {**os.environ, "KERNLAB_RESULTS": str(tmp_path / "results"), "KERNLAB_PLAIN": "1"}
 
 
-def test_fresh_experiment_checked_then_passes_on_415_and_61(tmp_path, env, lab_kernel, lab_image):
+@pytest.fixture(scope="module")
+def kernel_415() -> object:
+    """4.15, the other kernel these checks and runs name (built in CI, skipped elsewhere)."""
+    return ci_build("4.15")
+
+
+def test_fresh_experiment_checked_then_passes_on_415_and_61(tmp_path, env, lab_kernel, lab_image,
+                                                             kernel_415):
     folder = tmp_path / "research" / "readsize"
     made = cli("new-experiment", str(folder), "--kind", "bpftrace", env=env)
     assert made.returncode == 0, made.stderr
@@ -84,7 +91,7 @@ def test_every_kind_passes_as_generated_on_61(tmp_path, env, auth_vm, kind):
     assert run.stdout.strip().endswith("PASS"), run.stdout[-3000:] + run.stderr[-3000:]
 
 
-def test_tracepoint_program_is_checked_in_the_running_guest(tmp_path, env, auth_vm):
+def test_tracepoint_program_is_checked_in_the_running_guest(tmp_path, env, auth_vm, kernel_415):
     """The host's bpftrace cannot see the kernel's tracepoint formats; the VM's can."""
     folder = tmp_path / "opens"
     assert cli("new-experiment", str(folder), "--kind", "bpftrace", env=env).returncode == 0

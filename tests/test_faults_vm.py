@@ -23,6 +23,7 @@ from pathlib import Path
 import guestpanic
 import pytest
 import yaml
+from guests import ci_build
 from interrupts import sigint_default
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,20 +34,9 @@ MARGIN = 1.5  # Python start-up and a loaded host, on top of the limits above
 TIMES: dict[str, float] = {}  # measured, printed at the end (pytest -s)
 
 
-def built(version: str) -> dict:
-    """The build ``version`` uses; skipped (never built here) when there is none."""
-    from kernlab.core.errors import KernlabError
-    from kernlab.kernel.selection import find_build
-
-    try:
-        return find_build(version)
-    except KernlabError:
-        pytest.skip(f"no {version} build: run `invoke build-kernel --version {version}` first")
-
-
 @pytest.fixture(scope="module")
 def kernel() -> dict:
-    return built("6.1")
+    return ci_build("6.1")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -247,7 +237,7 @@ def test_ctrl_c_in_vm_ssh_stops_the_guest_command(kernel, env, tmp_path, vm_name
 
 # ---------------------------------------------------------------- the user's VM is not ours
 def test_a_users_vm_with_another_kernel_is_refused_not_restarted(kernel, env, vm_name) -> None:
-    other = built("4.15")
+    other = ci_build("4.15")
     name = vm_name("theirs")
     pid = vm_up(name, env, kernel="4.15")
     try:

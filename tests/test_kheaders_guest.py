@@ -3,24 +3,22 @@
 4.15 has neither BTF nor CONFIG_IKHEADERS, so without the headers disk bpftrace cannot
 name a kernel type and bcc cannot compile at all. Each kernel boots on the real image
 under TCG. A kernel that is not built is skipped here (saying how to build it); CI
-(``CI`` set) builds those of CI_BUILDS: 4.15 and 5.4.286 from KERNLAB_LOCAL_KERNELS
+(``CI`` set) builds those of guests.CI_BUILDS: 4.15 and 5.4.286 from KERNLAB_LOCAL_KERNELS
 (.ci/run sets it).
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
+from guests import ci_build
 
-from kernlab.core.errors import NotFound
 from kernlab.guest import remote
 from kernlab.kernel import kheaders
 
 pytestmark = pytest.mark.slow
 KERNELS = ("4.15", "5.4.286", "5.10", "6.1")
-CI_BUILDS = ("4.15", "5.4.286", "6.1")  # the kernels .ci/run's suite runs on; 5.10 if built
 
 # A kprobe that casts its argument to a kernel struct: without BTF only the headers
 # define it (#include makes clang parse them on every kernel, BTF or not).
@@ -46,27 +44,12 @@ kill $pid 2>/dev/null; wait $pid; echo "waited=$i"; cat "$out"
 """
 
 
-def built(version: str) -> dict:
-    """The build record of ``version``: built in CI (CI_BUILDS), else skipped when absent."""
-    from kernlab.kernel.build import build_kernel
-    from kernlab.kernel.selection import find_build
-
-    if os.environ.get("CI") and version in CI_BUILDS:
-        return build_kernel(version)
-    try:
-        return find_build(version)
-    except NotFound:
-        pytest.skip(f"kernel {version} is not built here: `invoke build-kernel --version "
-                    f"{version}` builds it (CI builds {', '.join(CI_BUILDS)}; 4.15 and "
-                    "5.4.286 from KERNLAB_LOCAL_KERNELS)")
-
-
 @pytest.fixture(scope="module", params=KERNELS)
 def guest(request, lab_image: dict, vm_name):
     """(build, VM) for one kernel, booted with its headers disk; stopped afterwards."""
     from kernlab.guest.vm import start_vm
 
-    build = built(request.param)
+    build = ci_build(request.param)
     vm = start_vm(build, lab_image, vm_name(f"hdr-{request.param.replace('.', '')}"))
     yield build, vm
     vm.stop()

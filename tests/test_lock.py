@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from guests import series_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ def test_lock_refuses_a_changed_patch_and_names_it(lab_kernel, tmp_path):
     assert done.returncode == 0, done.stderr
     locked = json.loads((tmp_path / "kernlab.lock").read_text())["kernels"]["6.1"]
     assert locked["source_sha256"] == lab_kernel["source"]["sha256"]
-    assert list(locked["patches"]) == ["0001-lib-iov_iter-make-copyout-probe-able.patch"]
+    assert list(locked["patches"]) == series_of("6.1")
 
     # Same inputs: the lock agrees and the build is up to date.
     assert invoke("build-kernel", "--version", "6.1", env=env).returncode == 0

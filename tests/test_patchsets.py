@@ -1,17 +1,18 @@
 """The shipped patch sets and lab fragments against real kernel trees.
 
-Vanilla kernel.org trees are not part of the repository. A test that needs one runs
-when its path is given in the environment and is skipped (saying which variable to
-set) otherwise:
+Vanilla kernel.org trees are not part of the repository. A test that needs one takes the
+tree its variable names, else extracts the pinned tarball KERNLAB_LOCAL_KERNELS holds (as
+.ci/run sets it; checksum checked against that folder's SHA256SUMS), else is skipped
+saying what to set:
 
-    KERNLAB_VANILLA_4_15=/path/to/linux-4.15     vanilla 4.15.0
-    KERNLAB_VANILLA_5_4=/path/to/linux-5.4.286   vanilla 5.4.286
+    KERNLAB_VANILLA_4_15=/path/to/linux-4.15     vanilla 4.15.0    (or linux-4.15.tar.xz)
+    KERNLAB_VANILLA_5_4=/path/to/linux-5.4.286   vanilla 5.4.286   (or linux-5.4.286.tar.xz)
 
 The Debian trees (5.10 and 6.1) are taken from /usr/src/linux-source-X.Y.tar.xz when
 the linux-source-X.Y package is installed, else from the .deb kernlab.lock pins when
 kernlab's cache holds it (after a build), or from an extracted tree named by
-KERNLAB_VANILLA_5_10 / KERNLAB_VANILLA_6_1. The 5.10 lab config is checked only
-against an extracted tree (KERNLAB_VANILLA_5_10).
+KERNLAB_VANILLA_5_10 / KERNLAB_VANILLA_6_1. The 5.10 lab config is checked against
+KERNLAB_VANILLA_5_10 or the whole /usr/src/linux-source-5.10.tar.xz, extracted.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.kconfig import load_model, requested_options, verify_config
 from kernlab.kernel.patch import apply_series, read_series
+from kernlab.kernel.source import cached_sha256, safe_extract
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches"
@@ -39,15 +41,44 @@ SERIES = ["4.15", "5.4", "5.10", "6.1"]
 UPSTREAM_ID = re.compile(r"\b[0-9a-f]{12,40}\b")
 
 
-def _vanilla_tree(version: str) -> Path:
-    var = VANILLA.get(version) or DEBIAN[version]
-    value = os.environ.get(var)
-    if not value:
-        pytest.skip(f"no vanilla {version} tree: set {var} to its path")
-    tree = Path(value)
-    if not (tree / "Makefile").is_file():
-        pytest.skip(f"{var}={value} is not a kernel tree (no Makefile)")
+LOCAL_TARBALLS = {"4.15": "linux-4.15.tar.xz", "5.4": "linux-5.4.286.tar.xz"}
+_EXTRACTED: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def vanilla_tree(tmp_path_factory):
+    """``vanilla_tree(version)``: the tree its variable names, else the tarball kernlab's own
+    extractor unpacks once per module (KERNLAB_LOCAL_KERNELS' pinned 4.15 and 5.4.286, as
+    .ci/run sets it; /usr/src/linux-source-5.10.tar.xz), else skipped saying what to set."""
+    def tree(version: str) -> Path:
+        var = VANILLA.get(version) or DEBIAN[version]
+        value = os.environ.get(var)
+        if value:
+            if not (Path(value) / "Makefile").is_file():
+                pytest.skip(f"{var}={value} is not a kernel tree (no Makefile)")
+            return Path(value)
+        if version not in _EXTRACTED:
+            tarball = _tarball_of(version)
+            if tarball is None:
+                pytest.skip(f"no vanilla {version} tree: set {var} to its path (or "
+                            "KERNLAB_LOCAL_KERNELS to the pinned tarballs' folder)")
+            _EXTRACTED[version] = safe_extract(tarball, tmp_path_factory.mktemp(f"v{version}"))
+        return _EXTRACTED[version]
     return tree
+
+
+def _tarball_of(version: str) -> Path | None:
+    """The checksum-verified local tarball of ``version``, if this machine has one."""
+    if version in LOCAL_TARBALLS and os.environ.get("KERNLAB_LOCAL_KERNELS"):
+        folder = Path(os.environ["KERNLAB_LOCAL_KERNELS"])
+        tarball = folder / LOCAL_TARBALLS[version]
+        lines = (folder / "SHA256SUMS").read_text().split("\n")
+        sums = {name: digest for digest, name in (line.split() for line in lines if line.strip())}
+        if tarball.is_file():
+            assert cached_sha256(tarball) == sums[tarball.name], f"{tarball}: not the pinned file"
+            return tarball
+    debian = Path(f"/usr/src/linux-source-{version}.tar.xz")
+    return debian if version in DEBIAN and debian.is_file() else None
 
 
 def _makefile_release(tree: Path) -> str:
@@ -153,8 +184,8 @@ def test_options_absent_from_4_15_are_not_requested_for_it():
 # ---------------------------------------------------------------- vanilla trees
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["4.15", "5.4"])
-def test_series_applies_to_the_vanilla_tree(version, tmp_path):
-    vanilla = _vanilla_tree(version)
+def test_series_applies_to_the_vanilla_tree(version, tmp_path, vanilla_tree):
+    vanilla = vanilla_tree(version)
     tree = _scratch_copy(vanilla, tmp_path / "tree")
     patches = read_series(PATCHES / version)
     for patch in patches:  # each patch on its own, in order: dry run first, as `patch` users do
@@ -173,8 +204,8 @@ def test_series_applies_to_the_vanilla_tree(version, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["4.15", "5.4", "5.10"])
-def test_lab_config_verifies_on_the_vanilla_tree(version, tmp_path):
-    tree = _vanilla_tree(version)
+def test_lab_config_verifies_on_the_vanilla_tree(version, tmp_path, vanilla_tree):
+    tree = vanilla_tree(version)
     spec = load_catalog().kernel(version)
     obj = tmp_path / "obj"
     obj.mkdir()
