@@ -30,6 +30,8 @@ def friendly(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        if any(value in ("--help", "-h") for value in kwargs.values()):
+            _task_help(func.__name__)  # `invoke run-experiment --help`: invoke took it for NAME
         try:
             for value in (*args, *kwargs.values()):
                 if isinstance(value, BadNumber):  # `--jobs abc`: parsed late, reported here
@@ -67,6 +69,14 @@ class _NumberArgument(Argument):
         except (TypeError, ValueError):
             self.raw_value = value
             self._value = BadNumber(self.names[0], value, self.kind)
+
+
+def _task_help(name: str) -> None:
+    """Print the task's help as `invoke --help TASK` does, and stop (exit 0)."""
+    import subprocess
+
+    task = name.rstrip("_").replace("_", "-")
+    raise Exit(code=subprocess.call([sys.executable, "-m", "invoke", "--help", task]))
 
 
 class _KernlabTask(Task):
@@ -422,6 +432,9 @@ vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify)
 
 # ---------------------------------------------------------------- experiments
 NA_EXIT = 77  # run-experiment NAME on a kernel it does not apply to (the test-suite "skip" code)
+LANES_HELP = ("VMs run side by side, each restored from the same snapshot, one experiment at a "
+              "time each (default: KERNLAB_LANES, else one more than the host's cores, at most "
+              "4 and what free memory holds; 1: one VM).")
 
 @task(help={"kernel": "Say for this kernel (a version or build id) whether each experiment "
                       "runs, or why it is n/a."})
@@ -478,12 +491,14 @@ class _RunExperimentTask(_KernlabTask):
                   "the catalog's default. Its build from `invoke build-kernel` is used; an "
                   "unbuilt version is built from the catalog.",
         "keep_vm": "Leave the VM running afterwards (the next run reuses it).",
-        "all_": "Run every experiment on one kernel, reusing one VM.",
-        "vm_name": "Name of the VM to use or boot.",
+        "all_": "Run every experiment on one kernel, in --lanes VMs side by side.",
+        "vm_name": "Name of the VM to use or boot (with --all: lane 1's).",
+        "lanes": LANES_HELP + " With --all only.",
     },
 )
 @friendly
-def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name="default"):
+def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name="default",
+                   lanes=None):
     """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL.
 
     Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
@@ -499,11 +514,14 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
     forced_accel()
     if all_ and name:
         raise KernlabError(f"both an experiment ({name}) and --all given", "give one or the other")
+    if lanes is not None and not all_:
+        raise KernlabError("--lanes runs a suite's experiments side by side; one experiment "
+                           "has one lane", "add --all, or drop --lanes")
     if all_ or not name:
         if not all_:
             raise KernlabError("no experiment named", "give one (invoke list-experiments) "
                                "or --all")
-        bundles = run_suite(None, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+        bundles = run_suite(None, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name, lanes=lanes)
         if not bundles:
             raise KernlabError(f"no experiment ran: {paths.experiments_dir()} holds none",
                                "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
@@ -578,7 +596,7 @@ def _out_dir(out: str):
     return target
 
 
-def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
+def _matrix(kernels: str, experiments: str, out: str, hosts: str = "", lanes: str | None = None):
     from pathlib import Path
 
     from kernlab.compare import matrix
@@ -588,7 +606,8 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
     forced_accel()
     names = None if experiments.strip() == "all" else _names(
         "experiments", experiments, "experiment", "readiter,hellotrace, or all")
-    result, shown = matrix.run_and_report(kernel_list, names, Path(hosts) if hosts else None, _out_dir(out))
+    result, shown = matrix.run_and_report(kernel_list, names, Path(hosts) if hosts else None,
+                                          _out_dir(out), lanes)
     print(shown)
     if not result.ran:
         raise matrix.nothing_ran(result)
@@ -603,10 +622,12 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = ""):
             "(see configs/hosts.example.yaml); their bundles come back under OUT/hosts/.",
             "rerender": "Only rewrite the report in --out from its matrix.json (no runs).",
             "merge": "Merge earlier runs' --out directories into one report in --out (no runs): "
-            "repeat the flag, comma-separate, or give a quoted glob, e.g. --merge 'artifacts/*/report'."},
+            "repeat the flag, comma-separate, or give a quoted glob, e.g. --merge 'artifacts/*/report'.",
+            "lanes": LANES_HELP},
       iterable=["merge"])
 @friendly
-def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, merge=None):
+def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, merge=None,
+           lanes=None):
     """Run every experiment on every kernel (one VM per kernel) and write a comparison report.
 
     Each cell is PASS, FAIL, or n/a with the reason (the kernel lacks a needs.features entry).
@@ -635,7 +656,7 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
         return
     if not kernels:
         raise KernlabError("no kernels given", "pass --kernels, e.g. --kernels 5.4,6.1")
-    result = _matrix(kernels, experiments, out, hosts)
+    result = _matrix(kernels, experiments, out, hosts, lanes)
     if not result.passed:
         raise Exit("kernlab: matrix FAIL (see the report)", code=1)
 

@@ -1,12 +1,15 @@
 """The suite on a real 6.1 TCG guest: every experiment passes, and can fail.
 
-One VM (the module's ``exp_vm``, named t-exp) is shared; bundles go to a temporary results dir.
+The module's ``exp_vm`` (t-exp) is lane 1 of the suite, which runs in three lanes (VMs
+t-exp-l2 and t-exp-l3 restored beside it, stopped at its end); the tests after it use
+t-exp alone. Bundles go to a temporary results dir.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -33,10 +36,31 @@ def exp_vm(lab_kernel, lab_image):
 
 @pytest.fixture(scope="module")
 def suite(exp_vm, results) -> dict:
-    """Every experiment run once on 6.1 in the shared VM: {name: bundle}."""
+    """Every experiment run once on 6.1 in three lanes, lane 1 the shared VM: {name: bundle}."""
     bundles = run_suite(experiment_names(), kernel="6.1", keep_vm=True, vm_name=exp_vm.name,
-                        root=results)
+                        root=results, lanes=3)
     return {b.experiment: b for b in bundles}
+
+
+def test_the_suite_ran_side_by_side_in_three_vms_and_stopped_the_two_it_started(suite, exp_vm):
+    from kernlab.guest.vm import find_vm
+
+    assert list(suite) == experiment_names()  # bundles in the suite's order, one each
+    used = {json.loads((b.dir / "manifest.json").read_text())["vm"]["name"]
+            for b in suite.values() if not b.skipped}
+    assert used == {exp_vm.name, f"{exp_vm.name}-l2", f"{exp_vm.name}-l3"}
+    assert find_vm(f"{exp_vm.name}-l2") is None and find_vm(f"{exp_vm.name}-l3") is None
+    assert exp_vm.alive()  # lane 1's VM was the caller's (keep_vm): left running
+    spans = sorted(_span(b) for b in suite.values() if not b.skipped)
+    (_, first_end), (second_start, _) = spans[:2]
+    assert second_start < first_end - 1, f"the first two experiments did not overlap: {spans[:2]}"
+
+
+def _span(bundle) -> tuple[float, float]:
+    """(start, end) of a bundle's run in epoch seconds (``started`` has whole seconds)."""
+    result = json.loads((bundle.dir / "result.json").read_text())
+    start = datetime.fromisoformat(result["started"].replace("Z", "+00:00")).timestamp()
+    return start, start + result["seconds"]
 
 
 @pytest.mark.parametrize("name", experiment_names())

@@ -24,6 +24,7 @@ from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, atomic_write_text, read_json
+from kernlab.experiments.lanes import lane_count
 from kernlab.experiments.run import run_suite
 from kernlab.experiments.spec import check_known, experiment_names
 from kernlab.kernel.selection import choose_kernel
@@ -79,8 +80,9 @@ class Matrix:
 
 
 def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_file: Path | None = None,
-               out: Path | None = None) -> Matrix:
-    """Run every experiment on every kernel (one VM per kernel, one kernel at a time per machine).
+               out: Path | None = None, lanes: int | str | None = None) -> Matrix:
+    """Run every experiment on every kernel (one kernel at a time per machine, its experiments
+    in ``lanes`` VMs side by side: kernlab.experiments.lanes).
 
     With ``hosts_file``, kernels are shared out between this machine and the hosts it
     names; the hosts run theirs in parallel and their bundles land under ``out/hosts``.
@@ -94,9 +96,10 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
         raise KernlabError(f"no experiments to run in {paths.experiments_dir()}",
                            "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
     check_names(kernels, names)
+    lane_count(lanes, 1)  # a bad --lanes or KERNLAB_LANES stops it before any work
     matrix = Matrix(kernels, names)
     if hosts_file is None:
-        _run_local(matrix, kernels, names)
+        _run_local(matrix, kernels, names, lanes)
         return matrix
     config = fleet.load_hosts(hosts_file)
     plan = fleet.assign(kernels, config)
@@ -109,7 +112,7 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
     try:
         futures = [pool.submit(fleet.run_on_host, by_name[runner], ks, names, target, run_id)
                    for runner, ks in plan.items() if runner != LOCAL]
-        _run_local(matrix, plan.get(LOCAL, []), names)
+        _run_local(matrix, plan.get(LOCAL, []), names, lanes)
         for future in futures:
             _add_host_cells(matrix, future.result(), names)
     except KeyboardInterrupt:
@@ -133,15 +136,17 @@ def check_names(kernels: list[str], names: list[str]) -> None:
     check_known(names)
 
 
-def _run_local(matrix: Matrix, kernels: list[str], names: list[str]) -> None:
-    """This machine's kernels, one at a time, each on one VM shared by its experiments.
+def _run_local(matrix: Matrix, kernels: list[str], names: list[str],
+               lanes: int | str | None = None) -> None:
+    """This machine's kernels, one at a time, each on its lanes' VMs (``run_suite``).
 
     The suite gives every experiment a bundle: PASS, FAIL, or n/a with the reason.
     """
     for kernel in kernels:
         with reporter().step(f"kernel {kernel}: {len(names)} experiments"):
             try:
-                bundles = run_suite(names, kernel, vm_name=_vm_name(kernel), flag="--kernels")
+                bundles = run_suite(names, kernel, vm_name=_vm_name(kernel), flag="--kernels",
+                                    lanes=lanes)
             except KernlabError as error:
                 for name in names:
                     matrix.cells[(kernel, name)] = Cell(kernel, name, ERROR, error.one_line())
@@ -461,9 +466,9 @@ def junit_counts(path: Path) -> dict[str, int]:
 
 
 def run_and_report(kernels: list[str], experiments: list[str] | None, hosts_file: Path | None,
-                   out: Path) -> tuple[Matrix, str]:
+                   out: Path, lanes: int | str | None = None) -> tuple[Matrix, str]:
     """`invoke matrix`/`ci`: run the cells, write the report to ``out``; (result, what to print)."""
-    result = run_matrix(kernels, experiments, hosts_file, out)
+    result = run_matrix(kernels, experiments, hosts_file, out, lanes)
     return result, report_text(result, write_report(result, out))
 
 

@@ -4,6 +4,10 @@ Inside ``scope()`` a SIGTERM or SIGHUP stops a run as Ctrl-C does (KeyboardInter
 Once the code that caught the first KeyboardInterrupt calls ``hold()``, further Ctrl-C's
 only say that kernlab is stopping: the guest's processes, the bundle and the VM are
 dealt with in a few bounded seconds, and a second Ctrl-C must not leave QEMU running.
+
+Signals reach the main thread only. A run's worker threads (a suite's lanes) are stopped
+with ``stop_threads()``: their next ``check()`` (kernlab.guest.remote polls it while a guest
+command runs) raises KeyboardInterrupt there, so they stop the way the main thread does.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STOP_THREADS = threading.Event()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -44,6 +49,7 @@ def scope() -> Iterator[None]:
     if not _main_thread():
         yield
         return
+    _STOP_THREADS.clear()
     old = {sig: signal.getsignal(sig) for sig in SIGNALS}
     for sig in SIGNALS:
         if sig == signal.SIGINT and old[sig] is signal.SIG_IGN:
@@ -61,3 +67,14 @@ def hold() -> None:
     if _main_thread():
         for sig in SIGNALS:
             signal.signal(sig, _noted)
+
+
+def stop_threads() -> None:
+    """Ask the run's worker threads to stop as Ctrl-C stops the main thread."""
+    _STOP_THREADS.set()
+
+
+def check() -> None:
+    """In a worker thread: raise KeyboardInterrupt once ``stop_threads()`` was called."""
+    if _STOP_THREADS.is_set() and not _main_thread():
+        raise KeyboardInterrupt("stopped with the rest of the run")

@@ -192,23 +192,42 @@ class Reporter:
     def _depth(self, value: int) -> None:
         self._local.depth = value
 
+    @property
+    def depth(self) -> int:
+        """This thread's step depth (a worker thread starts where its caller is)."""
+        return self._depth
+
+    def _tagged(self, text: str) -> str:
+        tag = getattr(self._local, "tag", "")
+        return f"[{tag}] {text}" if tag else text
+
+    @contextlib.contextmanager
+    def tagged(self, tag: str, depth: int) -> Iterator[None]:
+        """In a worker thread: its lines start with ``[tag]``, at ``depth`` (a suite's lanes)."""
+        self._local.tag, self._depth = tag, depth
+        try:
+            yield
+        finally:
+            self._local.tag = ""
+
     def emit(self, event: Event) -> None:
         self.front_end.show(event)
 
     def note(self, message: str) -> None:
         """A one-line remark the user should see (fallbacks, cache hits)."""
-        self.emit(Note(message, self._depth))
+        self.emit(Note(self._tagged(message), self._depth))
 
     def warn(self, message: str) -> None:
-        self.emit(Warn(message, self._depth))
+        self.emit(Warn(self._tagged(message), self._depth))
 
     def status(self, message: str) -> None:
         """Transient progress (a download percentage, the file being compiled)."""
-        self.emit(Status(message, self._depth))
+        self.emit(Status(self._tagged(message), self._depth))
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[None]:
         """A named stage; its end says how long it took, or that it failed."""
+        title = self._tagged(title)
         depth = self._depth
         self.emit(StepStarted(title, depth))
         started = time.monotonic()

@@ -33,6 +33,7 @@ from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.bundle import Bundle, hist_svg, manifest, parse_hist
 from kernlab.experiments.expect import Evidence, Outcome, check_all, substitute
+from kernlab.experiments.lanes import lane_count, last_seconds, longest_first, run_lanes
 from kernlab.experiments.probecheck import check_targets
 from kernlab.experiments.spec import (
     Experiment,
@@ -47,7 +48,7 @@ from kernlab.experiments.spec import (
 from kernlab.guest import health, remote
 from kernlab.guest.ensure import Target, VmRefused
 from kernlab.guest.health import console_tail
-from kernlab.guest.vm import Vm
+from kernlab.guest.vm import Vm, find_vm
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.selection import KernelChoice, choose_kernel
 
@@ -594,29 +595,34 @@ def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
 
 def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool = False,
               vm_name: str = "default", root: Path | None = None,
-              flag: str = "--kernel") -> list[Bundle]:
-    """Run several experiments (None: all of them) on one kernel, one VM; a bundle each.
+              flag: str = "--kernel", lanes: int | str | None = None) -> list[Bundle]:
+    """Run several experiments (None: all of them) on one kernel; a bundle each, in order.
 
     An experiment the kernel cannot run gets an n/a bundle with the reason; one that
     fails, whose needs are unmet or whose experiment.yaml is invalid gets a FAIL bundle;
     none of them stops the others. Only an unknown name or kernel stops it, before any work.
+    The others run in ``lanes`` parallel VMs (kernlab.experiments.lanes: ``--lanes``, else
+    KERNLAB_LANES, else 2 on two or more cores), lane 1 on VM ``vm_name``.
     """
     names = experiment_names() if names is None else names
     check_known(names)
+    lane_count(lanes, 1)  # a bad --lanes or KERNLAB_LANES stops it before any work
     choice = choose_kernel(kernel or default_kernel())
     session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, flag=flag)
-    bundles = []
     with interrupt.scope():
         try:
-            for name in names:
-                bundles.append(_suite_member(name, session, root))
+            triaged = {name: _triage(name, session, root) for name in names}
+            to_run = [t for t in triaged.values() if isinstance(t, Experiment)]
+            ran = {b.experiment: b for b in _run_in_lanes(to_run, session, root,
+                                                          lane_count(lanes, len(to_run)))}
         finally:
             session.close()
-    return bundles
+    return [ran[name] if isinstance(t, Experiment) else t for name, t in triaged.items()]
 
 
-def _suite_member(name: str, session: Session, root: Path | None) -> Bundle:
-    """One experiment of a suite: its bundle, PASS, FAIL or n/a; never raises KernlabError."""
+def _triage(name: str, session: Session, root: Path | None) -> Experiment | Bundle:
+    """The experiment to run, or already its bundle: n/a with the reason, or FAIL when its
+    experiment.yaml does not load. Never raises KernlabError."""
     try:
         exp = load_experiment(name)
         reason = na_reason(exp, session.release)
@@ -626,8 +632,47 @@ def _suite_member(name: str, session: Session, root: Path | None) -> Bundle:
     if reason:
         reporter().note(f"{name}: n/a: {reason}")
         return not_applicable_bundle(exp, session, reason, root)
-    with reporter().step(f"experiment {name}"):
-        return _run_or_record(exp, session, root)
+    return exp
+
+
+def _run_in_lanes(experiments: list[Experiment], session: Session, root: Path | None,
+                  count: int) -> list[Bundle]:
+    """Each experiment in one of ``count`` VMs (lane 1: the session's), longest first."""
+    if count > 1:
+        try:
+            with reporter().step(f"VM {session.vm_name}, then {count - 1} more restored beside it"):
+                session.ensure.up()  # lane 1 first: a cold boot saves the snapshot the others restore
+        except KernlabError as error:
+            reporter().warn(f"lanes: VM {session.vm_name} did not start ({error.one_line()}); "
+                            "running the experiments one at a time")
+            count = 1
+    sessions = [session, *(_lane_session(session, n) for n in range(2, count + 1))]
+    results = results_root() if root is None else root
+    ordered = longest_first(experiments, lambda e: last_seconds(results, e.name, session.version))
+
+    def run_one(exp: Experiment, lane: Session) -> Bundle:
+        with reporter().step(f"experiment {exp.name}" + (f" (VM {lane.vm_name})" if count > 1 else "")):
+            return _run_or_record(exp, lane, root)
+
+    try:
+        return run_lanes(ordered, sessions, run_one)
+    finally:
+        for lane in sessions[1:]:
+            lane.close()
+
+
+def _lane_session(session: Session, number: int) -> Session:
+    """Lane ``number``'s session: the same kernel and image on VM ``<vm_name>-l<number>``, which
+    it starts and always stops at the end (one left by a killed run is stopped first)."""
+    build, image = session.kernel_and_image()
+    name = f"{session.vm_name[:28]}-l{number}"
+    stale = find_vm(name)
+    if stale is not None:
+        reporter().note(f"VM {name} was left by an earlier run: stopping it")
+        stale.stop()
+    target = Target(session.chosen, session.recipe, name, session.flag, build=build, image=image)
+    return Session(session.kernel, vm_name=name, recipe=session.recipe, choice=session.chosen,
+                   flag=session.flag, target=target)
 
 
 def _error_bundle(name: str, error: KernlabError, session: Session, root: Path | None) -> Bundle:

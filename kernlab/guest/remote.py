@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import paramiko
 from fabric import Config, Connection
 
+from kernlab.core import interrupt
 from kernlab.core.errors import KernlabError
 from kernlab.core.util import atomic_write_text
 from kernlab.guest.health import Watch
@@ -237,6 +238,7 @@ def _finish(conn: Connection, channel: Any, command: str, pid_file: str, timeout
             break
         if watch is not None and (down := watch.check(time.monotonic() - heard)):
             raise down
+        interrupt.check()  # a worker thread (a suite's lane) stopped with the run
         if time.monotonic() > deadline:
             _stop(channel.get_transport(), channel, pid_file, stop_grace, stop_also)
             raise KernlabError(f"guest command timed out after {timeout:.0f}s: {command} "
