@@ -218,6 +218,36 @@ def test_ctrl_c_stops_the_run_and_its_guest_processes_and_writes_the_bundle(
             vm_down(name, env)
 
 
+def test_ctrl_c_stops_every_lane_of_a_suite_and_each_keeps_its_bundle(kernel, env, tmp_path,
+                                                                     vm_name) -> None:
+    """A suite in two lanes (two VMs): one Ctrl-C stops both running experiments, each bundle
+    keeps what its guest did, and both VMs the suite started are stopped."""
+    root = tmp_path / "two"
+    for name in ("longrun-a", "longrun-b"):
+        experiment(root, name, "echo working; sleep 600")
+    name = vm_name("lanes")
+    run = Background(["run-experiment", "--all", "--kernel", "6.1", "--vm-name", name,
+                      "--lanes", "2"], {**env, "KERNLAB_EXPERIMENTS": str(root)}, tmp_path)
+    run.wait_for("run longrun-a in the guest")  # one of them with [lane 2] before it
+    run.wait_for("run longrun-b in the guest")
+    time.sleep(2.0)
+    sent = time.monotonic()
+    run.proc.send_signal(signal.SIGINT)
+    code, _out, err = run.finish(timeout=60)
+    took = time.monotonic() - sent
+    TIMES["Ctrl-C to exit, a suite in two lanes"] = took
+
+    assert code == 130 and "Traceback" not in err, err
+    assert took < CTRL_C_LIMIT + MARGIN, f"exit {took:.1f}s after the signal\n{err}"
+    for exp in ("longrun-a", "longrun-b"):
+        (bundle,) = (Path(env["KERNLAB_RESULTS"]) / exp / "6.1").iterdir()
+        result = json.loads((bundle / "result.json").read_text())
+        assert (result["status"], result["reason"]) == ("FAIL", "interrupted"), exp
+        assert "working" in (bundle / "steps" / "workload.log").read_text(), exp
+        assert (bundle / "manifest.json").is_file() and (bundle / "console.log").is_file()
+    assert not qemu_pids(name) and not qemu_pids(f"{name}-l2"), "the suite's VMs must be stopped"
+
+
 def test_ctrl_c_in_vm_ssh_stops_the_guest_command(kernel, env, tmp_path, vm_name) -> None:
     name = vm_name("sshint")
     vm_up(name, env)

@@ -21,6 +21,7 @@ from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _STOP_THREADS = threading.Event()
+_THREAD = threading.local()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -74,7 +75,15 @@ def stop_threads() -> None:
     _STOP_THREADS.set()
 
 
+def stopping() -> bool:
+    """Whether ``stop_threads()`` was called in this ``scope()`` (take no more work)."""
+    return _STOP_THREADS.is_set()
+
+
 def check() -> None:
-    """In a worker thread: raise KeyboardInterrupt once ``stop_threads()`` was called."""
-    if _STOP_THREADS.is_set() and not _main_thread():
+    """In a worker thread: raise KeyboardInterrupt once after ``stop_threads()`` was called;
+    later calls pass, so the thread's cleanup (collect, stop) is not cut short, as ``hold``
+    keeps the main thread's."""
+    if _STOP_THREADS.is_set() and not _main_thread() and not getattr(_THREAD, "stopped", False):
+        _THREAD.stopped = True
         raise KeyboardInterrupt("stopped with the rest of the run")

@@ -106,13 +106,12 @@ def run_lanes(items: Sequence[Item], lanes: Sequence[Lane],
     errors: list[BaseException] = []
 
     def work(lane: Lane) -> None:
-        while not errors:
+        while not errors and not interrupt.stopping():
             with lock:
                 if not queue:
                     return
                 index, item = queue.popleft()
             results[index] = run_one(item, lane)
-            interrupt.check()
 
     threads = [_thread(work, lane, errors, f"lane {n}") for n, lane in enumerate(lanes[1:], 2)]
     try:
