@@ -175,6 +175,54 @@ def test_kernlab_is_shipped_once_per_content(server, tmp_path):
         assert (shipped / ".kernlab-shipped").stat().st_mtime_ns == marker  # not sent again
 
 
+def outside_experiment(root: Path, name: str = "hello-outside") -> Path:
+    """A copy of hellotrace in ``root``/NAME (with a ``_lib`` beside it and a symlink out)."""
+    folder = root / name
+    shutil.copytree(ROOT / "experiments" / "hellotrace", folder)
+    (root / "_lib").mkdir(exist_ok=True)
+    (root / "_lib" / "note.h").write_text("/* the folder's own shared lib */\n")
+    (folder / "leak").symlink_to("/etc/hostname")
+    return folder
+
+
+@needs_sshd
+def test_experiments_from_outside_the_checkout_go_with_the_tree(server, tmp_path, monkeypatch):
+    from kernlab.experiments.spec import load_experiment
+
+    folder = outside_experiment(tmp_path / "research")
+    monkeypatch.setenv("KERNLAB_EXPERIMENT_PATH", str(tmp_path / "research"))
+    groups = hosts.outside_groups(["readiter", "hello-outside"])
+    assert [(g.folder, [e.name for e in g.experiments], g.is_suite) for g in groups] == \
+        [(tmp_path / "research", ["hello-outside"], False)]
+    path = write_hosts(tmp_path / "h.yaml", [server.host_entry("lab2", tmp_path / "w")])
+    with hosts._connected(hosts.load_hosts(path).hosts[0]) as conn:
+        tree = Path(hosts.ship(conn, str(tmp_path / "w"), groups))
+    shipped = tree / "extra-experiments" / "0"
+    assert (shipped / "hello-outside" / "experiment.yaml").read_bytes() == \
+        (folder / "experiment.yaml").read_bytes()
+    assert (shipped / "_lib" / "note.h").is_file()
+    assert not (shipped / "hello-outside" / "leak").exists()  # a symlink out of the folder
+    env = hosts.outside_env(groups, str(tree))
+    assert env == {"KERNLAB_EXPERIMENT_PATH": str(shipped)}
+    # the host finds it by name, and its bundles will carry the same content hash
+    there = subprocess.run([sys.executable, "-c", "from kernlab.experiments.spec import load_experiment; "
+                            "print(load_experiment('hello-outside').content_hash())"],
+                           cwd=tree, env={**os.environ, **env, "PYTHONPATH": str(tree)},
+                           capture_output=True, text=True, check=True)
+    (folder / "leak").unlink()
+    assert there.stdout.strip() == load_experiment("hello-outside").content_hash()
+
+
+def test_a_replaced_suite_goes_with_the_tree_as_the_hosts_suite(tmp_path, monkeypatch):
+    outside_experiment(tmp_path / "mine", "readiter")
+    monkeypatch.setenv("KERNLAB_EXPERIMENTS", str(tmp_path / "mine"))
+    (group,) = hosts.outside_groups(["readiter"])
+    assert group.is_suite and hosts.outside_env([group], "/t") == \
+        {"KERNLAB_EXPERIMENTS": "/t/extra-experiments/0"}
+    monkeypatch.delenv("KERNLAB_EXPERIMENTS")
+    assert hosts.outside_groups(["readiter", "hellotrace"]) == []  # the checkout's: shipped anyway
+
+
 @needs_sshd
 @pytest.mark.slow
 def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, lab2_workdir, tmp_path):
@@ -182,10 +230,12 @@ def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, lab
     workdir = lab2_workdir
     path = write_hosts(tmp_path / "h.yaml", [lab2_entry(server, workdir)], include_local=False)
     out = tmp_path / "out"
-    done = invoke("matrix", "--kernels", "6.1", "--experiments", "hellotrace,readiter", "--hosts", str(path),
-                  "--out", str(out), timeout=3600)
+    outside_experiment(tmp_path / "research").joinpath("leak").unlink()
+    done = invoke("matrix", "--kernels", "6.1", "--experiments", "hellotrace,readiter,hello-outside",
+                  "--hosts", str(path), "--out", str(out), timeout=3600,
+                  env={"KERNLAB_EXPERIMENT_PATH": str(tmp_path / "research")})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "6.1 @ lab2" in done.stdout and "[lab2] > kernel 6.1: 2 experiments" in done.stderr
+    assert "6.1 @ lab2" in done.stdout and "[lab2] > kernel 6.1: 3 experiments" in done.stderr
 
     matrix = json.loads((out / "matrix.json").read_text())
     assert matrix["hosts"] == {"6.1": "lab2"}

@@ -4,7 +4,10 @@ A hosts file (YAML) names the machines. Each kernel of the matrix is given to on
 runner (this machine, ``local``, or a host); a host gets kernlab's project files (a
 content-addressed tree under its ``workdir``), runs ``./kl matrix`` for its kernels there
 (its own build, image and boot; its own venv and host packages through ``./kl``), and
-its report and bundles are copied back under ``<out>/hosts/<name>/``.
+its report and bundles are copied back under ``<out>/hosts/<name>/``. The run's
+experiments that live outside the checkout's experiments/ (KERNLAB_EXPERIMENTS,
+KERNLAB_EXPERIMENT_PATH, experiment-path.txt) go with the tree, under
+``extra-experiments/``, and the host's run is pointed at them.
 
 Security as for the lab VM: key-only login with a 0600 private key, the host's key must
 already be in the given known_hosts (paramiko RejectPolicy, never auto-added), and the
@@ -37,6 +40,7 @@ from kernlab.core.progress import reporter, without_stamp
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import read_json
 from kernlab.core.validate import inside_path, plain_name
+from kernlab.experiments.spec import LIB_DIR, experiment_folder
 from kernlab.guest.remote import key_only_connection
 from kernlab.kernel.source import safe_extract
 
@@ -243,12 +247,67 @@ def project_files(root: Path) -> list[Path]:
     return sorted(files)
 
 
-def project_archive(root: Path) -> tuple[bytes, str]:
-    """A tar.gz of the project files and the sha256 of its tar (names the remote tree)."""
+EXTRA_DIR = "extra-experiments"  # in a shipped tree: the run's experiments from elsewhere
+
+
+@dataclass(frozen=True)
+class OutsideGroup:
+    """Experiments of a run that live outside the checkout's experiments/, one folder's worth:
+    shipped as ``extra-experiments/<index>/<name>/`` (with the folder's own ``_lib``)."""
+
+    index: int
+    folder: Path  # the folder holding them (KERNLAB_EXPERIMENTS', a path entry's, ...)
+    experiments: tuple[Path, ...]
+    is_suite: bool  # the local suite folder (KERNLAB_EXPERIMENTS): the host's suite too
+
+
+def outside_groups(names: list[str]) -> list[OutsideGroup]:
+    """The run's experiments the shipped checkout does not hold, grouped by their folder."""
+    checkout, suite = (paths.root() / "experiments").resolve(), paths.experiments_dir().resolve()
+    grouped: dict[Path, list[Path]] = {}
+    for name in names:
+        folder = experiment_folder(name)
+        if folder is not None and folder.resolve().parent != checkout:
+            grouped.setdefault(folder.resolve().parent, []).append(folder.resolve())
+    return [OutsideGroup(i, parent, tuple(sorted(set(found))), parent == suite)
+            for i, (parent, found) in enumerate(sorted(grouped.items()))]
+
+
+def outside_files(groups: list[OutsideGroup]) -> list[tuple[str, Path]]:
+    """(name in the archive, file) for each group's experiments and ``_lib``; a file whose
+    real path leaves its experiment's folder (a symlink out) is not shipped."""
+    files = []
+    for group in groups:
+        lib = group.folder / LIB_DIR
+        for top in (*group.experiments, *([lib] if lib.is_dir() else [])):
+            for path in sorted(top.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and \
+                        path.resolve().is_relative_to(top):
+                    files.append((f"{EXTRA_DIR}/{group.index}/{top.name}/{path.relative_to(top)}", path))
+    return files
+
+
+def outside_env(groups: list[OutsideGroup], tree: str) -> dict[str, str]:
+    """The host's KERNLAB_EXPERIMENTS / KERNLAB_EXPERIMENT_PATH for the shipped groups."""
+    env = {}
+    where = {g.index: f"{tree}/{EXTRA_DIR}/{g.index}" for g in groups}
+    added = [where[g.index] for g in groups if not g.is_suite]
+    if added:
+        env["KERNLAB_EXPERIMENT_PATH"] = ":".join(added)
+    suite = [where[g.index] for g in groups if g.is_suite]
+    if suite:
+        env["KERNLAB_EXPERIMENTS"] = suite[0]
+    return env
+
+
+def project_archive(root: Path, extra: list[tuple[str, Path]] | None = None) -> tuple[bytes, str]:
+    """A tar.gz of the project files (and ``extra``: (name, file) pairs) and the sha256 of
+    its tar (names the remote tree)."""
     buffer = io.BytesIO()
+    entries = [(str(p.relative_to(root)), p) for p in project_files(root)] + (extra or [])
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in project_files(root):
-            info = tarfile.TarInfo(str(path.relative_to(root)))
+        for name, path in entries:
+            info = tarfile.TarInfo(name)
             data = path.read_bytes()
             info.size, info.mtime = len(data), 0
             info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
@@ -257,9 +316,10 @@ def project_archive(root: Path) -> tuple[bytes, str]:
     return gzip.compress(blob, mtime=0), hashlib.sha256(blob).hexdigest()
 
 
-def ship(conn: Connection, workdir: str) -> str:
-    """Put this kernlab on the host (once per content); returns the remote tree's path."""
-    blob, digest = project_archive(paths.root())
+def ship(conn: Connection, workdir: str, groups: list[OutsideGroup] | None = None) -> str:
+    """Put this kernlab, with the run's experiments from outside it (``groups``), on the host
+    (once per content); returns the remote tree's path."""
+    blob, digest = project_archive(paths.root(), outside_files(groups or []))
     tree = f"{workdir}/tree-{digest[:12]}"
     done = conn.run(f"test -f {shlex.quote(tree)}/.kernlab-shipped", hide=True, warn=True, in_stream=False)
     if done.exited == 0:
@@ -296,10 +356,12 @@ def run_on_host(host: Host, kernels: list[str], experiments: list[str], out: Pat
             where = shlex.quote(host.workdir)  # relative: under the login directory
             workdir = _run(conn, f"mkdir -p {where} && cd {where} && pwd", "making the workdir")
             _check_platform(conn, host)
-            tree = ship(conn, workdir)
+            groups = outside_groups(experiments)
+            tree = ship(conn, workdir, groups)
             run.remote_out = f"{workdir}/runs/{run_id}"
             try:
-                _remote_matrix(conn, host, tree, workdir, run.remote_out, kernels, experiments, run.log)
+                _remote_matrix(conn, host, tree, workdir, run.remote_out, kernels, experiments, run.log,
+                               outside_env(groups, tree))
             finally:  # a failed run still brings back what it made (not after Ctrl-C)
                 if not _STOPPING.is_set():
                     run.matrix = _fetch_keeping_the_first_error(conn, run)
@@ -383,24 +445,29 @@ def _check_platform(conn: Connection, host: Host) -> None:
                            "use a Debian 12 (or newer) host, or install python3 there")
 
 
-def remote_env(host: Host, workdir: str, remote_out: str) -> dict[str, str]:
-    """Where the host keeps builds, images and caches (kept across runs), then the file's env."""
+def remote_env(host: Host, workdir: str, remote_out: str,
+               experiments_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Where the host keeps builds, images and caches (kept across runs), where the run's
+    experiments from outside the checkout were shipped, then the hosts file's env."""
     return {
         "KERNLAB_WORK": f"{workdir}/kernels", "KERNLAB_STATE": f"{workdir}/state",
         "KERNLAB_CACHE": f"{workdir}/cache", "KERNLAB_RESULTS": f"{remote_out}/bundles",
         "KERNLAB_PLAIN": "1", "CI": "1",
+        **(experiments_env or {}),
         **host.env,
     }
 
 
 def remote_command(host: Host, tree: str, workdir: str, remote_out: str, kernels: list[str],
-                   experiments: list[str]) -> tuple[str, str]:
+                   experiments: list[str], experiments_env: dict[str, str] | None = None
+                   ) -> tuple[str, str]:
     """The shell command that runs ``./kl matrix`` on the host, and its pid file.
 
     It runs in its own session (setsid) and writes its pid, which is also its process
     group id, so a Ctrl-C here can be passed on to the whole group there.
     """
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in remote_env(host, workdir, remote_out).items())
+    env = " ".join(f"{k}={shlex.quote(v)}"
+                   for k, v in remote_env(host, workdir, remote_out, experiments_env).items())
     pid_file = f"{remote_out}.pid"
     matrix = (f"exec env {env} ./kl matrix --kernels {shlex.quote(','.join(kernels))}"
               f" --experiments {shlex.quote(','.join(experiments))} --out {shlex.quote(remote_out)}/report")
@@ -410,8 +477,10 @@ def remote_command(host: Host, tree: str, workdir: str, remote_out: str, kernels
 
 
 def _remote_matrix(conn: Connection, host: Host, tree: str, workdir: str, remote_out: str,
-                   kernels: list[str], experiments: list[str], log: Path) -> None:
-    command, pid_file = remote_command(host, tree, workdir, remote_out, kernels, experiments)
+                   kernels: list[str], experiments: list[str], log: Path,
+                   experiments_env: dict[str, str]) -> None:
+    command, pid_file = remote_command(host, tree, workdir, remote_out, kernels, experiments,
+                                       experiments_env)
     reporter().note(f"[{host.name}] {', '.join(kernels)}: running there, log {log}")
     with log.open("a") as sink:
         sink.write(f"$ {command}\n")

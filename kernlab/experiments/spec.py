@@ -602,6 +602,14 @@ def experiment_names(root: Path | None = None) -> list[str]:
     return sorted(_by_name(root))
 
 
+def experiment_folder(name: str) -> Path | None:
+    """The folder experiment ``name`` (or the path ``name``) lives in, not parsed; None: none."""
+    if is_path(name):
+        folder = Path(name).expanduser()
+        return folder if (folder / SPEC_FILE).is_file() else None
+    return _by_name(None).get(name)
+
+
 def is_path(name: str) -> bool:
     """``run-experiment PATH``: a folder holding experiment.yaml, named by a path."""
     return os.sep in name or name.startswith((".", "~")) or \
