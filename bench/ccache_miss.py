@@ -4,9 +4,9 @@
 the compile commands of objects of a finished build, spread over its sizes (or its largest),
 (from Kbuild's ``.cmd`` files,
 objtool left out), and runs them one after another, output to a scratch dir, as: plain
-gcc; kernlab's CC (``kernlab-ccache``) with today's settings and an empty cache; the same
-with ccache's inode cache; and ccache called directly (no wrapper), each with an empty
-cache. Rounds interleave the settings. Prints each setting's median and its ratio to
+gcc; kernlab's CC (``kernlab-ccache``, depend mode) with and without ``base_dir`` (which lets
+work areas share objects); and ccache called directly (no wrapper) both ways, each with an
+empty cache. Rounds interleave the settings. Prints each setting's median and its ratio to
 plain gcc; the cold make step's ratio to a hand-run make is bench/build_kernel.py's.
 """
 
@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kernlab.kernel.build import build_env  # noqa: E402 (after the path insert above)
+from kernlab.core import paths  # noqa: E402 (after the path insert above)
+from kernlab.kernel.build import build_env  # noqa: E402
 from kernlab.kernel.selection import find_build  # noqa: E402
 
 CMD_LINE = re.compile(r"^(?:savedcmd|cmd)_(\S+\.o) := (.*)$", re.MULTILINE)
@@ -73,12 +74,14 @@ def timed(commands: list[list[str]], obj: Path, env: dict[str, str]) -> float:
 
 def settings(base: dict[str, str], cache: Path) -> dict[str, tuple[str, dict[str, str]]]:
     """Name -> (how the compiler is called, environment)."""
-    ccache_env = {**base, "CCACHE_DIR": str(cache)}
+    shared = {**base, "CCACHE_DIR": str(cache), "CCACHE_BASEDIR": str(paths.work_dir())}
+    own = {k: v for k, v in shared.items() if k != "CCACHE_BASEDIR"}
     return {
         "plain gcc": ("", base),
-        "kernlab-ccache (depend mode)": ("kernlab-ccache", ccache_env),
-        "kernlab-ccache + inode cache": ("kernlab-ccache", {**ccache_env, "CCACHE_INODECACHE": "1"}),
-        "ccache (depend mode), no wrapper": ("ccache", ccache_env),
+        "kernlab-ccache, base_dir (work areas share)": ("kernlab-ccache", shared),
+        "kernlab-ccache, no base_dir": ("kernlab-ccache", own),
+        "ccache, base_dir, no wrapper": ("ccache", shared),
+        "ccache, no base_dir, no wrapper": ("ccache", own),
     }
 
 

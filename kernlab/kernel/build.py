@@ -329,7 +329,7 @@ def debug_prefix_maps(tree: Path, obj: Path | None) -> str:
     __FILE__ (-fmacro-prefix-map=$(srctree)/=); -ffile-prefix-map would override that, so
     this maps debug info only (gcc also hands it to gas for .S files, hence KAFLAGS too).
     ccache (4.x) hashes only the option's name and the working directory after the map,
-    so with base_dir at the work area, work areas of the same layout share objects.
+    so with base_dir at the work area (KERNLAB_CCACHE_SHARE), work areas share objects.
     In-tree builds (``obj`` None, the samples/bpf copy) compile in the tree itself.
     """
     maps = [f"-fdebug-prefix-map={tree}={SOURCE_NAME}"]
@@ -356,15 +356,23 @@ CC_WRAPPER = Path(__file__).resolve().parents[1] / "bin" / "kernlab-ccache"
 LOCALE_ENV = {"LANG": "C", "LC_CTYPE": "C", "LC_MESSAGES": "C"}
 
 
+SHARE_ENV = "KERNLAB_CCACHE_SHARE"  # set (1): work areas on this machine share objects
+
+
 def build_env() -> dict[str, str]:
     """The fixed build environment, plus ccache's settings and kernlab's CC wrapper."""
     env = {**REPRODUCIBLE_ENV, **LOCALE_ENV}
     env["PATH"] = f"{CC_WRAPPER.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
     env["CCACHE_DIR"] = str(paths.ccache_dir())
-    env["CCACHE_BASEDIR"] = str(paths.work_dir())
+    # base_dir makes the paths ccache hashes relative to the work area, so a build in another
+    # work area (another checkout, a test's, a --hosts host on this machine) hits the first
+    # one's objects; but ccache then rewrites every dependency file it stores, which made
+    # each miss about 4 % dearer (bench/ccache_miss.py): only when asked for (CI sets it).
+    if os.environ.get(SHARE_ENV, "") not in ("", "0"):
+        env["CCACHE_BASEDIR"] = str(paths.work_dir())
     # Keep ccache's hash_dir: ccache hashes the working directory as debug_prefix_maps()
     # renames it, so objects (whose debug info is path-free) are shared between work
-    # areas, and never with a build whose debug info names another path.
+    # areas when base_dir is set, and never with a build whose debug info names another path.
     env["CCACHE_HASHDIR"] = "1"
     # Depend mode: on a miss ccache compiles once and takes the dependencies from the
     # compiler's -MMD output, instead of preprocessing every file a second time to hash it.
