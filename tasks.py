@@ -445,7 +445,7 @@ def list_experiments(c, kernel=""):
     A folder whose experiment.yaml does not load is listed as BROKEN with its error (the
     others still list); the command then fails naming the broken ones.
     """
-    from kernlab.experiments.spec import experiments_table
+    from kernlab.experiments.suite import experiments_table
 
     table, broken = experiments_table(kernel)
     print(table)

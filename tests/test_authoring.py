@@ -20,7 +20,8 @@ from kernlab.experiments import driver
 from kernlab.experiments.check import check_probes, probe_targets
 from kernlab.experiments.run import map_hists
 from kernlab.experiments.skeleton import KINDS, new_experiment
-from kernlab.experiments.spec import experiment_names, load_experiment, parse_experiment, scan_all
+from kernlab.experiments.spec import parse_experiment
+from kernlab.experiments.suite import experiment_names, load_experiment, scan_all
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,8 @@ import pytest
 
 from kernlab.core.errors import KernlabError
 from kernlab.experiments.build import build_experiment
-from kernlab.experiments.spec import load_all, load_experiment, resolve_vars
+from kernlab.experiments.fit import resolve_vars
+from kernlab.experiments.suite import load_all, load_experiment
 
 # The host's own UAPI headers stand in for a kernel's headers_install output: same
 # layout (linux/, asm/), so the real compilers run on the real sources.

@@ -14,7 +14,7 @@ from kernlab.core.spec import SpecFile
 from kernlab.experiments.bundle import Bundle, hist_svg, parse_hist
 from kernlab.experiments.expect import Evidence, check, check_all, parse_expectation
 from kernlab.experiments.run import filter_trace, parse_cmdlines
-from kernlab.experiments.spec import load_all
+from kernlab.experiments.suite import load_all
 
 TRACE = """\
         readiter-2425  [000] ....  5644.654744: bpf_trace_printk: copy_page_to_iter offset=0 bytes=42

@@ -11,14 +11,8 @@ import pytest
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
-from kernlab.experiments.spec import (
-    check_needs,
-    experiment_names,
-    load_all,
-    load_experiment,
-    na_reason,
-    resolve_vars,
-)
+from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
+from kernlab.experiments.suite import experiment_names, load_all, load_experiment
 
 SUITE = ["bcc-opensnoop", "buffermap", "caller-stack", "file-io", "hellotrace",
          "kretprobe-hist", "passfd", "ppos", "readiter", "samples-bpf", "samples-cpustat",

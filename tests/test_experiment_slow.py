@@ -18,7 +18,7 @@ from guests import own_vm
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.experiments.run import Session, run_in_session, run_suite
-from kernlab.experiments.spec import experiment_names, load_experiment
+from kernlab.experiments.suite import experiment_names, load_experiment
 
 pytestmark = pytest.mark.slow
 

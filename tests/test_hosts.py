@@ -191,7 +191,7 @@ def outside_experiment(root: Path, name: str = "hello-outside") -> Path:
 
 @needs_sshd
 def test_experiments_from_outside_the_checkout_go_with_the_tree(server, tmp_path, monkeypatch):
-    from kernlab.experiments.spec import load_experiment
+    from kernlab.experiments.suite import load_experiment
 
     folder = outside_experiment(tmp_path / "research")
     monkeypatch.setenv("KERNLAB_EXPERIMENT_PATH", str(tmp_path / "research"))

@@ -21,7 +21,8 @@ import pytest
 from kernlab.core.errors import BuildInputError, KernlabError, NotFound
 from kernlab.core.progress import without_stamp
 from kernlab.core.util import atomic_write_json
-from kernlab.experiments.spec import check_needs, load_experiment, na_reason
+from kernlab.experiments.fit import check_needs, na_reason
+from kernlab.experiments.suite import load_experiment
 from kernlab.kernel import selection as builds
 from kernlab.kernel.build import build_id
 
@@ -241,7 +242,7 @@ def test_a_minimum_with_a_stated_reason_is_kept(tmp_path):
 
 
 def test_the_shipped_suite_has_no_bare_minimum():
-    from kernlab.experiments.spec import load_all
+    from kernlab.experiments.suite import load_all
 
     for exp in load_all():
         assert exp.kernel_min is None, exp.name

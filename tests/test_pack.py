@@ -23,7 +23,7 @@ from kernlab.compare.pack import SUFFIX, _lock_image, pack_bundle, packed_projec
 from kernlab.compare.reproduce import kernel_input_changes
 from kernlab.core import paths
 from kernlab.core.util import sha256_file
-from kernlab.experiments.spec import load_experiment
+from kernlab.experiments.suite import load_experiment
 from kernlab.guest.image import input_files_sha256
 from kernlab.kernel.build import binutils_version, compiler_version
 from kernlab.kernel.catalog import load_catalog

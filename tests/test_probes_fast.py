@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from kernlab.core.errors import KernlabError
+from kernlab.experiments.fit import resolve_vars
 from kernlab.experiments.probecheck import experiment_targets
-from kernlab.experiments.spec import load_experiment, resolve_vars
+from kernlab.experiments.suite import load_experiment
 from kernlab.probes.atlas import Kernel, row_for, table
 from kernlab.probes.probeable import refusal, rewrite
 from kernlab.probes.source import find_definition

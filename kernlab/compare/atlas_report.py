@@ -14,8 +14,9 @@ from typing import Any
 
 from kernlab.core.errors import KernlabError
 from kernlab.core.util import read_json
+from kernlab.experiments.fit import na_reason, resolve_vars
 from kernlab.experiments.probecheck import experiment_targets
-from kernlab.experiments.spec import load_experiment, na_reason, resolve_vars
+from kernlab.experiments.suite import load_experiment
 from kernlab.probes.atlas import Kernel, Row, resolve_kernel, rows_kept
 from kernlab.probes.target import Target
 

@@ -40,7 +40,8 @@ from kernlab.core.progress import reporter, without_stamp
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import read_json
 from kernlab.core.validate import inside_path, plain_name
-from kernlab.experiments.spec import LIB_DIR, experiment_folder
+from kernlab.experiments.spec import LIB_DIR
+from kernlab.experiments.suite import experiment_folder
 from kernlab.guest.remote import key_only_connection
 from kernlab.kernel.source import safe_extract
 

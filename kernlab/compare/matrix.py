@@ -26,7 +26,7 @@ from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, atomic_write_text, read_json
 from kernlab.experiments.lanes import lane_count
 from kernlab.experiments.run import run_suite
-from kernlab.experiments.spec import check_known, experiment_names
+from kernlab.experiments.suite import check_known, experiment_names
 from kernlab.kernel.selection import choose_kernel
 
 PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"

@@ -44,7 +44,8 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import atomic_write_json, read_json, scoped_environ, sha256_file
-from kernlab.experiments.spec import LIB_DIR, load_recorded
+from kernlab.experiments.spec import LIB_DIR
+from kernlab.experiments.suite import load_recorded
 from kernlab.guest.image import (
     GUEST_FILES,
     RECIPE_KEYS,

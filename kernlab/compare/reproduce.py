@@ -23,7 +23,7 @@ from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.core.util import atomic_write_json, read_json
 from kernlab.experiments.run import run_experiment
-from kernlab.experiments.spec import load_recorded
+from kernlab.experiments.suite import load_recorded
 from kernlab.guest.ensure import Target
 from kernlab.guest.image import find_image, input_files_sha256
 from kernlab.kernel.build import BuildOptions, build_id, build_kernel, make_plan

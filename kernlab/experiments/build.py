@@ -22,7 +22,8 @@ from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
 from kernlab.core.util import hash_inputs, short, staging_dir
 from kernlab.experiments.expect import substitute
-from kernlab.experiments.spec import BuildStep, Experiment, output_path, version_tuple
+from kernlab.experiments.fit import output_path
+from kernlab.experiments.spec import BuildStep, Experiment, version_tuple
 
 STAMP = ".kernlab-build"
 BPF_FLAGS = ["-O2", "-g", "-Wall", "-Wno-unused-value", "-Wno-pointer-sign",

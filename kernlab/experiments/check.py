@@ -31,15 +31,9 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.util import short, staging_dir
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.expect import substitute
-from kernlab.experiments.spec import (
-    Experiment,
-    Step,
-    check_needs,
-    load_experiment,
-    na_reason,
-    output_path,
-    resolve_vars,
-)
+from kernlab.experiments.fit import check_needs, na_reason, output_path, resolve_vars
+from kernlab.experiments.spec import Experiment, Step
+from kernlab.experiments.suite import load_experiment
 from kernlab.guest import remote
 from kernlab.guest.vm import Vm, list_vms
 from kernlab.kernel import kheaders

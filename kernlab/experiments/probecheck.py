@@ -17,7 +17,9 @@ from typing import Any
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.experiments.expect import substitute
-from kernlab.experiments.spec import Experiment, load_experiment, resolve_vars
+from kernlab.experiments.fit import resolve_vars
+from kernlab.experiments.spec import Experiment
+from kernlab.experiments.suite import load_experiment
 from kernlab.kernel.selection import built_versions
 from kernlab.probes import live as live_check
 from kernlab.probes.atlas import Kernel, Row, resolve_kernel, row_for, rows_kept

@@ -33,18 +33,11 @@ from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.bundle import Bundle, hist_svg, manifest, parse_hist
 from kernlab.experiments.expect import Evidence, Outcome, check_all, substitute
+from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
 from kernlab.experiments.lanes import lane_count, last_seconds, longest_first, run_lanes
 from kernlab.experiments.probecheck import check_targets
-from kernlab.experiments.spec import (
-    Experiment,
-    Step,
-    check_known,
-    check_needs,
-    experiment_names,
-    load_experiment,
-    na_reason,
-    resolve_vars,
-)
+from kernlab.experiments.spec import Experiment, Step
+from kernlab.experiments.suite import check_known, experiment_names, load_experiment
 from kernlab.guest import health, remote
 from kernlab.guest.ensure import Target, VmRefused
 from kernlab.guest.health import console_tail
