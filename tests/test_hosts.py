@@ -209,7 +209,7 @@ def test_experiments_from_outside_the_checkout_go_with_the_tree(server, tmp_path
     env = hosts.outside_env(groups, str(tree))
     assert env == {"KERNLAB_EXPERIMENT_PATH": str(shipped)}
     # the host finds it by name, and its bundles will carry the same content hash
-    there = subprocess.run([sys.executable, "-c", "from kernlab.experiments.spec import load_experiment; "
+    there = subprocess.run([sys.executable, "-c", "from kernlab.experiments.suite import load_experiment; "
                             "print(load_experiment('hello-outside').content_hash())"],
                            cwd=tree, env={**os.environ, **env, "PYTHONPATH": str(tree)},
                            capture_output=True, text=True, check=True)
