@@ -183,7 +183,7 @@ def outside_experiment(root: Path, name: str = "hello-outside") -> Path:
     """A copy of hellotrace in ``root``/NAME (with a ``_lib`` beside it and a symlink out)."""
     folder = root / name
     shutil.copytree(ROOT / "experiments" / "hellotrace", folder)
-    (root / "_lib").mkdir(exist_ok=True)
+    shutil.copytree(ROOT / "experiments" / "_lib", root / "_lib", dirs_exist_ok=True)
     (root / "_lib" / "note.h").write_text("/* the folder's own shared lib */\n")
     (folder / "leak").symlink_to("/etc/hostname")
     return folder
@@ -291,9 +291,9 @@ def test_ctrl_c_is_passed_on_to_the_host_which_stops_its_vm(server, lab_kernel, 
          "--hosts", str(path), "--out", str(tmp_path / "out")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     seen = []
-    for line in run.stderr:  # wait until lab2's guest is running an experiment
+    for line in run.stderr:  # wait until lab2's guest is running an experiment (in any lane)
         seen.append(line)
-        if "[lab2] > run hellotrace in the guest" in line:
+        if line.startswith("[lab2]") and "run hellotrace in the guest" in line:
             break
     assert qemu_processes_under(lab2_workdir), "".join(seen)[-2000:]
     run.send_signal(signal.SIGINT)
