@@ -217,3 +217,15 @@ def test_of_two_builds_the_one_from_todays_fragments_is_used(fake: Fake) -> None
     assert fake.info()["build_dir"].endswith(f"/{made_b}")
     assert json.loads(fake.run("kernel-info", "--version", made_a, "--json").stdout)["build_dir"].endswith(
         f"/{made_a}")  # a build id still picks the other one
+
+
+def test_a_no_patch_variant_never_becomes_the_latest_build(fake: Fake) -> None:
+    """`--no-patch` makes a variant with its own key; neither building it nor finding it up to
+    date makes it the version's latest (which `--kernel 9.9` picks after today's inputs)."""
+    fake.build()
+    latest = fake.tmp / "work" / "latest" / "9.9.json"
+    full = json.loads(latest.read_text())["build_dir"]
+    for _ in range(2):  # built, then up to date
+        fake.build("--no-patch", "note.patch")
+        assert json.loads(latest.read_text())["build_dir"] == full
+    assert len(fake.builds()) == 2

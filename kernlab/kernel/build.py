@@ -210,11 +210,13 @@ def build_lock(build_dir: Path) -> Path:
 
 
 def _up_to_date(version: str, build_dir: Path, remember: bool = True) -> dict[str, Any] | None:
-    """The complete record in ``build_dir`` (noted and remembered as latest), else None."""
+    """The complete record in ``build_dir`` (noted, and remembered as latest when ``remember``:
+    not a --no-patch variant), else None."""
     record = complete_record(build_dir / "build.json")
     if record:
         reporter().note(f"{version} is up to date: {BuildRecord.from_json(record).bzimage}")
-        _remember_latest(version, build_dir)
+        if remember:
+            _remember_latest(version, build_dir)
     return record
 
 
