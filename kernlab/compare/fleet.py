@@ -40,7 +40,7 @@ from kernlab.core.progress import reporter, without_stamp
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import read_json
 from kernlab.core.validate import inside_path, plain_name
-from kernlab.experiments.spec import LIB_DIR
+from kernlab.experiments.spec import LIB_DIR, PATH_ENV
 from kernlab.experiments.suite import experiment_folder
 from kernlab.guest.remote import key_only_connection
 from kernlab.kernel.source import safe_extract
@@ -291,11 +291,10 @@ def outside_files(groups: list[OutsideGroup]) -> list[tuple[str, Path]]:
 def outside_env(groups: list[OutsideGroup], tree: str) -> dict[str, str]:
     """The host's KERNLAB_EXPERIMENTS / KERNLAB_EXPERIMENT_PATH for the shipped groups."""
     env = {}
-    where = {g.index: f"{tree}/{EXTRA_DIR}/{g.index}" for g in groups}
-    added = [where[g.index] for g in groups if not g.is_suite]
+    added = [f"{tree}/{EXTRA_DIR}/{g.index}" for g in groups if not g.is_suite]
     if added:
-        env["KERNLAB_EXPERIMENT_PATH"] = ":".join(added)
-    suite = [where[g.index] for g in groups if g.is_suite]
+        env[PATH_ENV] = ":".join(added)
+    suite = [f"{tree}/{EXTRA_DIR}/{g.index}" for g in groups if g.is_suite]
     if suite:
         env["KERNLAB_EXPERIMENTS"] = suite[0]
     return env

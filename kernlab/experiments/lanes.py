@@ -127,7 +127,7 @@ def run_lanes(items: Sequence[Item], lanes: Sequence[Lane],
             thread.join(JOIN_TIMEOUT)
     if errors:
         raise errors[0]
-    return [results[i] for i in range(len(items)) if i in results]
+    return [results[i] for i in range(len(items))]
 
 
 def _thread(work: Callable[[Any], None], lane: Any, errors: list[BaseException],

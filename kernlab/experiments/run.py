@@ -594,8 +594,8 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     An experiment the kernel cannot run gets an n/a bundle with the reason; one that
     fails, whose needs are unmet or whose experiment.yaml is invalid gets a FAIL bundle;
     none of them stops the others. Only an unknown name or kernel stops it, before any work.
-    The others run in ``lanes`` parallel VMs (kernlab.experiments.lanes: ``--lanes``, else
-    KERNLAB_LANES, else 2 on two or more cores), lane 1 on VM ``vm_name``.
+    The others run in ``lanes`` parallel VMs (kernlab.experiments.lanes.lane_count: ``--lanes``,
+    else KERNLAB_LANES, else its default), lane 1 on VM ``vm_name``.
     """
     names = experiment_names() if names is None else names
     check_known(names)
@@ -605,12 +605,13 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     with interrupt.scope():
         try:
             triaged = {name: _triage(name, session, root) for name in names}
-            to_run = [t for t in triaged.values() if isinstance(t, Experiment)]
-            ran = {b.experiment: b for b in _run_in_lanes(to_run, session, root,
-                                                          lane_count(lanes, len(to_run)))}
+            to_run = {name: t for name, t in triaged.items() if isinstance(t, Experiment)}
+            count = lane_count(lanes, len(to_run))
+            ran = dict(zip(to_run, _run_in_lanes(list(to_run.values()), session, root, count),
+                           strict=True))
         finally:
             session.close()
-    return [ran[name] if isinstance(t, Experiment) else t for name, t in triaged.items()]
+    return [ran.get(name, triaged[name]) for name in triaged]
 
 
 def _triage(name: str, session: Session, root: Path | None) -> Experiment | Bundle:

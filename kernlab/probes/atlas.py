@@ -7,6 +7,7 @@ Verdicts: ``attachable``, ``clone`` (attachable under gcc's clone name, shown as
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -376,11 +377,17 @@ def row_for(target: Target, kernel: Kernel) -> Row:
 ATLAS_CODE = Path(__file__).resolve().parent
 
 
+@functools.cache
+def _code_hash() -> str:
+    """This package's code, hashed once per process (it does not change while kernlab runs)."""
+    return sha256_text("".join(sha256_file(f) for f in sorted(ATLAS_CODE.glob("*.py"))))
+
+
 def _verdicts_file(build: dict[str, Any]) -> Path:
     """Where a build's verdicts are kept: keyed by the build's key and this package's code,
     so a changed build or a changed analysis never reads an old verdict."""
-    code = sha256_text("".join(sha256_file(f) for f in sorted(ATLAS_CODE.glob("*.py"))))
-    return paths.state_dir() / "probe-verdicts" / f"{str(build.get('key', ''))[:16]}-{code[:12]}.json"
+    key = str(build.get("key", ""))[:16]
+    return paths.state_dir() / "probe-verdicts" / f"{key}-{_code_hash()[:12]}.json"
 
 
 def rows_kept(targets: list[Target], build: dict[str, Any]) -> list[Row]:
