@@ -42,14 +42,16 @@ UPSTREAM_ID = re.compile(r"\b[0-9a-f]{12,40}\b")
 
 
 LOCAL_TARBALLS = {"4.15": "linux-4.15.tar.xz", "5.4": "linux-5.4.286.tar.xz"}
-_EXTRACTED: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
 def vanilla_tree(tmp_path_factory):
     """``vanilla_tree(version)``: the tree its variable names, else the tarball kernlab's own
     extractor unpacks once per module (KERNLAB_LOCAL_KERNELS' pinned 4.15 and 5.4.286, as
-    .ci/run sets it; /usr/src/linux-source-5.10.tar.xz), else skipped saying what to set."""
+    .ci/run sets it; /usr/src/linux-source-5.10.tar.xz), else skipped saying what to set.
+    The extracted trees (about 1 GB each) are removed when the module ends."""
+    extracted: dict[str, Path] = {}
+
     def tree(version: str) -> Path:
         var = VANILLA.get(version) or DEBIAN[version]
         value = os.environ.get(var)
@@ -57,14 +59,17 @@ def vanilla_tree(tmp_path_factory):
             if not (Path(value) / "Makefile").is_file():
                 pytest.skip(f"{var}={value} is not a kernel tree (no Makefile)")
             return Path(value)
-        if version not in _EXTRACTED:
+        if version not in extracted:
             tarball = _tarball_of(version)
             if tarball is None:
                 pytest.skip(f"no vanilla {version} tree: set {var} to its path (or "
                             "KERNLAB_LOCAL_KERNELS to the pinned tarballs' folder)")
-            _EXTRACTED[version] = safe_extract(tarball, tmp_path_factory.mktemp(f"v{version}"))
-        return _EXTRACTED[version]
-    return tree
+            extracted[version] = safe_extract(tarball, tmp_path_factory.mktemp(f"v{version}"))
+        return extracted[version]
+
+    yield tree
+    for path in extracted.values():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _tarball_of(version: str) -> Path | None:
