@@ -7,6 +7,7 @@ would see the result. The one test that needs bpftrace on the host runs the real
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -179,6 +180,52 @@ def test_bpftrace_json_output_is_converted_as_it_runs(tmp_path):
     assert "Attaching 1 probes...\nhello\n" in log and "@n: 1" in log and "[4K, 8K)" in log
     record = json.loads((tmp_path / "maps.json").read_text())
     assert record["probes"] == 1 and record["maps"]["@n"] == {"type": "map", "value": 1}
+
+
+SLOW_TO_STOP = """#!/usr/bin/env python3
+# bpftrace's shape, slow to stop: attaches, then on SIGINT takes 1.5 s before its maps
+import json, signal, sys, time
+def stop(*_):
+    time.sleep(1.5)
+    print(json.dumps({"type": "map", "data": {"@reads": 7}}), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+print(json.dumps({"type": "attached_probes", "data": {"probes": 2}}), flush=True)
+print(json.dumps({"type": "printf", "data": "kernlab-probes-attached\\n"}), flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("kind", ["bpftrace", "cmd"])
+def test_a_bpftrace_step_slow_to_stop_keeps_its_maps(tmp_path, monkeypatch, kind):
+    """After the last step, a background step gets STOP_GRACE before SIGKILL; a bpftrace
+    step (maps printed, then probes detached: slow on 4.15 under load) gets longer. The
+    graces are scaled down here, the slow stop is a stand-in bpftrace on PATH."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "bpftrace").write_text(SLOW_TO_STOP)
+    (bindir / "bpftrace").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setattr(driver, "STOP_GRACE", 0.5)
+    monkeypatch.setattr(driver, "BPFTRACE_STOP_GRACE", 10.0)
+    tracer = {"name": "trace", "cmd": "bpftrace", "background": True}
+    if kind == "bpftrace":
+        tracer["bpftrace"] = {"program": "kprobe:vfs_read { @reads = count(); }"}
+    else:
+        tracer.update(cmd="bpftrace", ready="probes-attached")
+    plan = {"outdir": str(tmp_path / "out"), "timeout": 60, "drain": 0,
+            "trace": {"enabled": False, "dir": str(tmp_path)},
+            "steps": [tracer, {"name": "work", "cmd": "true", "timeout": 10}]}
+    status = driver.run_plan(plan)
+    steps = {s["name"]: s for s in json.loads((tmp_path / "out" / "steps.json").read_text())["steps"]}
+    if kind == "bpftrace":
+        assert status["status"] == "done" and steps["trace"]["exit"] == 0
+        maps = json.loads((tmp_path / "out" / "bpftrace" / "trace.json").read_text())["maps"]
+        assert maps == {"@reads": {"type": "map", "value": 7}}
+    else:  # a plain command step, as slow, is SIGKILLed after STOP_GRACE
+        log = (tmp_path / "out" / "steps" / "trace.log").read_text()
+        assert steps["trace"]["exit"] == -9 and "@reads" not in log
 
 
 # ---------------------------------------------------------------- probe targets

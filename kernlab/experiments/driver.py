@@ -38,6 +38,9 @@ import time
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 STOP_GRACE = 30.0
+# bpftrace prints its maps, then detaches its probes: on 4.15 under TCG with other guests
+# beside it, that took over 30 s once (a CI run; SIGKILL then lost the maps).
+BPFTRACE_STOP_GRACE = 90.0
 INTERRUPT_GRACE = 1.0  # after SIGTERM (the host's Ctrl-C): a background step's time to stop
 DRAIN = 0.5  # after the last step: background steps' own output (bpftrace polls its buffers)
 CAPTURE_DRAIN = 0.1  # after they stopped: events still on their way into the ring buffer
@@ -453,7 +456,8 @@ def run_plan(plan: dict) -> dict:
             code = step.proc.poll()
             if code is None:
                 step.record["stopped"] = True
-                code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")], grace)
+                patience = BPFTRACE_STOP_GRACE if step.bpftrace and grace == STOP_GRACE else grace
+                code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")], patience)
             step.finish(code)
         for step in steps:
             if step.record["exit"] is None:

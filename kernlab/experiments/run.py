@@ -48,6 +48,7 @@ from kernlab.kernel.selection import KernelChoice, choose_kernel
 GUEST_ROOT = "/root/kernlab/exp"
 DRIVER = Path(__file__).with_name("driver.py")
 GUEST_BUILD_TIMEOUT = 900.0
+DRIVER_SLACK = 150.0  # past the plan's timeout: background steps' stop grace (bpftrace: 90 s) and teardown
 DRIVER_STOP_GRACE = 2.0  # after Ctrl-C: seconds the guest driver gets to stop its steps and exit
 INTERRUPT_BUDGET = 3.5  # after Ctrl-C: seconds until the guest's output must be fetched
 SSH_ERRORS = (paramiko.SSHException, OSError, EOFError, socket.timeout)
@@ -427,7 +428,7 @@ def _execute(exp: Experiment, session: Session, bundle: Bundle,
         try:
             with reporter().step(f"run {exp.name} in the guest"):
                 _guest(conn, f"cd {workdir} && python3 kernlab_driver.py plan.json",
-                       bundle.log("remote"), timeout=plan["timeout"] + 60, check=False,
+                       bundle.log("remote"), timeout=plan["timeout"] + DRIVER_SLACK, check=False,
                        stop_grace=DRIVER_STOP_GRACE, stop_also=_kill_steps(plan["outdir"]))
         except KeyboardInterrupt:  # the driver and its steps are stopped: collect, then stop
             interrupted = time.monotonic()
