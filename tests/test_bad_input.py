@@ -651,6 +651,34 @@ def test_a_full_disk_is_named_as_such(tmp_path: Path, monkeypatch) -> None:
         "kernlab: error: /work/kernels/build/x.o: No space left on device; free some space")
 
 
+def test_a_full_disk_under_a_commands_output_says_so(tmp_path: Path, monkeypatch) -> None:
+    """invoke's output threads hit the full disk (CI once: stdout on a full disk while pytest
+    ran): their ThreadException is a disk message, not 'a kernlab bug'."""
+    import errno
+
+    from invoke import Context, Exit
+
+    import tasks
+
+    class FullDisk:
+        def write(self, _text: str) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setenv("KERNLAB_STATE", str(tmp_path / "state"))
+
+    @tasks.friendly
+    def chatty_task(c):
+        c.run("echo some output", out_stream=FullDisk())
+
+    with pytest.raises(Exit) as caught:
+        chatty_task(Context())
+    assert caught.value.message.startswith("kernlab: error: No space left on device; free some space")
+    assert "kernlab bug" not in caught.value.message
+
+
 def test_build_names_match_the_host_build_environment() -> None:
     """${NAME} in cflags may name what expbuild puts in the build environment, and only that."""
     from kernlab.experiments.build import build_env

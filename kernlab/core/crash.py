@@ -48,9 +48,17 @@ def one_line_message(error: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def environment_cause(error: BaseException) -> BaseException:
+    """The OSError inside invoke's ThreadException (its output threads' own failure, such as
+    a full disk under the captured output), else ``error`` itself."""
+    wrapped = [getattr(each, "value", None) for each in getattr(error, "exceptions", ())]
+    return next((each for each in wrapped if isinstance(each, OSError)), error)
+
+
 def unexpected(task: str, error: BaseException) -> str:
     """The one line for an exception kernlab did not expect (its traceback goes to a log)."""
     log = crash_log(task, error)
+    error = environment_cause(error)
     if isinstance(error, OSError) and errno.errorcode.get(error.errno or 0) in ENVIRONMENT_ERRNOS:
         where = f"{error.filename}: " if error.filename else ""
         return (f"{where}{error.strerror}; free some space or fix the permissions, or point "
