@@ -312,6 +312,16 @@ def list_kernels(c):
     print(catalog_table())
 
 
+@task(help={"yes": "Remove them (without it: only list what would go and its size)."})
+@friendly
+def clean(c, yes=False):
+    """Free disk: old kernel builds, source trees and headers disks no kept build uses."""
+    from kernlab.guest.vm import list_vms
+    from kernlab.kernel.tidy import clean as clean_kernels
+
+    print(clean_kernels({vm.info.kernel_key for vm in list_vms()}, yes))  # a running VM's build stays
+
+
 # ---------------------------------------------------------------- image and VM
 @task(help={"recipe": "Image recipe in vm/ (default bookworm).",
             "json": "Print the image record as JSON.",
@@ -785,7 +795,8 @@ def _print_json(data) -> None:
                      default=lambda record: record.to_json()))  # records print as their JSON
 
 
-ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce, pack)
+ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce, pack,
+                clean)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)

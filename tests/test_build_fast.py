@@ -229,3 +229,54 @@ def test_a_no_patch_variant_never_becomes_the_latest_build(fake: Fake) -> None:
         fake.build("--no-patch", "note.patch")
         assert json.loads(latest.read_text())["build_dir"] == full
     assert len(fake.builds()) == 2
+
+
+def test_clean_lists_then_removes_what_no_kept_build_uses(fake: Fake) -> None:
+    """`clean` shows the variant build and its tree with sizes and removes nothing; with
+    `--yes` they go, the build in use and its tree stay and are still used."""
+    fake.build()
+    kept = fake.info()["build_dir"]
+    fake.build("--no-patch", "note.patch")
+    variant = next(b for b in fake.builds() if not kept.endswith(b))
+    variant_tree = json.loads((fake.tmp / "work" / "build" / variant / "build.json").read_text())["tree"]
+    shown = fake.run("clean").stdout
+    assert f"build/{variant}  (not the build in use)" in shown and variant_tree in shown
+    assert "would remove 2 directories" in shown and "`invoke clean --yes` removes them" in shown
+    assert len(fake.builds()) == 2 and Path(variant_tree).is_dir()
+    fake.run("clean", "--yes")
+    assert [kept.endswith(b) for b in fake.builds()] == [True] and not Path(variant_tree).exists()
+    assert Path(fake.info()["tree"]).is_dir()
+    assert "nothing to remove" in fake.run("clean").stdout
+    rebuilt = fake.build()
+    assert "is up to date" in rebuilt.stdout + rebuilt.stderr
+
+
+def test_clean_skips_a_build_another_process_is_making(fake: Fake) -> None:
+    """A build directory whose lock is held (a build in progress) is listed but not removed."""
+    from kernlab.core import filelock
+
+    fake.build()
+    unfinished = fake.tmp / "work" / "build" / "9.9-0123456789ab"
+    (unfinished / "obj").mkdir(parents=True)
+    lock = fake.tmp / "work" / "locks" / f"build-{unfinished.name}.lock"
+    with filelock.exclusive(lock, "a build"):
+        done = fake.run("clean", "--yes")
+    assert "(an unfinished build)" in done.stdout and f"skipped {unfinished}" in done.stdout
+    assert unfinished.is_dir()
+    fake.run("clean", "--yes")
+    assert not unfinished.exists()
+
+
+def test_clean_keeps_the_build_a_running_vm_booted(fake: Fake, monkeypatch) -> None:
+    """The build keys of running VMs (tasks.clean passes them) stay, with their trees."""
+    from kernlab.kernel.tidy import plan_cleanup
+
+    fake.build()
+    fake.build("--no-patch", "note.patch")
+    for name, value in fake.env.items():
+        monkeypatch.setenv(name, value)
+    variant = next(r for r in map(BuildRecord.from_json, (json.loads(p.read_text()) for p in
+                   (fake.tmp / "work" / "build").glob("*/build.json"))) if r.data.get("without_patches"))
+    assert {str(i.path) for i in plan_cleanup(set())} >= {str(Path(variant.data["build_dir"])),
+                                                          variant.data["tree"]}
+    assert plan_cleanup({variant.key}) == []

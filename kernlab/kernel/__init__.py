@@ -5,5 +5,6 @@
 ``catalog`` reads the catalog, ``source`` resolves and extracts the source (tarball, URL,
 git, Debian package), ``patch`` applies the series, ``kconfig`` merges and verifies the
 config, ``build`` runs make and writes the record, ``selection`` picks which existing build
-a ``--kernel`` means, and ``kheaders`` packs a build's headers into a disk image for the guest.
+a ``--kernel`` means, ``kheaders`` packs a build's headers into a disk image for the guest,
+and ``tidy`` finds what `invoke clean` may remove (builds, trees and headers disks not in use).
 """

@@ -1,0 +1,119 @@
+"""What `invoke clean` may remove from the kernel work area, and removing it.
+
+A kernel build is 1 to 2.6 GB and its patched source tree another 0.9 to 1.5 GB; each
+change of a patch, fragment or compiler makes new ones beside the old. Kept: for each
+version, the build a command would use (`selection.builds_of`), the builds running VMs
+booted (``in_use``), and whatever their records name (source tree, headers disk).
+Removable: every other build, source tree and headers disk, and the leftovers of failed
+or killed builds. A build or tree another process is making is skipped, by its lock.
+Results bundles, the download cache and images are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from kernlab.core import filelock, paths
+from kernlab.core.errors import KernlabError
+from kernlab.core.util import human_bytes
+from kernlab.kernel import kheaders
+from kernlab.kernel.build import build_lock
+from kernlab.kernel.selection import BuildRef, build_root, builds_of, complete_builds
+
+
+@dataclass(frozen=True)
+class Removable:
+    """One directory `clean` would remove, why, and the bytes only it holds."""
+
+    path: Path
+    why: str
+    bytes: int
+
+
+def unshared_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` that no hard link elsewhere keeps alive."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(folder, name))
+            except OSError:
+                continue
+            if info.st_nlink == 1:
+                total += info.st_blocks * 512
+    return total
+
+
+def kept_builds(in_use: set[str]) -> list[BuildRef]:
+    """Each version's build in use, plus the builds whose key is in ``in_use``."""
+    every = complete_builds()
+    chosen = {builds_of(version, every)[0].id for version in {b.version for b in every}}
+    return [b for b in every if b.id in chosen or b.record.get("key") in in_use]
+
+
+def plan_cleanup(in_use: set[str]) -> list[Removable]:
+    """What `clean` removes, given the build keys running VMs use."""
+    kept = kept_builds(in_use)
+    kept_dirs = {build_root() / b.id for b in kept}
+    trees = {Path(str(b.record.get("tree"))) for b in kept}
+    disks = {kheaders.stage_dir(b.record) for b in kept}
+    complete = {b.id for b in complete_builds()}
+    found: list[Removable] = []
+    for folder in _subdirs(build_root()):
+        if folder not in kept_dirs:
+            why = "not the build in use" if folder.name in complete else "an unfinished build"
+            found.append(Removable(folder, why, unshared_bytes(folder)))
+    for folder in _subdirs(paths.work_dir() / "src"):
+        if folder not in trees:
+            found.append(Removable(folder, "a source tree no kept build uses", unshared_bytes(folder)))
+    for folder in _subdirs(paths.work_dir() / "kheaders"):
+        if folder not in disks and not folder.name.startswith("."):  # .NAME.tmp-*: being made
+            found.append(Removable(folder, "a headers disk of no kept build", unshared_bytes(folder)))
+    return found
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+
+
+def remove(items: list[Removable]) -> list[tuple[Removable, str]]:
+    """Remove each item under its lock; returns those skipped and why (in progress elsewhere)."""
+    skipped = []
+    for item in items:
+        try:
+            with filelock.exclusive(_lock_of(item.path), f"{item.path.name}", wait=False):
+                shutil.rmtree(item.path)
+        except KernlabError as busy:
+            skipped.append((item, busy.cause))
+    return skipped
+
+
+def _lock_of(path: Path) -> Path:
+    """The lock a build (or the making of a source tree) holds while it writes ``path``
+    (a staging directory ``.NAME.tmp-XXXX`` goes with NAME's lock)."""
+    name = path.name.lstrip(".").split(".tmp-")[0]
+    if path.parent == paths.work_dir() / "src":
+        return filelock.locks_dir(paths.work_dir()) / f"src-{name}.lock"
+    return build_lock(path.with_name(name))
+
+
+def plan_text(items: list[Removable], removing: bool) -> str:
+    """One line per item and a total: what goes (``removing``) or would go."""
+    if not items:
+        return "nothing to remove: only the builds in use, their trees and headers disks are here"
+    lines = [f"{human_bytes(item.bytes):>10}  {item.path}  ({item.why})" for item in items]
+    total = human_bytes(sum(item.bytes for item in items))
+    verb = "removing" if removing else "would remove"
+    tail = "" if removing else "; `invoke clean --yes` removes them"
+    return "\n".join([*lines, f"{verb} {len(items)} directories, {total}{tail}"])
+
+
+def clean(in_use: set[str], yes: bool) -> str:
+    """`invoke clean`: the plan's text; with ``yes`` the items are removed and any skipped named."""
+    items = plan_cleanup(in_use)
+    skipped = remove(items) if yes else []
+    return "\n".join([plan_text(items, removing=yes),
+                      *(f"skipped {item.path}: {why}" for item, why in skipped)])
