@@ -260,22 +260,29 @@ def parse_cmdlines(text: str) -> dict[str, str]:
 def filter_trace(raw: str, comms: list[str], cmdlines: dict[str, str] | None = None) -> str:
     """Trace lines whose task comm is one of ``comms`` (all lines when empty).
 
-    A line whose comm the tracer printed as ``<...>`` is judged by its pid's name in
-    ``cmdlines`` (the guest's saved_cmdlines at the end of the run).
+    A line whose comm the tracer printed as ``<...>`` (a task it had not remembered yet,
+    often a short-lived one) gets its pid's name from ``cmdlines`` (the guest's
+    saved_cmdlines at the end of the run), so it is judged, and shown, by its name.
     """
-    if not comms:
-        return raw
     kept = []
     for line in raw.splitlines():
         match = TRACE_LINE.match(line)
         if not match:
+            if not comms:
+                kept.append(line)
             continue
         comm = match.group(1).strip()
-        if comm == "<...>":
-            comm = (cmdlines or {}).get(match.group(2), comm)
-        if comm in comms:
+        if comm == "<...>" and (cmdlines or {}).get(match.group(2)):
+            comm = (cmdlines or {})[match.group(2)]
+            line = named_line(line, match.end(1), comm)
+        if not comms or comm in comms:
             kept.append(line)
-    return "\n".join(kept) + ("\n" if kept else "")
+    return "\n".join(kept) + ("\n" if kept and (comms or raw.endswith("\n")) else "")
+
+
+def named_line(line: str, comm_end: int, comm: str) -> str:
+    """``line`` with its ``<...>`` comm field replaced by ``comm``, right-aligned as ftrace does."""
+    return comm.rjust(comm_end)[-max(comm_end, len(comm)):] + line[comm_end:]
 
 
 def _collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, list[Outcome]]:
