@@ -449,15 +449,14 @@ def run_plan(plan: dict) -> dict:
     except KeyboardInterrupt:
         reason = "interrupted"
     finally:
-        grace = INTERRUPT_GRACE if reason == "interrupted" else STOP_GRACE
         for step in reversed(background):
             if step.record["exit"] is not None:
                 continue
             code = step.proc.poll()
             if code is None:
                 step.record["stopped"] = True
-                patience = BPFTRACE_STOP_GRACE if step.bpftrace and grace == STOP_GRACE else grace
-                code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")], patience)
+                code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")],
+                                 stop_grace(step, reason == "interrupted"))
             step.finish(code)
         for step in steps:
             if step.record["exit"] is None:
@@ -475,6 +474,13 @@ def run_plan(plan: dict) -> dict:
                   seconds=round(time.monotonic() - started, 3))
     write(os.path.join(outdir, "driver.json"), status)
     return status
+
+
+def stop_grace(step: Step, interrupted: bool) -> float:
+    """Seconds a background step gets after its stop signal, before SIGKILL."""
+    if interrupted:
+        return INTERRUPT_GRACE
+    return BPFTRACE_STOP_GRACE if step.bpftrace else STOP_GRACE
 
 
 def write(path: str, data: dict) -> None:

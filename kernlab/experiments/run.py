@@ -30,6 +30,7 @@ from kernlab.core import interrupt, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord
+from kernlab.experiments import driver
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.bundle import Bundle, hist_svg, manifest, parse_hist
 from kernlab.experiments.expect import Evidence, Outcome, check_all, substitute
@@ -48,7 +49,7 @@ from kernlab.kernel.selection import KernelChoice, choose_kernel
 GUEST_ROOT = "/root/kernlab/exp"
 DRIVER = Path(__file__).with_name("driver.py")
 GUEST_BUILD_TIMEOUT = 900.0
-DRIVER_SLACK = 150.0  # past the plan's timeout: background steps' stop grace (bpftrace: 90 s) and teardown
+DRIVER_SLACK = driver.BPFTRACE_STOP_GRACE + 60.0  # past the plan's timeout: stop grace and teardown
 DRIVER_STOP_GRACE = 2.0  # after Ctrl-C: seconds the guest driver gets to stop its steps and exit
 INTERRUPT_BUDGET = 3.5  # after Ctrl-C: seconds until the guest's output must be fetched
 SSH_ERRORS = (paramiko.SSHException, OSError, EOFError, socket.timeout)
@@ -264,6 +265,7 @@ def filter_trace(raw: str, comms: list[str], cmdlines: dict[str, str] | None = N
     often a short-lived one) gets its pid's name from ``cmdlines`` (the guest's
     saved_cmdlines at the end of the run), so it is judged, and shown, by its name.
     """
+    names = cmdlines or {}
     kept = []
     for line in raw.splitlines():
         match = TRACE_LINE.match(line)
@@ -272,17 +274,12 @@ def filter_trace(raw: str, comms: list[str], cmdlines: dict[str, str] | None = N
                 kept.append(line)
             continue
         comm = match.group(1).strip()
-        if comm == "<...>" and (cmdlines or {}).get(match.group(2)):
-            comm = (cmdlines or {})[match.group(2)]
-            line = named_line(line, match.end(1), comm)
+        if comm == "<...>" and names.get(match.group(2)):
+            comm = names[match.group(2)]
+            line = comm.rjust(match.end(1)) + line[match.end(1):]  # right-aligned, as ftrace prints it
         if not comms or comm in comms:
             kept.append(line)
-    return "\n".join(kept) + ("\n" if kept and (comms or raw.endswith("\n")) else "")
-
-
-def named_line(line: str, comm_end: int, comm: str) -> str:
-    """``line`` with its ``<...>`` comm field replaced by ``comm``, right-aligned as ftrace does."""
-    return comm.rjust(comm_end)[-max(comm_end, len(comm)):] + line[comm_end:]
+    return "\n".join(kept) + ("\n" if kept else "")
 
 
 def _collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, list[Outcome]]:
