@@ -113,6 +113,22 @@ def test_a_changed_patch_is_not_packed_as_the_bundles(bundle):
         pack_bundle(folder)
 
 
+def test_a_build_from_a_removed_checkout_packs_this_checkouts_identical_files(bundle, tmp_path):
+    """The build names patches and fragments in a worktree since removed: the files of the
+    same name and sha256 in this checkout are packed (a traceback before)."""
+    folder, build, _ = bundle
+    patch, fragment = ROOT / "patches" / "6.1" / "series", ROOT / "configs" / "lab.config"
+    first = next(line for line in patch.read_text().splitlines() if line and not line.startswith("#"))
+    build["patches"] = [{"name": first, "series": "/gone/wt/patches/6.1",
+                         "sha256": sha256_file(patch.parent / first)}]
+    build["fragments"] = [{"path": "/gone/wt/configs/lab.config", "sha256": sha256_file(fragment)}]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "build": build}))
+    project = unpack(pack_bundle(folder, tmp_path / f"p{SUFFIX}")) / "root"
+    assert (project / "patches" / "6.1" / first).read_bytes() == (patch.parent / first).read_bytes()
+    assert (project / "configs" / "lab.config").read_bytes() == fragment.read_bytes()
+
+
 def test_a_small_pack_locks_the_image_recipe_files_and_packages(tmp_path):
     """A small pack holds the image's lock entry: recipe key, the vm/ files' hashes, package versions."""
     image = json.loads((ROOT / "tests" / "data" / "records" / "image-bookworm.json").read_text())

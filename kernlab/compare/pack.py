@@ -174,10 +174,16 @@ def _add_download(staging: Path, file: Path) -> str:
 
 
 def _checked(path: Path, sha: str, what: str) -> Path:
-    if not path.is_file() or sha256_file(path) != sha:
-        raise KernlabError(f"the bundle's {what} {path} changed since the bundle (or is gone)",
-                           "check out the kernlab commit the bundle was made with, then pack it")
-    return path
+    """``path`` if it still holds ``sha``; else the file of the same name in this checkout's
+    patches/ or configs/ when that holds it (a build made in another checkout or a removed
+    worktree names its files there); else a one-line error."""
+    here = paths.root() / ("patches" if what == "patch" else "configs")
+    moved = here / path.parent.name / path.name if what == "patch" else here / path.name
+    for candidate in (path, moved):
+        if candidate.is_file() and sha256_file(candidate) == sha:
+            return candidate
+    raise KernlabError(f"the bundle's {what} {path} changed since the bundle (or is gone)",
+                       "check out the kernlab commit the bundle was made with, then pack it")
 
 
 def _pack_kernel_inputs(build: dict[str, Any], catalog_source: dict[str, Any], root: Path) -> None:
@@ -190,8 +196,9 @@ def _pack_kernel_inputs(build: dict[str, Any], catalog_source: dict[str, Any], r
         if name not in series:
             series.append(name)
             (root / "patches" / name).mkdir(parents=True)
-            heading = [line for line in (directory / "series").read_text().splitlines()[:1]
-                       if line.startswith("#")]
+            listed = _checked(directory / patch["name"], patch["sha256"], "patch").parent / "series"
+            heading = [line for line in listed.read_text().splitlines()[:1]
+                       if line.startswith("#")] if listed.is_file() else []
             (root / "patches" / name / "series").write_text("\n".join(heading) + "\n" if heading else "")
         with open(root / "patches" / name / "series", "a") as listing:
             listing.write(patch["name"] + "\n")  # exactly the build's patches, in its order
