@@ -514,10 +514,12 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
     Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
     """
     from kernlab.core import paths
-    from kernlab.experiments.run import NotApplicable, run_suite, summary_table, verdict_text
+    from kernlab.experiments.run import NotApplicable, default_kernel, run_suite, summary_table, verdict_text
     from kernlab.experiments.run import run_experiment as run_one
+    from kernlab.experiments.suite import load_experiment
     from kernlab.guest.qemu import forced_accel
     from kernlab.guest.vm import run_dir_of
+    from kernlab.kernel.selection import choose_kernel
 
     kernel = not_empty("kernel", kernel)
     run_dir_of(vm_name)  # a bad name fails before any build
@@ -540,8 +542,10 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
         if failed:
             raise Exit(f"{len(failed)} experiment(s) failed", code=1)
         return
+    exp = load_experiment(name)
+    choice = choose_kernel(kernel or default_kernel())
     try:
-        bundle = run_one(name, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+        bundle = run_one(exp, choice, keep_vm=keep_vm, vm_name=vm_name)
     except NotApplicable as na:
         raise Exit(f"kernlab: n/a: {na.line()}", code=NA_EXIT) from None
     print(verdict_text(bundle))

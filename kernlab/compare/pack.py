@@ -38,14 +38,14 @@ from typing import Any
 import yaml
 
 from kernlab import __version__
-from kernlab.compare.reproduce import load_bundle, reproduce
+from kernlab.compare.reproduce import bundle_experiment, load_bundle, reproduce
 from kernlab.core import lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.records import Manifest
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import atomic_write_json, read_json, scoped_environ, sha256_file
-from kernlab.experiments.spec import LIB_DIR
-from kernlab.experiments.suite import load_recorded
+from kernlab.core.validate import plain_name
 from kernlab.guest.image import (
     GUEST_FILES,
     RECIPE_KEYS,
@@ -68,8 +68,10 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
     """Write the pack of ``bundle``; returns its path."""
     bundle = bundle.resolve()
     manifest, _ = load_bundle(bundle)
-    build, image, experiment = manifest["build"], manifest.get("image"), manifest["experiment"]
-    name = f"{experiment['name']}-{build['version']}-{bundle.name}{SUFFIX}"
+    build, image = manifest.build, manifest.image
+    if build is None:
+        raise KernlabError(f"{bundle} records no kernel build", "pack a bundle of a run that had one")
+    name = f"{manifest.experiment_name}-{build.version}-{bundle.name}{SUFFIX}"
     out = out or paths.results_dir() / "packs" / name
     staging = Path(tempfile.mkdtemp(prefix=".pack-", dir=_scratch()))
     try:
@@ -80,9 +82,9 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
         image_info = _pack_image(image, staging, root, small) if image else None
         if image and small:  # the recipe travels unchanged: its packages can be held to the bundle's
             _lock_image(root / "kernlab.lock", image)
-        _pack_experiment(experiment, root)
+        _pack_experiment(bundle, manifest, root)
         index = {"format": FORMAT, "kernlab": __version__, "made": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                 "small": small, "experiment": experiment["name"], "kernel": build["version"],
+                 "small": small, "experiment": manifest.experiment_name, "kernel": build.version,
                  "bundle": bundle.name, "source": {k: v for k, v in source.items() if k != "catalog_source"},
                  "image": image_info}
         atomic_write_json(staging / "pack.json", index)
@@ -262,14 +264,14 @@ def _lock_image(path: Path, image: dict[str, Any]) -> None:
     atomic_write_json(path, data)
 
 
-def _pack_experiment(experiment: dict[str, Any], root: Path) -> None:
-    exp = load_recorded(experiment)
-    if exp.content_hash() != experiment["hash"]:
+def _pack_experiment(bundle: Path, manifest: Manifest, root: Path) -> None:
+    """The experiment the bundle ran (by content hash: its folder or the bundle's copy)."""
+    exp, same = bundle_experiment(bundle, manifest, [])
+    if not same:
         raise KernlabError(f"experiment {exp.name} changed since the bundle",
                            "check out the kernlab commit the bundle was made with, then pack it")
-    shutil.copytree(exp.dir, root / "experiments" / exp.name, symlinks=True)
-    if (exp.dir.parent / LIB_DIR).is_dir():
-        shutil.copytree(exp.dir.parent / LIB_DIR, root / "experiments" / LIB_DIR, symlinks=True)
+    (root / "experiments").mkdir(parents=True, exist_ok=True)
+    exp.copy_to(root / "experiments")
 
 
 def _write_tar(staging: Path, out: Path) -> None:
@@ -347,5 +349,7 @@ def packed_project(dest: Path) -> contextlib.AbstractContextManager[None]:
 def reproduce_pack(pack: Path, anyway: bool = False, keep_vm: bool = False, vm_name: str = "default"):
     """Unpack ``pack`` and reproduce its bundle from the packed inputs alone."""
     dest = unpack(pack.resolve())
+    name = read_json(dest / "pack.json").get("experiment", "")
+    copies = [dest / "root" / "experiments" / name] if name and not plain_name(name) else []
     with packed_project(dest):
-        return reproduce(dest / "bundle", anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
+        return reproduce(dest / "bundle", anyway=anyway, keep_vm=keep_vm, vm_name=vm_name, copies=copies)

@@ -1,9 +1,9 @@
 """The records that cross stage boundaries, typed and frozen.
 
 Each wraps the JSON file its stage writes (``build.json``, ``image.json``, ``vm.json``,
-``result.json``) without changing it: ``from_json`` keeps the whole mapping and
-``to_json`` gives it back as read, so a record written before these classes existed
-round-trips unchanged. Properties name what callers need (``build.bzimage``) instead of
+a bundle's ``manifest.json`` and ``result.json``) without changing it: ``from_json``
+keeps the whole mapping and ``to_json`` gives it back as read, so a record written before
+these classes existed round-trips unchanged. Properties name what callers need (``build.bzimage``) instead of
 nested keys (``build["outputs"]["bzImage"]["path"]``).
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from kernlab.core.errors import KernlabError
 from kernlab.core.util import read_json
 
 
@@ -94,6 +95,18 @@ class BuildRecord(_Record):
 
     def output_sha256(self, name: str) -> str:
         return str(self.data["outputs"][name]["sha256"])
+
+    def has_output(self, name: str) -> bool:
+        """Whether the record names output ``name`` with its sha256."""
+        outputs = self.data.get("outputs")
+        made = outputs.get(name) if isinstance(outputs, dict) else None
+        return isinstance(made, dict) and bool(made.get("sha256"))
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """Where the tree came from: kind, origin, sha256, tree_sha256 ({} when unrecorded)."""
+        value = self.data.get("source")
+        return dict(value) if isinstance(value, dict) else {}
 
     @property
     def bzimage(self) -> Path:
@@ -211,12 +224,12 @@ class RunResult(_Record):
 
     @property
     def kernel(self) -> str:
-        return str(self.data["kernel"])
+        return str(self.data.get("kernel") or "")
 
     @property
     def status(self) -> str:
-        """PASS, FAIL, ERROR or n/a."""
-        return str(self.data["status"])
+        """PASS, FAIL, ERROR or n/a ('' in a result that lacks it)."""
+        return str(self.data.get("status") or "")
 
     @property
     def passed(self) -> bool:
@@ -229,3 +242,69 @@ class RunResult(_Record):
     @property
     def seconds(self) -> float:
         return float(self.data["seconds"])
+
+    @property
+    def expectations(self) -> dict[str, bool | None]:
+        """``{name: passed}`` of every expectation checked."""
+        return {str(e["name"]): e.get("passed") for e in self.data.get("expectations", [])}
+
+    @classmethod
+    def of(cls, bundle: Path) -> Self:
+        """``<bundle>/result.json`` (one-line errors for a missing or damaged file)."""
+        return cls.from_json(bundle_file(bundle, "result.json"))
+
+
+@dataclass(frozen=True, eq=False)
+class Manifest(_Record):
+    """``<bundle>/manifest.json``: the experiment, build, image and VM one run used."""
+
+    @property
+    def experiment(self) -> dict[str, Any]:
+        """Name, title, content hash, the folder it ran from (``source``) and the bundle's
+        own copy of it (``copy``, relative; bundles before copies lack it)."""
+        value = self.data.get("experiment")
+        return dict(value) if isinstance(value, dict) else {}
+
+    @property
+    def experiment_name(self) -> str:
+        return str(self.experiment.get("name") or "")
+
+    @property
+    def experiment_hash(self) -> str:
+        return str(self.experiment.get("hash") or "")
+
+    @property
+    def build(self) -> BuildRecord | None:
+        value = self.data.get("build")
+        return BuildRecord.from_json(value) if isinstance(value, dict) else None
+
+    @property
+    def image(self) -> ImageRecord | None:
+        value = self.data.get("image")
+        return ImageRecord.from_json(value) if isinstance(value, dict) else None
+
+    @property
+    def image_named(self) -> bool:
+        """Whether the manifest has an ``image`` entry at all (null: the run had none)."""
+        return self.data.get("image") is not None
+
+    @classmethod
+    def of(cls, bundle: Path) -> Self:
+        """``<bundle>/manifest.json`` (one-line errors for a missing or damaged file)."""
+        return cls.from_json(bundle_file(bundle, "manifest.json"))
+
+
+def bundle_file(bundle: Path, name: str) -> dict[str, Any]:
+    """The JSON object in ``bundle/name``; KernlabError when missing, damaged or not an object."""
+    if not (bundle / name).is_file():
+        raise KernlabError(f"{bundle} is not a complete results bundle (no {name})",
+                           "pass a directory under results/<experiment>/<kernel>/")
+    try:
+        data = read_json(bundle / name)
+    except (ValueError, OSError) as error:
+        raise KernlabError(f"{bundle / name} is damaged ({' '.join(str(error).split())[:100]})",
+                           "pass another bundle; this one cannot be reproduced") from None
+    if not isinstance(data, dict):
+        raise KernlabError(f"{bundle / name} is not a bundle's {name} (not a JSON object)",
+                           "pass another bundle; this one cannot be reproduced")
+    return data

@@ -47,6 +47,7 @@ from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.selection import KernelChoice, choose_kernel
 
 GUEST_ROOT = "/root/kernlab/exp"
+COPY_DIR = "experiment"  # in a bundle: the copy of the experiment folder (and its _lib) that ran
 DRIVER = Path(__file__).with_name("driver.py")
 GUEST_BUILD_TIMEOUT = 900.0
 DRIVER_SLACK = driver.BPFTRACE_STOP_GRACE + 60.0  # past the plan's timeout: stop grace and teardown
@@ -516,6 +517,7 @@ def run_in_session(exp: Experiment, session: Session, root: Path | None = None) 
     bundle = Bundle.create(exp.name, session.version, root)
     reporter().note(f"bundle: {bundle.dir}")
     bundle.facts["source"] = exp.origin()  # where the experiment came from and its hash
+    exp.copy_to(bundle.dir / COPY_DIR)  # what `reproduce` reruns once the folder has changed
     for warning in exp.warnings:
         reporter().warn(f"{exp.name}: {warning}")
     since = _console_size(session)
@@ -555,31 +557,24 @@ def _failed(bundle: Bundle, error: KernlabError, session: Session) -> None:
 
 def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> dict:
     vm = session.vm
+    copy = f"{COPY_DIR}/{exp.dir.name}"
     return manifest(
         experiment={"name": exp.name, "title": exp.title, **exp.origin(),
-                    "spec": str(exp.spec_path)},
+                    "spec": str(exp.spec_path), **({"copy": copy} if (bundle.dir / copy).is_dir() else {})},
         build=session.build, image=session.image,
         vm={k: v for k, v in vm.record.items() if k not in ("argv",)} if vm else None,
         guest=session.guest or None, variables=bundle.facts.get("variables", {}))
 
 
-def prepare(names: list[str], kernel: str | None) -> tuple[list[Experiment], KernelChoice]:
-    """Load the experiments and resolve the kernel (version or build id), before any work."""
-    experiments = [load_experiment(n) for n in names]
-    return experiments, choose_kernel(kernel or default_kernel())
-
-
-def run_experiment(name: str, kernel: str | None = None, keep_vm: bool = False,
+def run_experiment(exp: Experiment, choice: KernelChoice, keep_vm: bool = False,
                    vm_name: str = "default", root: Path | None = None,
                    target: Target | None = None) -> Bundle:
-    """Run one experiment end to end; returns its bundle (check ``bundle.passed``).
+    """Run the loaded experiment ``exp`` on the chosen kernel end to end; returns its bundle
+    (check ``bundle.passed``).
 
-    ``target``: the kernel, image and VM already found (reproduce); it names the kernel.
-    Raises NotApplicable, before any work, when the kernel lacks what it needs.
+    ``target``: the kernel, image and VM already found (reproduce). Raises NotApplicable,
+    before any work, when the kernel lacks what the experiment needs.
     """
-    if target is not None and target.choice is not None:
-        kernel, vm_name = target.choice.asked, target.vm_name
-    (exp,), choice = prepare([name], kernel)
     reason = na_reason(exp, choice.release)
     if reason:
         raise NotApplicable(exp.name, reason)

@@ -168,13 +168,24 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> BuildRecord:
     """Build (or find up to date) the kernel ``version``; returns its build record."""
     started = time.monotonic()
     plan = make_plan(version, opts)
+    return build_planned(plan, plan_source(plan), started)
+
+
+def plan_source(plan: Plan) -> ResolvedSource:
+    """The source tree of ``plan``, resolved (fetched, verified, unpacked) once."""
     opts = plan.opts
     opts.source.update_lock = opts.source.update_lock or opts.update_lock
     require_tool(plan.compiler, plan.compiler)
     logs = paths.work_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with reporter().step(f"source for {version}"):
-        source = resolve_source(plan.spec, plan.catalog, opts.source, logs / f"source-{version}.log")
+    with reporter().step(f"source for {plan.spec.version}"):
+        return resolve_source(plan.spec, plan.catalog, opts.source, logs / f"source-{plan.spec.version}.log")
+
+
+def build_planned(plan: Plan, source: ResolvedSource, started: float | None = None) -> BuildRecord:
+    """Build (or find up to date) what ``plan`` describes from the resolved ``source``."""
+    started = time.monotonic() if started is None else started
+    opts, version = plan.opts, plan.spec.version
     lock_entry = plan.lock_entry(source)
     lock.check_kernel(version, lock_entry, opts.update_lock, without=_left_out(plan))
     key = hash_inputs(plan.inputs(source.sha256))
