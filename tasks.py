@@ -514,7 +514,7 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
     Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
     """
     from kernlab.core import paths
-    from kernlab.experiments.run import NotApplicable, default_kernel, run_suite, summary_table, verdict_text
+    from kernlab.experiments.run import NotApplicable, run_suite, summary_table, verdict_text
     from kernlab.experiments.run import run_experiment as run_one
     from kernlab.experiments.suite import load_experiment
     from kernlab.guest.qemu import forced_accel
@@ -543,7 +543,7 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
             raise Exit(f"{len(failed)} experiment(s) failed", code=1)
         return
     exp = load_experiment(name)
-    choice = choose_kernel(kernel or default_kernel())
+    choice = choose_kernel(kernel or None)
     try:
         bundle = run_one(exp, choice, keep_vm=keep_vm, vm_name=vm_name)
     except NotApplicable as na:

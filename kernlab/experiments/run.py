@@ -43,7 +43,6 @@ from kernlab.guest import health, remote
 from kernlab.guest.ensure import Target, VmRefused
 from kernlab.guest.health import console_tail
 from kernlab.guest.vm import Vm, find_vm
-from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.selection import KernelChoice, choose_kernel
 
 GUEST_ROOT = "/root/kernlab/exp"
@@ -55,11 +54,6 @@ DRIVER_STOP_GRACE = 2.0  # after Ctrl-C: seconds the guest driver gets to stop i
 INTERRUPT_BUDGET = 3.5  # after Ctrl-C: seconds until the guest's output must be fetched
 SSH_ERRORS = (paramiko.SSHException, OSError, EOFError, socket.timeout)
 TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
-
-
-def default_kernel() -> str:
-    """The catalog's default kernel version (configs/kernels.yaml ``default``)."""
-    return load_catalog().default
 
 
 class NotApplicable(KernlabError):
@@ -600,7 +594,7 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     names = experiment_names() if names is None else names
     check_known(names)
     lane_count(lanes, 1)  # a bad --lanes or KERNLAB_LANES stops it before any work
-    choice = choose_kernel(kernel or default_kernel())
+    choice = choose_kernel(kernel or None)
     session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, flag=flag)
     with interrupt.scope():
         try:

@@ -112,9 +112,10 @@ def binutils_version() -> str:
     return out.splitlines()[0] if out else ""
 
 
-def make_plan(version: str, opts: BuildOptions | None = None) -> Plan:
+def make_plan(version: str, opts: BuildOptions | None = None, catalog: Catalog | None = None) -> Plan:
+    """What building ``version`` takes: patches, fragments, compiler (``catalog``: already loaded)."""
     opts = opts or BuildOptions()
-    catalog = load_catalog()
+    catalog = catalog or load_catalog()
     spec = catalog.kernel(version)
     patch_dirs = [series_dir(name) for name in spec.patches] + list(opts.extra_patches)
     for directory in patch_dirs:
