@@ -297,7 +297,7 @@ def kernel_info(c, version=None, json=False):
 @friendly
 def lock(c, version=None, image=None):
     """Write kernlab.lock from the current builds: source, patch, fragment, compiler, package pins."""
-    from kernlab.compare.reproduce import lock_built
+    from kernlab.pinning.built import lock_built
 
     path, locked = lock_built([not_empty("version", v) for v in version or []], list(image or []))
     print(f"{path}: locked {', '.join(locked) or 'nothing (build something first)'}")
@@ -701,7 +701,7 @@ def pack(c, bundle, out="", small=False):
     """One archive that reproduces a bundle on another machine, offline: `invoke reproduce PACK`."""
     from pathlib import Path
 
-    from kernlab.compare.pack import pack_bundle
+    from kernlab.artifacts.pack import pack_bundle
     from kernlab.core.util import human_bytes
 
     written = pack_bundle(Path(bundle), Path(out) if out else None, small=small)
@@ -719,7 +719,7 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
     """Rebuild or reuse what a bundle names, rerun it, compare hashes, expectations and trace."""
     from pathlib import Path
 
-    from kernlab.compare.pack import is_pack, reproduce_pack
+    from kernlab.artifacts.pack import is_pack, reproduce_pack
     from kernlab.compare.reproduce import reproduce as run
     from kernlab.guest.vm import run_dir_of
 

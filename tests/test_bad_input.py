@@ -756,7 +756,7 @@ def test_a_bundle_refuses_to_write_outside_itself(tmp_path: Path) -> None:
 
 
 def test_host_workdirs_stay_in_a_folder_of_their_own() -> None:
-    from kernlab.compare.fleet import workdir_problem
+    from kernlab.fanout.fleet import workdir_problem
 
     assert workdir_problem("kernlab-remote") is None and workdir_problem("runs/lab2") is None
     assert workdir_problem("/srv/kernlab") is None  # an explicit place, as hosts.example.yaml shows

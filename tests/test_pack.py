@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_identity import FILES, write_tarball
 
-from kernlab.compare.pack import SUFFIX, _lock_image, pack_bundle, packed_project, unpack
+from kernlab.artifacts.pack import SUFFIX, _lock_image, pack_bundle, packed_project, unpack
 from kernlab.compare.reproduce import kernel_input_changes
 from kernlab.core import paths
 from kernlab.core.records import BuildRecord

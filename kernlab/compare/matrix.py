@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.compare import atlas_report, fleet
-from kernlab.compare.fleet import LOCAL, last_error
+from kernlab.compare import atlas_report
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
@@ -27,6 +26,8 @@ from kernlab.core.util import atomic_write_json, atomic_write_text, read_json
 from kernlab.experiments.lanes import lane_count
 from kernlab.experiments.run import run_suite
 from kernlab.experiments.suite import check_known, experiment_names
+from kernlab.fanout import fleet
+from kernlab.fanout.fleet import LOCAL, last_error
 from kernlab.kernel.selection import choose_kernel
 
 PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"

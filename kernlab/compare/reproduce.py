@@ -11,7 +11,6 @@ image hashes, expectations, and the trace with pids, timestamps and addresses ma
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +26,8 @@ from kernlab.experiments.run import COPY_DIR, run_experiment
 from kernlab.experiments.spec import Experiment
 from kernlab.experiments.suite import recorded_experiment
 from kernlab.guest.ensure import Target
-from kernlab.guest.image import find_image, input_files_sha256
-from kernlab.kernel.build import BuildOptions, Plan, build_id, build_planned, make_plan, plan_source
-from kernlab.kernel.debsource import kernel_entry_pinned
-from kernlab.kernel.selection import build_first, built_versions, choose_kernel, complete_builds, find_build
+from kernlab.kernel.build import BuildOptions, Plan, build_planned, make_plan, plan_source
+from kernlab.kernel.selection import build_first, choose_kernel, complete_builds
 from kernlab.kernel.source import ResolvedSource, SourceOptions, tree_identity
 
 VOLATILE = [
@@ -289,37 +286,3 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
     comparison.trace = compare_traces(bundle / "trace.txt", rerun.dir / "trace.txt")
     atomic_write_json(rerun.dir / "reproduction.json", comparison.to_json())
     return comparison
-
-
-def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]]:
-    """Write lock entries from the existing build and image records; returns what was locked.
-
-    No versions: the build each built catalog version uses; no recipes: bookworm if built.
-    """
-    versions = versions or built_versions()
-    recipes = recipes or _built_recipes(["bookworm"])
-    data = lock.read_lock()
-    locked = []
-    for kernel in versions:  # a version or a build id; the entry is the build's version's
-        record = find_build(kernel, "--version")
-        data["kernels"][record["version"]] = kernel_entry_pinned(record)
-        locked.append(f"kernel {record['version']} ({build_id(record)})")
-    for recipe in recipes:
-        data["images"][recipe] = _image_entry(recipe)
-        locked.append(f"image {recipe}")
-    return lock.write_lock(data), locked
-
-
-def _built_recipes(recipes: list[str]) -> list[str]:
-    """Those of ``recipes`` whose image is built as the recipe is now."""
-    built = []
-    for recipe in recipes:
-        with contextlib.suppress(KernlabError):
-            find_image(recipe)
-            built.append(recipe)
-    return built
-
-
-def _image_entry(recipe: str) -> dict[str, Any]:
-    """The lock entry of the built image ``recipe`` and the vm/ files as they are now."""
-    return lock.image_entry_from_record(find_image(recipe), input_files_sha256(recipe))
