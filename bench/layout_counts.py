@@ -31,8 +31,9 @@ def modules() -> list[Path]:
 
 
 def _dict_annotation(node: ast.expr | None) -> bool:
+    """A plain dict or Mapping (not a dict of typed records)."""
     text = ast.unparse(node) if node is not None else ""
-    return text.startswith(("dict", "Mapping", "Dict")) or text.startswith("dict |")
+    return text.startswith(("dict", "Mapping", "Dict")) and "Record" not in text
 
 
 def dict_params(tree: ast.AST) -> list[str]:
@@ -72,16 +73,31 @@ def json_readers(tree: ast.AST) -> list[str]:
         calls = {n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "")
                  for n in ast.walk(fn) if isinstance(n, ast.Call)}
         names = {n.value for n in ast.walk(fn) if isinstance(n, ast.Constant) and n.value in RECORD_FILES}
-        if calls & READERS and names:
+        if calls & READERS and names and not _record_class_reads(fn):
             found += [f"{fn.name}:{name}" for name in sorted(names)]
     return found
 
 
+def _record_class_reads(fn: ast.AST) -> bool:
+    """The function reads through a record class (``XRecord.load``, ``Manifest.of``), not as JSON."""
+    classes = ("Record", "Manifest", "Result")
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in ("load", "of")
+               and isinstance(n.func.value, ast.Name) and n.func.value.id.endswith(classes)
+               for n in ast.walk(fn))
+
+
+def _calls_build_id(fn: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "build_id"
+               for n in ast.walk(fn))
+
+
 def build_id_functions(tree: ast.AST) -> list[str]:
-    return [fn.name for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and (fn.name == "build_id" or fn.name.endswith("_build_id"))] + \
-        [f"{c.name}.id" for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name == "BuildRecord"
-         for fn in c.body if isinstance(fn, ast.FunctionDef) and fn.name == "id"]
+    """Functions that work out a build id themselves (not by calling ``build_id``)."""
+    named = [fn for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+             and (fn.name == "build_id" or fn.name.endswith("_build_id"))]
+    ids = [fn for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name == "BuildRecord"
+           for fn in c.body if isinstance(fn, ast.FunctionDef) and fn.name == "id"]
+    return [fn.name for fn in named + ids if not _calls_build_id(fn)]
 
 
 def static() -> dict[str, object]:

@@ -19,6 +19,7 @@ import pytest
 
 from kernlab.compare.matrix import Cell, Matrix, load_matrix, write_report
 from kernlab.core.errors import KernlabError
+from kernlab.core.records import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "matrix-example"
@@ -51,7 +52,7 @@ def write_kernel_run(run_dir: Path, kernel: str) -> Path:
         bundle = make_bundle(run_dir, raw)
         matrix.cells[(kernel, raw["experiment"])] = Cell(
             kernel, raw["experiment"], raw["status"], raw["reason"], bundle,
-            json.loads((bundle / "result.json").read_text()))
+            RunResult.of(bundle))
     write_report(matrix, run_dir / "report")
     return run_dir / "report"
 

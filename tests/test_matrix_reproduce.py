@@ -38,10 +38,10 @@ def test_report_has_grid_differences_pictures_and_junit(tmp_path):
     for kernel, ok in (("5.10", False), ("6.1", True)):
         d = bundle(tmp_path, kernel, "hist", {"buckets": True, "count>0": ok}, 10 if ok else 4, svg=True)
         m.cells[(kernel, "hist")] = Cell(kernel, "hist", PASS if ok else FAIL, "" if ok else "1 of 2 failed",
-                                         d, json.loads((d / "result.json").read_text()))
+                                         d, RunResult.of(d))
     m.cells[("5.10", "hello")] = Cell("5.10", "hello", NA, "needs >= 6.0")
     d = bundle(tmp_path, "6.1", "hello", {"line": True}, 3, svg=False)
-    m.cells[("6.1", "hello")] = Cell("6.1", "hello", PASS, "", d, json.loads((d / "result.json").read_text()))
+    m.cells[("6.1", "hello")] = Cell("6.1", "hello", PASS, "", d, RunResult.of(d))
 
     out = tmp_path / "report"
     written = write_report(m, out)

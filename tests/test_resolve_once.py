@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_kernel_select import fake_build
 
-from kernlab.core.records import ImageRecord
+from kernlab.core.records import ImageRecord, Manifest
 from kernlab.core.util import atomic_write_json, sha256_file
 from kernlab.experiments import bundle as bundles
 from kernlab.experiments import run as run_module
@@ -59,7 +59,7 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         session.kernel_and_image()
         made = bundles.Bundle.create(exp.name, session.version, root)
         made.status, made.reason = bundles.PASS, ""
-        made.finish({})
+        made.finish(Manifest.from_json({}))
         return made
 
     monkeypatch.setattr(run_module, "run_in_session", guest_part)

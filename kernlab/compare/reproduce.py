@@ -27,6 +27,7 @@ from kernlab.experiments.spec import Experiment
 from kernlab.experiments.suite import recorded_experiment
 from kernlab.guest.ensure import Target
 from kernlab.kernel.build import BuildOptions, Plan, build_planned, make_plan, plan_source
+from kernlab.kernel.debsource import kernel_entry_of
 from kernlab.kernel.selection import build_first, choose_kernel, complete_builds
 from kernlab.kernel.source import ResolvedSource, SourceOptions, tree_identity
 
@@ -126,7 +127,7 @@ def same_source(old: dict[str, Any], source: Any, scratch: Path) -> bool | None:
 def kernel_input_changes(build: BuildRecord, allow: bool, plan: Plan, source: ResolvedSource) -> list[str]:
     """Differences between the bundle's kernel inputs and today's (``plan`` and its resolved
     ``source``); raises unless allowed."""
-    old, new = lock.kernel_entry_from_record(build), plan.lock_entry(source)
+    old, new = kernel_entry_of(build), plan.lock_entry(source)
     was = build.source
     same = same_source(was, source, paths.work_dir() / "scratch")
     if same:
@@ -156,7 +157,7 @@ def bundle_build(build: BuildRecord, anyway: bool) -> tuple[BuildRecord, list[st
     for existing in complete_builds():
         if existing.id == build.id:
             reporter().note(f"kernel: the bundle's build {existing.line()}")
-            return BuildRecord.from_json(existing.record), []
+            return existing.record, []
     source_opts, flags = bundle_source(build)
     reporter().note(f"the bundle's build {build.id} is gone: rebuilding it from "
                     f"{build.source.get('origin', 'the catalog')}")

@@ -29,7 +29,7 @@ import paramiko
 from kernlab.core import interrupt, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
-from kernlab.core.records import BuildRecord, ImageRecord
+from kernlab.core.records import BuildRecord, ImageRecord, Manifest
 from kernlab.experiments import driver
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.bundle import Bundle, hist_svg, manifest, parse_hist
@@ -322,21 +322,21 @@ def _bpftrace_maps(exp: Experiment, out: Path, texts: dict[str, str], bundle: Bu
         ran = out / "bpftrace" / f"{step.name}.bt"
         if ran.is_file():
             bundle.write(f"steps/{step.name}.bt", ran.read_text(errors="replace"))
-        record = _read_json(out / "bpftrace" / f"{step.name}.json")
-        if not record:
+        maps = _read_json(out / "bpftrace" / f"{step.name}.json")
+        if not maps:
             continue
         name = f"bpftrace-{step.name}"
         texts[f"file:{name}.json"] = bundle.write(f"artifacts/{name}.json",
-                                                  json.dumps(record, indent=2) + "\n").read_text()
-        for hist in map_hists(record):
+                                                  json.dumps(maps, indent=2) + "\n").read_text()
+        for hist in map_hists(maps):
             label = re.sub(r"[^A-Za-z0-9_.-]+", "_", hist["name"].lstrip("@")) or "map"
             bundle.write(f"artifacts/{name}-{label}.svg", hist_svg(hist))
 
 
-def map_hists(record: dict) -> list[dict[str, Any]]:
-    """The hist/lhist maps of a bpftrace step's record, as kernlab's renderer takes them."""
+def map_hists(output: dict) -> list[dict[str, Any]]:
+    """The hist/lhist maps of a bpftrace step's JSON output, as kernlab's renderer takes them."""
     hists = []
-    for name, entry in record.get("maps", {}).items():
+    for name, entry in output.get("maps", {}).items():
         if not isinstance(entry, dict) or entry.get("type") != "hist":
             continue
         value = entry.get("value")
@@ -390,10 +390,10 @@ def _read_json(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- one run
-def _guest_env(exp: Experiment, workdir: str, build: dict, variables: dict[str, str],
+def _guest_env(exp: Experiment, workdir: str, build: BuildRecord, variables: dict[str, str],
                symbols: dict[str, str]) -> dict[str, str]:
-    return {"KL_WORKDIR": workdir, "KERNEL_VERSION": str(build.get("version")),
-            "KERNEL_RELEASE": str(build.get("kernelrelease")), **variables,
+    return {"KL_WORKDIR": workdir, "KERNEL_VERSION": build.version,
+            "KERNEL_RELEASE": build.kernelrelease, **variables,
             **{f"SYM_{k}": v for k, v in symbols.items()}}
 
 
@@ -409,7 +409,7 @@ def requirements(exp: Experiment, session: Session) -> tuple[dict[str, str], dic
 def _execute(exp: Experiment, session: Session, bundle: Bundle,
              variables: dict[str, str], symbols: dict[str, str]) -> None:
     """Everything after the bundle exists; raises on the first problem."""
-    build = session.build or {}
+    build, _image = session.kernel_and_image()
     bundle.facts["variables"] = variables
     built = build_experiment(exp, build, variables, bundle.log("build"))
     workdir = f"{GUEST_ROOT}/{exp.name}"
@@ -418,9 +418,9 @@ def _execute(exp: Experiment, session: Session, bundle: Bundle,
         conn = session.connection()
     with reporter().step(f"upload {exp.name}"):
         session.guest = _upload(conn, exp, built, plan, bundle, exp.tools)
-    if session.guest["release"] != build.get("kernelrelease"):
+    if session.guest["release"] != build.kernelrelease:
         raise KernlabError(f"the guest runs {session.guest['release']}, not "
-                           f"{build.get('kernelrelease')}", "run `invoke vm.down` and retry")
+                           f"{build.kernelrelease}", "run `invoke vm.down` and retry")
     with tempfile.TemporaryDirectory() as tmp:
         run_error: KernlabError | None = None
         interrupted: float | None = None
@@ -549,14 +549,14 @@ def _failed(bundle: Bundle, error: KernlabError, session: Session) -> None:
         session.vm.conn = None
 
 
-def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> dict:
+def _manifest(exp: Experiment, session: Session, bundle: Bundle) -> Manifest:
     vm = session.vm
     copy = f"{COPY_DIR}/{exp.dir.name}"
     return manifest(
         experiment={"name": exp.name, "title": exp.title, **exp.origin(),
                     "spec": str(exp.spec_path), **({"copy": copy} if (bundle.dir / copy).is_dir() else {})},
         build=session.build, image=session.image,
-        vm={k: v for k, v in vm.record.items() if k not in ("argv",)} if vm else None,
+        vm=vm.info if vm else None,
         guest=session.guest or None, variables=bundle.facts.get("variables", {}))
 
 
@@ -580,6 +580,19 @@ def run_experiment(exp: Experiment, choice: KernelChoice, keep_vm: bool = False,
             session.close()
 
 
+def whole_suite(name: str | None, all_: bool, lanes: int | str | None) -> bool:
+    """Whether `run-experiment` runs the whole suite (``--all``) or the experiment ``name``;
+    the flags that do not go together are refused here."""
+    if all_ and name:
+        raise KernlabError(f"both an experiment ({name}) and --all given", "give one or the other")
+    if lanes is not None and not all_:
+        raise KernlabError("--lanes runs a suite's experiments side by side; one experiment "
+                           "has one lane", "add --all, or drop --lanes")
+    if not all_ and not name:
+        raise KernlabError("no experiment named", "give one (invoke list-experiments) or --all")
+    return all_
+
+
 def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool = False,
               vm_name: str = "default", root: Path | None = None,
               flag: str = "--kernel", lanes: int | str | None = None) -> list[Bundle]:
@@ -592,6 +605,9 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     else KERNLAB_LANES, else its default), lane 1 on VM ``vm_name``.
     """
     names = experiment_names() if names is None else names
+    if not names:
+        raise KernlabError(f"no experiment ran: {paths.experiments_dir()} holds none",
+                           "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
     check_known(names)
     lane_count(lanes, 1)  # a bad --lanes or KERNLAB_LANES stops it before any work
     choice = choose_kernel(kernel or None)

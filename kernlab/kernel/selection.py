@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kernlab.core import lock, paths
 from kernlab.core.errors import BuildInputError, KernlabError, NotFound
@@ -32,24 +31,24 @@ class BuildRef:
     """One complete build under ``<work>/build``."""
 
     id: str
-    record: dict[str, Any]
+    record: BuildRecord
 
     @property
     def version(self) -> str:
-        return str(self.record.get("version", self.id.rsplit("-", 1)[0]))
+        return self.record.version
 
     @property
     def release(self) -> str:
-        return str(self.record.get("release") or self.version)
+        return self.record.release_or_version
 
     @property
     def origin(self) -> str:
-        source = self.record.get("source") or {}
+        source = self.record.source
         return str(source.get("origin") or source.get("kind") or "unknown source")
 
     @property
     def built_at(self) -> str:
-        return str(self.record.get("built_at", "?"))
+        return self.record.built_at
 
     def line(self) -> str:
         """``5.4.286-1a2b3c4d5e6f (5.4.286, from ORIGIN, built TIME)``."""
@@ -69,7 +68,7 @@ class KernelChoice:
 
     @property
     def record(self) -> BuildRecord | None:
-        return BuildRecord.from_json(self.build.record) if self.build else None
+        return self.build.record if self.build else None
 
 
 def build_root() -> Path:
@@ -116,12 +115,12 @@ def catalog_recipe(version: str, catalog: Catalog | None = None) -> dict[str, li
             "fragments": [sha256_file(f) for f in plan.fragments]}
 
 
-def recipe_differences(record: dict[str, Any], today: dict[str, list[str]] | None) -> list[str]:
+def recipe_differences(build: BuildRecord, today: dict[str, list[str]] | None) -> list[str]:
     """What of today's catalog recipe the build was not made with ([] when the same)."""
     if today is None:
         return []
-    made = {"patches": [p.get("sha256") for p in record.get("patches") or []],
-            "fragments": [f.get("sha256") for f in record.get("fragments") or []]}
+    made = {"patches": [p.get("sha256") for p in build.patches],
+            "fragments": [f.get("sha256") for f in build.fragments]}
     return [kind for kind in ("patches", "fragments") if made[kind] != today[kind]]
 
 

@@ -44,4 +44,5 @@ def _built_recipes(recipes: list[str]) -> list[str]:
 
 def _image_entry(recipe: str) -> dict[str, Any]:
     """The lock entry of the built image ``recipe`` and the vm/ files as they are now."""
-    return lock.image_entry_from_record(find_image(recipe), input_files_sha256(recipe))
+    image = find_image(recipe)
+    return lock.image_entry(image.key, image.packages, input_files_sha256(recipe))
