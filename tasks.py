@@ -336,9 +336,10 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
 
     Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
     """
-    from kernlab.experiments.run import NotApplicable, run_suite, summary_table, verdict_text, whole_suite
+    from kernlab.experiments.run import NotApplicable, verdict_text
     from kernlab.experiments.run import run_experiment as run_one
     from kernlab.experiments.suite import load_experiment
+    from kernlab.experiments.suiterun import run_suite, summary_table, whole_suite
     from kernlab.guest.qemu import forced_accel
     from kernlab.guest.vm import run_dir_of
     from kernlab.kernel.selection import choose_kernel

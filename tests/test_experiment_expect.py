@@ -13,8 +13,8 @@ import pytest
 from kernlab.core.records import Manifest
 from kernlab.core.spec import SpecFile
 from kernlab.experiments.bundle import Bundle, hist_svg, parse_hist
+from kernlab.experiments.collect import filter_trace, parse_cmdlines
 from kernlab.experiments.expect import Evidence, check, check_all, parse_expectation
-from kernlab.experiments.run import filter_trace, parse_cmdlines
 from kernlab.experiments.suite import load_all
 
 TRACE = """\

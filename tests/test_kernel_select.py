@@ -184,7 +184,7 @@ def test_an_unbuilt_version_is_built_with_a_hint_and_a_build_kernel_fix(work, mo
                               "pass --sha256 SUM", flags=("--sha256 SUM",))
 
     monkeypatch.setattr("kernlab.kernel.build.build_kernel", unpinned)
-    from kernlab.experiments.run import Session
+    from kernlab.experiments.session import Session
 
     session = Session("5.4")
     for _ in range(2):  # a suite's next experiment gets the same error, without a second build

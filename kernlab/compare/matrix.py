@@ -25,8 +25,8 @@ from kernlab.core.progress import reporter
 from kernlab.core.records import RunResult
 from kernlab.core.util import atomic_write_json, atomic_write_text
 from kernlab.experiments.lanes import lane_count
-from kernlab.experiments.run import run_suite
 from kernlab.experiments.suite import check_known, experiment_names
+from kernlab.experiments.suiterun import run_suite
 from kernlab.fanout import fleet
 from kernlab.fanout.fleet import LOCAL, last_error
 from kernlab.kernel.selection import choose_kernel
