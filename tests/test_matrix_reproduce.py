@@ -73,6 +73,16 @@ def test_expectation_changes_are_named():
     assert compare_expectations(old, old) == []
 
 
+def reproduced(bundle: Path) -> dict:
+    """`invoke reproduce BUNDLE --json` on VM t-repro (stopped afterwards): the comparison."""
+    done = subprocess.run([sys.executable, "-m", "invoke", "reproduce", str(bundle), "--json",
+                           "--vm-name", "t-repro"],
+                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800)
+    subprocess.run([sys.executable, "-m", "invoke", "vm.down", "--name", "t-repro"], cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
 @pytest.mark.slow
 def test_reproduce_a_bundle_made_in_this_run_is_identical(lab_kernel, lab_image):
     from kernlab.experiments.run import run_experiment
@@ -81,12 +91,7 @@ def test_reproduce_a_bundle_made_in_this_run_is_identical(lab_kernel, lab_image)
 
     first = run_experiment(load_experiment("readiter"), choose_kernel("6.1"), vm_name="t-repro", keep_vm=True)
     assert first.passed, first.reason
-    done = subprocess.run([sys.executable, "-m", "invoke", "reproduce", str(first.dir), "--json",
-                           "--vm-name", "t-repro"],
-                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800)
-    subprocess.run([sys.executable, "-m", "invoke", "vm.down", "--name", "t-repro"], cwd=ROOT, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    comparison = json.loads(done.stdout)
+    comparison = reproduced(first.dir)
     assert comparison["same_kernel"] and comparison["same_image"] and comparison["same_expectations"]
     assert comparison["input_changes"] == []
     assert Path(comparison["rerun"], "reproduction.json").is_file()
@@ -109,12 +114,7 @@ def test_reproduce_reruns_a_path_run_experiment_not_the_suites_namesake(lab_kern
     first = run_experiment(exp, choose_kernel("6.1"), vm_name="t-repro", keep_vm=True)
     assert first.passed, first.reason
     shutil.rmtree(folder)  # gone: the bundle's own copy is what reruns
-    done = subprocess.run([sys.executable, "-m", "invoke", "reproduce", str(first.dir), "--json",
-                           "--vm-name", "t-repro"],
-                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800)
-    subprocess.run([sys.executable, "-m", "invoke", "vm.down", "--name", "t-repro"], cwd=ROOT, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    comparison = json.loads(done.stdout)
+    comparison = reproduced(first.dir)
     assert comparison["same_experiment"] and comparison["same_expectations"]
     rerun = json.loads(Path(comparison["rerun"], "result.json").read_text())
     assert "mine" in {e["name"] for e in rerun["expectations"]}
