@@ -11,6 +11,7 @@ on one kernel is ``kernlab.experiments.suiterun``.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import tempfile
 import time
@@ -172,6 +173,16 @@ def _ssh_lost(session: Session, error: BaseException) -> KernlabError:
                         "read console.log in the bundle", details=tail)
 
 
+def _keep_copy(exp: Experiment, bundle: Bundle) -> None:
+    """The experiment as it ran, in the bundle: what `reproduce` reruns once its folder has
+    changed or is gone. A folder that cannot be copied only loses that (a warning)."""
+    try:
+        exp.copy_to(bundle.dir / COPY_DIR)
+    except (OSError, shutil.Error) as error:
+        reporter().warn(f"{exp.name}: no copy of the experiment in the bundle ({error}); "
+                        "`reproduce` will need its folder unchanged")
+
+
 def run_in_session(exp: Experiment, session: Session, root: Path | None = None) -> Bundle:
     """Run ``exp`` with the session's kernel and VM; returns its written bundle.
 
@@ -182,7 +193,7 @@ def run_in_session(exp: Experiment, session: Session, root: Path | None = None) 
     bundle = Bundle.create(exp.name, session.version, root)
     reporter().note(f"bundle: {bundle.dir}")
     bundle.facts["source"] = exp.origin()  # where the experiment came from and its hash
-    exp.copy_to(bundle.dir / COPY_DIR)  # what `reproduce` reruns once the folder has changed
+    _keep_copy(exp, bundle)
     for warning in exp.warnings:
         reporter().warn(f"{exp.name}: {warning}")
     since = _console_size(session)
