@@ -255,13 +255,14 @@ def test_config_options_a_kernel_does_not_have_are_skipped(tmp_path, capsys):
     (tree / "Kconfig").write_text("config BPF_SYSCALL\n\tbool\nmenuconfig KPROBES\n\tbool\n")
     record = fake_build(tmp_path, "4.15", "e" * 64, tree=tree, not_applicable=(NOTRACE,))
     write_exp(tmp_path / "exps", "tiny", f"needs:\n  config: [BPF_SYSCALL, {NOTRACE}, IKHEADERS]\n")
-    assert check_needs(load_experiment("tiny", tmp_path / "exps"), record, {}) == {}
+    build = BuildRecord.from_json(record)
+    assert check_needs(load_experiment("tiny", tmp_path / "exps"), build, {}) == {}
     err = capsys.readouterr().err
     assert f"CONFIG_{NOTRACE}: Linux 4.15 has no such option; skipped" in err  # the build's verdict
     assert "CONFIG_IKHEADERS: Linux 4.15 has no such option; skipped" in err  # not in its Kconfig
     write_exp(tmp_path / "exps", "kp", "needs:\n  config: [KPROBES]\n")
     with pytest.raises(KernlabError, match=r"CONFIG_KPROBES is not set in the 4.15 kernel"):
-        check_needs(load_experiment("kp", tmp_path / "exps"), record, {})
+        check_needs(load_experiment("kp", tmp_path / "exps"), build, {})
 
 
 # ---------------------------------------------------------------- the CLI

@@ -120,7 +120,7 @@ def test_optional_parts_may_be_absent(fake_build: BuildRecord, tmp_path: Path) -
 
 
 def test_arch_comes_from_the_generated_headers(fake_build: BuildRecord) -> None:
-    obj = Path(fake_build["build_dir"]) / "obj"
+    obj = fake_build.obj
     assert kheaders.source_arch(obj) == "x86"
     (obj / "arch/arm64/include/generated").mkdir(parents=True)
     with pytest.raises(KernlabError, match="cannot tell the architecture"):
@@ -135,7 +135,7 @@ def test_stage_makes_a_labelled_image_and_a_record(fake_build: BuildRecord) -> N
     assert image == final / "kheaders.ext4" and sorted(p.name for p in final.iterdir()) == \
         ["kheaders.ext4", "kheaders.json", "make.log"]  # no tree left behind
     assert record["image"]["sha256"] == sha256_file(image)
-    assert record["build_key"] == fake_build["key"] and record["files"] == len(MERGED)
+    assert record["build_key"] == fake_build.key and record["files"] == len(MERGED)
     assert record["guest_path"] == "/lib/modules/4.15.0-kernlab/build"
     label = subprocess.run(["e2label", str(image)], capture_output=True, text=True).stdout
     assert label.strip() == kheaders.LABEL == "kernlab-kheaders"

@@ -118,7 +118,7 @@ def test_merged_report_still_finds_its_bundles_after_it_moves(downloaded, tmp_pa
     moved = load_matrix(tmp_path / "b" / "matrix.json")
     cell = moved.cell("6.1", "readiter")
     assert cell.bundle.parent == tmp_path / "b" / "bundles" / "readiter" / "6.1"
-    assert cell.result["variables"] == {"kernel": "6.1"}
+    assert cell.result.variables == {"kernel": "6.1"}
 
 
 def test_runs_of_different_experiments_leave_named_gaps_and_a_fail_fails(tmp_path):

@@ -22,7 +22,7 @@ from test_identity import FILES, write_tarball
 from kernlab.artifacts.pack import SUFFIX, _lock_image, pack_bundle, packed_project, unpack
 from kernlab.compare.reproduce import kernel_input_changes
 from kernlab.core import paths
-from kernlab.core.records import BuildRecord
+from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.core.util import sha256_file
 from kernlab.experiments.suite import load_experiment
 from kernlab.guest.image import input_files_sha256
@@ -136,7 +136,7 @@ def test_a_small_pack_locks_the_image_recipe_files_and_packages(tmp_path):
     image = json.loads((ROOT / "tests" / "data" / "records" / "image-bookworm.json").read_text())
     lock_file = tmp_path / "kernlab.lock"
     lock_file.write_text(json.dumps({"format": 1, "kernels": {}, "images": {}}))
-    _lock_image(lock_file, image)
+    _lock_image(lock_file, ImageRecord.from_json(image))
     entry = json.loads(lock_file.read_text())["images"]["bookworm"]
     assert entry["recipe_sha256"] == image["key"]
     assert entry["files"] == input_files_sha256("bookworm") and entry["files"]

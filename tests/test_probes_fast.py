@@ -222,7 +222,7 @@ def test_verifier_logs_of_two_releases_normalize_to_the_same_message_and_instruc
 
 
 def test_probe_targets_given_as_words_become_one_positional():
-    from tasks import _join_words
+    from kernlab.core.cli import _join_words
 
     argv = ["probes", "copyout", "vfs_read", "--kernels", "4.15,6.1", "SyS_write", "--json"]
     _join_words(argv, "probes", {"--kernels"})
