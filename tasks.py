@@ -6,141 +6,16 @@ Tasks import kernlab inside their bodies for start-up speed only: `invoke --list
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
 
-import invoke
-from invoke import Argument, Collection, Exit, Task
-from invoke.exceptions import UnexpectedExit
+from invoke import Collection, Exit
 
-from kernlab.core.crash import unexpected
+from kernlab.core.cli import NameOrAllTask, friendly, names, one_line_parse_errors, print_json, task
 from kernlab.core.errors import KernlabError
-from kernlab.core.validate import BadNumber, not_empty, number
+from kernlab.core.validate import not_empty, number
 
-
-def friendly(func):
-    """Every way a task can fail ends in one line `kernlab: error: cause; fix`, exit != 0.
-
-    A KernlabError prints its details, then its one line. Any other exception is a
-    kernlab bug: its traceback goes to a log file under the state dir and the one line
-    names the exception and that file. No traceback reaches the terminal.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        if any(value in ("--help", "-h") for value in kwargs.values()):
-            _task_help(func.__name__)  # `invoke run-experiment --help`: invoke took it for NAME
-        try:
-            for value in (*args, *kwargs.values()):
-                if isinstance(value, BadNumber):  # `--jobs abc`: parsed late, reported here
-                    raise value.error()
-            return func(*args, **kwargs)
-        except KernlabError as error:
-            if error.details:
-                print(error.details, file=sys.stderr)
-            raise Exit(f"kernlab: error: {error.one_line()}", code=1) from None
-        except KeyboardInterrupt as stop:
-            bundle = getattr(stop, "bundle", None)  # kernlab.core.interrupt.Interrupted: a run's bundle
-            if bundle is not None:
-                print(f"{bundle.dir} {bundle.status}")
-                raise Exit(f"kernlab: interrupted; the bundle holds what was collected: {bundle.dir}",
-                           code=130) from None
-            raise Exit("kernlab: interrupted", code=130) from None
-        except (Exit, SystemExit):
-            raise
-        except UnexpectedExit as error:  # a command run with c.run (its output was shown)
-            code = error.result.exited or 1
-            raise Exit(f"kernlab: error: `{error.result.command}` failed (exit {code}); "
-                       "see its output above", code=code) from None
-        except Exception as error:
-            raise Exit(f"kernlab: error: {unexpected(func.__name__, error)}", code=1) from None
-
-    return wrapper
-
-
-class _NumberArgument(Argument):
-    """An int/float flag whose bad value becomes a BadNumber (invoke would raise a traceback)."""
-
-    def set_value(self, value, cast=True):
-        try:
-            super().set_value(value, cast)
-        except (TypeError, ValueError):
-            self.raw_value = value
-            self._value = BadNumber(self.names[0], value, self.kind)
-
-
-def _task_help(name: str) -> None:
-    """Print the task's help as `invoke --help TASK` does, and stop (exit 0)."""
-    import subprocess
-
-    task = name.rstrip("_").replace("_", "-")
-    raise Exit(code=subprocess.call([sys.executable, "-m", "invoke", "--help", task]))
-
-
-class _KernlabTask(Task):
-    def get_arguments(self, ignore_unknown_help=None):
-        args = super().get_arguments(ignore_unknown_help)
-        for arg in args:
-            if arg.kind in (int, float) and type(arg) is Argument:
-                arg.__class__ = _NumberArgument
-        return args
-
-
-def _one_line_parse_errors() -> None:
-    """invoke's own command-line errors (an unknown flag, a missing NAME) in kernlab's form.
-
-    invoke prints a ParseError's text and exits 1; prefixing it here makes every failure
-    one `kernlab: error: cause; fix` line, the fix naming the help that lists the flags.
-    """
-    from invoke.exceptions import ParseError
-    from invoke.program import Program
-
-    original = Program.parse_tasks
-    if getattr(original, "kernlab", False):
-        return
-
-    def parse_tasks(self):
-        try:
-            _join_words(self.core.unparsed, "probes", {"--kernels", "-k", "--experiment", "-e", "--vm-name"})
-            original(self)
-        except ParseError as error:
-            task = getattr(error.context, "name", None)
-            fix = f"see `invoke --help {task}`" if task else "see `invoke --list`"
-            raise ParseError(f"kernlab: error: {error}; {fix}", error.context) from None
-
-    parse_tasks.kernlab = True
-    Program.parse_tasks = parse_tasks
-
-
-def _join_words(argv: list[str], task_name: str, valued: set[str]) -> None:
-    """`invoke probes a b c --json` → `invoke probes a,b,c --json`: invoke has no variadic
-    positional argument, so the task's words are joined into its one positional, in place."""
-    if task_name not in argv:
-        return
-    start = argv.index(task_name) + 1
-    words, rest, index = [], [], start
-    while index < len(argv):
-        token = argv[index]
-        if token.startswith("-"):
-            rest.append(token)
-            if (token in valued or token in ("--targets", "-t")) and index + 1 < len(argv):
-                rest.append(argv[index + 1])
-                index += 1
-        else:
-            words.append(token)
-        index += 1
-    argv[start:] = [",".join(words), *rest]  # "" when none: --experiment alone is enough
-
-
-_one_line_parse_errors()
-
-
-def task(*args, **kwargs):
-    """invoke's @task with kernlab's argument handling (numbers checked by the task wrapper)."""
-    kwargs.setdefault("klass", _KernlabTask)
-    return invoke.task(*args, **kwargs)
+one_line_parse_errors()
 
 
 # ---------------------------------------------------------------- host setup
@@ -224,20 +99,14 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
     from kernlab.kernel.source import SourceOptions
 
     version = not_empty("version", version) or load_catalog().default
-    tarball, git, url = not_empty("tarball", tarball), not_empty("git", git), not_empty("url", url)
-    sha256, ref = not_empty("sha256", sha256), not_empty("ref", ref)
-    _source_flags(tarball, git, url, ref, sha256)
     for flag, items in (("patches", patches), ("fragment", fragment), ("no-patch", no_patch)):
         for item in items or []:
             not_empty(flag, item)
-    if no_patch and update_lock:
-        raise KernlabError("--no-patch builds a variant; --update-lock would record it as the "
-                           "kernel's inputs",
-                           "leave --update-lock out (the lock is checked without the patches left out)")
     opts = build.BuildOptions(
-        source=SourceOptions(tarball=Path(tarball) if tarball else None, git=Path(git) if git else None,
-                             ref=ref or "HEAD", url=url, sha256=sha256, allow_unverified=allow_unverified,
-                             deb=Path(deb) if deb else None, update_lock=update_lock),
+        source=SourceOptions.from_flags(
+            tarball=not_empty("tarball", tarball), git=not_empty("git", git), url=not_empty("url", url),
+            ref=not_empty("ref", ref), sha256=not_empty("sha256", sha256),
+            allow_unverified=allow_unverified, deb=deb, update_lock=update_lock),
         extra_patches=[Path(p).resolve() for p in patches or []],
         extra_fragments=[Path(f).resolve() for f in fragment or []],
         without_patches=tuple(no_patch or ()),
@@ -246,31 +115,13 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
         ccache=not no_ccache, clean=clean, samples=not no_samples, update_lock=update_lock,
     )
     if plan:
-        _print_json(build.describe_plan(build.make_plan(version, opts)))
+        print_json(build.describe_plan(build.make_plan(version, opts)))
         return
     record = build.build_kernel(version, opts)
     if json:
-        _print_json(record)
+        print_json(record)
     else:
         print(f"{record.kernelrelease}: {record.bzimage}")
-
-
-def _source_flags(tarball, git, url, ref, sha256) -> None:
-    """build-kernel's source flags name one source; --ref and --sha256 only where they apply."""
-
-    given = [f"--{n}" for n, v in (("tarball", tarball), ("git", git), ("url", url)) if v]
-    if len(given) > 1:
-        raise KernlabError(f"{' and '.join(given)} both name the kernel source",
-                           "give only one of --tarball, --git and --url")
-    if ref and not git:
-        raise KernlabError("--ref is only used with --git", "add --git PATH, or leave --ref out")
-    if sha256 and git:
-        raise KernlabError("--sha256 pins a tarball; a --git source is pinned by its commit",
-                           "leave --sha256 out, or use --ref COMMIT")
-    if sha256:
-        from kernlab.kernel.catalog import normalise_sha256
-
-        normalise_sha256(sha256, "--sha256")  # before anything is written
 
 
 @task(help={"version": "Catalog version or build id (default: the catalog's default); "
@@ -285,7 +136,7 @@ def kernel_info(c, version=None, json=False):
 
     record = find_build(not_empty("version", version) or load_catalog().default, "--version")
     if json:
-        _print_json(record)
+        print_json(record)
     else:
         print(summarize_record(record))
 
@@ -297,7 +148,7 @@ def kernel_info(c, version=None, json=False):
 @friendly
 def lock(c, version=None, image=None):
     """Write kernlab.lock from the current builds: source, patch, fragment, compiler, package pins."""
-    from kernlab.compare.reproduce import lock_built
+    from kernlab.pinning.built import lock_built
 
     path, locked = lock_built([not_empty("version", v) for v in version or []], list(image or []))
     print(f"{path}: locked {', '.join(locked) or 'nothing (build something first)'}")
@@ -332,7 +183,7 @@ def build_image(c, recipe="bookworm", json=False, update_lock=False):
     from kernlab.guest.image import build_image as build
 
     record = build(recipe, update_lock=update_lock)
-    _print_json(record) if json else print(record.disk)
+    print_json(record) if json else print(record.disk)
 
 
 def _vm_or_exit(name, connect=False):
@@ -391,7 +242,7 @@ def vm_ssh(c, command="", name="default", timeout=600.0):
     vm = _vm_or_exit(name, connect=bool(command))
     if not command:
         ssh = require_tool("ssh", "openssh-client")
-        os.execv(ssh, [ssh, "-F", vm.record["ssh_config"], f"kernlab-{vm.name}"])
+        os.execv(ssh, [ssh, "-F", str(vm.info.ssh_config), f"kernlab-{vm.name}"])
     result = run(connect(vm), command, timeout=timeout, check=False, stream=True)
     if result.exited:
         raise Exit(code=result.exited if result.exited > 0 else 255)  # -1: killed by a signal
@@ -425,7 +276,7 @@ def vm_status(c, name="", json=False):
     rows = survey(name)
     if name and not rows:
         raise not_running(name)
-    _print_json(status_json(rows)) if json else print(status_text(rows))
+    print_json(status_json(rows)) if json else print(status_text(rows))
 
 
 @task(name="verify", help={"name": "VM name."})
@@ -463,36 +314,8 @@ def list_experiments(c, kernel=""):
         raise broken
 
 
-class _NameUnlessAll(Argument):
-    """The positional NAME, which ``--all`` makes unnecessary (invoke would require it)."""
-
-    partner: Argument | None = None
-
-    @property
-    def value(self):
-        if self._value is None and self.partner is not None and self.partner.value:
-            return ""
-        return self._value if self._value is not None else self.default
-
-    @value.setter
-    def value(self, arg):
-        self.set_value(arg, cast=True)
-
-
-class _RunExperimentTask(_KernlabTask):
-    """`invoke run-experiment NAME` or `invoke run-experiment --all`."""
-
-    def get_arguments(self, ignore_unknown_help=None):
-        args = super().get_arguments(ignore_unknown_help)
-        name = next(a for a in args if a.name == "name")
-        optional = _NameUnlessAll(names=name.names, kind=name.kind, default=name.default,
-                                  help=name.help, positional=True)
-        optional.partner = next(a for a in args if a.name == "all_")
-        return [optional if a is name else a for a in args]
-
-
 @task(
-    klass=_RunExperimentTask,
+    klass=NameOrAllTask,
     positional=["name"],
     help={
         "name": "Experiment to run: a name (see `invoke list-experiments`) or the path of a "
@@ -513,35 +336,28 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
 
     Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
     """
-    from kernlab.core import paths
-    from kernlab.experiments.run import NotApplicable, run_suite, summary_table, verdict_text
+    from kernlab.experiments.run import NotApplicable, verdict_text
     from kernlab.experiments.run import run_experiment as run_one
+    from kernlab.experiments.suite import load_experiment
+    from kernlab.experiments.suiterun import run_suite, summary_table, whole_suite
     from kernlab.guest.qemu import forced_accel
     from kernlab.guest.vm import run_dir_of
+    from kernlab.kernel.selection import choose_kernel
 
     kernel = not_empty("kernel", kernel)
     run_dir_of(vm_name)  # a bad name fails before any build
     forced_accel()
-    if all_ and name:
-        raise KernlabError(f"both an experiment ({name}) and --all given", "give one or the other")
-    if lanes is not None and not all_:
-        raise KernlabError("--lanes runs a suite's experiments side by side; one experiment "
-                           "has one lane", "add --all, or drop --lanes")
-    if all_ or not name:
-        if not all_:
-            raise KernlabError("no experiment named", "give one (invoke list-experiments) "
-                               "or --all")
+    if whole_suite(name, all_, lanes):
         bundles = run_suite(None, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name, lanes=lanes)
-        if not bundles:
-            raise KernlabError(f"no experiment ran: {paths.experiments_dir()} holds none",
-                               "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
         print(summary_table(bundles))
         failed = [b for b in bundles if not b.passed and not b.skipped]
         if failed:
             raise Exit(f"{len(failed)} experiment(s) failed", code=1)
         return
+    exp = load_experiment(name)
+    choice = choose_kernel(kernel or None)
     try:
-        bundle = run_one(name, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name)
+        bundle = run_one(exp, choice, keep_vm=keep_vm, vm_name=vm_name)
     except NotApplicable as na:
         raise Exit(f"kernlab: n/a: {na.line()}", code=NA_EXIT) from None
     print(verdict_text(bundle))
@@ -572,7 +388,7 @@ def check_experiment(c, name, kernels=""):
     """
     from kernlab.experiments.check import check_command
 
-    wanted = _names("kernels", kernels, "kernel", "6.1,4.15") if kernels else []
+    wanted = names("kernels", kernels, "kernel", "6.1,4.15") if kernels else []
     text, failed = check_command(not_empty("name", name), wanted)
     print(text)
     if failed:
@@ -580,44 +396,18 @@ def check_experiment(c, name, kernels=""):
 
 
 # ---------------------------------------------------------------- reproducibility and CI
-def _csv(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def _names(flag: str, value: str, what: str, example: str) -> list[str]:
-    """A comma-separated flag's items: at least one, none twice."""
-    items = _csv(value)
-    if not items:
-        raise KernlabError(f"--{flag} {value!r} names no {what}",
-                           f"give comma-separated {what}s, e.g. --{flag} {example}")
-    if twice := sorted({i for i in items if items.count(i) > 1}):
-        raise KernlabError(f"--{flag} names {', '.join(twice)} twice", f"give each {what} once")
-    return items
-
-
-def _out_dir(out: str):
-    from pathlib import Path
-
-    from kernlab.compare import matrix
-
-    target = Path(out).resolve() if out else matrix.default_out()
-    if target.exists() and not target.is_dir():
-        raise KernlabError(f"--out {out} is a file, not a directory", "give --out a directory")
-    return target
-
-
 def _matrix(kernels: str, experiments: str, out: str, hosts: str = "", lanes: str | None = None):
     from pathlib import Path
 
     from kernlab.compare import matrix
     from kernlab.guest.qemu import forced_accel
 
-    kernel_list = _names("kernels", kernels, "kernel", "4.15,5.4.286,6.1 (see `invoke list-kernels`)")
+    kernel_list = names("kernels", kernels, "kernel", "4.15,5.4.286,6.1 (see `invoke list-kernels`)")
     forced_accel()
-    names = None if experiments.strip() == "all" else _names(
+    chosen = None if experiments.strip() == "all" else names(
         "experiments", experiments, "experiment", "readiter,hellotrace, or all")
-    result, shown = matrix.run_and_report(kernel_list, names, Path(hosts) if hosts else None,
-                                          _out_dir(out), lanes)
+    result, shown = matrix.run_and_report(kernel_list, chosen, Path(hosts) if hosts else None,
+                                          matrix.out_dir(out), lanes)
     print(shown)
     if not result.ran:
         raise matrix.nothing_ran(result)
@@ -646,10 +436,8 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
 
     from kernlab.compare import matrix as mx
 
-    if merge:
-        if kernels or hosts or rerender or experiments not in ("", "all"):
-            raise KernlabError("--merge runs nothing",
-                               "drop --kernels, --experiments, --hosts and --rerender")
+    mode = mx.report_mode(kernels, experiments, out, hosts, rerender, merge)
+    if mode == "merge":
         from kernlab.compare.merge import merge_reports
 
         result, written = merge_reports(merge, Path(out) if out else mx.default_out())
@@ -657,15 +445,11 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
         if not result.passed:
             raise Exit("kernlab: merged matrix FAIL (see the report)", code=1)
         return
-    if rerender:
-        if not out:
-            raise KernlabError("--rerender needs --out DIR", "name the report directory to rewrite")
-        result = mx.load_matrix(_out_dir(out) / "matrix.json")
+    if mode == "rerender":
+        result = mx.load_matrix(mx.out_dir(out) / "matrix.json")
         mx.write_report(result, Path(out))
         print(mx.grid_text(result))
         return
-    if not kernels:
-        raise KernlabError("no kernels given", "pass --kernels, e.g. --kernels 5.4,6.1")
     result = _matrix(kernels, experiments, out, hosts, lanes)
     if not result.passed:
         raise Exit("kernlab: matrix FAIL (see the report)", code=1)
@@ -697,7 +481,7 @@ def pack(c, bundle, out="", small=False):
     """One archive that reproduces a bundle on another machine, offline: `invoke reproduce PACK`."""
     from pathlib import Path
 
-    from kernlab.compare.pack import pack_bundle
+    from kernlab.artifacts.pack import pack_bundle
     from kernlab.core.util import human_bytes
 
     written = pack_bundle(Path(bundle), Path(out) if out else None, small=small)
@@ -715,7 +499,7 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
     """Rebuild or reuse what a bundle names, rerun it, compare hashes, expectations and trace."""
     from pathlib import Path
 
-    from kernlab.compare.pack import is_pack, reproduce_pack
+    from kernlab.artifacts.pack import is_pack, reproduce_pack
     from kernlab.compare.reproduce import reproduce as run
     from kernlab.guest.vm import run_dir_of
 
@@ -724,7 +508,7 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
     rerun = reproduce_pack if is_pack(target) else run
     comparison = rerun(target, anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
     if json:
-        _print_json(comparison.to_json())
+        print_json(comparison.to_json())
     else:
         print(comparison.text())
     if not comparison.identical:
@@ -752,13 +536,10 @@ def probes(c, targets=None, kernels="", experiment=None, live=False, json=False,
     from kernlab.probes.atlas import table
 
     words = [t for t in (targets or "").split(",") if t.strip()]
-    if not words and not experiment:
-        raise KernlabError("no target given", "name functions, tracepoint:CAT:NAME or uprobe:BIN:FUNC, "
-                           "or --experiment NAME")
     chosen = [k.strip() for k in (kernels or "").split(",") if k.strip()]
     result = atlas_rows(words, chosen, not_empty("experiment", experiment), live=live, vm_name=vm_name)
     if json:
-        _print_json(result.to_json())
+        print_json(result.to_json())
     else:
         print(result.text(table))
     if result.defects:
@@ -778,21 +559,12 @@ def make_probeable(c, function=None, version=None, json=False):
     from kernlab.probes.probeable import describe
     from kernlab.probes.probeable import make_probeable as make
 
-    function = not_empty("function", function)
-    version = not_empty("version", version)
-    if not function or not version:
-        raise KernlabError("make-probeable needs FUNCTION and --version V",
-                           "e.g. `invoke make-probeable file_ppos --version 5.4.286`")
+    function, version = not_empty("function", function) or "", not_empty("version", version) or ""
     made = make(function, version)
     if json:
-        _print_json(describe(made))
+        print_json(describe(made))
     else:
         print(made.summary(version))
-
-
-def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True,
-                     default=lambda record: record.to_json()))  # records print as their JSON
 
 
 ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce, pack,

@@ -43,11 +43,12 @@ os.environ.setdefault("KERNLAB_QUIET", "1")  # kernlab's progress lines; the row
 from kernlab.core import paths  # noqa: E402
 from kernlab.core.records import BuildRecord  # noqa: E402
 from kernlab.experiments.run import run_experiment  # noqa: E402
+from kernlab.experiments.suite import load_experiment  # noqa: E402
 from kernlab.guest import qemu, remote  # noqa: E402
 from kernlab.guest.ensure import ensure_vm  # noqa: E402
 from kernlab.guest.image import build_image  # noqa: E402
 from kernlab.guest.vm import CMDLINE, FAST_BOOT, find_vm, start_vm  # noqa: E402
-from kernlab.kernel.selection import find_build  # noqa: E402
+from kernlab.kernel.selection import choose_kernel, find_build  # noqa: E402
 
 VNG_VERSION = "1.42"
 OUT = ROOT / "bench" / "out"
@@ -114,7 +115,8 @@ def time_readiter(build_id: str, keep_vm: bool, scratch: Path) -> float:
 
 def readiter(build_id: str, keep_vm: bool, scratch: Path) -> Path:
     """One kernlab readiter run (it must pass); its bundle."""
-    bundle = run_experiment("readiter", kernel=build_id, keep_vm=keep_vm, vm_name=VM, root=scratch)
+    bundle = run_experiment(load_experiment("readiter"), choose_kernel(build_id), keep_vm=keep_vm,
+                            vm_name=VM, root=scratch)
     assert bundle.status == "PASS", bundle.dir
     return bundle.dir
 

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kernlab.core import paths
 from kernlab.core.util import atomic_write_json
 from kernlab.experiments.run import run_experiment
+from kernlab.experiments.suite import load_experiment
 from kernlab.guest.ensure import ensure_vm
 from kernlab.guest.image import build_image
 from kernlab.guest.vm import find_vm
@@ -33,7 +34,8 @@ GOALS = {"cold VM": 60.0, "warm VM": 20.0}
 
 def timed_run(name: str, kernel: str, keep_vm: bool, root: Path) -> tuple[float, str]:
     started = time.monotonic()
-    bundle = run_experiment(name, kernel=kernel, keep_vm=keep_vm, vm_name=VM_NAME, root=root)
+    bundle = run_experiment(load_experiment(name), choose_kernel(kernel), keep_vm=keep_vm,
+                            vm_name=VM_NAME, root=root)
     return time.monotonic() - started, bundle.status
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from kernlab.core.records import BuildRecord, ImageRecord
+
 
 # ---------------------------------------------------------------- image and VM
 @pytest.fixture(scope="session")
-def lab_image() -> dict:
+def lab_image() -> ImageRecord:
     """The real bookworm lab image (built once; later sessions reuse the cached one)."""
     from kernlab.guest.image import build_image
 
@@ -15,7 +17,7 @@ def lab_image() -> dict:
 
 
 @pytest.fixture(scope="session")
-def lab_kernel() -> dict:
+def lab_kernel() -> BuildRecord:
     """The real 6.1 build record: built once (about 10 minutes cold), then cached."""
     from kernlab.kernel.build import build_kernel
 
@@ -40,7 +42,7 @@ def vm_name():
 
 
 @pytest.fixture(scope="session")
-def lab_vm(lab_kernel: dict, lab_image: dict, vm_name):
+def lab_vm(lab_kernel: BuildRecord, lab_image: ImageRecord, vm_name):
     """One real TCG guest (6.1 + bookworm) shared by the VM tests, stopped at the end."""
     from kernlab.guest.vm import start_vm
 

@@ -19,7 +19,7 @@ import yaml
 from kernlab.core.errors import KernlabError
 from kernlab.experiments import driver
 from kernlab.experiments.check import check_probes, probe_targets
-from kernlab.experiments.run import map_hists
+from kernlab.experiments.collect import map_hists
 from kernlab.experiments.skeleton import KINDS, new_experiment
 from kernlab.experiments.spec import parse_experiment
 from kernlab.experiments.suite import experiment_names, load_experiment, scan_all

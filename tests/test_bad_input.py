@@ -681,10 +681,13 @@ def test_a_full_disk_under_a_commands_output_says_so(tmp_path: Path, monkeypatch
 
 def test_build_names_match_the_host_build_environment() -> None:
     """${NAME} in cflags may name what expbuild puts in the build environment, and only that."""
+    from kernlab.core.records import BuildRecord
     from kernlab.experiments.build import build_env
     from kernlab.experiments.spec import BUILD_NAMES
 
-    assert set(build_env({}, {})) == BUILD_NAMES
+    build = BuildRecord.from_json({"version": "9.9", "kernelrelease": "9.9.0", "build_dir": "/b",
+                                   "outputs": {}})
+    assert set(build_env(build, {})) == BUILD_NAMES
 
 
 def test_junit_counts_reads_zero_tests(tmp_path: Path) -> None:
@@ -756,7 +759,7 @@ def test_a_bundle_refuses_to_write_outside_itself(tmp_path: Path) -> None:
 
 
 def test_host_workdirs_stay_in_a_folder_of_their_own() -> None:
-    from kernlab.compare.fleet import workdir_problem
+    from kernlab.fanout.fleet import workdir_problem
 
     assert workdir_problem("kernlab-remote") is None and workdir_problem("runs/lab2") is None
     assert workdir_problem("/srv/kernlab") is None  # an explicit place, as hosts.example.yaml shows

@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 
 from kernlab.core.errors import KernlabError
+from kernlab.core.records import BuildRecord
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.fit import resolve_vars
 from kernlab.experiments.suite import load_all, load_experiment
 
 # The host's own UAPI headers stand in for a kernel's headers_install output: same
 # layout (linux/, asm/), so the real compilers run on the real sources.
-HOST_BUILD = {"version": "6.1", "kernelrelease": "6.1.192-kernlab", "key": "host-uapi",
-              "outputs": {"headers": {"path": "/usr/include"}}}
+HOST_BUILD = BuildRecord.from_json({"version": "6.1", "kernelrelease": "6.1.192-kernlab", "key": "host-uapi",
+                                    "build_dir": "/nonexistent/6.1-host-uapi",
+                                    "outputs": {"headers": {"path": "/usr/include"}}})
 BUILDABLE = [e for e in load_all() if "samples_bpf" not in e.outputs]
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from kernlab.core.records import Manifest
 from kernlab.core.spec import SpecFile
 from kernlab.experiments.bundle import Bundle, hist_svg, parse_hist
+from kernlab.experiments.collect import filter_trace, parse_cmdlines
 from kernlab.experiments.expect import Evidence, check, check_all, parse_expectation
-from kernlab.experiments.run import filter_trace, parse_cmdlines
 from kernlab.experiments.suite import load_all
 
 TRACE = """\
@@ -139,7 +140,7 @@ def test_bundle_marks_failures(tmp_path):
     bundle = Bundle.create("readiter", "6.1", tmp_path)
     bundle.fail("SSH connection lost mid-run")
     bundle.settle()
-    bundle.finish({"host": {}})
+    bundle.finish(Manifest.from_json({"host": {}}))
     result = json.loads((bundle.dir / "result.json").read_text())
     assert result["status"] == "FAIL" and result["reason"] == "SSH connection lost mid-run"
     assert bundle.dir.parent == tmp_path / "readiter" / "6.1"

@@ -11,6 +11,7 @@ import pytest
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
+from kernlab.core.records import BuildRecord
 from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
 from kernlab.experiments.suite import experiment_names, load_all, load_experiment
 
@@ -122,13 +123,13 @@ def test_hellotrace_symbol_per_version():
                                            "SYSCALL_WRAPPER": "1"}
 
 
-def fake_build(tmp_path: Path, config: str, system_map: str) -> dict:
+def fake_build(tmp_path: Path, config: str, system_map: str) -> BuildRecord:
     """A build record pointing at real files, as kernlab.build writes it."""
     (tmp_path / "config").write_text(config)
     (tmp_path / "System.map").write_text(system_map)
-    return {"version": "6.1", "outputs": {
+    return BuildRecord.from_json({"version": "6.1", "outputs": {
         "config": {"path": str(tmp_path / "config")},
-        "System.map": {"path": str(tmp_path / "System.map")}}, "symbols": {}}
+        "System.map": {"path": str(tmp_path / "System.map")}}, "symbols": {}})
 
 
 CONFIG = "\n".join(f"CONFIG_{o}=y" for o in (

@@ -17,8 +17,10 @@ from guests import own_vm
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
-from kernlab.experiments.run import Session, run_in_session, run_suite
+from kernlab.experiments.run import run_in_session
+from kernlab.experiments.session import Session
 from kernlab.experiments.suite import experiment_names, load_experiment
+from kernlab.experiments.suiterun import run_suite
 
 pytestmark = pytest.mark.slow
 

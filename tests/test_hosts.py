@@ -20,8 +20,8 @@ import sshd
 import yaml
 from interrupts import sigint_default
 
-from kernlab.compare import fleet as hosts
 from kernlab.core.errors import KernlabError
+from kernlab.fanout import fleet as hosts
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_sshd = pytest.mark.skipif(not sshd.available(), reason="needs root and openssh-server (invoke setup)")
@@ -170,7 +170,7 @@ def test_kernlab_is_shipped_once_per_content(server, tmp_path):
     with hosts._connected(host) as conn:
         tree = hosts.ship(conn, str(tmp_path / "w"))
         shipped = Path(tree)
-        fleet_py = Path("kernlab", "compare", "fleet.py")
+        fleet_py = Path("kernlab", "fanout", "fleet.py")
         assert (shipped / fleet_py).read_bytes() == (ROOT / fleet_py).read_bytes()
         assert os.access(shipped / "kl", os.X_OK)
         assert not (shipped / "tests").exists() and not (shipped / ".venv").exists()
@@ -250,7 +250,7 @@ def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, lab
         manifest = json.loads((bundle / "manifest.json").read_text())
         assert manifest["build"]["build_dir"].startswith(str(workdir / "kernels"))  # lab2 built it
         # ... in another directory, and got the very same bzImage as this machine's build
-        assert manifest["build"]["outputs"]["bzImage"]["sha256"] == lab_kernel["outputs"]["bzImage"]["sha256"]
+        assert manifest["build"]["outputs"]["bzImage"]["sha256"] == lab_kernel.output_sha256("bzImage")
         assert manifest["image"]["dir"].startswith(str(workdir / "state"))  # and its own image
         assert (bundle / "trace.txt").is_file() and (bundle / "console.log").is_file()
     assert "| readiter | ✅ PASS |" in (out / "report.md").read_text()

@@ -112,7 +112,12 @@ def test_reproduce_compares_trees_not_files(areas):
     """A bundle built from the tarball; today the catalog names a git tree of the same files."""
     from kernlab.compare.reproduce import kernel_input_changes
     from kernlab.core.errors import KernlabError
-    from kernlab.kernel.build import binutils_version, compiler_version
+    from kernlab.core.records import BuildRecord
+    from kernlab.kernel.build import binutils_version, compiler_version, make_plan, plan_source
+
+    def changes() -> list[str]:
+        plan = make_plan("9.9")
+        return kernel_input_changes(record, False, plan, plan_source(plan))
 
     sha = write_tarball(areas / "linux-9.9.tar.xz", "linux-9.9", FILES)
     (areas / "repo").mkdir()
@@ -120,17 +125,18 @@ def test_reproduce_compares_trees_not_files(areas):
     then = resolve(areas, tarball=areas / "linux-9.9.tar.xz", sha256=sha)
     tree_identity(then, areas / "scratch", areas / "x.log")
     fragment = areas / "KERNLAB_CONFIGS" / "base.config"
-    build = {"version": "9.9", "source": then.record(), "patches": [],
-             "fragments": [{"path": str(fragment), "sha256": sha256_file(fragment)}],
-             "compiler": compiler_version("gcc"), "binutils": binutils_version()}
+    record = BuildRecord.from_json({
+        "version": "9.9", "source": then.record(), "patches": [],
+        "fragments": [{"path": str(fragment), "sha256": sha256_file(fragment)}],
+        "compiler": compiler_version("gcc"), "binutils": binutils_version()})
     catalog = areas / "KERNLAB_CONFIGS" / "kernels.yaml"
     data = yaml.safe_load(catalog.read_text())
     data["kernels"]["9.9"]["sources"] = [{"git": {"path": str(areas / "repo")}}]
     catalog.write_text(yaml.safe_dump(data))
-    assert kernel_input_changes(build, allow=False) == []  # same tree by another route
+    assert changes() == []  # same tree by another route
 
     (areas / "repo" / "kernel" / "fork.c").write_text("changed\n")
     subprocess.run(["git", "-C", str(areas / "repo"), "-c", "user.name=t", "-c", "user.email=t@t",
                     "commit", "-qam", "change"], check=True)
     with pytest.raises(KernlabError, match="built from other inputs: source tree changed from"):
-        kernel_input_changes(build, allow=False)
+        changes()

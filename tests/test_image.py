@@ -30,26 +30,26 @@ def test_cached_image_is_reused_at_once(lab_image: dict) -> None:
 
 
 def test_record_lists_installed_package_versions(lab_image: dict) -> None:
-    names = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in lab_image["packages"]}
+    names = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in lab_image.data["packages"]}
     for wanted in ("openssh-server", "bpftrace", "bpfcc-tools", "python3", "clang", "libbpf-dev"):
         assert names.get(wanted), f"{wanted} missing from the image record"
     assert "systemd" not in names  # kernlab's own init, no systemd
-    assert lab_image["key"] == image.image_key("bookworm")
-    assert Path(lab_image["image"]["path"]).name == "rootfs.ext4"
+    assert lab_image.data["key"] == image.image_key("bookworm")
+    assert Path(lab_image.data["image"]["path"]).name == "rootfs.ext4"
 
 
 def test_image_holds_init_keys_and_sshd_config(lab_image: dict) -> None:
-    img = lab_image["image"]["path"]
+    img = lab_image.data["image"]["path"]
     header = subprocess.run(["dumpe2fs", "-h", img], capture_output=True, text=True).stdout
     assert "Filesystem volume name:   kernlab-root" in header
     host_key = _debugfs(img, "stat /etc/ssh/ssh_host_ed25519_key")
     assert "Mode:  0600" in host_key and "User:     0" in host_key
     auth = _debugfs(img, "cat /root/.ssh/authorized_keys")
-    assert auth == Path(lab_image["client_key"] + ".pub").read_text()
+    assert auth == Path(lab_image.data["client_key"] + ".pub").read_text()
     assert "UseDNS no" in _debugfs(img, "cat /etc/ssh/sshd_config.d/kernlab.conf")
     assert "Mode:  0755" in _debugfs(img, "stat /sbin/kernlab-init")
     assert "ssh_host_rsa_key" not in _debugfs(img, "ls /etc/ssh")
-    assert stat.S_IMODE(Path(lab_image["client_key"]).stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path(lab_image.data["client_key"]).stat().st_mode) == 0o600
 
 
 def test_recipe_change_changes_the_key(tmp_path: Path, monkeypatch) -> None:

@@ -32,7 +32,7 @@ def test_lock_refuses_other_package_versions_until_accepted(lab_kernel, lab_imag
     env = {"KERNLAB_LOCK": str(lock_file)}
     assert invoke("lock", "--image", "bookworm", env=env).returncode == 0
     locked = json.loads(lock_file.read_text())["images"]["bookworm"]
-    real = dict(p.split("=", 1) for p in lab_image["packages"])
+    real = dict(p.split("=", 1) for p in lab_image.data["packages"])
     assert locked["packages"] == real
     assert set(locked["files"]) == {"vm/bookworm.yaml", "vm/init", "vm/fstab"}
     assert invoke("build-image", env=env).returncode == 0  # the lock agrees with the image
@@ -46,7 +46,7 @@ def test_lock_refuses_other_package_versions_until_accepted(lab_kernel, lab_imag
     line = last_line(refused)
     assert f"packages: bpftrace changed from 0.0-locked to {real['bpftrace']}" in line
     assert "invoke build-image --recipe bookworm --update-lock" in line
-    assert Path(lab_image["image"]["path"]).is_file()  # the image is kept, only not used
+    assert Path(lab_image.data["image"]["path"]).is_file()  # the image is kept, only not used
 
     # Experiments refuse the same image (they build it through the same call).
     run = invoke("run-experiment", "hellotrace", "--kernel", "6.1", env=env)

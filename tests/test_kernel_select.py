@@ -20,11 +20,11 @@ import pytest
 
 from kernlab.core.errors import BuildInputError, KernlabError, NotFound
 from kernlab.core.progress import without_stamp
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json
 from kernlab.experiments.fit import check_needs, na_reason
 from kernlab.experiments.suite import load_experiment
 from kernlab.kernel import selection as builds
-from kernlab.kernel.build import build_id
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTRACE = "KPROBE_EVENTS_ON_NOTRACE"
@@ -109,13 +109,13 @@ def last_line(done: subprocess.CompletedProcess) -> str:
 def test_a_version_uses_its_only_build(work):
     record = fake_build(work, "4.15", "a" * 64, release="4.15")
     choice = builds.choose_kernel("4.15")
-    assert choice.record == record and choice.release == "4.15" and choice.builds == 1
+    assert choice.record.to_json() == record and choice.release == "4.15" and choice.builds == 1
 
 
 def test_build_ids_exact_and_by_unique_prefix(work):
     fake_build(work, "5.4.286", "1" * 64, built_at="2026-01-01T00:00:00Z")
     newer = fake_build(work, "5.4.286", "12" + "3" * 62, built_at="2026-01-02T00:00:00Z")
-    assert builds.choose_kernel("5.4.286-123").record == newer
+    assert builds.choose_kernel("5.4.286-123").record.to_json() == newer
     assert builds.choose_kernel("5.4.286-" + "1" * 12).build.id == "5.4.286-" + "1" * 12
     with pytest.raises(KernlabError, match=r"build id prefix '5.4.286-1' matches 2 builds: "
                                            r"5.4.286-111111111111, 5.4.286-123333333333"):
@@ -128,7 +128,7 @@ def test_of_several_builds_the_latest_pointer_wins_then_the_newest(work, capsys)
     old = fake_build(work, "5.4.286", "b" * 64, built_at="2026-01-01T00:00:00Z", latest=True)
     fake_build(work, "5.4.286", "c" * 64, built_at="2026-02-01T00:00:00Z", origin="/src/linux@HEAD",
                kind="git")
-    assert builds.choose_kernel("5.4.286").record == old  # build-kernel's last word
+    assert builds.choose_kernel("5.4.286").record.to_json() == old  # build-kernel's last word
     (work / "latest" / "5.4.286.json").unlink()
     choice = builds.choose_kernel("5.4.286")
     assert choice.build.id == "5.4.286-cccccccccccc" and choice.builds == 2
@@ -170,7 +170,7 @@ def test_an_existing_build_is_used_without_resolving_sources(work, monkeypatch):
 
     monkeypatch.setattr("kernlab.kernel.build.build_kernel", no_build)
     monkeypatch.setattr("kernlab.kernel.source.resolve_source", no_build)
-    assert builds.build_for(builds.choose_kernel("5.4.286")) == record
+    assert builds.build_for(builds.choose_kernel("5.4.286")).to_json() == record
 
 
 def test_an_unbuilt_version_is_built_with_a_hint_and_a_build_kernel_fix(work, monkeypatch, capsys):
@@ -184,7 +184,7 @@ def test_an_unbuilt_version_is_built_with_a_hint_and_a_build_kernel_fix(work, mo
                               "pass --sha256 SUM", flags=("--sha256 SUM",))
 
     monkeypatch.setattr("kernlab.kernel.build.build_kernel", unpinned)
-    from kernlab.experiments.run import Session
+    from kernlab.experiments.session import Session
 
     session = Session("5.4")
     for _ in range(2):  # a suite's next experiment gets the same error, without a second build
@@ -255,13 +255,14 @@ def test_config_options_a_kernel_does_not_have_are_skipped(tmp_path, capsys):
     (tree / "Kconfig").write_text("config BPF_SYSCALL\n\tbool\nmenuconfig KPROBES\n\tbool\n")
     record = fake_build(tmp_path, "4.15", "e" * 64, tree=tree, not_applicable=(NOTRACE,))
     write_exp(tmp_path / "exps", "tiny", f"needs:\n  config: [BPF_SYSCALL, {NOTRACE}, IKHEADERS]\n")
-    assert check_needs(load_experiment("tiny", tmp_path / "exps"), record, {}) == {}
+    build = BuildRecord.from_json(record)
+    assert check_needs(load_experiment("tiny", tmp_path / "exps"), build, {}) == {}
     err = capsys.readouterr().err
     assert f"CONFIG_{NOTRACE}: Linux 4.15 has no such option; skipped" in err  # the build's verdict
     assert "CONFIG_IKHEADERS: Linux 4.15 has no such option; skipped" in err  # not in its Kconfig
     write_exp(tmp_path / "exps", "kp", "needs:\n  config: [KPROBES]\n")
     with pytest.raises(KernlabError, match=r"CONFIG_KPROBES is not set in the 4.15 kernel"):
-        check_needs(load_experiment("kp", tmp_path / "exps"), record, {})
+        check_needs(load_experiment("kp", tmp_path / "exps"), build, {})
 
 
 # ---------------------------------------------------------------- the CLI
@@ -308,7 +309,8 @@ def test_cli_matrix_and_ci_show_na_cells_with_reasons(cli_env, tmp_path):
     write_exp(exps, "future", FUTURE)
     build = fake_build(Path(cli_env["KERNLAB_WORK"]), "5.4.286", "f" * 64)
     out = tmp_path / "report"
-    done = invoke("matrix", "--kernels", f"4.15,{build_id(build)}", "--out", str(out), env=cli_env)
+    build_id = BuildRecord.from_json(build).id
+    done = invoke("matrix", "--kernels", f"4.15,{build_id}", "--out", str(out), env=cli_env)
     assert done.returncode == 1, done.stderr  # every cell n/a: the run ran nothing (issue 11)
     assert done.stderr.strip().splitlines()[-1].startswith("kernlab: error: nothing ran: all 2 cells are n/a")
     assert done.stdout.splitlines()[0].split() == ["experiment", "4.15", "5.4.286-ffffffffffff"]

@@ -15,6 +15,7 @@ import pytest
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
+from kernlab.core.records import BuildRecord, VmRecord
 from kernlab.core.util import sha256_file
 from kernlab.guest import qemu, vm
 from kernlab.kernel import kheaders
@@ -62,15 +63,15 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def fake_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+def fake_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BuildRecord:
     """A build record over a fake patched tree and O= directory, in its own work area."""
     monkeypatch.setenv("KERNLAB_WORK", str(tmp_path / "work"))
     tree, build_dir = tmp_path / "work/src/4.15-aaaa", tmp_path / "work/build/4.15-bbbb"
     _write(tree, TREE_FILES)
     _write(build_dir / "obj", OBJ_FILES)
     (tree / "include/linux/compiler-link.h").symlink_to("compiler.h")  # kept as a link
-    return {"version": "4.15", "key": "b" * 64, "kernelrelease": "4.15.0-kernlab",
-            "tree": str(tree), "build_dir": str(build_dir)}
+    return BuildRecord.from_json({"version": "4.15", "key": "b" * 64, "kernelrelease": "4.15.0-kernlab",
+                                  "tree": str(tree), "build_dir": str(build_dir)})
 
 
 def _files(root: Path) -> set[str]:
@@ -89,7 +90,7 @@ def _image_cat(image: Path, path: str) -> str:
 
 
 # ---------------------------------------------------------------- the merged tree
-def test_assemble_merges_source_and_generated_headers(fake_build: dict, tmp_path: Path) -> None:
+def test_assemble_merges_source_and_generated_headers(fake_build: BuildRecord, tmp_path: Path) -> None:
     tree, obj = kheaders.build_dirs(fake_build)
     dest = tmp_path / "merged"
     count = kheaders.assemble(tree, obj, dest, kheaders.source_arch(obj))
@@ -102,7 +103,7 @@ def test_assemble_merges_source_and_generated_headers(fake_build: dict, tmp_path
     assert (dest / "include/linux/fs.h").stat().st_ino == (tree / "include/linux/fs.h").stat().st_ino
 
 
-def test_a_missing_part_names_the_file_and_the_fix(fake_build: dict, tmp_path: Path) -> None:
+def test_a_missing_part_names_the_file_and_the_fix(fake_build: BuildRecord, tmp_path: Path) -> None:
     tree, obj = kheaders.build_dirs(fake_build)
     (obj / "include/config/auto.conf").unlink()
     with pytest.raises(KernlabError) as error:
@@ -111,15 +112,15 @@ def test_a_missing_part_names_the_file_and_the_fix(fake_build: dict, tmp_path: P
     assert error.value.fix == "rebuild the kernel: `invoke build-kernel --version 4.15 --clean`"
 
 
-def test_optional_parts_may_be_absent(fake_build: dict, tmp_path: Path) -> None:
+def test_optional_parts_may_be_absent(fake_build: BuildRecord, tmp_path: Path) -> None:
     tree, obj = kheaders.build_dirs(fake_build)
     (obj / "Module.symvers").unlink()  # a kernel without modules has none
     kheaders.assemble(tree, obj, tmp_path / "merged", "x86")
     assert not (tmp_path / "merged/Module.symvers").exists()
 
 
-def test_arch_comes_from_the_generated_headers(fake_build: dict) -> None:
-    obj = Path(fake_build["build_dir"]) / "obj"
+def test_arch_comes_from_the_generated_headers(fake_build: BuildRecord) -> None:
+    obj = fake_build.obj
     assert kheaders.source_arch(obj) == "x86"
     (obj / "arch/arm64/include/generated").mkdir(parents=True)
     with pytest.raises(KernlabError, match="cannot tell the architecture"):
@@ -127,14 +128,14 @@ def test_arch_comes_from_the_generated_headers(fake_build: dict) -> None:
 
 
 # ---------------------------------------------------------------- the stage
-def test_stage_makes_a_labelled_image_and_a_record(fake_build: dict) -> None:
+def test_stage_makes_a_labelled_image_and_a_record(fake_build: BuildRecord) -> None:
     record = kheaders.ensure_headers(fake_build)
     final = paths.work_dir() / "kheaders" / f"4.15-{kheaders.stage_key(fake_build)[:12]}"
     image = Path(record["image"]["path"])
     assert image == final / "kheaders.ext4" and sorted(p.name for p in final.iterdir()) == \
         ["kheaders.ext4", "kheaders.json", "make.log"]  # no tree left behind
     assert record["image"]["sha256"] == sha256_file(image)
-    assert record["build_key"] == fake_build["key"] and record["files"] == len(MERGED)
+    assert record["build_key"] == fake_build.key and record["files"] == len(MERGED)
     assert record["guest_path"] == "/lib/modules/4.15.0-kernlab/build"
     label = subprocess.run(["e2label", str(image)], capture_output=True, text=True).stdout
     assert label.strip() == kheaders.LABEL == "kernlab-kheaders"
@@ -143,19 +144,20 @@ def test_stage_makes_a_labelled_image_and_a_record(fake_build: dict) -> None:
     assert "syscalls_64.h" in _image_ls(image, "/arch/x86/include/generated/asm")
 
 
-def test_stage_is_cached_by_the_build_key(fake_build: dict) -> None:
+def test_stage_is_cached_by_the_build_key(fake_build: BuildRecord) -> None:
     first = kheaders.ensure_headers(fake_build)
     image = Path(first["image"]["path"])
     before = image.stat().st_mtime_ns
     started = time.monotonic()
     assert kheaders.ensure_headers(fake_build) == first
     assert time.monotonic() - started < 0.1 and image.stat().st_mtime_ns == before
-    other = kheaders.ensure_headers(fake_build | {"key": "c" * 64})  # another build: its own
+    another = BuildRecord.from_json(fake_build.to_json() | {"key": "c" * 64})
+    other = kheaders.ensure_headers(another)  # another build: its own
     assert other["image"]["path"] != first["image"]["path"]
 
 
-def test_gone_tree_is_one_line_error_and_nothing_is_left(fake_build: dict, tmp_path: Path) -> None:
-    os.rename(fake_build["tree"], tmp_path / "moved")
+def test_gone_tree_is_one_line_error_and_nothing_is_left(fake_build: BuildRecord, tmp_path: Path) -> None:
+    os.rename(fake_build.tree_named, tmp_path / "moved")
     with pytest.raises(KernlabError) as error:
         kheaders.ensure_headers(fake_build)
     assert "source tree" in error.value.cause and "is gone" in error.value.cause
@@ -164,7 +166,7 @@ def test_gone_tree_is_one_line_error_and_nothing_is_left(fake_build: dict, tmp_p
     assert not list((paths.work_dir() / "kheaders").glob("4.15-*/"))
 
 
-def test_mke2fs_failure_names_its_log_and_leaves_no_output(fake_build: dict,
+def test_mke2fs_failure_names_its_log_and_leaves_no_output(fake_build: BuildRecord,
                                                            monkeypatch) -> None:
     monkeypatch.setattr(kheaders, "image_size", lambda root: (64 * 1024, 16))  # far too small
     with pytest.raises(KernlabError) as error:
@@ -189,9 +191,9 @@ def test_qemu_attaches_the_headers_read_only_as_the_second_disk(tmp_path: Path) 
     assert len([a for a in spec.argv(2222) if a.startswith("file=")]) == 1
 
 
-def test_a_vm_boots_without_headers_it_cannot_have_and_says_why(fake_build: dict, tmp_path,
+def test_a_vm_boots_without_headers_it_cannot_have_and_says_why(fake_build: BuildRecord, tmp_path,
                                                                 capsys) -> None:
-    os.rename(fake_build["tree"], tmp_path / "moved")
+    os.rename(fake_build.tree_named, tmp_path / "moved")
     headers = vm.headers_for(fake_build)
     assert headers["key"] is None and "is gone" in headers["missing"]
     assert "the guest gets no kernel headers:" in capsys.readouterr().err
@@ -204,10 +206,10 @@ def test_init_mounts_the_disk_by_its_label_where_the_tools_look() -> None:
     assert vm.HEADERS_FAILED in init
 
 
-def test_a_running_vm_is_reused_only_with_this_builds_headers(fake_build: dict, tmp_path) -> None:
+def test_a_running_vm_is_reused_only_with_this_builds_headers(fake_build: BuildRecord, tmp_path) -> None:
     def booted(headers: dict | None) -> vm.Vm:
         record = {"name": "t", "ssh_port": 1, "console_log": str(tmp_path / "c")}
-        return vm.Vm(tmp_path, record | ({"kheaders": headers} if headers is not None else {}))
+        return vm.Vm(tmp_path, VmRecord.from_json(record | ({"kheaders": headers} if headers else {})))
 
     key = kheaders.stage_key(fake_build)
     assert vm._has_headers(booted({"key": key}), fake_build)

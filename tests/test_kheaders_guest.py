@@ -63,14 +63,14 @@ def _watch(vm, tool: str, want: str, timeout: float = 420) -> str:
 def test_headers_of_this_build_are_mounted_read_only(guest) -> None:
     build, vm = guest
     record = kheaders.find_headers(build)
-    assert record is not None and vm.record["kheaders"]["sha256"] == record["image"]["sha256"]
+    assert record is not None and vm.info.kheaders["sha256"] == record["image"]["sha256"]
     out = remote.run(remote.connect(vm), "d=/lib/modules/$(uname -r)/build; "
                      "findmnt -no SOURCE,OPTIONS $d; cat $d/include/config/kernel.release; "
                      "sha256sum < $d/.config; touch $d/x 2>&1 || true", timeout=60).stdout
     lines = out.splitlines()
     assert lines[0].startswith("/dev/vdb ro,"), out
-    assert lines[1] == build["kernelrelease"]
-    assert lines[2].split()[0] == build["config_sha256"]  # the kernel kernlab built
+    assert lines[1] == build.kernelrelease
+    assert lines[2].split()[0] == build.config_sha256  # the kernel kernlab built
     assert "Read-only file system" in lines[3]
 
 

@@ -1,6 +1,7 @@
 """The package's shape: no import loops, and imports only point down the layers.
 
-core <- kernel <- guest <- probes <- experiments <- compare <- tasks.py. A module may import its
+core <- kernel <- guest <- probes <- experiments <- pinning <- fanout <- compare <- artifacts
+<- tasks.py. A module may import its
 own layer and the layers below it; ``kernlab`` itself only holds ``__version__``.
 A function-level import inside the package needs its reason on the same line.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "kernlab"
-LAYERS = ["core", "kernel", "guest", "probes", "experiments", "compare"]
+LAYERS = ["core", "kernel", "guest", "probes", "experiments", "pinning", "fanout", "compare", "artifacts"]
 STANDALONE = {"checks"}  # pytest-testinfra files run on the guest, not imported by kernlab
 
 

@@ -27,7 +27,7 @@ def test_lock_refuses_a_changed_patch_and_names_it(lab_kernel, tmp_path):
     done = invoke("lock", "--version", "6.1", env=env)
     assert done.returncode == 0, done.stderr
     locked = json.loads((tmp_path / "kernlab.lock").read_text())["kernels"]["6.1"]
-    assert locked["source_sha256"] == lab_kernel["source"]["sha256"]
+    assert locked["source_sha256"] == lab_kernel.data["source"]["sha256"]
     assert list(locked["patches"]) == series_of("6.1")
 
     # Same inputs: the lock agrees and the build is up to date.

@@ -19,6 +19,7 @@ import pytest
 
 from kernlab.compare.matrix import Cell, Matrix, load_matrix, write_report
 from kernlab.core.errors import KernlabError
+from kernlab.core.records import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "matrix-example"
@@ -51,7 +52,7 @@ def write_kernel_run(run_dir: Path, kernel: str) -> Path:
         bundle = make_bundle(run_dir, raw)
         matrix.cells[(kernel, raw["experiment"])] = Cell(
             kernel, raw["experiment"], raw["status"], raw["reason"], bundle,
-            json.loads((bundle / "result.json").read_text()))
+            RunResult.of(bundle))
     write_report(matrix, run_dir / "report")
     return run_dir / "report"
 
@@ -117,7 +118,7 @@ def test_merged_report_still_finds_its_bundles_after_it_moves(downloaded, tmp_pa
     moved = load_matrix(tmp_path / "b" / "matrix.json")
     cell = moved.cell("6.1", "readiter")
     assert cell.bundle.parent == tmp_path / "b" / "bundles" / "readiter" / "6.1"
-    assert cell.result["variables"] == {"kernel": "6.1"}
+    assert cell.result.variables == {"kernel": "6.1"}
 
 
 def test_runs_of_different_experiments_leave_named_gaps_and_a_fail_fails(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -12,6 +13,7 @@ import pytest
 
 from kernlab.compare.matrix import FAIL, NA, PASS, Cell, Matrix, write_report
 from kernlab.compare.reproduce import compare_expectations, normalise
+from kernlab.core.records import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>\n'
@@ -36,10 +38,10 @@ def test_report_has_grid_differences_pictures_and_junit(tmp_path):
     for kernel, ok in (("5.10", False), ("6.1", True)):
         d = bundle(tmp_path, kernel, "hist", {"buckets": True, "count>0": ok}, 10 if ok else 4, svg=True)
         m.cells[(kernel, "hist")] = Cell(kernel, "hist", PASS if ok else FAIL, "" if ok else "1 of 2 failed",
-                                         d, json.loads((d / "result.json").read_text()))
+                                         d, RunResult.of(d))
     m.cells[("5.10", "hello")] = Cell("5.10", "hello", NA, "needs >= 6.0")
     d = bundle(tmp_path, "6.1", "hello", {"line": True}, 3, svg=False)
-    m.cells[("6.1", "hello")] = Cell("6.1", "hello", PASS, "", d, json.loads((d / "result.json").read_text()))
+    m.cells[("6.1", "hello")] = Cell("6.1", "hello", PASS, "", d, RunResult.of(d))
 
     out = tmp_path / "report"
     written = write_report(m, out)
@@ -65,24 +67,54 @@ def test_trace_normalisation_masks_pids_times_and_addresses():
 
 
 def test_expectation_changes_are_named():
-    old = {"status": "PASS", "expectations": [{"name": "content", "passed": True}]}
-    new = {"status": "FAIL", "expectations": [{"name": "content", "passed": False}]}
+    old = RunResult.from_json({"status": "PASS", "expectations": [{"name": "content", "passed": True}]})
+    new = RunResult.from_json({"status": "FAIL", "expectations": [{"name": "content", "passed": False}]})
     assert compare_expectations(old, new) == ["expectation content: True -> False", "status: PASS -> FAIL"]
     assert compare_expectations(old, old) == []
+
+
+def reproduced(bundle: Path) -> dict:
+    """`invoke reproduce BUNDLE --json` on VM t-repro (stopped afterwards): the comparison."""
+    done = subprocess.run([sys.executable, "-m", "invoke", "reproduce", str(bundle), "--json",
+                           "--vm-name", "t-repro"],
+                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800)
+    subprocess.run([sys.executable, "-m", "invoke", "vm.down", "--name", "t-repro"], cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
 
 
 @pytest.mark.slow
 def test_reproduce_a_bundle_made_in_this_run_is_identical(lab_kernel, lab_image):
     from kernlab.experiments.run import run_experiment
+    from kernlab.experiments.suite import load_experiment
+    from kernlab.kernel.selection import choose_kernel
 
-    first = run_experiment("readiter", kernel="6.1", vm_name="t-repro", keep_vm=True)
+    first = run_experiment(load_experiment("readiter"), choose_kernel("6.1"), vm_name="t-repro", keep_vm=True)
     assert first.passed, first.reason
-    done = subprocess.run([sys.executable, "-m", "invoke", "reproduce", str(first.dir), "--json",
-                           "--vm-name", "t-repro"],
-                          cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800)
-    subprocess.run([sys.executable, "-m", "invoke", "vm.down", "--name", "t-repro"], cwd=ROOT, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    comparison = json.loads(done.stdout)
+    comparison = reproduced(first.dir)
     assert comparison["same_kernel"] and comparison["same_image"] and comparison["same_expectations"]
     assert comparison["input_changes"] == []
     assert Path(comparison["rerun"], "reproduction.json").is_file()
+
+
+@pytest.mark.slow
+def test_reproduce_reruns_a_path_run_experiment_not_the_suites_namesake(lab_kernel, lab_image, tmp_path):
+    """readiter copied elsewhere with one more expectation, run by path, then reproduced: the
+    rerun has the extra expectation (it was the suite's readiter, reported `same`, before)."""
+    from kernlab.experiments.run import run_experiment
+    from kernlab.experiments.suite import load_experiment, load_path
+    from kernlab.kernel.selection import choose_kernel
+
+    folder = tmp_path / "mine" / "readiter"
+    shutil.copytree(ROOT / "experiments" / "readiter", folder)
+    with open(folder / "experiment.yaml", "a") as spec:
+        spec.write('  - {name: mine, in: "step:workload", contains: "read 42 bytes"}\n')
+    exp = load_path(folder)
+    assert len(exp.expectations) == len(load_experiment("readiter").expectations) + 1
+    first = run_experiment(exp, choose_kernel("6.1"), vm_name="t-repro", keep_vm=True)
+    assert first.passed, first.reason
+    shutil.rmtree(folder)  # gone: the bundle's own copy is what reruns
+    comparison = reproduced(first.dir)
+    assert comparison["same_experiment"] and comparison["same_expectations"]
+    rerun = json.loads(Path(comparison["rerun"], "result.json").read_text())
+    assert "mine" in {e["name"] for e in rerun["expectations"]}

@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 from test_identity import FILES, write_tarball
 
-from kernlab.compare.pack import SUFFIX, _lock_image, pack_bundle, packed_project, unpack
+from kernlab.artifacts.pack import SUFFIX, _lock_image, pack_bundle, packed_project, unpack
 from kernlab.compare.reproduce import kernel_input_changes
 from kernlab.core import paths
+from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.core.util import sha256_file
 from kernlab.experiments.suite import load_experiment
 from kernlab.guest.image import input_files_sha256
-from kernlab.kernel.build import binutils_version, compiler_version
+from kernlab.kernel.build import binutils_version, compiler_version, make_plan, plan_source
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
 
@@ -96,7 +97,8 @@ def test_a_pack_holds_the_inputs_and_reproduces_them_offline(bundle, tmp_path, m
         assert list(catalog.kernels) == ["9.9"] and paths.root() == dest / "root"
         source = resolve_source(catalog.kernel("9.9"), catalog, SourceOptions(), tmp_path / "s.log")
         assert source.verified and source.sha256 == build["source"]["sha256"]
-        assert kernel_input_changes(build, allow=False) == []
+        plan = make_plan("9.9")
+        assert kernel_input_changes(BuildRecord.from_json(build), False, plan, plan_source(plan)) == []
         packed = load_experiment("hellotrace")
         assert packed.dir == dest / "root" / "experiments" / "hellotrace"
         manifest = json.loads((folder / "manifest.json").read_text())
@@ -134,7 +136,7 @@ def test_a_small_pack_locks_the_image_recipe_files_and_packages(tmp_path):
     image = json.loads((ROOT / "tests" / "data" / "records" / "image-bookworm.json").read_text())
     lock_file = tmp_path / "kernlab.lock"
     lock_file.write_text(json.dumps({"format": 1, "kernels": {}, "images": {}}))
-    _lock_image(lock_file, image)
+    _lock_image(lock_file, ImageRecord.from_json(image))
     entry = json.loads(lock_file.read_text())["images"]["bookworm"]
     assert entry["recipe_sha256"] == image["key"]
     assert entry["files"] == input_files_sha256("bookworm") and entry["files"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kernlab.core.errors import KernlabError
+from kernlab.core.records import BuildRecord
 from kernlab.experiments.fit import resolve_vars
 from kernlab.experiments.probecheck import experiment_targets
 from kernlab.experiments.suite import load_experiment
@@ -46,7 +47,7 @@ TABLES = {"mcount_table": ("__start_mcount_loc", "__stop_mcount_loc", 4),
           "blacklist_table": ("__start_kprobe_blacklist", "__stop_kprobe_blacklist", 1)}
 
 
-def fake_build(tmp: Path, release: str = "5.4.0", notrace_ok: bool = False) -> dict:
+def fake_build(tmp: Path, release: str = "5.4.0", notrace_ok: bool = False) -> BuildRecord:
     """A build record whose outputs are a gcc-made ELF, its System.map and a .config."""
     tree, obj = tmp / "tree", tmp / "obj"
     (tree / "lib").mkdir(parents=True)
@@ -73,9 +74,10 @@ def fake_build(tmp: Path, release: str = "5.4.0", notrace_ok: bool = False) -> d
     (obj / ".config").write_text("".join(f"CONFIG_{o}\n" for o in options))
     out = {n: {"path": str(obj / f)} for n, f in (("vmlinux", "vmlinux"), ("System.map", "System.map"),
                                                    ("config", ".config"))}
-    return {"version": "9.9-test", "release": release, "build_dir": str(tmp / "9.9-test-000000000000"),
-            "tree": str(tree), "outputs": out, "patches": [],
-            "fragments": [{"path": "configs/lab-9.9.config"}]}
+    return BuildRecord.from_json({"version": "9.9-test", "release": release,
+                                  "build_dir": str(tmp / "9.9-test-000000000000"),
+                                  "tree": str(tree), "outputs": out, "patches": [],
+                                  "fragments": [{"path": "configs/lab-9.9.config"}]})
 
 
 @pytest.fixture
@@ -220,7 +222,7 @@ def test_verifier_logs_of_two_releases_normalize_to_the_same_message_and_instruc
 
 
 def test_probe_targets_given_as_words_become_one_positional():
-    from tasks import _join_words
+    from kernlab.core.cli import _join_words
 
     argv = ["probes", "copyout", "vfs_read", "--kernels", "4.15,6.1", "SyS_write", "--json"]
     _join_words(argv, "probes", {"--kernels"})

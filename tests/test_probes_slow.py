@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 from guests import ci_build
@@ -52,13 +51,13 @@ def test_copyout_without_its_patch_on_6_1_is_inlined_and_the_fix_is_the_patch():
     before = set(builds.iterdir()) if builds.is_dir() else set()
     record = build_kernel("6.1", BuildOptions(without_patches=(COPYOUT_PATCH,)))
     try:
-        assert record["without_patches"] == [COPYOUT_PATCH]
+        assert record.data["without_patches"] == [COPYOUT_PATCH]
         row = row_for(parse_target("copyout"), Kernel(record))
         assert row.verdict == "no" and row.inlined_into, row
         assert "patches/6.1/0001-lib-iov_iter-make-copyout-probe-able.patch" in row.fix
     finally:  # a variant this test made is 2.6 GB no other test needs (CI's disk is finite)
-        if Path(record["build_dir"]) not in before:
-            shutil.rmtree(record["build_dir"], ignore_errors=True)
+        if record.build_dir not in before:
+            shutil.rmtree(record.build_dir, ignore_errors=True)
 
 
 def test_live_registration_agrees_with_every_static_verdict_on_6_1(vm_name):

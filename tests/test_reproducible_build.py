@@ -37,12 +37,12 @@ def build_in_work_area(work: Path) -> dict:
 def test_build_in_another_directory_gives_the_same_bzimage(lab_kernel, tmp_path):
     work = tmp_path / "work"
     second = build_in_work_area(work)
-    assert second["key"] == lab_kernel["key"]
+    assert second["key"] == lab_kernel.data["key"]
     assert Path(second["build_dir"]).is_relative_to(work)
-    assert not Path(second["tree"]).is_relative_to(Path(lab_kernel["tree"]).parent)
-    assert second["config_sha256"] == lab_kernel["config_sha256"]
+    assert not Path(second["tree"]).is_relative_to(Path(lab_kernel.data["tree"]).parent)
+    assert second["config_sha256"] == lab_kernel.data["config_sha256"]
     for name in ("bzImage", "vmlinux", "System.map"):
-        assert second["outputs"][name]["sha256"] == lab_kernel["outputs"][name]["sha256"], name
+        assert second["outputs"][name]["sha256"] == lab_kernel.data["outputs"][name]["sha256"], name
     shutil.rmtree(work)  # 2.7 GB of tree and build; kept for a look when the test fails
 
 

@@ -97,8 +97,8 @@ def test_restored_guests_start_from_a_clean_disk_with_the_host_s_clock(
     append = own_append()
     first = start_vm(lab_kernel, lab_image, vm_name("snap"), append=append)
     try:
-        assert first.record["boot"] == "snapshot"  # made by a cold boot, then restored
-        saved = Path(first.record["snapshot"]["dir"])
+        assert first.info.boot == "snapshot"  # made by a cold boot, then restored
+        saved = Path(first.info.snapshot["dir"])
         _run(first, "echo left-behind > /root/written-by-run-1 && sync")
         uuid_first = _run(first, "cat /proc/sys/kernel/random/uuid")
     finally:
@@ -108,8 +108,8 @@ def test_restored_guests_start_from_a_clean_disk_with_the_host_s_clock(
     # as a run does: the clock and the seed are set by the first command, this date
     second = start_vm(lab_kernel, lab_image, vm_name("snap"), append=append, defer_settle=True)
     try:
-        assert second.record["boot"] == "snapshot" and second.record["settle"] == "pending"
-        assert second.record["snapshot"]["dir"] == str(saved)
+        assert second.info.boot == "snapshot" and second.info.settle == "pending"
+        assert second.info.snapshot["dir"] == str(saved)
         guest = float(_run(second, "date +%s.%N"))
         assert abs(guest - time.time()) < 2.0
         assert json.loads((second.run_dir / "vm.json").read_text())["settle"] == "done"
@@ -137,7 +137,7 @@ def test_a_corrupted_snapshot_falls_back_to_a_cold_boot_and_is_replaced(
 
     vm = start_vm(lab_kernel, lab_image, vm_name("snapbad"), append=append)
     try:
-        assert _run(vm, "uname -r") == lab_kernel["kernelrelease"]
+        assert _run(vm, "uname -r") == lab_kernel.data["kernelrelease"]
         err = capsys.readouterr().err
         assert f"restoring snapshot {saved.name} failed" in err and "booting cold" in err
         assert json.loads((saved / "snapshot.json").read_text())["created_at"] > made  # a new one
@@ -152,9 +152,9 @@ def test_cold_boots_cold_and_leaves_snapshots_alone(lab_kernel: dict, lab_image:
     before = _snapshots()
     vm = start_vm(lab_kernel, lab_image, vm_name("cold"), append=append, cold=True)
     try:
-        assert vm.record["boot"] == "cold" and "snapshot" not in vm.record
-        assert "-incoming" not in vm.record["argv"]
-        assert _run(vm, "uname -r") == lab_kernel["kernelrelease"]
+        assert vm.info.boot == "cold" and vm.info.snapshot is None
+        assert "-incoming" not in vm.info.argv
+        assert _run(vm, "uname -r") == lab_kernel.data["kernelrelease"]
     finally:
         vm.stop()
     assert _snapshots() <= before
@@ -172,7 +172,7 @@ def test_two_first_boots_of_one_key_at_once_both_come_up_and_leave_one_snapshot(
                             ("snapa", "snapb")))
     try:
         for vm in vms:
-            assert _run(vm, "uname -r") == lab_kernel["kernelrelease"]
+            assert _run(vm, "uname -r") == lab_kernel.data["kernelrelease"]
         assert len(_snapshots() - before) == 1
     finally:
         for vm in vms:

@@ -30,21 +30,21 @@ def _invoke(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_guest_runs_the_built_kernel_over_fabric(lab_vm, lab_kernel: dict) -> None:
     conn = remote.connect(lab_vm)
-    assert remote.run(conn, "uname -r", timeout=30).stdout.strip() == lab_kernel["kernelrelease"]
+    assert remote.run(conn, "uname -r", timeout=30).stdout.strip() == lab_kernel.data["kernelrelease"]
     assert remote.connect(lab_vm) is conn  # one connection, kept open
     assert "KERNLAB-READY" in lab_vm.console_log.read_text()
-    rec = lab_vm.record
+    rec = lab_vm.info.to_json()
     assert rec["accel"] == "tcg" and rec["ready_seconds"] < 120
     assert f"hostfwd=tcp:127.0.0.1:{lab_vm.ssh_port}-:22" in " ".join(rec["argv"])
 
 
 def test_guest_writes_go_to_the_overlay(lab_vm, lab_image: dict) -> None:
-    base = Path(lab_image["image"]["path"])
+    base = Path(lab_image.data["image"]["path"])
     before = base.stat().st_mtime_ns
     remote.run(remote.connect(lab_vm), "dd if=/dev/urandom of=/root/blob bs=1M count=8 && sync",
                timeout=120)
     assert base.stat().st_mtime_ns == before
-    assert Path(lab_vm.record["overlay"]).stat().st_size > 8 << 20
+    assert lab_vm.info.overlay.stat().st_size > 8 << 20
 
 
 def test_ensure_vm_reuses_the_running_guest(lab_vm, lab_kernel: dict, lab_image: dict) -> None:
@@ -73,14 +73,14 @@ def test_command_timeout_is_enforced(lab_vm) -> None:
 def test_cli_ssh_and_status(lab_vm) -> None:
     done = _invoke("vm.ssh", "--name", lab_vm.name, "-c", "cat /proc/sys/kernel/osrelease")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == lab_vm.record["kernel"]["kernelrelease"]
+    assert done.stdout.strip() == lab_vm.info.kernelrelease
     assert _invoke("vm.ssh", "--name", lab_vm.name, "-c", "exit 3").returncode == 3
     status = _invoke("vm.status", "--name", lab_vm.name)
     assert f"ssh 127.0.0.1:{lab_vm.ssh_port}, tcg" in status.stdout
 
 
 def test_openssh_client_uses_the_generated_config(lab_vm) -> None:
-    done = subprocess.run(["ssh", "-F", lab_vm.record["ssh_config"], f"kernlab-{lab_vm.name}",
+    done = subprocess.run(["ssh", "-F", str(lab_vm.info.ssh_config), f"kernlab-{lab_vm.name}",
                            "true"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -139,13 +139,13 @@ def test_ctrl_c_during_boot_leaves_no_qemu(lab_kernel: dict, lab_image: dict,
 def test_vm_down_stops_qemu(lab_kernel: dict, lab_image: dict, vm_name) -> None:
     vm = start_vm(lab_kernel, lab_image, vm_name("down"))
     pid = vm.pid
-    image_sha = lab_image["image"]["sha256"]
+    image_sha = lab_image.data["image"]["sha256"]
     done = _invoke("vm.down", "--name", vm.name)
     assert done.returncode == 0, done.stderr
     assert not qemu.pid_alive(pid)
     assert find_vm(vm.name) is None
-    assert not Path(vm.record["overlay"]).exists()
-    assert sha256_file(Path(lab_image["image"]["path"])) == image_sha  # base never written
+    assert not vm.info.overlay.exists()
+    assert sha256_file(Path(lab_image.data["image"]["path"])) == image_sha  # base never written
 
 
 def _qemu_pids() -> list[int]:

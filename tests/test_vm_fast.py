@@ -20,6 +20,7 @@ import paramiko
 import pytest
 
 from kernlab.core.errors import KernlabError
+from kernlab.core.records import BuildRecord, ImageRecord, VmRecord
 from kernlab.guest import image, qemu, remote
 from kernlab.guest.vm import Vm, find_vm
 
@@ -256,8 +257,8 @@ def _vm_for(tmp_path: Path, port: int, known_host_pub: str) -> Vm:
               "known_hosts": str(tmp_path / "known_hosts"),
               "ssh_config": str(tmp_path / "ssh_config"),
               "console_log": str(tmp_path / "console.log"), "timeout_scale": 1.0}
-    vm = Vm(tmp_path, record)
-    remote.write_ssh_files(vm, {"host_key_pub": known_host_pub})
+    vm = Vm(tmp_path, VmRecord.from_json(record))
+    remote.write_ssh_files(vm, ImageRecord.from_json({"host_key_pub": known_host_pub}))
     return vm
 
 
@@ -292,7 +293,7 @@ def test_ssh_config_pins_key_and_known_hosts(tmp_path: Path) -> None:
     vm = _vm_for(tmp_path, 2222, (tmp_path / "keys/host_ed25519.pub").read_text())
     text = (tmp_path / "ssh_config").read_text()
     assert "StrictHostKeyChecking yes" in text and "HostName 127.0.0.1" in text
-    assert f"UserKnownHostsFile {vm.record['known_hosts']}" in text
+    assert f"UserKnownHostsFile {vm.info.known_hosts}" in text
     assert (tmp_path / "known_hosts").read_text().startswith("[127.0.0.1]:2222 ssh-ed25519 ")
 
 
@@ -372,5 +373,6 @@ def test_a_vm_being_started_elsewhere_is_not_touched(state: Path, tmp_path: Path
     with open(vms_dir() / ".t-busy.lock", "w") as other:
         fcntl.flock(other, fcntl.LOCK_EX)
         with pytest.raises(KernlabError, match="VM t-busy is being started by another process"):
-            start_vm({"outputs": {"bzImage": {"path": str(kernel)}}}, {}, "t-busy")
+            start_vm(BuildRecord.from_json({"version": "9.9", "outputs": {"bzImage": {"path": str(kernel)}}}),
+                     ImageRecord.from_json({}), "t-busy")
     assert (vms_dir() / "t-busy/console.log").read_text() == "the other process's guest\n"

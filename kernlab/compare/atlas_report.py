@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kernlab.core.errors import KernlabError
-from kernlab.core.util import read_json
+from kernlab.core.records import Manifest
 from kernlab.experiments.fit import na_reason, resolve_vars
 from kernlab.experiments.probecheck import experiment_targets
 from kernlab.experiments.suite import load_experiment
@@ -73,10 +73,11 @@ def _build_that_ran(matrix: Matrix, kernel: str) -> str | None:
         if column != kernel or cell.bundle is None:
             continue
         try:
-            build_dir = read_json(Path(cell.bundle) / "manifest.json")["build"]["build_dir"]
-        except (OSError, ValueError, KeyError, TypeError):
+            build = Manifest.of(Path(cell.bundle)).build
+        except KernlabError:
             continue
-        return Path(build_dir).name
+        if build is not None and build.data.get("build_dir"):
+            return build.build_dir.name
     return None
 
 

@@ -18,15 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.compare import atlas_report, fleet
-from kernlab.compare.fleet import LOCAL, last_error
+from kernlab.compare import atlas_report
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
-from kernlab.core.util import atomic_write_json, atomic_write_text, read_json
+from kernlab.core.records import RunResult
+from kernlab.core.util import atomic_write_json, atomic_write_text
 from kernlab.experiments.lanes import lane_count
-from kernlab.experiments.run import run_suite
 from kernlab.experiments.suite import check_known, experiment_names
+from kernlab.experiments.suiterun import run_suite
+from kernlab.fanout import fleet
+from kernlab.fanout.fleet import LOCAL, last_error
 from kernlab.kernel.selection import choose_kernel
 
 PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"
@@ -42,7 +44,7 @@ class Cell:
     status: str
     reason: str = ""
     bundle: Path | None = None
-    result: dict[str, Any] = field(default_factory=dict)
+    result: RunResult | None = None  # its bundle's result.json (None: no readable bundle)
 
 
 @dataclass
@@ -154,8 +156,7 @@ def _run_local(matrix: Matrix, kernels: list[str], names: list[str],
         for bundle in bundles:
             status = PASS if bundle.passed else NA if bundle.skipped else FAIL
             matrix.cells[(kernel, bundle.experiment)] = Cell(
-                kernel, bundle.experiment, status, bundle.reason, bundle.dir,
-                read_json(bundle.dir / "result.json"))
+                kernel, bundle.experiment, status, bundle.reason, bundle.dir, bundle_result(bundle.dir))
         for name in names:  # an experiment the suite could not start at all
             matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, "did not run"))
 
@@ -182,13 +183,12 @@ def _add_cell(matrix: Matrix, raw: dict[str, Any], bundle: Path | None) -> None:
         raw["kernel"], raw["experiment"], raw["status"], raw.get("reason", ""), bundle, bundle_result(bundle))
 
 
-def bundle_result(bundle: Path | None) -> dict[str, Any]:
-    """A bundle's result.json, or {} when there is no bundle or it has no readable result."""
+def bundle_result(bundle: Path | None) -> RunResult | None:
+    """A bundle's result.json, or None when there is no bundle or it has no readable result."""
     try:
-        result = read_json(bundle / "result.json") if bundle else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return result if isinstance(result, dict) else {}
+        return RunResult.of(bundle) if bundle else None
+    except KernlabError:
+        return None
 
 
 def _fetched_bundle(remote: str | None, remote_out: str, local_dir: Path) -> Path | None:
@@ -288,7 +288,7 @@ def find_bundle(recorded: str | None, recorded_out: str | None, here: Path) -> P
 
 # ---------------------------------------------------------------- comparison
 def expectation_map(cell: Cell) -> dict[str, bool]:
-    return {e["name"]: bool(e.get("passed")) for e in cell.result.get("expectations", [])}
+    return {name: bool(passed) for name, passed in cell.result.expectations.items()} if cell.result else {}
 
 
 def differences(matrix: Matrix, experiment: str) -> list[str]:
@@ -306,7 +306,7 @@ def differences(matrix: Matrix, experiment: str) -> list[str]:
             shown = ", ".join(f"{k} {'pass' if v else ('fail' if v is False else 'absent')}"
                               for k, v in values.items())
             lines.append(f"expectation `{name}`: {shown}")
-    variables = {c.kernel: c.result.get("variables", {}) for c in cells if c.result}
+    variables = {c.kernel: c.result.variables for c in cells if c.result}
     for var in sorted({v for d in variables.values() for v in d}):
         values = {k: d.get(var) for k, d in variables.items()}
         if len(set(map(str, values.values()))) > 1:
@@ -438,7 +438,7 @@ def junit_xml(matrix: Matrix) -> str:
                               skipped=str(sum(c.status == NA for c in cells)))
         for cell in cells:
             case = ET.SubElement(suite, "testcase", classname=f"kernel-{kernel}", name=cell.experiment,
-                                 time=str(cell.result.get("seconds", 0)))
+                                 time=str(cell.result.seconds if cell.result else 0))
             if cell.status == FAIL:
                 ET.SubElement(case, "failure", message=cell.reason).text = str(cell.bundle or "")
             elif cell.status == ERROR:
@@ -495,6 +495,32 @@ def grid_text(matrix: Matrix) -> str:
                for k in matrix.kernels for n in matrix.experiments
                if (c := matrix.cell(k, n)).status != PASS and c.reason]
     return "\n".join(lines + (["", *reasons] if reasons else []))
+
+
+def report_mode(kernels: str, experiments: str, out: str, hosts: str, rerender: bool,
+                merge: list[str] | None) -> str:
+    """What `invoke matrix` does with these flags: ``merge`` earlier reports, ``rerender`` one,
+    or ``run`` the cells; flags that do not go together are refused here."""
+    if merge:
+        if kernels or hosts or rerender or experiments not in ("", "all"):
+            raise KernlabError("--merge runs nothing",
+                               "drop --kernels, --experiments, --hosts and --rerender")
+        return "merge"
+    if rerender:
+        if not out:
+            raise KernlabError("--rerender needs --out DIR", "name the report directory to rewrite")
+        return "rerender"
+    if not kernels:
+        raise KernlabError("no kernels given", "pass --kernels, e.g. --kernels 5.4,6.1")
+    return "run"
+
+
+def out_dir(out: str) -> Path:
+    """The report directory ``--out`` names (default: a new one under results/matrix/)."""
+    target = Path(out).resolve() if out else default_out()
+    if target.exists() and not target.is_dir():
+        raise KernlabError(f"--out {out} is a file, not a directory", "give --out a directory")
+    return target
 
 
 def default_out() -> Path:

@@ -11,7 +11,6 @@ image hashes, expectations, and the trace with pids, timestamps and addresses ma
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +19,17 @@ from typing import Any
 from kernlab.core import lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
-from kernlab.core.records import BuildRecord, ImageRecord
-from kernlab.core.util import atomic_write_json, read_json
-from kernlab.experiments.run import run_experiment
-from kernlab.experiments.suite import load_recorded
+from kernlab.core.records import BuildRecord, ImageRecord, Manifest, RunResult
+from kernlab.core.util import atomic_write_json
+from kernlab.core.validate import plain_name
+from kernlab.experiments.run import COPY_DIR, run_experiment
+from kernlab.experiments.spec import Experiment
+from kernlab.experiments.suite import recorded_experiment
 from kernlab.guest.ensure import Target
-from kernlab.guest.image import find_image, input_files_sha256
-from kernlab.kernel.build import BuildOptions, build_id, build_kernel, make_plan
-from kernlab.kernel.debsource import kernel_entry_pinned
-from kernlab.kernel.selection import build_first, built_versions, choose_kernel, complete_builds, find_build
-from kernlab.kernel.source import SourceOptions, resolve_source, tree_identity
+from kernlab.kernel.build import BuildOptions, Plan, build_planned, make_plan, plan_source
+from kernlab.kernel.debsource import kernel_entry_of
+from kernlab.kernel.selection import build_first, choose_kernel, complete_builds
+from kernlab.kernel.source import ResolvedSource, SourceOptions, tree_identity
 
 VOLATILE = [
     (re.compile(r"0x[0-9a-f]{6,}"), "0x…"),
@@ -85,31 +85,17 @@ class Comparison:
         return "\n".join(lines)
 
 
-def load_bundle(bundle: Path) -> tuple[dict, dict]:
-    for name in ("manifest.json", "result.json"):
-        if not (bundle / name).is_file():
-            raise KernlabError(f"{bundle} is not a complete results bundle (no {name})",
-                               "pass a directory under results/<experiment>/<kernel>/")
-    loaded = []
-    for name in ("manifest.json", "result.json"):
-        try:
-            data = read_json(bundle / name)
-        except (ValueError, OSError) as error:
-            raise KernlabError(f"{bundle / name} is damaged ({' '.join(str(error).split())[:100]})",
-                               "pass another bundle; this one cannot be reproduced") from None
-        if not isinstance(data, dict):
-            raise KernlabError(f"{bundle / name} is not a bundle's {name} (not a JSON object)",
-                               "pass another bundle; this one cannot be reproduced")
-        loaded.append(data)
-    return loaded[0], loaded[1]
+def load_bundle(bundle: Path) -> tuple[Manifest, RunResult]:
+    """The bundle's manifest and result (one-line errors when missing or damaged)."""
+    return Manifest.of(bundle), RunResult.of(bundle)
 
 
-def bundle_source(build: dict[str, Any]) -> tuple[SourceOptions, str]:
+def bundle_source(build: BuildRecord) -> tuple[SourceOptions, str]:
     """The source the bundle's kernel was built from, as build options and build-kernel flags.
 
     A Debian package has no such flag: it is the catalog's source (empty options).
     """
-    source = build.get("source") or {}
+    source = build.source
     kind, origin, sha = source.get("kind"), str(source.get("origin", "")), source.get("sha256")
     if kind == "file":
         return SourceOptions(tarball=Path(origin), sha256=sha), f"--tarball {origin} --sha256 {sha}"
@@ -138,63 +124,62 @@ def same_source(old: dict[str, Any], source: Any, scratch: Path) -> bool | None:
     return tree_identity(source, scratch, scratch / "identity.log") == old["tree_sha256"]
 
 
-def kernel_input_changes(build: dict[str, Any], allow: bool,
-                         opts: BuildOptions | None = None) -> list[str]:
-    """Differences between the bundle's kernel inputs and today's; raises unless allowed."""
-    plan = make_plan(build["version"], opts)
-    source = resolve_source(plan.spec, plan.catalog, plan.opts.source,
-                            paths.work_dir() / "logs" / "reproduce-source.log")
-    old, new = lock.kernel_entry_from_record(build), plan.lock_entry(source)
-    same = same_source(build["source"], source, paths.work_dir() / "scratch")
+def kernel_input_changes(build: BuildRecord, allow: bool, plan: Plan, source: ResolvedSource) -> list[str]:
+    """Differences between the bundle's kernel inputs and today's (``plan`` and its resolved
+    ``source``); raises unless allowed."""
+    old, new = kernel_entry_of(build), plan.lock_entry(source)
+    was = build.source
+    same = same_source(was, source, paths.work_dir() / "scratch")
     if same:
         old, new = ({k: v for k, v in e.items() if k not in ROUTE_FIELDS} for e in (old, new))
-        if build["source"].get("sha256") != source.sha256:
-            reporter().note(f"same source tree {build['source']['tree_sha256'][:16]} by another route "
-                            f"({build['source'].get('origin')} then, {source.origin} now)")
+        if was.get("sha256") != source.sha256:
+            reporter().note(f"same source tree {was['tree_sha256'][:16]} by another route "
+                            f"({was.get('origin')} then, {source.origin} now)")
     changes = lock.differences(old, new)
     if same is False:
-        changes.insert(0, f"source tree changed from {build['source']['tree_sha256'][:16]} "
+        changes.insert(0, f"source tree changed from {was['tree_sha256'][:16]} "
                           f"to {source.tree_sha256 and source.tree_sha256[:16]}")
     if changes and not allow:
         raise KernlabError(
-            f"the bundle's kernel {build['version']} was built from other inputs: {changes[0]}",
+            f"the bundle's kernel {build.version} was built from other inputs: {changes[0]}",
             "restore those inputs (git checkout the commit in the manifest) or pass --anyway",
             details="\n".join(changes),
         )
     return changes
 
 
-def bundle_build(build: dict[str, Any], anyway: bool) -> tuple[dict[str, Any], list[str]]:
+def bundle_build(build: BuildRecord, anyway: bool) -> tuple[BuildRecord, list[str]]:
     """The bundle's build if it still exists (nothing resolved), else a rebuild from its source.
 
-    Returns the build record to rerun on and how today's kernel inputs differ.
+    Returns the build record to rerun on and how today's kernel inputs differ. The plan and
+    the source are made once: the comparison and the rebuild share them.
     """
-    wanted = build_id(build)
     for existing in complete_builds():
-        if existing.id == wanted:
+        if existing.id == build.id:
             reporter().note(f"kernel: the bundle's build {existing.line()}")
             return existing.record, []
-    source, flags = bundle_source(build)
-    reporter().note(f"the bundle's build {wanted} is gone: rebuilding it from "
-                    f"{(build.get('source') or {}).get('origin', 'the catalog')}")
-    opts = BuildOptions(source=source)
+    source_opts, flags = bundle_source(build)
+    reporter().note(f"the bundle's build {build.id} is gone: rebuilding it from "
+                    f"{build.source.get('origin', 'the catalog')}")
     try:
-        changes = kernel_input_changes(build, anyway, opts)
-        return build_kernel(build["version"], opts), changes
+        plan = make_plan(build.version, BuildOptions(source=source_opts))
+        source = plan_source(plan)
+        changes = kernel_input_changes(build, anyway, plan, source)
+        return BuildRecord.from_json(build_planned(plan, source)), changes
     except KernlabError as error:
         if "--anyway" in error.fix:  # the inputs differ: reproduce's own flag is the fix
             raise
         if not flags:
-            raise build_first(error, build["version"]) from None
+            raise build_first(error, build.version) from None
         raise KernlabError(error.cause, f"rebuild the bundle's kernel first: `invoke build-kernel "
-                           f"--version {build['version']} {flags}`", error.details) from None
+                           f"--version {build.version} {flags}`", error.details) from None
 
 
-def compare_images(old: dict[str, Any], new: dict[str, Any]) -> tuple[bool, str]:
+def compare_images(old: ImageRecord, new: ImageRecord) -> tuple[bool, str]:
     """The same image file, or a rebuilt one (new host keys) with the same package versions."""
-    if ImageRecord.from_json(old).disk_sha256 == ImageRecord.from_json(new).disk_sha256:
+    if old.disk_sha256 == new.disk_sha256:
         return True, "the same file"
-    was, now = lock.image_packages(old), lock.image_packages(new)
+    was, now = old.packages, new.packages
     if was == now:
         return True, f"rebuilt, the same {len(now)} package versions"
     changed = sorted(name for name in set(was) | set(now) if was.get(name) != now.get(name))
@@ -228,47 +213,53 @@ def compare_traces(old: Path, new: Path) -> dict[str, Any]:
             "examples_only_rerun": sorted(b - a)[:5]}
 
 
-def compare_expectations(old: dict, new: dict) -> list[str]:
-    was = {e["name"]: e.get("passed") for e in old.get("expectations", [])}
-    now = {e["name"]: e.get("passed") for e in new.get("expectations", [])}
+def compare_expectations(old: RunResult, new: RunResult) -> list[str]:
+    was, now = old.expectations, new.expectations
     changes = []
     for name in sorted(set(was) | set(now)):
         if was.get(name) != now.get(name):
             changes.append(f"expectation {name}: {was.get(name)} -> {now.get(name)}")
-    if old.get("status") != new.get("status"):
-        changes.append(f"status: {old.get('status')} -> {new.get('status')}")
+    if old.status != new.status:
+        changes.append(f"status: {old.status} -> {new.status}")
     return changes
 
 
-def _inputs(bundle: Path, manifest: dict, result: dict) -> tuple[dict, dict | None, dict]:
-    """The manifest's build, image and experiment, or a one-line error saying what is missing."""
-    experiment, build, image = manifest.get("experiment"), manifest.get("build"), manifest.get("image")
-    if not isinstance(experiment, dict) or not experiment.get("name") or not experiment.get("hash"):
+def bundle_inputs(bundle: Path, manifest: Manifest,
+                  result: RunResult) -> tuple[BuildRecord, ImageRecord | None]:
+    """The manifest's build and image, or a one-line error saying what is missing."""
+    if not manifest.experiment_name or not manifest.experiment_hash:
         raise KernlabError(f"{bundle / 'manifest.json'} names no experiment (name and hash)",
                            "pass a bundle written by `invoke run-experiment`")
-    bzimage = ((build or {}).get("outputs") or {}).get("bzImage") if isinstance(build, dict) else None
-    if not isinstance(bzimage, dict) or not bzimage.get("sha256") or not build.get("version"):
-        why = result.get("reason") or "no reason recorded"
+    build = manifest.build
+    if build is None or not build.has_output("bzImage") or not build.data.get("version"):
+        why = result.reason or "no reason recorded"
         raise KernlabError(
             f"{bundle} records no kernel build (the run failed before it had one: {why})",
             f"there is nothing to reproduce; run it afresh: `invoke run-experiment "
-            f"{experiment['name']} --kernel {result.get('kernel') or 'VERSION'}`")
-    if image is not None and not isinstance(image, dict):
+            f"{manifest.experiment_name} --kernel {result.kernel or 'VERSION'}`")
+    if manifest.image_named and manifest.image is None:
         raise KernlabError(f"{bundle / 'manifest.json'}: `image` is not a record",
                            "pass a bundle written by `invoke run-experiment`")
-    return build, image, experiment
+    return build, manifest.image
 
 
-def _sha(build: dict[str, Any], output: str) -> str:
-    return BuildRecord.from_json(build).output_sha256(output)
+def bundle_experiment(bundle: Path, manifest: Manifest, copies: list[Path]) -> tuple[Experiment, bool]:
+    """The experiment the bundle ran, by content hash: its folder, else the bundle's copy,
+    else ``copies`` (a pack's); never a suite experiment that merely has its name."""
+    name = manifest.experiment_name
+    own = [bundle / COPY_DIR / name] if not plain_name(name) else []
+    return recorded_experiment(manifest, own + copies)
 
 
 def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
-              vm_name: str = "default") -> Comparison:
-    """Rebuild or reuse what ``bundle`` names, rerun it, and compare."""
+              vm_name: str = "default", copies: list[Path] | None = None) -> Comparison:
+    """Rebuild or reuse what ``bundle`` names, rerun the experiment it recorded, and compare.
+
+    ``copies``: more folders that may hold the recorded experiment (a pack's copy).
+    """
     bundle = bundle.resolve()
     manifest, result = load_bundle(bundle)
-    build, image, experiment = _inputs(bundle, manifest, result)
+    build, image = bundle_inputs(bundle, manifest, result)
     comparison = Comparison(original=bundle)
     with reporter().step("check the bundle's inputs against today's"):
         try:
@@ -276,56 +267,23 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
         except (KeyError, TypeError) as error:
             raise KernlabError(f"{bundle / 'manifest.json'}: its build record lacks {error}",
                                "pass a bundle written by `invoke run-experiment`") from None
-        current = load_recorded(experiment).content_hash()
-        comparison.same_experiment = current == experiment["hash"]
+        exp, comparison.same_experiment = bundle_experiment(bundle, manifest, copies or [])
         if not comparison.same_experiment:
-            comparison.input_changes.append(f"experiment {experiment['name']} changed since the bundle")
-    target = Target(choose_kernel(build_id(new_build)), (image or {}).get("recipe", "bookworm"),
-                    vm_name, build=BuildRecord.from_json(new_build))
+            comparison.input_changes.append(f"experiment {exp.name} changed since the bundle "
+                                            f"(rerun from {exp.dir} as it is now)")
+    reporter().note(f"experiment {exp.name}: from {exp.dir}")
+    target = Target(choose_kernel(new_build.id), image.recipe if image else "bookworm",
+                    vm_name, build=new_build)
     new_image = target.kernel_and_image()[1] if image else None
-    comparison.same_kernel = _sha(new_build, "bzImage") == _sha(build, "bzImage")
-    comparison.source = source_line(build["source"], new_build["source"])
+    comparison.same_kernel = new_build.output_sha256("bzImage") == build.output_sha256("bzImage")
+    comparison.source = source_line(build.source, new_build.source)
     if image and new_image:
         comparison.same_image, comparison.image = compare_images(image, new_image)
-    rerun = run_experiment(experiment["name"], keep_vm=keep_vm, target=target)
+    assert target.choice is not None
+    rerun = run_experiment(exp, target.choice, keep_vm=keep_vm, vm_name=vm_name, target=target)
     comparison.rerun = rerun.dir
-    new_result = read_json(rerun.dir / "result.json")
-    comparison.expectation_changes = compare_expectations(result, new_result)
+    comparison.expectation_changes = compare_expectations(result, RunResult.of(rerun.dir))
     comparison.same_expectations = not comparison.expectation_changes
     comparison.trace = compare_traces(bundle / "trace.txt", rerun.dir / "trace.txt")
     atomic_write_json(rerun.dir / "reproduction.json", comparison.to_json())
     return comparison
-
-
-def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]]:
-    """Write lock entries from the existing build and image records; returns what was locked.
-
-    No versions: the build each built catalog version uses; no recipes: bookworm if built.
-    """
-    versions = versions or built_versions()
-    recipes = recipes or _built_recipes(["bookworm"])
-    data = lock.read_lock()
-    locked = []
-    for kernel in versions:  # a version or a build id; the entry is the build's version's
-        record = find_build(kernel, "--version")
-        data["kernels"][record["version"]] = kernel_entry_pinned(record)
-        locked.append(f"kernel {record['version']} ({build_id(record)})")
-    for recipe in recipes:
-        data["images"][recipe] = _image_entry(recipe)
-        locked.append(f"image {recipe}")
-    return lock.write_lock(data), locked
-
-
-def _built_recipes(recipes: list[str]) -> list[str]:
-    """Those of ``recipes`` whose image is built as the recipe is now."""
-    built = []
-    for recipe in recipes:
-        with contextlib.suppress(KernlabError):
-            find_image(recipe)
-            built.append(recipe)
-    return built
-
-
-def _image_entry(recipe: str) -> dict[str, Any]:
-    """The lock entry of the built image ``recipe`` and the vm/ files as they are now."""
-    return lock.image_entry_from_record(find_image(recipe), input_files_sha256(recipe))

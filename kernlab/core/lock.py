@@ -14,7 +14,6 @@ from typing import Any
 
 from kernlab.core import paths
 from kernlab.core.errors import BuildInputError, KernlabError
-from kernlab.core.records import ImageRecord
 from kernlab.core.util import atomic_write_json, read_json
 
 LOCK_FORMAT = 1
@@ -76,23 +75,10 @@ def kernel_entry(source_sha256: str, patches: list[dict], fragments: list[tuple[
     return entry
 
 
-def kernel_entry_from_record(record: dict[str, Any]) -> dict[str, Any]:
-    return kernel_entry(
-        record["source"]["sha256"], record["patches"],
-        [(Path(f["path"]).name, f["sha256"]) for f in record["fragments"]],
-        record["compiler"], record["binutils"], debian=record["source"].get("debian"),
-    )
-
-
-def image_packages(record: dict[str, Any]) -> dict[str, str]:
-    """``{name: version}`` of the packages an image record lists as ``name=version``."""
-    return ImageRecord.from_json(record).packages
-
-
-def image_entry_from_record(record: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
-    """The lockable inputs of an image built from the vm/ files as they are now: its key,
-    each file's hash (``files``, to name the one that changes later) and the package versions."""
-    return {"recipe_sha256": record["key"], "files": files, "packages": image_packages(record)}
+def image_entry(key: str, packages: dict[str, str], files: dict[str, str]) -> dict[str, Any]:
+    """The lockable inputs of an image: its recipe key, each vm/ file's hash (``files``, to
+    name the one that changes later) and the installed package versions."""
+    return {"recipe_sha256": key, "files": files, "packages": packages}
 
 
 def differences(locked: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -147,7 +133,7 @@ def check_image_inputs(recipe: str, key: str, files: dict[str, str], update: boo
             f"`invoke build-image --recipe {recipe} --update-lock`")
 
 
-def check_image_packages(recipe: str, record: dict[str, Any], update: bool) -> None:
+def check_image_packages(recipe: str, packages: dict[str, str], where: str, update: bool) -> None:
     """Stop when the image's installed package versions differ from the lock.
 
     Debian's archive moves on (security updates), so the same recipe can install other
@@ -156,11 +142,11 @@ def check_image_packages(recipe: str, record: dict[str, Any], update: bool) -> N
     locked = read_lock()["images"].get(recipe)
     if locked is None or update:
         return
-    changed = differences({"packages": locked.get("packages", {})}, {"packages": image_packages(record)})
+    changed = differences({"packages": locked.get("packages", {})}, {"packages": packages})
     if changed:
         fix = (f"accept the new versions with `invoke build-image --recipe {recipe} --update-lock`, "
                "or point the recipe's mirror at the locked archive snapshot (snapshot.debian.org)")
-        _refuse(f"image {recipe} ({record.get('dir', '?')}) installs other packages than {lock_path()}",
+        _refuse(f"image {recipe} ({where}) installs other packages than {lock_path()}",
                 changed, fix)
 
 
@@ -169,9 +155,9 @@ def _refuse(what: str, changed: list[str], fix: str) -> None:
     raise KernlabError(f"{what}: {changed[0]}{more}", fix, details="\n".join(changed))
 
 
-def update_image(recipe: str, record: dict[str, Any], files: dict[str, str]) -> None:
+def update_image(recipe: str, entry: dict[str, Any]) -> None:
     lock = read_lock()
-    lock["images"][recipe] = image_entry_from_record(record, files)
+    lock["images"][recipe] = entry
     write_lock(lock)
 
 

@@ -20,9 +20,9 @@ from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import hash_inputs, short, staging_dir
 from kernlab.experiments.expect import substitute
-from kernlab.experiments.fit import output_path
 from kernlab.experiments.spec import BuildStep, Experiment, version_tuple
 
 STAMP = ".kernlab-build"
@@ -36,33 +36,33 @@ DATA_SECTION = re.compile(r"^\.(rodata|data|bss)(\..*)?$")
 USER_FLAGS = ["-O2", "-g", "-Wall"]
 
 
-def headers_dir(build: dict) -> Path | None:
+def headers_dir(build: BuildRecord) -> Path | None:
     """The kernel's installed UAPI headers (the dir holding linux/ and asm/)."""
-    root = output_path(build, "headers")
+    root = build.existing_output("headers")
     if root is None:
         return None
     return root / "include" if (root / "include" / "linux").is_dir() else root
 
 
-def build_env(build: dict, variables: dict[str, str]) -> dict[str, str]:
+def build_env(build: BuildRecord, variables: dict[str, str]) -> dict[str, str]:
     """Variables host steps see (and ``${NAME}`` substitution uses)."""
     env = {
-        "KERNEL_VERSION": str(build.get("version", "")),
-        "KERNEL_RELEASE": str(build.get("kernelrelease", "")),
-        "KERNEL_BUILD": str(build.get("build_dir", "")),
+        "KERNEL_VERSION": build.version,
+        "KERNEL_RELEASE": build.kernelrelease,
+        "KERNEL_BUILD": str(build.build_dir),
         "KHEADERS": str(headers_dir(build) or ""),
-        "SAMPLES_BPF": str(output_path(build, "samples_bpf") or ""),
-        "VMLINUX": str(output_path(build, "vmlinux") or ""),
+        "SAMPLES_BPF": str(build.existing_output("samples_bpf") or ""),
+        "VMLINUX": str(build.existing_output("vmlinux") or ""),
         "CLANG": "clang", "CC": "gcc",
     }
     return {**env, **variables}
 
 
-def cache_key(exp: Experiment, build: dict, env: dict[str, str]) -> str:
+def cache_key(exp: Experiment, build: BuildRecord, env: dict[str, str]) -> str:
     needs_clang = any(s.kind == "bpf" for s in exp.build)
     return hash_inputs({
         "experiment": exp.content_hash(),
-        "kernel": build.get("key"), "config": build.get("config_sha256"),
+        "kernel": build.key, "config": build.config_sha256 or None,
         "env": env, "bpf_flags": BPF_FLAGS, "user_flags": USER_FLAGS,
         "global_data": list(GLOBAL_DATA_RELEASE), "bpf_objects": "every .o checked",
         "clang": capture(["clang", "--version"]) if needs_clang else "",
@@ -156,7 +156,7 @@ def _stage_sources(exp: Experiment, stage: Path) -> None:
         shutil.copytree(lib, stage / "lib", dirs_exist_ok=True, symlinks=True)
 
 
-def build_experiment(exp: Experiment, build: dict, variables: dict[str, str],
+def build_experiment(exp: Experiment, build: BuildRecord, variables: dict[str, str],
                      log: Path) -> Path:
     """The directory holding the experiment's sources and host-built outputs."""
     env = build_env(build, variables)

@@ -24,8 +24,8 @@ from kernlab import __version__
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture
-from kernlab.core.records import BuildRecord, ImageRecord
-from kernlab.core.util import atomic_write_json, atomic_write_text, read_json
+from kernlab.core.records import BuildRecord, ImageRecord, Manifest, VmRecord
+from kernlab.core.util import atomic_write_json, atomic_write_text
 from kernlab.core.validate import inside_path, plain_name
 from kernlab.experiments.expect import Outcome
 
@@ -150,10 +150,10 @@ class Bundle:
             "files": files,
         }
 
-    def finish(self, manifest: dict[str, Any]) -> None:
+    def finish(self, manifest: Manifest) -> None:
         """Write manifest.json, then result.json (last: its presence means complete)."""
         self.finished = time.time()
-        atomic_write_json(self.dir / "manifest.json", manifest)
+        atomic_write_json(self.dir / "manifest.json", manifest.to_json())
         atomic_write_json(self.dir / "result.json", self.result())
 
 
@@ -186,19 +186,20 @@ def tool_versions() -> dict[str, str]:
 
 
 def manifest(*, experiment: dict[str, Any], build: BuildRecord | None, image: ImageRecord | None,
-             vm: dict | None, guest: dict | None, variables: dict[str, str]) -> dict[str, Any]:
-    """``manifest.json``: the records the run used, nested as their JSON objects."""
-    return {
+             vm: VmRecord | None, guest: dict | None, variables: dict[str, str]) -> Manifest:
+    """``manifest.json``: the records the run used, nested as their JSON objects (the VM's
+    without its QEMU command line)."""
+    return Manifest.from_json({
         "experiment": experiment,
         "variables": variables,
-        "build": dict(build) if build is not None else None,
-        "image": dict(image) if image is not None else None,
-        "kheaders": (vm or {}).get("kheaders"),  # the guest's kernel headers disk
-        "vm": vm,
+        "build": build.to_json() if build is not None else None,
+        "image": image.to_json() if image is not None else None,
+        "kheaders": vm.kheaders if vm is not None else None,  # the guest's kernel headers disk
+        "vm": {k: v for k, v in vm.to_json().items() if k != "argv"} if vm is not None else None,
         "guest": guest,
         "versions": tool_versions(),
         "host": host_facts(),
-    }
+    })
 
 
 def latest_bundle(experiment: str, kernel: str, root: Path | None = None) -> Path | None:
@@ -206,10 +207,6 @@ def latest_bundle(experiment: str, kernel: str, root: Path | None = None) -> Pat
     base = (root or paths.results_dir()) / experiment / kernel
     done = sorted(p.parent for p in base.glob("*/result.json"))
     return done[-1] if done else None
-
-
-def read_result(bundle: Path) -> dict[str, Any]:
-    return read_json(bundle / "result.json")
 
 
 # ---------------------------------------------------------------- histograms

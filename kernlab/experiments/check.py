@@ -28,10 +28,11 @@ from pathlib import Path
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import short, staging_dir
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.expect import substitute
-from kernlab.experiments.fit import check_needs, na_reason, output_path, resolve_vars
+from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
 from kernlab.experiments.spec import Experiment, Step
 from kernlab.experiments.suite import load_experiment
 from kernlab.guest import remote
@@ -83,8 +84,8 @@ def probe_targets(program: str) -> tuple[list[str], list[tuple[str, str]]]:
     return kprobes, tracepoints
 
 
-def _symbols(build: dict) -> set[str]:
-    system_map = output_path(build, "System.map")
+def _symbols(build: BuildRecord) -> set[str]:
+    system_map = build.existing_output("System.map")
     if system_map is None:
         return set()
     with open(system_map) as handle:
@@ -122,16 +123,16 @@ def host_bpftrace() -> str | None:
     return shutil.which("bpftrace")
 
 
-def kernel_source(build: dict) -> Path:
+def kernel_source(build: BuildRecord) -> Path:
     """The build's headers merged like an in-tree build (kheaders.assemble: hard links,
     under a second), cached per build: what bpftrace's ``#include``s need."""
-    final = paths.work_dir() / "kheaders" / f"{build.get('version')}-{short(kheaders.stage_key(build))}.tree"
+    final = paths.work_dir() / "kheaders" / f"{build.version}-{short(kheaders.stage_key(build))}.tree"
     if (final / "Makefile").exists():
         return final
     tree, obj = kheaders.build_dirs(build)
-    arch = kheaders.source_arch(obj, str(build.get("version")))
+    arch = kheaders.source_arch(obj, build.version)
     with staging_dir(final) as stage:
-        kheaders.assemble(tree, obj, stage, arch, str(build.get("version")))
+        kheaders.assemble(tree, obj, stage, arch, build.version)
     return final
 
 
@@ -146,10 +147,9 @@ def _verdict(output: str, code: int, log: Path, how: str) -> Line:
     return Line(OK, what, how)
 
 
-def running_vm(build: dict) -> Vm | None:
+def running_vm(build: BuildRecord) -> Vm | None:
     """A running kernlab VM booted with ``build`` (None if there is none)."""
-    return next((vm for vm in list_vms() if vm.record.get("kernel", {}).get("key") == build.get("key")
-                 and vm.alive()), None)
+    return next((vm for vm in list_vms() if vm.info.kernel_key_or_none == build.key and vm.alive()), None)
 
 
 def guest_dry_run(program: str, vm: Vm, log: Path, name: str) -> Line:
@@ -171,7 +171,7 @@ def guest_dry_run(program: str, vm: Vm, log: Path, name: str) -> Line:
                     "parse, types, tracepoint formats, code generation; no attaching)")
 
 
-def dry_run(program: str, build: dict, log: Path, name: str = "program.bt") -> Line:
+def dry_run(program: str, build: BuildRecord, log: Path, name: str = "program.bt") -> Line:
     """bpftrace's own check of ``program`` for ``build``, no attaching: on the host against
     the build's headers; a program with tracepoints in a running VM of that kernel."""
     what = "bpftrace dry run"
@@ -182,7 +182,7 @@ def dry_run(program: str, build: dict, log: Path, name: str = "program.bt") -> L
             return guest_dry_run(program, vm, log, name)
         return Line(SKIP, what, "not checked: the program uses tracepoints, whose formats only "
                     "the kernel's tracefs has, and no VM of this kernel runs (with one up, "
-                    f"`invoke vm.up --kernel {build.get('version')}`, it is checked there); "
+                    f"`invoke vm.up --kernel {build.version}`, it is checked there); "
                     "probes: System.map only")
     tool = host_bpftrace()
     if tool is None:
@@ -210,13 +210,13 @@ def dry_run(program: str, build: dict, log: Path, name: str = "program.bt") -> L
 
 
 # ---------------------------------------------------------------- one kernel
-def _env(build: dict, variables: dict[str, str], symbols: dict[str, str]) -> dict[str, str]:
-    return {"KERNEL_VERSION": str(build.get("version")),
-            "KERNEL_RELEASE": str(build.get("kernelrelease")), **variables,
+def _env(build: BuildRecord, variables: dict[str, str], symbols: dict[str, str]) -> dict[str, str]:
+    return {"KERNEL_VERSION": build.version,
+            "KERNEL_RELEASE": build.kernelrelease, **variables,
             **{f"SYM_{k}": v for k, v in symbols.items()}}
 
 
-def _bpftrace_lines(step: Step, build: dict, env: dict[str, str], log: Path) -> list[Line]:
+def _bpftrace_lines(step: Step, build: BuildRecord, env: dict[str, str], log: Path) -> list[Line]:
     program = substitute(step.bpftrace, env)
     where = f"step {step.name}"
     missing = check_probes(program, _symbols(build))
@@ -233,13 +233,13 @@ def _bpftrace_lines(step: Step, build: dict, env: dict[str, str], log: Path) -> 
 def check_kernel(exp: Experiment, kernel: str, log_dir: Path) -> KernelReport:
     """Every check of ``exp`` on one built kernel; problems become FAIL lines."""
     build = select_build(kernel)
-    report = KernelReport(kernel, f"kernel {kernel} ({build.get('kernelrelease')})")
+    report = KernelReport(kernel, f"kernel {kernel} ({build.kernelrelease})")
     log = log_dir / f"check-{exp.name}-{kernel}.log"
-    if reason := na_reason(exp, str(build.get("release") or build.get("version"))):
+    if reason := na_reason(exp, build.release_or_version):
         report.lines.append(Line(SKIP, "applies", f"n/a: {reason}"))
         return report
     try:
-        variables = resolve_vars(exp, str(build.get("release") or build.get("version")))
+        variables = resolve_vars(exp, build.release_or_version)
         symbols = check_needs(exp, build, variables)
     except KernlabError as error:
         report.lines.append(Line(FAIL, "needs", error.one_line()))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.experiments.expect import substitute
 from kernlab.experiments.spec import Experiment, version_tuple
 from kernlab.kernel.kconfig import defines_option, read_config
@@ -54,17 +55,9 @@ def _system_map_names(system_map: Path) -> set[str]:
     return names
 
 
-def output_path(build: dict, key: str) -> Path | None:
-    """Path of a build output (``{path, sha256}`` or a plain string), if present."""
-    entry = (build.get("outputs") or {}).get(key)
-    if isinstance(entry, dict):
-        entry = entry.get("path") or (entry.get("dir") or {}).get("path")
-    return Path(entry) if entry and Path(entry).exists() else None
-
-
-def resolve_symbol(build: dict, names: set[str], symbol: str) -> str | None:
+def resolve_symbol(build: BuildRecord, names: set[str], symbol: str) -> str | None:
     """Exact kernel name for ``symbol`` (copyout, or a gcc clone copyout.isra.0)."""
-    recorded = (build.get("symbols") or {}).get(symbol)
+    recorded = build.symbols.get(symbol)
     if recorded and (not names or recorded in names):
         return recorded
     if symbol in names:
@@ -73,31 +66,30 @@ def resolve_symbol(build: dict, names: set[str], symbol: str) -> str | None:
     return clones[0] if clones else None
 
 
-def _absent_from_kernel(build: dict, option: str) -> bool:
+def _absent_from_kernel(build: BuildRecord, option: str) -> bool:
     """True (with a note) if this kernel's Kconfig has no ``option`` at all: skip it.
 
     The build's config check already lists optional options its version lacks
     (``config_check.not_applicable``); any other is looked up in the build's tree.
     """
-    release = build.get("release") or build.get("version")
-    tree = build.get("tree")
-    absent = (option in (build.get("config_check") or {}).get("not_applicable", [])
-              or (bool(tree) and defines_option(Path(str(tree)), option) is False))
+    release, tree = build.release_or_version, build.tree_named
+    absent = (option in build.not_applicable
+              or (bool(tree) and defines_option(Path(tree), option) is False))
     if absent:
         reporter().note(f"CONFIG_{option}: Linux {release} has no such option; skipped")
         return True
     return False
 
 
-def check_needs(exp: Experiment, build: dict, variables: dict[str, str]) -> dict[str, str]:
+def check_needs(exp: Experiment, build: BuildRecord, variables: dict[str, str]) -> dict[str, str]:
     """Check config options, symbols and outputs; return {symbol: exact name}."""
-    version = str(build.get("version", "?"))
+    version = build.version
     for out in exp.outputs:
-        if output_path(build, out) is None:
+        if build.existing_output(out) is None:
             raise KernlabError(
                 f"{exp.name} needs the kernel build output {out!r}, absent from the "
                 f"{version} build", f"rebuild with `invoke build-kernel --version {version}`")
-    config_file = output_path(build, "config")
+    config_file = build.existing_output("config")
     if exp.config and config_file:
         have = read_config(config_file)
         for option in exp.config:
@@ -106,7 +98,7 @@ def check_needs(exp: Experiment, build: dict, variables: dict[str, str]) -> dict
                     f"CONFIG_{option} is not set in the {version} kernel ({config_file})",
                     f"add CONFIG_{option}=y to the lab config fragment in configs/ and run "
                     f"`invoke build-kernel --version {version}`")
-    system_map = output_path(build, "System.map")
+    system_map = build.existing_output("System.map")
     names = _system_map_names(system_map) if system_map else set()
     found = {}
     for raw, hint in exp.symbols.items():

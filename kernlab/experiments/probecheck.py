@@ -16,6 +16,7 @@ from typing import Any
 
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.experiments.expect import substitute
 from kernlab.experiments.fit import resolve_vars
 from kernlab.experiments.spec import Experiment
@@ -77,7 +78,7 @@ def experiment_targets(exp: Experiment, variables: dict[str, str]) -> list[Targe
     return parse_targets(words)
 
 
-def check_targets(exp: Experiment, build: dict[str, Any], variables: dict[str, str]) -> None:
+def check_targets(exp: Experiment, build: BuildRecord, variables: dict[str, str]) -> None:
     """Before a run: every target ``exp`` uses must be attachable on ``build``; otherwise stop
     with the atlas's reason and fix (not a loader error from deep in libbpf)."""
     targets = experiment_targets(exp, variables)
@@ -118,6 +119,9 @@ def atlas_rows(words: list[str], kernels: list[str], experiment: str | None,
                live: bool = False, vm_name: str = "probes") -> AtlasResult:
     """`invoke probes`: the static rows for ``words`` and ``experiment``'s targets on each
     kernel (default: every built catalog version), then with ``live`` the booted check."""
+    if not words and not experiment:
+        raise KernlabError("no target given", "name functions, tracepoint:CAT:NAME or uprobe:BIN:FUNC, "
+                           "or --experiment NAME")
     given = parse_targets(words)
     exp = load_experiment(experiment) if experiment else None
     rows: list[Row] = []

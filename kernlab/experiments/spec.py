@@ -10,6 +10,7 @@ expectations: ``kernlab.experiments.expect``. The format is ``experiments/README
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,15 @@ class Experiment:
         """Hash of the experiment folder plus the shared ``_lib`` it builds with."""
         lib = self.lib_dir
         return sha256_text(hash_tree(self.dir) + (hash_tree(lib) if lib.is_dir() else ""))
+
+    def copy_to(self, parent: Path) -> Path:
+        """Copy the folder and the ``_lib`` it builds with into ``parent`` (as ``NAME`` and
+        ``_lib`` side by side), so the copy has the same content hash; returns the copy."""
+        copy = parent / self.dir.name
+        shutil.copytree(self.dir, copy, symlinks=True)
+        if self.lib_dir.is_dir():
+            shutil.copytree(self.lib_dir, parent / LIB_DIR, symlinks=True, dirs_exist_ok=True)
+        return copy
 
     def origin(self) -> dict[str, str]:
         """Where it came from, for bundles: its folder and the content hash."""

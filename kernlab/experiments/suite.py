@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
+from kernlab.core.records import Manifest
 from kernlab.core.validate import plain_name
 from kernlab.experiments.fit import na_reason
 from kernlab.experiments.spec import (
@@ -108,12 +109,35 @@ def load_experiment(name: str, root: Path | None = None) -> Experiment:
     return parse_experiment(folder / SPEC_FILE)
 
 
-def load_recorded(experiment: dict) -> Experiment:
-    """The experiment a bundle's manifest names: from its folder when it came from one."""
-    source = experiment.get("source")
-    if experiment.get("origin") == "folder" and source and Path(source).is_dir():
-        return load_path(source)
-    return load_experiment(str(experiment["name"]))
+def recorded_experiment(manifest: Manifest, copies: list[Path]) -> tuple[Experiment, bool]:
+    """The experiment a bundle's manifest records, found by its content hash, never by name.
+
+    Tried in order: the folder it ran from, then ``copies`` (the bundle's own copy, a pack's);
+    for a manifest older than recorded folders, the suite's folder of that name, taken only
+    when its content hash is the recorded one.
+    Returns (experiment, True) for the first whose hash is the recorded one; (the recorded
+    folder as it is now, False) when it changed and no copy has the recorded hash.
+    """
+    source = manifest.experiment.get("source")
+    candidates = ([Path(source)] if source else []) + copies
+    same_name = experiment_folder(manifest.experiment_name) if not source else None
+    changed: list[Experiment] = []
+    for folder in candidates + ([same_name] if same_name else []):
+        if not (folder / SPEC_FILE).is_file():
+            continue
+        try:
+            exp = parse_experiment(folder / SPEC_FILE)
+        except KernlabError:
+            continue  # a folder that no longer loads cannot be the recorded one
+        if exp.content_hash() == manifest.experiment_hash:
+            return exp, True
+        if folder in candidates:  # a folder found by name alone only counts with the same hash
+            changed.append(exp)
+    if changed:
+        return changed[0], False
+    raise NotFound(f"experiment {manifest.experiment_name} is gone from {source or 'its folder'} "
+                   "and the bundle keeps no copy of it",
+                   "restore its folder (git checkout the commit the bundle was made with)")
 
 
 def check_known(names: list[str], root: Path | None = None) -> None:

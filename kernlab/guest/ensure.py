@@ -19,7 +19,6 @@ from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.guest import health
 from kernlab.guest.image import build_image
 from kernlab.guest.vm import Vm, answering, find_vm, mismatch, run_dir_of, start_vm
-from kernlab.kernel.build import build_id
 from kernlab.kernel.selection import KernelChoice, build_for, select_build
 
 
@@ -137,8 +136,8 @@ class Target:
 
     def _differs(self, vm: Vm, differs: str) -> str:
         build, image = self.kernel_and_image()
-        theirs = f"{health.build_id(vm)} with image {vm.info.image_key[:12]}"
-        ours = f"{build_id(build)} with image {image.key[:12]}"
+        theirs = f"{vm.info.build_id} with image {vm.info.image_key[:12]}"
+        ours = f"{build.id} with image {image.key[:12]}"
         return (f"is running {theirs}, not {ours}" if differs != "kernel headers disk"
                 else f"runs {theirs} without this build's kernel headers disk")
 
@@ -153,6 +152,5 @@ class Target:
 
 def ensure_vm(build: BuildRecord, image: ImageRecord, name: str = "default", **opts: Any) -> Vm:
     """Reuse VM ``name`` if it runs this kernel and image and answers; else (re)start it."""
-    target = Target(None, vm_name=name, restart=True, vm_opts=opts,
-                    build=BuildRecord.from_json(build), image=ImageRecord.from_json(image))
+    target = Target(None, vm_name=name, restart=True, vm_opts=opts, build=build, image=image)
     return target.up()

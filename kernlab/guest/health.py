@@ -83,12 +83,6 @@ class GuestDown(KernlabError):
         return cause_of(self.vm, self.health, "console.log in the bundle")
 
 
-def build_id(vm: Vm) -> str:
-    """The VM's kernel as `--kernel` takes it (its build id)."""
-    kernel = vm.record.get("kernel") or {}
-    return f"{kernel['version']}-{str(kernel['key'])[:12]}" if kernel.get("key") else "VERSION"
-
-
 def cause_of(vm: Vm, health: Health, console: str = "") -> str:
     """The error's cause: which fault, the panic line when there is one, and the console log
     (``console``: where it is, by default the VM's own)."""
@@ -105,7 +99,7 @@ def cause_of(vm: Vm, health: Health, console: str = "") -> str:
 
 def fix_for(vm: Vm, health: Health) -> str:
     """What to do: resume a stopped QEMU, or stop and boot the VM again."""
-    up = f"`invoke vm.up --kernel {build_id(vm)} --name {vm.name}`"
+    up = f"`invoke vm.up --kernel {vm.info.build_id} --name {vm.name}`"
     if health.state in (PANICKED, GONE):
         return f"boot it again: {up}"
     if health.state == FROZEN and "stopped" in health.detail:
@@ -138,7 +132,7 @@ def panic_line(console_log: Path, offset: int = 0) -> str | None:
 def qmp_status(vm: Vm, timeout: float = QMP_TIMEOUT) -> str | None:
     """QMP's ``query-status`` status (``running``, ``paused``, ``guest-panicked``...); None: no answer."""
     with contextlib.suppress(OSError, ValueError, KernlabError):
-        reply = qemu.qmp(Path(vm.record["qmp_socket"]), "query-status", timeout=timeout)
+        reply = qemu.qmp(vm.info.qmp_socket, "query-status", timeout=timeout)
         return str(reply.get("status")) if isinstance(reply, dict) else None
     return None
 
@@ -147,7 +141,7 @@ def ssh_banner(vm: Vm, timeout: float = BANNER_TIMEOUT) -> str | None:
     """None if the guest's sshd sends its banner within ``timeout``; else what happened."""
     started = time.monotonic()
     try:
-        with socket.create_connection((vm.record.get("host", "127.0.0.1"), vm.ssh_port),
+        with socket.create_connection((vm.info.host, vm.ssh_port),
                                       timeout=timeout) as sock:
             sock.settimeout(max(0.1, timeout - (time.monotonic() - started)))
             data = sock.recv(64)
@@ -175,7 +169,7 @@ def exited(vm: Vm) -> Health:
             return Health(GONE, f"{what} ({words}); QEMU (pid {vm.pid}) exited")
     said = ""
     with contextlib.suppress(OSError):
-        lines = [x for x in Path(vm.record.get("qemu_log", "")).read_text(errors="replace").splitlines()
+        lines = [x for x in vm.info.qemu_log.read_text(errors="replace").splitlines()
                  if x.strip() and not x.startswith(("$ ", "# "))]
         said = f": {lines[-1].strip()}" if lines else ""
     return Health(GONE, f"QEMU (pid {vm.pid}) exited{said}")
@@ -295,7 +289,7 @@ def write_death_note(vm: Vm) -> Health:
     health = exited(vm)
     with contextlib.suppress(OSError):
         atomic_write_json(vm.run_dir / DEATH_NOTE, {"state": health.state, "detail": health.detail,
-                                                    "kernel": build_id(vm), "at": time.time(),
+                                                    "kernel": vm.info.build_id, "at": time.time(),
                                                     "console_log": str(vm.console_log)})
     return health
 

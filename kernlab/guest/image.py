@@ -24,7 +24,7 @@ from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
 from kernlab.core.records import ImageRecord
 from kernlab.core.spec import SpecFile
-from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
+from kernlab.core.util import atomic_write_json, hash_inputs, sha256_file, short, staging_dir
 from kernlab.core.validate import plain_name
 
 FORMAT = 1  # bump when the way an image is made changes (not only its recipe)
@@ -128,18 +128,18 @@ def build_image(recipe: str = "bookworm", update_lock: bool = False) -> ImageRec
     key = image_key(recipe)
     lock.check_image_inputs(recipe, key, input_files_sha256(recipe), update_lock)
     record = _cached_or_built(recipe, key, spec)
-    lock.check_image_packages(recipe, record, update_lock)
+    lock.check_image_packages(recipe, record.packages, str(record.data.get("dir", "?")), update_lock)
     if update_lock:
-        lock.update_image(recipe, record, input_files_sha256(recipe))
+        lock.update_image(recipe, lock.image_entry(record.key, record.packages, input_files_sha256(recipe)))
         reporter().note(f"{lock.lock_path()} updated for image {recipe}")
-    return ImageRecord.from_json(record)
+    return record
 
 
-def _cached_or_built(recipe: str, key: str, spec: dict[str, Any]) -> dict[str, Any]:
+def _cached_or_built(recipe: str, key: str, spec: dict[str, Any]) -> ImageRecord:
     final = image_dir(recipe, key)
     if (final / "image.json").is_file():
         reporter().note(f"image {final.name} is cached")
-        return read_json(final / "image.json")
+        return ImageRecord.load(final / "image.json")
     _check_host()
     log = images_dir() / f"{final.name}.build.log"  # outside the staging dir: kept on failure
     log.unlink(missing_ok=True)
@@ -150,7 +150,7 @@ def _cached_or_built(recipe: str, key: str, spec: dict[str, Any]) -> dict[str, A
             _unmount_under(stage)  # never let the cleanup's rmtree walk into /proc or /dev
             raise
     shutil.move(log, final / "build.log")
-    return record
+    return ImageRecord.from_json(record)
 
 
 def _build_in(stage: Path, recipe: str, key: str, spec: dict[str, Any], final: Path,

@@ -23,6 +23,7 @@ from fabric import Config, Connection
 
 from kernlab.core import interrupt
 from kernlab.core.errors import KernlabError
+from kernlab.core.records import ImageRecord
 from kernlab.core.util import atomic_write_text
 from kernlab.guest.health import Watch
 
@@ -54,12 +55,10 @@ def known_hosts_line(host: str, port: int, host_key_pub: str) -> str:
     return f"[{host}]:{port} {key_type} {key_b64}\n"
 
 
-def write_ssh_files(vm: Vm, image: dict) -> None:
+def write_ssh_files(vm: Vm, image: ImageRecord) -> None:
     """known_hosts and an ssh_config (``ssh -F``) for this VM in its run dir."""
-    rec = vm.record
-    atomic_write_text(Path(rec["known_hosts"]),
-                      known_hosts_line(rec["host"], vm.ssh_port, image["host_key_pub"]))
-    atomic_write_text(Path(rec["ssh_config"]), ssh_config_text(vm))
+    atomic_write_text(vm.info.known_hosts, known_hosts_line(vm.info.host, vm.ssh_port, image.host_key_pub))
+    atomic_write_text(vm.info.ssh_config, ssh_config_text(vm))
 
 
 def ssh_alias(vm: Vm) -> str:
@@ -67,15 +66,15 @@ def ssh_alias(vm: Vm) -> str:
 
 
 def ssh_config_text(vm: Vm) -> str:
-    rec = vm.record
+    info = vm.info
     return (
         f"Host {ssh_alias(vm)}\n"
-        f"  HostName {rec['host']}\n"
+        f"  HostName {info.host}\n"
         f"  Port {vm.ssh_port}\n"
-        f"  User {rec['user']}\n"
-        f"  IdentityFile {rec['client_key']}\n"
+        f"  User {info.user}\n"
+        f"  IdentityFile {info.client_key}\n"
         f"  IdentitiesOnly yes\n"
-        f"  UserKnownHostsFile {rec['known_hosts']}\n"
+        f"  UserKnownHostsFile {info.known_hosts}\n"
         f"  GlobalKnownHostsFile /dev/null\n"
         f"  StrictHostKeyChecking yes\n"
         f"  PasswordAuthentication no\n"
@@ -107,10 +106,9 @@ def key_only_connection(address: str, port: int, user: str, key: Path, known_hos
 
 def connection(vm: Vm, timeout: float | None = None) -> Connection:
     """A fabric Connection (not yet open) to ``vm`` with the lab key and the image's host key."""
-    rec = vm.record
-    limit = timeout or CONNECT_TIMEOUT * float(rec.get("timeout_scale", 1.0))
-    return key_only_connection(rec["host"], vm.ssh_port, rec["user"], Path(rec["client_key"]),
-                               Path(rec["known_hosts"]), limit)
+    info = vm.info
+    limit = timeout or CONNECT_TIMEOUT * info.timeout_scale
+    return key_only_connection(info.host, vm.ssh_port, info.user, info.client_key, info.known_hosts, limit)
 
 
 def connect(vm: Vm, timeout: float | None = None) -> Connection:
@@ -192,7 +190,7 @@ def run(conn: Connection, command: str, timeout: float, check: bool = True, *,
     transport = _transport(conn)
     pid_file = f"/tmp/kernlab-cmd-{secrets.token_hex(6)}.pid"
     vm = getattr(conn, "kernlab_vm", None)
-    settle = vm is not None and vm.record.get(SETTLE) == "pending"
+    settle = vm is not None and vm.info.settle == "pending"
     channel = transport.open_session(timeout=30)
     channel.exec_command(f"{settle_command() + '; ' if settle else ''}"
                          f"echo $$ > {pid_file}; (\n{command}\n); rc=$?; rm -f {pid_file}; exit $rc")
@@ -202,7 +200,7 @@ def run(conn: Connection, command: str, timeout: float, check: bool = True, *,
             channel.shutdown_write()
         result = _finish(conn, channel, command, pid_file, timeout, check, stop_grace, stop_also, stream)
         if settle:
-            vm.record[SETTLE] = "done"
+            vm.note(**{SETTLE: "done"})
             vm.save()
         return result
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord, VmRecord
-from kernlab.core.util import atomic_write_json, read_json
+from kernlab.core.util import atomic_write_json
 from kernlab.guest import health, qemu, remote, snapshot
 from kernlab.guest.health import console_tail
 from kernlab.kernel import kheaders
@@ -47,27 +47,26 @@ PANIC_RE = re.compile(r"(Kernel panic - not syncing:.*|BUG:.*|Oops:.*)")
 class Vm:
     """A running guest, backed by its run dir."""
 
-    def __init__(self, run_dir: Path, record: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, info: VmRecord) -> None:
         self.run_dir = run_dir
-        self.record = record
-        self.name: str = record["name"]
-        self.ssh_port: int = record["ssh_port"]
-        self.console_log = Path(record["console_log"])
+        self.info = info  # vm.json: replaced (records are frozen) as the boot adds to it
+        self.name = info.name
+        self.ssh_port = info.ssh_port
+        self.console_log = info.console_log
         self.conn: Any = None  # the open fabric Connection, reused by remote.connect
         self._proc: Any = None  # the Popen when this process started QEMU
 
     @property
     def pid(self) -> int:
-        return int(self.record["pid"])
+        return self.info.pid
+
+    def note(self, **fields: Any) -> None:
+        """Add ``fields`` to the VM's record (written by ``save``)."""
+        self.info = self.info.with_fields(**fields)
 
     def save(self) -> None:
-        """Write the record back to vm.json."""
-        atomic_write_json(self.run_dir / "vm.json", self.record)
-
-    @property
-    def info(self) -> VmRecord:
-        """``vm.json`` as a typed record (``self.record`` is the same mapping, kept for writing)."""
-        return VmRecord.from_json(self.record)
+        """Write the record to vm.json (the one writer; ``find_vm`` the one reader)."""
+        atomic_write_json(self.run_dir / "vm.json", self.info.to_json())
 
     def alive(self) -> bool:
         """QEMU still runs (and the pid is still our QEMU, not a reused pid)."""
@@ -87,7 +86,7 @@ class Vm:
                 with contextlib.suppress(OSError):
                     os.kill(self.pid, signal.SIGCONT)
             with contextlib.suppress(OSError, ValueError, KernlabError):
-                qemu.qmp(Path(self.record["qmp_socket"]), "quit", timeout=3.0)
+                qemu.qmp(self.info.qmp_socket, "quit", timeout=3.0)
             qemu.kill(self.pid, grace=5.0)
         if self._proc is not None:
             with contextlib.suppress(Exception):
@@ -119,8 +118,8 @@ def find_vm(name: str = "default") -> Vm | None:
     if not record_path.is_file():
         return None
     try:
-        vm = Vm(run_dir, read_json(record_path))
-    except (ValueError, KeyError):
+        vm = Vm(run_dir, VmRecord.load(record_path))
+    except (ValueError, KeyError, TypeError):
         _forget(run_dir)
         return None
     if not vm.alive():
@@ -214,8 +213,8 @@ def status_text(rows: list[tuple[str, health.Health, Vm | None]]) -> str:
 
 def status_json(rows: list[tuple[str, health.Health, Vm | None]]) -> list[dict[str, Any]]:
     """`invoke vm.status --json`: each VM's record (or its name) with its state."""
-    return [{**(vm.record if vm else {"name": each}), "state": state.state, "state_detail": state.detail}
-            for each, state, vm in rows]
+    return [{**(vm.info.to_json() if vm else {"name": each}), "state": state.state,
+             "state_detail": state.detail} for each, state, vm in rows]
 
 
 def list_vms() -> list[Vm]:
@@ -228,19 +227,19 @@ def list_vms() -> list[Vm]:
 def mismatch(vm: Vm, build: BuildRecord, image: ImageRecord) -> str:
     """What the running ``vm`` lacks to run ``build`` on ``image`` ('' if nothing): the kernel,
     the image, or the build's kernel headers disk."""
-    if vm.info.kernel_key != build["key"]:
+    if vm.info.kernel_key != build.key:
         return "kernel"
-    if vm.info.image_key != image["key"]:
+    if vm.info.image_key != image.key:
         return "image"
     return "" if _has_headers(vm, build) else "kernel headers disk"
 
 
-def _has_headers(vm: Vm, build: dict) -> bool:
+def _has_headers(vm: Vm, build: BuildRecord) -> bool:
     """The VM has this build's headers disk, or booted without one that still cannot be made.
 
     A VM booted by a kernlab without the headers stage has no record of it: restarted.
     """
-    booted = vm.record.get("kheaders")
+    booted = vm.info.kheaders
     if not booted:
         return False
     if booted.get("key"):
@@ -248,7 +247,7 @@ def _has_headers(vm: Vm, build: dict) -> bool:
     return kheaders.find_headers(build) is None
 
 
-def headers_for(build: dict) -> dict[str, Any]:
+def headers_for(build: BuildRecord) -> dict[str, Any]:
     """The kernel headers disk for ``build``: its summary, or why there is none (a warning)."""
     try:
         return kheaders.summary(kheaders.ensure_headers(build))
@@ -336,7 +335,7 @@ def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, a
                                                                                headers)),
                  defer_settle)
     use_snapshots = wait and not cold
-    with reporter().step(f"boot {build.get('kernelrelease', kernel.name)} as VM {name} "
+    with reporter().step(f"boot {build.data.get('kernelrelease', kernel.name)} as VM {name} "
                          f"({accel.name})"), _stop_on_interrupt():
         if use_snapshots:
             snap, why = snapshot.find(boot.snapshot_key)
@@ -380,7 +379,7 @@ def _launch(boot: _Boot, box: list[Vm], extra: list[str], how: str) -> tuple[Vm,
                      boot.image, boot.headers)
     record["argv"] += extra
     record["boot"] = how
-    vm = Vm(boot.run_dir, record)
+    vm = Vm(boot.run_dir, VmRecord.from_json(record))
     vm._proc = proc
     box.append(vm)
     remote.write_ssh_files(vm, boot.image)
@@ -397,8 +396,8 @@ def _cold(boot: _Boot, *, wait: bool, save: bool) -> Vm:
         if not wait:
             return vm
         line = _wait_console(vm, started + boot.limit, boot.limit)
-        vm.record["console_ready_seconds"] = round(time.monotonic() - started, 2)
-        vm.record["guest_uptime_at_ready"] = _uptime(line)
+        vm.note(console_ready_seconds=round(time.monotonic() - started, 2),
+                guest_uptime_at_ready=_uptime(line))
         if not save:
             _wait_ssh(vm, started, boot.limit)
             return vm
@@ -443,9 +442,9 @@ def _restore(boot: _Boot, snap: snapshot.Snapshot, box: list[Vm]) -> Vm:
     snapshot.start_console(snap, boot.spec.console_log)
     vm, started = _launch(boot, box, snapshot.incoming_args(snap), "snapshot")
     snapshot.resume(vm._proc, boot.spec.qmp_socket, boot.log)
-    vm.record["restore_seconds"] = round(time.monotonic() - started, 2)
-    vm.record["snapshot"] = {"key": snap.key, "dir": str(snap.dir)}
-    vm.record[remote.SETTLE] = "pending"  # the first command sets the clock and the seed
+    vm.note(restore_seconds=round(time.monotonic() - started, 2),
+            snapshot={"key": snap.key, "dir": str(snap.dir)},
+            **{remote.SETTLE: "pending"})  # the first command sets the clock and the seed
     limit = min(boot.limit, RESTORE_TIMEOUT * boot.spec.accel.scale)
     _wait_ssh(vm, started, limit, command=not boot.defer_settle)
     return vm
@@ -456,11 +455,11 @@ def _kernel_path(build: BuildRecord) -> Path:
         kernel = build.bzimage
     except (KeyError, TypeError):
         raise KernlabError("the build record has no outputs.bzImage.path",
-                           f"rebuild: `invoke build-kernel --version {build.get('version')}`"
+                           f"rebuild: `invoke build-kernel --version {build.data.get('version')}`"
                            ) from None
     if not kernel.is_file():
         raise NotFound(f"kernel image {kernel} is missing",
-                       f"run `invoke build-kernel --version {build.get('version')}`")
+                       f"run `invoke build-kernel --version {build.version}`")
     return kernel
 
 
@@ -518,11 +517,10 @@ def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
         "cpus": spec.cpus,
         "argv": spec.argv(port),
         "qemu_version": qemu.qemu_version(),
-        "kernel": {k: build.get(k) for k in ("version", "key", "kernelrelease", "release",
-                                             "symbols")}
-        | {"bzImage": str(spec.kernel)},
-        "image": {"recipe": image["recipe"], "key": image["key"],
-                  "path": str(image.disk)},
+        "kernel": {"version": build.version, "key": build.key, "kernelrelease": build.kernelrelease,
+                   "release": build.data.get("release"), "symbols": build.data.get("symbols"),
+                   "bzImage": str(spec.kernel)},
+        "image": {"recipe": image.recipe, "key": image.key, "path": str(image.disk)},
         "kheaders": headers,
         "started_at": time.time(),
     }
@@ -532,11 +530,11 @@ def _wait_ssh(vm: Vm, started: float, limit: float, command: bool = True) -> Non
     """Wait until ``true`` succeeds over SSH (``command`` False: until the SSH handshake is
     done); record the time."""
     remote.wait_ready(vm, started + limit, on_dead=lambda: _died(vm), command=command)
-    vm.record["ready_seconds"] = round(time.monotonic() - started, 2)
+    vm.note(ready_seconds=round(time.monotonic() - started, 2))
     vm.save()
-    how = f"restored from snapshot {vm.record['snapshot']['dir']}" if vm.record.get("snapshot") \
+    how = f"restored from snapshot {vm.info.snapshot['dir']}" if vm.info.snapshot \
         else "cold boot"
-    reporter().note(f"SSH ready on 127.0.0.1:{vm.ssh_port} after {vm.record['ready_seconds']}s"
+    reporter().note(f"SSH ready on 127.0.0.1:{vm.ssh_port} after {vm.info.ready_seconds}s"
                     f" ({how}; console: {vm.console_log})")
 
 
@@ -583,8 +581,7 @@ def _died(vm: Vm) -> KernlabError:
 
 
 def _not_ready(vm: Vm, cause: str) -> KernlabError:
-    built = vm.record.get("kernel") or {}
-    kernel = f"{built['version']}-{str(built['key'])[:12]}" if built.get("key") else "V"  # build id
+    kernel = vm.info.build_id
     return KernlabError(f"{cause}; console log: {vm.console_log}",
                         "read the console log (did init start sshd?); on a slow host boot it "
                         f"with a longer wait first: `invoke vm.up --kernel {kernel} --name {vm.name} "

@@ -24,7 +24,7 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture, require_tool, run_logged, status_from_make
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
-from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
+from kernlab.core.util import atomic_write_json, hash_inputs, sha256_file, short, staging_dir
 from kernlab.kernel import identity
 from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
 from kernlab.kernel.kconfig import load_model, raise_if_dropped, requested_options, verify_config
@@ -62,6 +62,12 @@ class BuildOptions:
     clean: bool = False
     samples: bool = True
     update_lock: bool = False
+
+    def __post_init__(self) -> None:
+        if self.without_patches and self.update_lock:
+            raise KernlabError("--no-patch builds a variant; --update-lock would record it as the "
+                               "kernel's inputs",
+                               "leave --update-lock out (the lock is checked without the patches left out)")
 
 
 @dataclass
@@ -112,9 +118,10 @@ def binutils_version() -> str:
     return out.splitlines()[0] if out else ""
 
 
-def make_plan(version: str, opts: BuildOptions | None = None) -> Plan:
+def make_plan(version: str, opts: BuildOptions | None = None, catalog: Catalog | None = None) -> Plan:
+    """What building ``version`` takes: patches, fragments, compiler (``catalog``: already loaded)."""
     opts = opts or BuildOptions()
-    catalog = load_catalog()
+    catalog = catalog or load_catalog()
     spec = catalog.kernel(version)
     patch_dirs = [series_dir(name) for name in spec.patches] + list(opts.extra_patches)
     for directory in patch_dirs:
@@ -168,13 +175,24 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> BuildRecord:
     """Build (or find up to date) the kernel ``version``; returns its build record."""
     started = time.monotonic()
     plan = make_plan(version, opts)
+    return build_planned(plan, plan_source(plan), started)
+
+
+def plan_source(plan: Plan) -> ResolvedSource:
+    """The source tree of ``plan``, resolved (fetched, verified, unpacked) once."""
     opts = plan.opts
     opts.source.update_lock = opts.source.update_lock or opts.update_lock
     require_tool(plan.compiler, plan.compiler)
     logs = paths.work_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with reporter().step(f"source for {version}"):
-        source = resolve_source(plan.spec, plan.catalog, opts.source, logs / f"source-{version}.log")
+    with reporter().step(f"source for {plan.spec.version}"):
+        return resolve_source(plan.spec, plan.catalog, opts.source, logs / f"source-{plan.spec.version}.log")
+
+
+def build_planned(plan: Plan, source: ResolvedSource, started: float | None = None) -> BuildRecord:
+    """Build (or find up to date) what ``plan`` describes from the resolved ``source``."""
+    started = time.monotonic() if started is None else started
+    opts, version = plan.opts, plan.spec.version
     lock_entry = plan.lock_entry(source)
     lock.check_kernel(version, lock_entry, opts.update_lock, without=_left_out(plan))
     key = hash_inputs(plan.inputs(source.sha256))
@@ -186,7 +204,7 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> BuildRecord:
         if not opts.clean and (record := _up_to_date(version, build_dir, not plan.left_out)):
             return _accepted(version, lock_entry, opts, record)
         return _accepted(version, lock_entry, opts,
-                         _build_locked(plan, source, key, build_dir, started))
+                         BuildRecord.from_json(_build_locked(plan, source, key, build_dir, started)))
 
 
 def _left_out(plan: Plan) -> tuple[str, ...]:
@@ -195,13 +213,13 @@ def _left_out(plan: Plan) -> tuple[str, ...]:
 
 
 def _accepted(version: str, lock_entry: dict[str, Any], opts: BuildOptions,
-              record: dict[str, Any]) -> BuildRecord:
+              record: BuildRecord) -> BuildRecord:
     """``record``, after --update-lock has written its inputs to kernlab.lock (a build of
     those inputs may already exist: accepting them must not need a rebuild)."""
     if opts.update_lock:
         lock.update_kernel(version, lock_entry)
         reporter().note(f"{lock.lock_path()} updated for {version}")
-    return BuildRecord.from_json(record)
+    return record
 
 
 def build_lock(build_dir: Path) -> Path:
@@ -209,12 +227,12 @@ def build_lock(build_dir: Path) -> Path:
     return filelock.locks_dir(paths.work_dir()) / f"build-{build_dir.name}.lock"
 
 
-def _up_to_date(version: str, build_dir: Path, remember: bool = True) -> dict[str, Any] | None:
+def _up_to_date(version: str, build_dir: Path, remember: bool = True) -> BuildRecord | None:
     """The complete record in ``build_dir`` (noted, and remembered as latest when ``remember``:
     not a --no-patch variant), else None."""
     record = complete_record(build_dir / "build.json")
     if record:
-        reporter().note(f"{version} is up to date: {BuildRecord.from_json(record).bzimage}")
+        reporter().note(f"{version} is up to date: {record.bzimage}")
         if remember:
             _remember_latest(version, build_dir)
     return record
@@ -512,14 +530,16 @@ def make_record(plan, source, key, tree, obj, verification, samples, started) ->
     }
 
 
-def complete_record(path: Path) -> dict[str, Any] | None:
-    """The build record at ``path`` if it and its bzImage, vmlinux and System.map exist."""
+def complete_record(path: Path) -> BuildRecord | None:
+    """The build record at ``path`` (the one reader of build.json) if it and its bzImage,
+    vmlinux and System.map exist."""
     if not path.is_file():
         return None
     try:
-        record = read_json(path)
-        outputs = record.get("outputs", {})
-        paths_ = [Path(outputs[name]["path"]) for name in ("bzImage", "vmlinux", "System.map")]
+        record = BuildRecord.load(path)
+        paths_ = [record.output(name) for name in ("bzImage", "vmlinux", "System.map")]
+        if not record.id:  # a record without version or key is no build (KeyError)
+            return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return record if all(p.is_file() for p in paths_) else None
@@ -529,43 +549,35 @@ def _remember_latest(version: str, build_dir: Path) -> None:
     atomic_write_json(paths.work_dir() / "latest" / f"{version}.json", {"build_dir": str(build_dir)})
 
 
-def build_id(record: dict[str, Any]) -> str:
-    """A build's id: its directory's name under ``<work>/build`` (``<version>-<key12>``)."""
-    name = Path(str(record.get("build_dir", ""))).name
-    return name or f"{record.get('version')}-{short(str(record.get('key', '')))}"
-
-
-def summarize_record(record: dict[str, Any]) -> str:
+def summarize_record(build: BuildRecord) -> str:
     """Human summary of a build record for `invoke kernel-info`."""
-    build = BuildRecord.from_json(record)
-    source = record["source"]
-    fragments = ", ".join(Path(f["path"]).name for f in record["fragments"])
+    source = build.source
+    fragments = ", ".join(Path(f["path"]).name for f in build.fragments)
     lines = [
-        f"kernel {record['version']}: {record['kernelrelease']} (build {build_id(record)})",
+        f"kernel {build.version}: {build.kernelrelease} (build {build.id})",
         f"  source     {source['origin']} sha256={source['sha256'][:16]}"
         + ("" if source.get("verified") else "  UNVERIFIED"),
         f"  tree       {source.get('tree_sha256', '')[:16] or 'not recorded (an older build)'}"
         + (f"  .deb sha256={source['debian']['deb_sha256'][:16]}" if source.get("debian") else ""),
-        f"  patches    {', '.join(p['name'] for p in record['patches']) or 'none'}",
-        f"  config     {record['config_base']} + {fragments}"
-        f" ({record['config_check']['verified']} options verified)",
-        f"  compiler   {record['compiler']}; {record['binutils']}",
+        f"  patches    {', '.join(p['name'] for p in build.patches) or 'none'}",
+        f"  config     {build.config_base} + {fragments} ({build.verified_options} options verified)",
+        f"  compiler   {build.compiler}; {build.binutils}",
     ]
     for name in ("bzImage", "vmlinux", "System.map", "config"):
         lines.append(f"  {name:<11}{build.output(name)}  sha256={build.output_sha256(name)[:16]}")
     lines.append(f"  headers    {build.headers}")
-    lines.append(f"  kheaders   {_kheaders_line(record)}")
+    lines.append(f"  kheaders   {_kheaders_line(build)}")
     if build.samples_bpf is not None:
         lines.append(f"  samples    {build.samples_bpf}")
-    for name, exact in record.get("symbols", {}).items():
+    for name, exact in build.symbols.items():
         lines.append(f"  symbol     {name}: {exact or 'MISSING'}")
-    lines.append(f"  built in   {record['duration_s']}s at {record['built_at']}")
+    lines.append(f"  built in   {build.duration_s}s at {build.built_at}")
     return "\n".join(lines)
 
 
-def _kheaders_line(record: dict[str, Any]) -> str:
+def _kheaders_line(build: BuildRecord) -> str:
     """Where the guest's kernel headers image is, or that the first boot will make it."""
-    made = find_headers(record)
+    made = find_headers(build)
     if made is None:
         return "(made at the first boot: mounted at /lib/modules/<release>/build)"
     return f"{made['image']['path']}  sha256={made['image']['sha256'][:16]}"

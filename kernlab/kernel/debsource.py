@@ -33,6 +33,7 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.hostdeps import update_apt_lists
 from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, read_json, sha256_file
 
 TARBALL = re.compile(r"^usr/src/linux-source-[^/]+\.tar\.(xz|gz|bz2|zst)$")
@@ -331,12 +332,20 @@ def pin_of_record(source: dict[str, Any], log: Path) -> DebPin:
     return DebPin(package, version, sha)
 
 
-def kernel_entry_pinned(record: dict[str, Any]) -> dict[str, Any]:
+def kernel_entry_of(build: BuildRecord) -> dict[str, Any]:
+    """The lock entry of the inputs ``build`` was made from (as its record names them)."""
+    return lock.kernel_entry(
+        build.source["sha256"], build.patches,
+        [(Path(f["path"]).name, f["sha256"]) for f in build.fragments],
+        build.compiler, build.binutils, debian=build.source.get("debian"))
+
+
+def kernel_entry_pinned(build: BuildRecord) -> dict[str, Any]:
     """A build's lock entry; a Debian source is pinned to its .deb even in an older record."""
-    entry = lock.kernel_entry_from_record(record)
-    if record["source"].get("kind") == "debian" and "debian" not in entry:
+    entry = kernel_entry_of(build)
+    if build.source.get("kind") == "debian" and "debian" not in entry:
         log = paths.cache_dir() / "lock-apt.log"
-        entry["debian"] = pin_of_record(record["source"], log).to_json()
+        entry["debian"] = pin_of_record(build.source, log).to_json()
     return entry
 
 

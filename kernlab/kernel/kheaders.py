@@ -30,6 +30,7 @@ from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import require_tool, run_logged
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
 
 FORMAT = 1  # bump when the tree's layout or the image's making changes
@@ -67,13 +68,13 @@ CHECKS = ("include/linux/kconfig.h", "include/generated/autoconf.h",
           "arch/{arch}/include/generated/asm")  # what the tools cannot do without
 
 
-def stage_key(build: dict[str, Any]) -> str:
+def stage_key(build: BuildRecord) -> str:
     """The stage's key: the build's key and this stage's format."""
-    return hash_inputs({"kheaders": FORMAT, "build": build["key"]})
+    return hash_inputs({"kheaders": FORMAT, "build": build.key})
 
 
-def stage_dir(build: dict[str, Any]) -> Path:
-    return paths.work_dir() / "kheaders" / f"{build['version']}-{short(stage_key(build))}"
+def stage_dir(build: BuildRecord) -> Path:
+    return paths.work_dir() / "kheaders" / f"{build.version}-{short(stage_key(build))}"
 
 
 def source_arch(obj: Path, version: str = "V") -> str:
@@ -86,15 +87,15 @@ def source_arch(obj: Path, version: str = "V") -> str:
     return found[0]
 
 
-def build_dirs(build: dict[str, Any]) -> tuple[Path, Path]:
+def build_dirs(build: BuildRecord) -> tuple[Path, Path]:
     """(patched source tree, O= objects) of a build record; errors if either is gone."""
-    tree, obj = Path(build.get("tree", "")), Path(build.get("build_dir", "")) / "obj"
+    tree, obj = Path(build.tree_named), build.obj
     for what, path in (("source tree", tree), ("object directory", obj)):
-        if not build.get("tree") or not path.is_dir():
+        if not build.tree_named or not path.is_dir():
             raise KernlabError(
-                f"the {what} {path} of kernel {build.get('version')} is gone, so its "
+                f"the {what} {path} of kernel {build.version} is gone, so its "
                 "headers cannot be assembled",
-                f"rebuild it: `invoke build-kernel --version {build.get('version')} --clean`")
+                f"rebuild it: `invoke build-kernel --version {build.version} --clean`")
     return tree, obj
 
 
@@ -163,7 +164,7 @@ def make_image(root: Path, image: Path, log: Path) -> None:
 
 
 # ---------------------------------------------------------------- the stage
-def find_headers(build: dict[str, Any]) -> dict[str, Any] | None:
+def find_headers(build: BuildRecord) -> dict[str, Any] | None:
     """The cached record for ``build``'s headers, or None."""
     record = stage_dir(build) / RECORD_NAME
     if not record.is_file():
@@ -172,11 +173,11 @@ def find_headers(build: dict[str, Any]) -> dict[str, Any] | None:
     return data if Path(data["image"]["path"]).is_file() else None
 
 
-def ensure_headers(build: dict[str, Any]) -> dict[str, Any]:
+def ensure_headers(build: BuildRecord) -> dict[str, Any]:
     """The headers record for ``build``: cached at once, else made (a few seconds)."""
-    if not build.get("key"):
+    if not build.data.get("key"):
         raise KernlabError("the build record has no key (made by an older kernlab?)",
-                           f"rebuild: `invoke build-kernel --version {build.get('version')}`")
+                           f"rebuild: `invoke build-kernel --version {build.version}`")
     if cached := find_headers(build):
         return cached
     final = stage_dir(build)
@@ -195,17 +196,17 @@ def _stage_lock(final: Path) -> Iterator[None]:
         yield
 
 
-def _make(build: dict[str, Any], final: Path) -> dict[str, Any]:
+def _make(build: BuildRecord, final: Path) -> dict[str, Any]:
     """Assemble, make the image, write the record; the output appears whole or not at all."""
     require_tool("mke2fs", "e2fsprogs")
     tree, obj = build_dirs(build)
-    arch = source_arch(obj, str(build.get("version")))
+    arch = source_arch(obj, build.version)
     log = final.parent / f"{final.name}.log"  # outside the staging dir: kept on failure
     log.unlink(missing_ok=True)
     started = time.monotonic()
-    with reporter().step(f"kernel headers for {build.get('kernelrelease')}"), \
+    with reporter().step(f"kernel headers for {build.kernelrelease}"), \
             staging_dir(final) as stage:
-        files = assemble(tree, obj, stage / "tree", arch, str(build.get("version")))
+        files = assemble(tree, obj, stage / "tree", arch, build.version)
         assembled = time.monotonic() - started
         make_image(stage / "tree", stage / IMAGE_NAME, log)
         shutil.rmtree(stage / "tree")
@@ -220,22 +221,22 @@ def _make(build: dict[str, Any], final: Path) -> dict[str, Any]:
     return record
 
 
-def _record(build: dict[str, Any], final: Path, stage: Path, arch: str, files: int,
+def _record(build: BuildRecord, final: Path, stage: Path, arch: str, files: int,
             seconds: dict[str, float]) -> dict[str, Any]:
     """The side record naming the image (paths as they are once the stage is in place)."""
     image = stage / IMAGE_NAME
     return {
         "key": stage_key(build),
         "format": FORMAT,
-        "build_key": build["key"],
-        "version": build.get("version"),
-        "kernelrelease": build.get("kernelrelease"),
+        "build_key": build.key,
+        "version": build.version,
+        "kernelrelease": build.kernelrelease,
         "arch": arch,
         "parts": [p.path.format(arch=arch) for p in PARTS],
         "files": files,
         "image": {"path": str(final / IMAGE_NAME), "sha256": sha256_file(image),
                   "size": image.stat().st_size, "label": LABEL, "format": "raw"},
-        "guest_path": GUEST_PATH.format(release=build.get("kernelrelease")),
+        "guest_path": GUEST_PATH.format(release=build.kernelrelease),
         "log": str(final / "make.log"),
         "seconds": seconds,
     }

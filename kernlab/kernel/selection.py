@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kernlab.core import lock, paths
 from kernlab.core.errors import BuildInputError, KernlabError, NotFound
@@ -24,7 +23,7 @@ from kernlab.core.records import BuildRecord
 from kernlab.core.util import read_json, sha256_file
 from kernlab.kernel import build as kernel_build  # build_kernel looked up at call time (tests replace it)
 from kernlab.kernel.build import complete_record, make_plan
-from kernlab.kernel.catalog import load_catalog
+from kernlab.kernel.catalog import Catalog, load_catalog
 
 
 @dataclass(frozen=True)
@@ -32,24 +31,24 @@ class BuildRef:
     """One complete build under ``<work>/build``."""
 
     id: str
-    record: dict[str, Any]
+    record: BuildRecord
 
     @property
     def version(self) -> str:
-        return str(self.record.get("version", self.id.rsplit("-", 1)[0]))
+        return self.record.version
 
     @property
     def release(self) -> str:
-        return str(self.record.get("release") or self.version)
+        return self.record.release_or_version
 
     @property
     def origin(self) -> str:
-        source = self.record.get("source") or {}
+        source = self.record.source
         return str(source.get("origin") or source.get("kind") or "unknown source")
 
     @property
     def built_at(self) -> str:
-        return str(self.record.get("built_at", "?"))
+        return self.record.built_at
 
     def line(self) -> str:
         """``5.4.286-1a2b3c4d5e6f (5.4.286, from ORIGIN, built TIME)``."""
@@ -65,10 +64,11 @@ class KernelChoice:
     release: str
     build: BuildRef | None
     builds: int = 0  # how many complete builds the version has
+    stale: tuple[str, ...] | None = None  # what of today's catalog recipe the build lacks (None: unchecked)
 
     @property
     def record(self) -> BuildRecord | None:
-        return BuildRecord.from_json(self.build.record) if self.build else None
+        return self.build.record if self.build else None
 
 
 def build_root() -> Path:
@@ -88,31 +88,39 @@ def complete_builds() -> list[BuildRef]:
 def builds_of(version: str, every: list[BuildRef] | None = None) -> list[BuildRef]:
     """``version``'s builds, the one to use first: built from today's catalog patches and
     fragments, then the latest pointer, then the newest."""
-    mine = [b for b in (complete_builds() if every is None else every) if b.version == version]
+    return _ordered(version, complete_builds() if every is None else every, catalog_recipe(version))
+
+
+def _ordered(version: str, every: list[BuildRef], today: dict[str, list[str]] | None) -> list[BuildRef]:
+    """``builds_of`` with today's catalog recipe of ``version`` already made."""
+    mine = [b for b in every if b.version == version]
     mine.sort(key=lambda b: b.built_at, reverse=True)
     pointed = _latest_pointer(version)
     mine.sort(key=lambda b: b.id != pointed)  # stable: the pointed build first, rest by time
-    today = catalog_recipe(version)
     if today is not None:
         mine.sort(key=lambda b: bool(recipe_differences(b.record, today)))
     return mine
 
 
-def catalog_recipe(version: str) -> dict[str, list[str]] | None:
+def catalog_recipe(version: str, catalog: Catalog | None = None) -> dict[str, list[str]] | None:
     """The patch and fragment hashes the catalog asks for today (no sources resolved);
     None when ``version`` is not in the catalog or its files are missing."""
+    if catalog is not None and version not in catalog.kernels:
+        return None
     try:
-        plan = make_plan(version)
+        plan = make_plan(version, catalog=catalog)
     except KernlabError:
         return None
     return {"patches": [p.record()["sha256"] for p in plan.patches],
             "fragments": [sha256_file(f) for f in plan.fragments]}
 
 
-def recipe_differences(record: dict[str, Any], today: dict[str, list[str]]) -> list[str]:
+def recipe_differences(build: BuildRecord, today: dict[str, list[str]] | None) -> list[str]:
     """What of today's catalog recipe the build was not made with ([] when the same)."""
-    made = {"patches": [p.get("sha256") for p in record.get("patches") or []],
-            "fragments": [f.get("sha256") for f in record.get("fragments") or []]}
+    if today is None:
+        return []
+    made = {"patches": [p.get("sha256") for p in build.patches],
+            "fragments": [f.get("sha256") for f in build.fragments]}
     return [kind for kind in ("patches", "fragments") if made[kind] != today[kind]]
 
 
@@ -125,36 +133,39 @@ def _latest_pointer(version: str) -> str:
         return ""
 
 
-def _catalog_versions() -> dict[str, str]:
-    """{catalog version: release} from configs/kernels.yaml."""
-    return {v: spec.release for v, spec in load_catalog().kernels.items()}
-
-
-def choose_kernel(asked: str) -> KernelChoice:
-    """Resolve a version or build id; no build is made. Unknown names raise NotFound."""
+def choose_kernel(asked: str | None) -> KernelChoice:
+    """Resolve a version or build id (None: the catalog's default); no build is made.
+    Unknown names raise NotFound. The catalog is loaded and planned at most once; a build
+    id that names a build exactly needs neither."""
     every = complete_builds()
     exact = [b for b in every if b.id == asked]
     if exact:
-        return _choice(asked, exact[0], every)
-    catalog = _catalog_versions()
-    mine = builds_of(asked, every)
+        return _choice(asked or "", exact[0], every, None)
+    catalog = load_catalog()
+    asked = asked or catalog.default
+    versions = {v: spec.release for v, spec in catalog.kernels.items()}
+    today = catalog_recipe(asked, catalog)
+    mine = _ordered(asked, every, today)
     if mine:
-        return _choice(asked, mine[0], every)
-    if asked in catalog:
-        return KernelChoice(asked, asked, catalog[asked], None, 0)
+        return _choice(asked, mine[0], every, tuple(recipe_differences(mine[0].record, today)))
+    if asked in versions:
+        return KernelChoice(asked, asked, versions[asked], None, 0)
     prefixed = [b for b in every if "-" in asked and b.id.startswith(asked)]
     if len(prefixed) == 1:
-        return _choice(asked, prefixed[0], every)
+        found = prefixed[0]
+        made = recipe_differences(found.record, catalog_recipe(found.version, catalog))
+        return _choice(asked, found, every, tuple(made))
     if prefixed:
         raise KernlabError(f"build id prefix {asked!r} matches {len(prefixed)} builds: "
                            f"{', '.join(b.id for b in prefixed)}", "give more of the id")
-    raise NotFound(f"unknown kernel version {asked!r} (catalog: {', '.join(catalog) or 'none'})",
+    raise NotFound(f"unknown kernel version {asked!r} (catalog: {', '.join(versions) or 'none'})",
                    "give a catalog version or a build id (`invoke list-kernels` shows both)")
 
 
-def _choice(asked: str, build: BuildRef, every: list[BuildRef]) -> KernelChoice:
+def _choice(asked: str, build: BuildRef, every: list[BuildRef],
+            stale: tuple[str, ...] | None) -> KernelChoice:
     count = sum(b.version == build.version for b in every)
-    return KernelChoice(asked, build.version, build.release, build, count)
+    return KernelChoice(asked, build.version, build.release, build, count, stale)
 
 
 def announce(choice: KernelChoice, flag: str = "--kernel") -> None:
@@ -167,8 +178,9 @@ def announce(choice: KernelChoice, flag: str = "--kernel") -> None:
         line += (f"; {choice.builds} builds of {choice.version}: {flag} BUILD_ID picks another "
                  "(`invoke list-kernels`)")
     reporter().note(line)
-    today = catalog_recipe(choice.version)
-    stale = recipe_differences(choice.build.record, today) if today is not None else []
+    stale = choice.stale
+    if stale is None:  # chosen by its exact id: checked only now, when it is announced
+        stale = tuple(recipe_differences(choice.build.record, catalog_recipe(choice.version)))
     if stale:
         reporter().note(f"build {choice.build.id} was made with other {' and '.join(stale)} "
                         f"than the catalog's today; `invoke build-kernel --version "

@@ -49,6 +49,27 @@ class SourceOptions:
     deb: Path | None = None  # a linux-source .deb to use (verified against kernlab.lock)
     update_lock: bool = False  # accept a Debian package other than kernlab.lock's
 
+    @classmethod
+    def from_flags(cls, *, tarball: str | None = None, git: str | None = None, url: str | None = None,
+                   ref: str | None = None, sha256: str | None = None, allow_unverified: bool = False,
+                   deb: str | None = None, update_lock: bool = False) -> SourceOptions:
+        """build-kernel's source flags, checked: one source at most; --ref only with --git,
+        --sha256 not with it (a git tree is pinned by its commit), a well-formed sha256."""
+        given = [f"--{n}" for n, v in (("tarball", tarball), ("git", git), ("url", url)) if v]
+        if len(given) > 1:
+            raise KernlabError(f"{' and '.join(given)} both name the kernel source",
+                               "give only one of --tarball, --git and --url")
+        if ref and not git:
+            raise KernlabError("--ref is only used with --git", "add --git PATH, or leave --ref out")
+        if sha256 and git:
+            raise KernlabError("--sha256 pins a tarball; a --git source is pinned by its commit",
+                               "leave --sha256 out, or use --ref COMMIT")
+        if sha256:
+            normalise_sha256(sha256, "--sha256")  # before anything is written
+        return cls(tarball=Path(tarball) if tarball else None, git=Path(git) if git else None,
+                   ref=ref or "HEAD", url=url, sha256=sha256, allow_unverified=allow_unverified,
+                   deb=Path(deb) if deb else None, update_lock=update_lock)
+
 
 @dataclass
 class ResolvedSource:

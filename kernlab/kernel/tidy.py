@@ -50,7 +50,7 @@ def unshared_bytes(path: Path) -> int:
 def kept_builds(every: list[BuildRef], in_use: set[str]) -> list[BuildRef]:
     """Of ``every`` build, each version's build in use and those whose key is in ``in_use``."""
     chosen = {builds_of(version, every)[0].id for version in {b.version for b in every}}
-    return [b for b in every if b.id in chosen or b.record.get("key") in in_use]
+    return [b for b in every if b.id in chosen or b.record.key in in_use]
 
 
 def plan_cleanup(in_use: set[str]) -> list[Removable]:
@@ -58,7 +58,7 @@ def plan_cleanup(in_use: set[str]) -> list[Removable]:
     every = complete_builds()
     kept = kept_builds(every, in_use)
     kept_dirs = {build_root() / b.id for b in kept}
-    trees = {Path(str(b.record.get("tree"))) for b in kept}
+    trees = {Path(b.record.tree_named) for b in kept}
     disks = {kheaders.stage_dir(b.record) for b in kept}
     complete = {b.id for b in every}
     found: list[Removable] = []

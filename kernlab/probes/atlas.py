@@ -18,6 +18,7 @@ from elftools.elf.elffile import ELFFile
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, read_json, sha256_file, sha256_text
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.patch import series_dir
@@ -68,14 +69,13 @@ def version_tuple(release: str) -> tuple[int, ...]:
 class Kernel:
     """One build's facts, with the source tree and DWARF read only when a verdict needs them."""
 
-    def __init__(self, build: dict[str, Any]) -> None:
+    def __init__(self, build: BuildRecord) -> None:
         self.build = build
         self.facts: KernelFacts = scan_build(build)
-        self.version = str(build.get("version"))
+        self.version = build.version
         self.id = self.facts.build_id
-        tree = Path(str(build.get("tree", "")))
-        self.tree = tree if build.get("tree") and tree.is_dir() else None
-        self.obj = Path(str(build.get("build_dir", ""))) / "obj"
+        self.tree = build.tree
+        self.obj = build.obj
         self._compiled: list[Path] | None = None
         self._definitions: dict[str, Definition | None] = {}
 
@@ -103,7 +103,7 @@ class Kernel:
 
     def fragment(self) -> str:
         """The build's own lab fragment (configs/lab-<v>.config), where a fix adds an option."""
-        names = [Path(str(f.get("path", ""))).name for f in self.build.get("fragments") or []]
+        names = [Path(str(f.get("path", ""))).name for f in self.build.fragments]
         mine = [n for n in names if n.startswith("lab-")]
         return f"configs/{mine[-1] if mine else 'lab.config'}"
 
@@ -216,7 +216,7 @@ def _inlined(kernel: Kernel, name: str) -> list[str]:
     found = kernel.definition(name)
     if not kernel.facts.has_dwarf or found is None or found.header or found.macro:
         return []
-    return dwarf.inlined_into(Path(kernel.build["outputs"]["vmlinux"]["path"]), kernel.id,
+    return dwarf.inlined_into(kernel.build.vmlinux, kernel.id,
                               found.file, name) or []
 
 
@@ -291,7 +291,7 @@ def _inlined_row(row: Row, name: str, kernel: Kernel, found: Definition) -> Row:
 
 def existing_patch(kernel: Kernel, name: str) -> str:
     """A patch of this version's catalog series that makes ``name`` probe-able, not in this build."""
-    applied = {p.get("sha256") for p in kernel.build.get("patches") or []}
+    applied = {p.get("sha256") for p in kernel.build.patches}
     try:
         series = load_catalog().kernel(kernel.version).patches
     except KernlabError:
@@ -383,14 +383,14 @@ def _code_hash() -> str:
     return sha256_text("".join(sha256_file(f) for f in sorted(ATLAS_CODE.glob("*.py"))))
 
 
-def _verdicts_file(build: dict[str, Any]) -> Path:
+def _verdicts_file(build: BuildRecord) -> Path:
     """Where a build's verdicts are kept: keyed by the build's key and this package's code,
     so a changed build or a changed analysis never reads an old verdict."""
-    key = str(build.get("key", ""))[:16]
+    key = build.key[:16]
     return paths.state_dir() / "probe-verdicts" / f"{key}-{_code_hash()[:12]}.json"
 
 
-def rows_kept(targets: list[Target], build: dict[str, Any]) -> list[Row]:
+def rows_kept(targets: list[Target], build: BuildRecord) -> list[Row]:
     """The static rows of ``targets`` on ``build``; each verdict is worked out once per build
     and then read back (a build never changes), so the check before every run costs nothing."""
     file = _verdicts_file(build)
@@ -413,7 +413,7 @@ def _row_from_json(data: dict[str, Any]) -> Row:
 
 
 # ---------------------------------------------------------------- kernels and the atlas
-def resolve_kernel(asked: str) -> dict[str, Any]:
+def resolve_kernel(asked: str) -> BuildRecord:
     """The build ``asked`` names; a catalog version without a build falls back to a built
     point release of it (5.4 → a 5.4.286 build), with a note."""
     choice = choose_kernel(asked)

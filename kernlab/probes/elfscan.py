@@ -20,6 +20,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from kernlab.core.errors import KernlabError
+from kernlab.core.records import BuildRecord
 from kernlab.kernel.kconfig import read_config
 
 TEXT_TYPES = set("tTwW")
@@ -175,17 +176,14 @@ def _read(path: Path) -> str:
         return ""
 
 
-def scan_build(build: dict) -> KernelFacts:
+def scan_build(build: BuildRecord) -> KernelFacts:
     """Read one build's System.map, vmlinux tables and .config (no boot)."""
-    outputs = build.get("outputs") or {}
     try:
-        system_map = Path(outputs["System.map"]["path"])
-        vmlinux = Path(outputs["vmlinux"]["path"])
-        config = Path(outputs["config"]["path"])
+        system_map, vmlinux, config = build.system_map, build.vmlinux, build.config
     except (KeyError, TypeError) as error:
-        raise KernlabError(f"build {build.get('build_dir')} records no {error}",
-                           f"rebuild it: `invoke build-kernel --version {build.get('version')}`") from None
-    tree = Path(str(build["tree"])) if build.get("tree") and Path(str(build["tree"])).is_dir() else None
+        raise KernlabError(f"build {build.build_dir} records no {error}",
+                           f"rebuild it: `invoke build-kernel --version {build.version}`") from None
+    tree = build.tree
     try:
         smap = SymbolMap.read(system_map)
         with open(vmlinux, "rb") as handle:
@@ -195,10 +193,10 @@ def scan_build(build: dict) -> KernelFacts:
             black = _pointer_table(elf, smap, "__start_kprobe_blacklist", "__stop_kprobe_blacklist") or []
     except (OSError, ValueError, ELFError) as error:
         raise KernlabError(f"cannot read the build's vmlinux or System.map ({vmlinux}): {error}",
-                           f"rebuild it: `invoke build-kernel --version {build.get('version')}`") from None
+                           f"rebuild it: `invoke build-kernel --version {build.version}`") from None
     return KernelFacts(
-        build_id=Path(str(build.get("build_dir", ""))).name or str(build.get("version")),
-        release=str(build.get("release") or build.get("version")),
+        build_id=build.id,
+        release=build.release_or_version,
         symbols=smap, config=read_config(config), mcount=None if mcount is None else sorted(mcount),
         blacklist=set(black), sections=sections,
         areas=blacklisted_areas(smap, tree),

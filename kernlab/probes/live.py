@@ -129,10 +129,10 @@ def _kind(row: Row) -> str:
     return row.target.split(":", 1)[0] if ":" in row.target else "kprobe"
 
 
-def check_kernel(rows: list[Row], build: dict[str, Any], vm_name: str) -> list[LiveResult]:
+def check_kernel(rows: list[Row], build: BuildRecord, vm_name: str) -> list[LiveResult]:
     """Boot ``build``, register and remove every row's probe, stop the VM."""
     items = [{"kind": _kind(r), "symbol": _symbol(r)} for r in rows]
-    vm = start_vm(BuildRecord.from_json(build), find_image(), vm_name)
+    vm = start_vm(build, find_image(), vm_name)
     try:
         conn = remote.connect(vm)
         command = f"python3 -c {shlex.quote(GUEST_SCRIPT)} {shlex.quote(json.dumps(items))}"
@@ -152,7 +152,7 @@ def check_kernel(rows: list[Row], build: dict[str, Any], vm_name: str) -> list[L
     return results
 
 
-def confirm(rows: list[Row], builds: dict[str, dict[str, Any]], vm_name: str) -> list[LiveResult]:
+def confirm(rows: list[Row], builds: dict[str, BuildRecord], vm_name: str) -> list[LiveResult]:
     """Every row checked in a booted guest, one boot per kernel."""
     results: list[LiveResult] = []
     for kernel, build in builds.items():

@@ -131,13 +131,16 @@ def _series_for(version: str) -> Path:
 
 def make_probeable(function: str, version: str) -> MadePatch:
     """Write the patch into the version's series (series file updated); refuse with the reason."""
+    if not function or not version:
+        raise KernlabError("make-probeable needs FUNCTION and --version V",
+                           "e.g. `invoke make-probeable file_ppos --version 5.4.286`")
     if not re.match(r"^[A-Za-z_]\w*$", function):
         raise KernlabError(f"{function!r} is not a C function name",
                            "give the function's name, e.g. file_ppos")
     build = resolve_kernel(version)
     kernel = Kernel(build)
     if kernel.tree is None:
-        raise KernlabError(f"the source tree of build {kernel.id} is gone ({build.get('tree')})",
+        raise KernlabError(f"the source tree of build {kernel.id} is gone ({build.tree_named})",
                            f"rebuild it: `invoke build-kernel --version {version}`")
     found = kernel.definition(function)
     why = refusal(kernel, function, found)
@@ -148,7 +151,7 @@ def make_probeable(function: str, version: str) -> MadePatch:
     assert found is not None
     callers = found.callers
     if kernel.facts.has_dwarf:
-        callers = dwarf.inlined_into(Path(build["outputs"]["vmlinux"]["path"]), kernel.id,
+        callers = dwarf.inlined_into(build.vmlinux, kernel.id,
                                      found.file, function) or callers
     original = (kernel.tree / found.file).read_text()
     changed = rewrite(original, function, found)

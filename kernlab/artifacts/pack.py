@@ -38,14 +38,14 @@ from typing import Any
 import yaml
 
 from kernlab import __version__
-from kernlab.compare.reproduce import load_bundle, reproduce
+from kernlab.compare.reproduce import bundle_experiment, load_bundle, reproduce
 from kernlab.core import lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.records import BuildRecord, ImageRecord, Manifest
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import atomic_write_json, read_json, scoped_environ, sha256_file
-from kernlab.experiments.spec import LIB_DIR
-from kernlab.experiments.suite import load_recorded
+from kernlab.core.validate import plain_name
 from kernlab.guest.image import (
     GUEST_FILES,
     RECIPE_KEYS,
@@ -68,8 +68,10 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
     """Write the pack of ``bundle``; returns its path."""
     bundle = bundle.resolve()
     manifest, _ = load_bundle(bundle)
-    build, image, experiment = manifest["build"], manifest.get("image"), manifest["experiment"]
-    name = f"{experiment['name']}-{build['version']}-{bundle.name}{SUFFIX}"
+    build, image = manifest.build, manifest.image
+    if build is None:
+        raise KernlabError(f"{bundle} records no kernel build", "pack a bundle of a run that had one")
+    name = f"{manifest.experiment_name}-{build.version}-{bundle.name}{SUFFIX}"
     out = out or paths.results_dir() / "packs" / name
     staging = Path(tempfile.mkdtemp(prefix=".pack-", dir=_scratch()))
     try:
@@ -80,9 +82,9 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
         image_info = _pack_image(image, staging, root, small) if image else None
         if image and small:  # the recipe travels unchanged: its packages can be held to the bundle's
             _lock_image(root / "kernlab.lock", image)
-        _pack_experiment(experiment, root)
+        _pack_experiment(bundle, manifest, root)
         index = {"format": FORMAT, "kernlab": __version__, "made": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                 "small": small, "experiment": experiment["name"], "kernel": build["version"],
+                 "small": small, "experiment": manifest.experiment_name, "kernel": build.version,
                  "bundle": bundle.name, "source": {k: v for k, v in source.items() if k != "catalog_source"},
                  "image": image_info}
         atomic_write_json(staging / "pack.json", index)
@@ -98,17 +100,17 @@ def _scratch() -> Path:
     return folder
 
 
-def _pack_source(build: dict[str, Any], staging: Path, small: bool) -> dict[str, Any]:
+def _pack_source(build: BuildRecord, staging: Path, small: bool) -> dict[str, Any]:
     """Put the exact source file in the pack (unless ``small``); how the packed catalog names it."""
-    record = build["source"]
-    kind, sha = record["kind"], record["sha256"]
-    info: dict[str, Any] = {"kind": kind, "origin": record["origin"], "sha256": sha,
-                            "tree_sha256": record.get("tree_sha256"), "file": None}
+    source = build.source
+    kind, sha = source["kind"], source["sha256"]
+    info: dict[str, Any] = {"kind": kind, "origin": source["origin"], "sha256": sha,
+                            "tree_sha256": source.get("tree_sha256"), "file": None}
     if kind == "debian":
-        pin = pin_of_record(record, paths.cache_dir() / "pack-apt.log")
+        pin = pin_of_record(source, paths.cache_dir() / "pack-apt.log")
         info["debian"] = pin.to_json()
         info["catalog_source"] = {"debian": {"package": pin.package,
-                                             **({"suite": s} if (s := record.get("debian", {}).get("suite"))
+                                             **({"suite": s} if (s := source.get("debian", {}).get("suite"))
                                                 else {})}}
         if not small:
             deb = cached_deb(pin.deb_sha256)
@@ -116,44 +118,44 @@ def _pack_source(build: dict[str, Any], staging: Path, small: bool) -> dict[str,
             info["file"] = _add_download(staging, deb)
         return info
     if kind == "git":
-        tarball = _git_export(record, staging)
+        tarball = _git_export(source, staging)
         sha = sha256_file(tarball)
-        info.update(sha256=sha, exported_from=record.get("commit"))
+        info.update(sha256=sha, exported_from=source.get("commit"))
         info["catalog_source"] = {"file": {"path": f"{PACK_PLACE}/cache/downloads/{tarball.name}",
                                            "sha256": sha}}
         info["file"] = f"cache/downloads/{tarball.name}"
         return info
-    found = _source_file(kind, record)
+    found = _source_file(kind, source)
     if kind == "tarball":
-        info["catalog_source"] = {"tarball": {"url": record["origin"], "sha256": sha}}
+        info["catalog_source"] = {"tarball": {"url": source["origin"], "sha256": sha}}
     else:
-        name = f"{sha}-{Path(record['origin']).name}"
+        name = f"{sha}-{Path(source['origin']).name}"
         info["catalog_source"] = {"file": {"path": f"{PACK_PLACE}/cache/downloads/{name}", "sha256": sha}}
     if small and kind == "file":
-        raise KernlabError(f"the bundle's source is the local file {record['origin']}: a small pack "
+        raise KernlabError(f"the bundle's source is the local file {source['origin']}: a small pack "
                            "cannot point at it", "make a full pack (drop --small)")
     if not small:
         info["file"] = _add_download(staging, found)
     return info
 
 
-def _source_file(kind: str, record: dict[str, Any]) -> Path:
+def _source_file(kind: str, source: dict[str, Any]) -> Path:
     """The tarball the build used, verified by its sha256."""
-    sha = record["sha256"]
-    candidates = [cached_download(sha)] if kind == "tarball" else [Path(record["origin"])]
+    sha = source["sha256"]
+    candidates = [cached_download(sha)] if kind == "tarball" else [Path(source["origin"])]
     for candidate in candidates:
         if candidate is not None and candidate.is_file() and sha256_file(candidate) == sha:
             return candidate
-    raise KernlabError(f"the bundle's source file ({record['origin']}, sha256 {sha[:16]}) is not here",
+    raise KernlabError(f"the bundle's source file ({source['origin']}, sha256 {sha[:16]}) is not here",
                        "rebuild the kernel from that source once (it lands in the cache), or pass --small")
 
 
-def _git_export(record: dict[str, Any], staging: Path) -> Path:
-    git_dir = str(record["origin"]).rsplit("@", 1)[0]
-    out = staging / "cache" / "downloads" / f"git-{record['commit'][:12]}.tar"
+def _git_export(source: dict[str, Any], staging: Path) -> Path:
+    git_dir = str(source["origin"]).rsplit("@", 1)[0]
+    out = staging / "cache" / "downloads" / f"git-{source['commit'][:12]}.tar"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as handle:
-        subprocess.run(["git", "-C", git_dir, "archive", "--format=tar", "--prefix=linux/", record["commit"]],
+        subprocess.run(["git", "-C", git_dir, "archive", "--format=tar", "--prefix=linux/", source["commit"]],
                        stdout=handle, check=True)
     final = out.with_name(f"{sha256_file(out)}-{out.name}")
     os.replace(out, final)
@@ -186,11 +188,11 @@ def _checked(path: Path, sha: str, what: str) -> Path:
                        "check out the kernlab commit the bundle was made with, then pack it")
 
 
-def _pack_kernel_inputs(build: dict[str, Any], catalog_source: dict[str, Any], root: Path) -> None:
+def _pack_kernel_inputs(build: BuildRecord, catalog_source: dict[str, Any], root: Path) -> None:
     """Patches, fragments, the catalog entry and the kernel's lock entry, as the build had them."""
-    spec = load_catalog().kernel(build["version"])
+    spec = load_catalog().kernel(build.version)
     series: list[str] = []
-    for patch in build["patches"]:
+    for patch in build.patches:
         directory = Path(patch["series"])
         name = directory.name
         if name not in series:
@@ -205,40 +207,40 @@ def _pack_kernel_inputs(build: dict[str, Any], catalog_source: dict[str, Any], r
         shutil.copyfile(_checked(directory / patch["name"], patch["sha256"], "patch"),
                         root / "patches" / name / patch["name"])
     (root / "configs").mkdir(parents=True)
-    for fragment in build["fragments"]:
+    for fragment in build.fragments:
         source = _checked(Path(fragment["path"]), fragment["sha256"], "config fragment")
         shutil.copyfile(source, root / "configs" / source.name)
     entry = {"release": spec.release, "description": spec.description, "sources": [catalog_source],
-             "patches": series, "config": {"base": build["config_base"],
-                                           "fragments": [Path(f["path"]).name for f in build["fragments"]]},
+             "patches": series, "config": {"base": build.config_base,
+                                           "fragments": [Path(f["path"]).name for f in build.fragments]},
              "compiler": spec.compiler, "samples_bpf": list(spec.samples_bpf), "symbols": list(spec.symbols),
              "arch": spec.arch}
-    catalog = {"default": build["version"], "kernels": {build["version"]: entry}}
+    catalog = {"default": build.version, "kernels": {build.version: entry}}
     (root / "configs" / "kernels.yaml").write_text(
         "# kernlab pack: the bundle's kernel only; {pack} is where the pack was unpacked\n"
         + yaml.safe_dump(catalog, sort_keys=False))
-    locked = {build["version"]: kernel_entry_pinned(build)}
+    locked = {build.version: kernel_entry_pinned(build)}
     atomic_write_json(root / "kernlab.lock", {"format": lock.LOCK_FORMAT, "kernels": locked, "images": {}})
 
 
-def _pack_image(image: dict[str, Any], staging: Path, root: Path, small: bool) -> dict[str, Any]:
+def _pack_image(image: ImageRecord, staging: Path, root: Path, small: bool) -> dict[str, Any]:
     """The image recipe (as the bundle's image was keyed) and its exact .deb files."""
-    recipe = image.get("recipe", "bookworm")
-    if image_key(recipe) != image["key"]:
+    recipe = image.recipe
+    if image_key(recipe) != image.key:
         raise KernlabError(f"vm/{recipe}.yaml, vm/init or vm/fstab changed since the bundle's image",
                            "check out the kernlab commit the bundle was made with, then pack it")
     (root / "vm").mkdir(parents=True)
     shutil.copyfile(recipe_path(recipe), root / "vm" / f"{recipe}.yaml")
     for name in GUEST_FILES:
         shutil.copyfile(paths.vm_dir() / name, root / "vm" / name)
-    packages = lock.image_packages(image)
-    info = {"recipe": recipe, "suite": image["suite"], "packages": packages, "debs": None}
+    packages = image.packages
+    info = {"recipe": recipe, "suite": image.suite, "packages": packages, "debs": None}
     if small:
         return info
     missing = []
     (staging / "debs").mkdir()
     for name, version in sorted(packages.items()):
-        found = sorted(deb_cache(image["suite"]).glob(f"{name}_{version.replace(':', '%3a')}_*.deb"))
+        found = sorted(deb_cache(image.suite).glob(f"{name}_{version.replace(':', '%3a')}_*.deb"))
         if not found:
             missing.append(f"{name}={version}")
             continue
@@ -247,29 +249,29 @@ def _pack_image(image: dict[str, Any], staging: Path, root: Path, small: bool) -
         except OSError:
             shutil.copyfile(found[0], staging / "debs" / found[0].name)
     if missing:
-        raise KernlabError(f"{len(missing)} of the image's packages are not in {deb_cache(image['suite'])} "
+        raise KernlabError(f"{len(missing)} of the image's packages are not in {deb_cache(image.suite)} "
                            f"(e.g. {', '.join(missing[:3])})",
                            "pass --small to pack their versions only, or rebuild the image to fill the cache")
     info["debs"] = "debs/"
     return info
 
 
-def _lock_image(path: Path, image: dict[str, Any]) -> None:
+def _lock_image(path: Path, image: ImageRecord) -> None:
     """Add the image's recipe key and package versions to the packed lock (small packs)."""
     data = read_json(path)
-    recipe = image.get("recipe", "bookworm")
-    data["images"][recipe] = lock.image_entry_from_record(image, input_files_sha256(image["recipe"]))
+    data["images"][image.recipe] = lock.image_entry(image.key, image.packages,
+                                                    input_files_sha256(image.recipe))
     atomic_write_json(path, data)
 
 
-def _pack_experiment(experiment: dict[str, Any], root: Path) -> None:
-    exp = load_recorded(experiment)
-    if exp.content_hash() != experiment["hash"]:
+def _pack_experiment(bundle: Path, manifest: Manifest, root: Path) -> None:
+    """The experiment the bundle ran (by content hash: its folder or the bundle's copy)."""
+    exp, same = bundle_experiment(bundle, manifest, [])
+    if not same:
         raise KernlabError(f"experiment {exp.name} changed since the bundle",
                            "check out the kernlab commit the bundle was made with, then pack it")
-    shutil.copytree(exp.dir, root / "experiments" / exp.name, symlinks=True)
-    if (exp.dir.parent / LIB_DIR).is_dir():
-        shutil.copytree(exp.dir.parent / LIB_DIR, root / "experiments" / LIB_DIR, symlinks=True)
+    (root / "experiments").mkdir(parents=True, exist_ok=True)
+    exp.copy_to(root / "experiments")
 
 
 def _write_tar(staging: Path, out: Path) -> None:
@@ -347,5 +349,7 @@ def packed_project(dest: Path) -> contextlib.AbstractContextManager[None]:
 def reproduce_pack(pack: Path, anyway: bool = False, keep_vm: bool = False, vm_name: str = "default"):
     """Unpack ``pack`` and reproduce its bundle from the packed inputs alone."""
     dest = unpack(pack.resolve())
+    name = read_json(dest / "pack.json").get("experiment", "")
+    copies = [dest / "root" / "experiments" / name] if name and not plain_name(name) else []
     with packed_project(dest):
-        return reproduce(dest / "bundle", anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
+        return reproduce(dest / "bundle", anyway=anyway, keep_vm=keep_vm, vm_name=vm_name, copies=copies)
