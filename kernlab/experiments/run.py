@@ -57,10 +57,6 @@ class NotApplicable(KernlabError):
         return f"{self.experiment} {self.cause}"
 
 
-
-
-
-
 # ---------------------------------------------------------------- one run
 def _guest_env(exp: Experiment, workdir: str, build: BuildRecord, variables: dict[str, str],
                symbols: dict[str, str]) -> dict[str, str]:
@@ -253,6 +249,8 @@ def run_experiment(exp: Experiment, choice: KernelChoice, keep_vm: bool = False,
     """
     reason = na_reason(exp, choice.release)
     if reason:
+        for warning in exp.warnings:  # an older-format bound's note: why, and what to write
+            reporter().warn(f"{exp.name}: {warning}")
         raise NotApplicable(exp.name, reason)
     session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, target=target)
     with interrupt.scope():
