@@ -57,6 +57,9 @@ def collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, l
     bundle.facts["capture"] = driver.get("capture")
     if driver.get("status") != "done":
         bundle.fail(driver.get("reason") or "the guest driver did not finish")
+    for step in steps:  # a step kernlab had to SIGKILL: said before any expectation's verdict
+        if step.get("killed"):
+            bundle.fail(f"step {step['name']} {step['killed']}")
     texts: dict[str, str] = {}
     raw = _read_text(out / "trace.raw")
     if exp.capture.trace_pipe:
@@ -127,6 +130,8 @@ def _step_outcomes(exp: Experiment, steps: list[dict]) -> list[Outcome]:
             continue
         if step.get("timed_out"):
             ok, detail = False, f"timed out after {step.get('seconds')}s"
+        elif step.get("killed"):
+            ok, detail = False, step["killed"]
         elif step.get("stopped"):
             ok, detail = True, "ran until stopped"
         else:
