@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kernlab.core.errors import KernlabError
+from kernlab.experiments import driver
 from kernlab.experiments.expect import Evidence, check
 from kernlab.experiments.fit import resolve_vars
 from kernlab.experiments.suite import load_experiment
@@ -125,3 +127,23 @@ def test_an_unreadable_bound_is_still_an_error(tmp_path):
     write(tmp_path, "bad", VALUES.replace("vars:", 'kernels: {min: "four"}\nvars:'))
     with pytest.raises(KernlabError, match=r"kernels.min: must be a kernel version like 5.4"):
         load_experiment("bad", tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("bpftrace") is None or os.geteuid() != 0,
+                    reason="needs the host's bpftrace (Debian's 0.17, as in the guest) and root")
+def test_a_bare_command_found_twice_on_path_runs(tmp_path, monkeypatch):
+    """``command: true`` on a merged-/usr Debian (/bin -> usr/bin): bpftrace -c refused it
+    ("path 'true' must refer to a unique binary but matched 2 binaries"); the driver now
+    gives bpftrace the path. The host's real bpftrace, run by the guest driver's code."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    if len({os.path.realpath(p) for p in ("/usr/bin/true", "/bin/true") if os.path.exists(p)}) != 1:
+        pytest.skip("not a merged-/usr host")
+    plan = {"outdir": str(tmp_path / "out"), "timeout": 60, "drain": 0,
+            "trace": {"enabled": False, "dir": str(tmp_path)},
+            "steps": [{"name": "hi", "cmd": "bpftrace", "timeout": 60,
+                       "bpftrace": {"program": 'BEGIN { printf("hello\\n"); exit(); }', "command": "true"}}]}
+    status = driver.run_plan(plan)
+    log = (tmp_path / "out" / "steps" / "hi.log").read_text()
+    assert status["status"] == "done", log
+    assert "kernlab: command true is /usr/bin/true" in log and "hello" in log
+    assert "unique binary" not in log

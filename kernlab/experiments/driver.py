@@ -29,6 +29,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,7 +180,10 @@ class Step:
             handle.write(program)
         argv = ["bpftrace", "-B", "line", "-f", "json"]
         if conf.get("command"):
-            argv += ["-c", conf["command"]]
+            command, note = absolute_command(conf["command"], env.get("PATH", os.defpath))
+            argv += ["-c", command]
+            self.handle.write(note.encode())
+            self.handle.flush()
         self.proc = subprocess.Popen([*argv, script], stdout=subprocess.PIPE, stderr=self.handle,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                      preexec_fn=_stop_signals_default)
@@ -246,6 +250,19 @@ class Step:
                 return f"exited {self.proc.returncode} before printing {pattern!r}"
             time.sleep(0.02)
         return f"not ready after {timeout:.0f}s (no {pattern!r} in its output)"
+
+
+def absolute_command(command: str, path: str) -> tuple[str, str]:
+    """``command`` with a bare program name replaced by its path on ``path``, and a note for
+    the log: bpftrace -c refuses a bare name that ``PATH`` finds twice (``/bin/dd`` and
+    ``/usr/bin/dd`` on a merged-/usr Debian: "must refer to a unique binary")."""
+    words = command.split(" ")
+    if not words[0] or "/" in words[0]:
+        return command, ""
+    found = shutil.which(words[0], path=path)
+    if found is None:
+        return command, ""
+    return " ".join([found, *words[1:]]), f"kernlab: command {words[0]} is {found}\n"
 
 
 class StopWatch:
