@@ -12,6 +12,7 @@ from typing import Any
 from kernlab.experiments.bundle import Bundle, hist_svg, parse_hist
 from kernlab.experiments.expect import Evidence, Outcome
 from kernlab.experiments.spec import Experiment
+from kernlab.experiments.transfer import disk_full, guest_disk_full
 
 TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
 
@@ -55,6 +56,10 @@ def collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, l
     driver = _read_json(out / "driver.json")
     bundle.facts["steps"] = steps
     bundle.facts["capture"] = driver.get("capture")
+    for step in steps:  # a full disk is the cause of whatever failed after it
+        log = out / "steps" / f"{step.get('name')}.log"
+        if step.get("exit") not in (0, None) and (full := disk_full(_read_text(log))):
+            bundle.fail(f"step {step['name']}: {guest_disk_full(full).one_line()}")
     if driver.get("status") != "done":
         bundle.fail(driver.get("reason") or "the guest driver did not finish")
     for step in steps:  # a step kernlab had to SIGKILL: said before any expectation's verdict

@@ -145,12 +145,13 @@ class Experiment:
         where = "suite" if self.dir.resolve().parent == suite else "folder"
         return {"source": str(self.dir.resolve()), "origin": where, "hash": self.content_hash()}
 
-    def needs_summary(self) -> str:
+    def needs_summary(self, tools: bool = True) -> str:
+        """Its needs in a line (``tools=False``: without the guest tools, checked apart)."""
         def shown(symbol: str) -> str:
             var = re.fullmatch(r"\$\{(\w+)\}", symbol)
             return "|".join(self.variables.get(var.group(1), {}).values()) if var else symbol
 
-        parts = [*self.config, *map(shown, self.symbols), *self.outputs, *self.tools]
+        parts = [*self.config, *map(shown, self.symbols), *self.outputs, *(self.tools if tools else [])]
         return ", ".join(parts) if parts else "-"
 
     def kernels_summary(self) -> str:
