@@ -147,3 +147,94 @@ def test_a_bare_command_found_twice_on_path_runs(tmp_path, monkeypatch):
     assert status["status"] == "done", log
     assert "kernlab: command true is /usr/bin/true" in log and "hello" in log
     assert "unique binary" not in log
+
+
+# ---------------------------------------------------------------- check-experiment: the image
+CHECKED = """\
+title: tools and binaries
+description: what the run needs from the image
+needs:
+  tools: [bpftrace, ping]
+run:
+  steps:
+    - name: trace
+      bpftrace: 'uprobe:bash:readline { @n = count(); } uprobe:/usr/bin/nope:f { }'
+    - name: dd
+      bpftrace: 'kretprobe:vfs_read /pid == cpid/ { @b = hist(retval); }'
+      command: dd if=/dev/zero of=/dev/null count=4
+expect:
+  - {in: "step:dd", contains: "@b"}
+"""
+
+
+@pytest.fixture(scope="module")
+def merged_usr_disk(tmp_path_factory) -> str:
+    """A real ext4 file (mke2fs -d, as build-image makes one) with a merged-/usr layout."""
+    if not (shutil.which("mke2fs") or shutil.which("mke2fs", path="/usr/sbin:/sbin")):
+        pytest.skip("needs e2fsprogs")
+    root = tmp_path_factory.mktemp("root")
+    for name in ("dd", "bash", "bpftrace"):
+        (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+        (root / "usr" / "bin" / name).write_text("#!/bin/sh\n")
+    (root / "usr" / "sbin").mkdir()
+    (root / "bin").symlink_to("usr/bin")
+    (root / "sbin").symlink_to("usr/sbin")
+    disk = tmp_path_factory.mktemp("disk") / "rootfs.ext4"
+    mke2fs = shutil.which("mke2fs") or shutil.which("mke2fs", path="/usr/sbin:/sbin")
+    subprocess.run([mke2fs, "-q", "-F", "-t", "ext4", "-d", str(root), str(disk), "16M"], check=True)
+    return str(disk)
+
+
+def test_check_experiment_looks_up_tools_and_binaries_in_the_image(tmp_path, merged_usr_disk):
+    """`ok needs: ..., ping` for a tool the image lacks; `command: dd` and `uprobe:bash:`
+    that bpftrace refuses in the guest (two matches, /bin and /usr/bin): now each a line."""
+    from kernlab.experiments.check import guest_lines
+    from kernlab.guest.imagefiles import read_disk
+
+    files = read_disk(merged_usr_disk, packages=3)
+    assert files.links == {"/bin": "/usr/bin", "/sbin": "/usr/sbin"}
+    assert files.on_path("dd") == ["/usr/bin/dd", "/bin/dd"] and files.on_path("ping") == []
+    write(tmp_path, "checked", CHECKED)
+    lines = {line.what: (line.status, line.detail) for line in
+             guest_lines(load_experiment("checked", tmp_path), files)}
+    assert lines["guest tools"][0] == "FAIL" and lines["guest tools"][1].startswith(
+        "not in the image (3 packages): ping; add the package")
+    assert lines["step dd command"] == ("ok", "dd is /usr/bin/dd (given to bpftrace -c as that path)")
+    assert lines["step trace uprobe"][0] == "FAIL"
+    uprobes = [line for line in guest_lines(load_experiment("checked", tmp_path), files)
+               if line.what == "step trace uprobe"]
+    assert [u.detail for u in uprobes] == [
+        "uprobe /usr/bin/nope: no such file in the image",
+        "uprobe binary bash matches 2 files (/usr/bin/bash, /bin/bash): bpftrace refuses it; "
+        "write uprobe:/usr/bin/bash:..."]
+
+
+@pytest.mark.slow
+def test_check_experiment_on_a_built_kernel_and_the_image(tmp_path, lab_kernel, lab_image):
+    """The real CLI on the 6.1 build and the lab image: a tool the image lacks, a bare uprobe
+    binary found twice, a kprobe_events line and a libbpf SEC() naming what the kernel lacks
+    are FAIL lines (each was `ok` or unchecked); `command: dd` is ok (the run gives its path)."""
+    env = {**os.environ, "KERNLAB_RESULTS": str(tmp_path / "results"), "KERNLAB_PLAIN": "1"}
+    folder = write(tmp_path, "tooly", CHECKED.replace(
+        "expect:", "    - name: events\n      cmd: echo 'p:kl_nope no_such_function_kl' >> "
+                   "/sys/kernel/debug/tracing/kprobe_events\nexpect:"))
+    done = subprocess.run([sys.executable, "-m", "invoke", "check-experiment", str(folder), "--kernels",
+                           "6.1"], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    fails = [line.strip() for line in done.stdout.splitlines() if line.startswith("  FAIL")]
+    assert any(f.startswith("FAIL guest tools: not in image bookworm-") and ": ping;" in f for f in fails)
+    assert any("uprobe binary bash matches 2 files (/usr/bin/bash, /bin/bash)" in f for f in fails)
+    assert any(f.startswith("FAIL probe targets (atlas): no_such_function_kl") for f in fails), fails
+    assert "ok   step dd command: dd is /usr/bin/dd" in done.stdout
+    assert "ok   step dd bpftrace dry run" in done.stdout  # with -c: cpid has a child command
+
+    libbpf = tmp_path / "libbpf-exp"
+    made = subprocess.run([sys.executable, "-m", "invoke", "new-experiment", str(libbpf), "--kind", "libbpf"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert made.returncode == 0, made.stderr
+    source = libbpf / "prog.bpf.c"
+    source.write_text(source.read_text().replace('SEC("kprobe/vfs_read")', 'SEC("kprobe/no_such_fn_kl")'))
+    checked = subprocess.run([sys.executable, "-m", "invoke", "check-experiment", str(libbpf), "--kernels",
+                              "6.1"], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
+    assert checked.returncode == 1
+    assert "FAIL probe targets (atlas): no_such_fn_kl: no_such_fn_kl is not in this kernel" in checked.stdout

@@ -95,25 +95,27 @@ def _parse(output: str, folders: list[str]) -> dict[str, dict[str, str]]:
 
 
 def read_files(image: ImageRecord) -> ImageFiles:
-    """The image's PATH folders and top-level links, read with debugfs (cached per image)."""
+    """The image's PATH folders and top-level links (cached per image)."""
     cache = paths.work_dir() / "image-files" / f"{image.key[:16]}.json"
     if cache.is_file():
         data = json.loads(cache.read_text())
         return ImageFiles(data["dirs"], data["links"], data.get("packages", 0))
-    disk = str(image.disk)
+    files = read_disk(str(image.disk), len(image.packages))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cache, json.dumps(files.to_json()))
+    return files
+
+
+def read_disk(disk: str, packages: int = 0) -> ImageFiles:
+    """An ext4 file's PATH folders and top-level links, read with debugfs."""
     root_out = _debugfs(disk, ["ls -p /"])
     root = {m.group(3): m.group(2) for m in map(LS_LINE.match, map(str.strip, root_out.splitlines())) if m}
     links = {}
     for link in TOP_LINKS:
         if root.get(link[1:], "").startswith("12"):  # a symlink: merged /usr points it at usr/X
-            target = _debugfs(disk, [f"stat {link}"])
-            where = re.search(r'Fast link dest: "([^"]+)"', target)
+            where = re.search(r'Fast link dest: "([^"]+)"', _debugfs(disk, [f"stat {link}"]))
             if where:
                 dest = where.group(1)
                 links[link] = dest if dest.startswith("/") else f"/{dest}"
     folders = sorted({links.get(f, f) for f in GUEST_PATH})
-    dirs = _parse(_debugfs(disk, [f"ls -p {f}" for f in folders]), folders)
-    files = ImageFiles(dirs, links, len(image.packages))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cache, json.dumps(files.to_json()))
-    return files
+    return ImageFiles(_parse(_debugfs(disk, [f"ls -p {f}" for f in folders]), folders), links, packages)
