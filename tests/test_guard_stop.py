@@ -118,3 +118,25 @@ def test_the_bundle_says_first_that_a_step_was_killed(tmp_path, monkeypatch):
     assert bundle.status == "FAIL"
     assert bundle.reason == f"step trace {trace['killed']}"
     assert [o.detail for o in outcomes if o.name == "step trace ran"] == [trace["killed"]]
+
+
+def test_a_step_killed_by_something_else_is_said_first(tmp_path):
+    """A workload SIGKILLed by what kernlab did not send (the OOM killer, a user): the bundle's
+    reason says so, before the expectations it broke."""
+    plan = {"outdir": str(tmp_path / "out"), "timeout": 60, "drain": 0,
+            "trace": {"enabled": False, "dir": str(tmp_path)},
+            "steps": [{"name": "work", "cmd": "echo started; kill -KILL $$", "timeout": 10}]}
+    driver.run_plan(plan)
+    folder = tmp_path / "exps" / "oom"
+    folder.mkdir(parents=True)
+    (folder / "experiment.yaml").write_text("title: t\ndescription: d\nrun:\n  steps:\n    - {name: work, "
+                                            "cmd: 'true'}\nexpect:\n  - {in: 'step:work', contains: done}\n")
+    exp = load_experiment("oom", tmp_path / "exps")
+    (tmp_path / "fetched").mkdir()
+    (tmp_path / "out").rename(tmp_path / "fetched" / "out")
+    bundle = Bundle.create("oom", "6.1", tmp_path / "results")
+    _evidence, outcomes = collect(exp, tmp_path / "fetched", bundle)
+    bundle.outcomes = outcomes
+    bundle.settle()
+    assert bundle.reason == ("step work was killed (SIGKILL) by something other than kernlab: the guest's "
+                             "OOM killer? (see console.log)")
