@@ -99,22 +99,29 @@ def test_one_still_printing_is_waited_for_past_the_stall(tmp_path, monkeypatch):
     assert "detaching 9" in log and "@reads: 9" in log
 
 
-def test_the_bundle_says_first_that_a_step_was_killed(tmp_path, monkeypatch):
-    """collect: the killed step is the bundle's reason, before any expectation's verdict."""
-    _status, trace, _took = run(tmp_path, monkeypatch, DEAF)
-    folder = tmp_path / "exps" / "deaf"
+def collected(tmp_path: Path, spec: str) -> tuple[Bundle, list]:
+    """What the host makes of the driver's ``out/`` for an experiment ``spec``: the settled
+    bundle and the step checks (kernlab.experiments.collect, as after a fetch)."""
+    folder = tmp_path / "exps" / "exp"
     folder.mkdir(parents=True)
-    (folder / "experiment.yaml").write_text(
-        "title: t\ndescription: d\nrun:\n  steps:\n    - {name: trace, bpftrace: 'kprobe:vfs_read { @reads = "
-        "count(); }'}\n    - {name: work, cmd: 'true'}\n"
-        "expect:\n  - {in: 'step:trace', contains: '@reads'}\n")
-    exp = load_experiment("deaf", tmp_path / "exps")
+    (folder / "experiment.yaml").write_text(spec)
+    exp = load_experiment("exp", tmp_path / "exps")
     (tmp_path / "fetched").mkdir()
     (tmp_path / "out").rename(tmp_path / "fetched" / "out")
-    bundle = Bundle.create("deaf", "4.15", tmp_path / "results")
+    bundle = Bundle.create("exp", "4.15", tmp_path / "results")
     _evidence, outcomes = collect(exp, tmp_path / "fetched", bundle)
     bundle.outcomes = outcomes
     bundle.settle()
+    return bundle, outcomes
+
+
+def test_the_bundle_says_first_that_a_step_was_killed(tmp_path, monkeypatch):
+    """collect: the killed step is the bundle's reason, before any expectation's verdict."""
+    _status, trace, _took = run(tmp_path, monkeypatch, DEAF)
+    spec = ("title: t\ndescription: d\nrun:\n  steps:\n    - {name: trace, bpftrace: 'kprobe:vfs_read "
+            "{ @reads = count(); }'}\n    - {name: work, cmd: 'true'}\n"
+            "expect:\n  - {in: 'step:trace', contains: '@reads'}\n")
+    bundle, outcomes = collected(tmp_path, spec)
     assert bundle.status == "FAIL"
     assert bundle.reason == f"step trace {trace['killed']}"
     assert [o.detail for o in outcomes if o.name == "step trace ran"] == [trace["killed"]]
@@ -127,16 +134,7 @@ def test_a_step_killed_by_something_else_is_said_first(tmp_path):
             "trace": {"enabled": False, "dir": str(tmp_path)},
             "steps": [{"name": "work", "cmd": "echo started; kill -KILL $$", "timeout": 10}]}
     driver.run_plan(plan)
-    folder = tmp_path / "exps" / "oom"
-    folder.mkdir(parents=True)
-    (folder / "experiment.yaml").write_text("title: t\ndescription: d\nrun:\n  steps:\n    - {name: work, "
+    bundle, _outcomes = collected(tmp_path, "title: t\ndescription: d\nrun:\n  steps:\n    - {name: work, "
                                             "cmd: 'true'}\nexpect:\n  - {in: 'step:work', contains: done}\n")
-    exp = load_experiment("oom", tmp_path / "exps")
-    (tmp_path / "fetched").mkdir()
-    (tmp_path / "out").rename(tmp_path / "fetched" / "out")
-    bundle = Bundle.create("oom", "6.1", tmp_path / "results")
-    _evidence, outcomes = collect(exp, tmp_path / "fetched", bundle)
-    bundle.outcomes = outcomes
-    bundle.settle()
     assert bundle.reason == ("step work was killed (SIGKILL) by something other than kernlab: the guest's "
                              "OOM killer? (see console.log)")
