@@ -56,6 +56,18 @@ while True:
     time.sleep(0.05)
 """
 
+# silent but working: after SIGINT it computes for 4 s (as detaching is kernel work), then its maps
+CPU_BOUND = HEAD + """def stop(*_):
+    end = time.monotonic() + 4
+    while time.monotonic() < end:
+        sum(range(10000))
+    out("map", {"@reads": 5})
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+while True:
+    time.sleep(0.05)
+"""
+
 
 def run(tmp_path: Path, monkeypatch, program: str, stall: float = 1.0) -> tuple[dict, dict, float]:
     bindir = tmp_path / "bin"
@@ -97,6 +109,14 @@ def test_one_still_printing_is_waited_for_past_the_stall(tmp_path, monkeypatch):
     assert trace["exit"] == 0 and not trace["killed"] and took >= 3
     log = (tmp_path / "out" / "steps" / "trace.log").read_text()
     assert "detaching 9" in log and "@reads: 9" in log
+
+
+def test_one_silent_but_busy_is_waited_for_past_the_stall(tmp_path, monkeypatch):
+    """No output for 4 s after SIGINT but a busy CPU (an idle poll loop is not busy): waited for."""
+    _status, trace, took = run(tmp_path, monkeypatch, CPU_BOUND, stall=2.0)
+    assert trace["exit"] == 0 and not trace["killed"] and took >= 4
+    maps = json.loads((tmp_path / "out" / "bpftrace" / "trace.json").read_text())["maps"]
+    assert maps == {"@reads": {"type": "map", "value": 5}}
 
 
 def collected(tmp_path: Path, spec: str) -> tuple[Bundle, list]:

@@ -42,7 +42,7 @@ STOP_GRACE = 30.0
 # bpftrace prints its maps, then detaches its probes: on 4.15 under TCG with other guests
 # beside it, that took over 30 s once (a CI run; SIGKILL then lost the maps). So a bpftrace
 # step is not given a fixed time after SIGINT: it is watched (``StopWatch``) and waited for
-# while it makes progress (output, maps, CPU time, its probes leaving kprobe_events), up to
+# while it makes progress (output, maps, busy CPU, its probes leaving kprobe_events), up to
 # BPFTRACE_STOP_GRACE; once nothing moves for BPFTRACE_STALL seconds it gets SIGINT again
 # (4.15's bpftrace sometimes ignores the first), and after another stall SIGKILL, which the
 # step's record says (``killed``) and the bundle reports first.
@@ -270,10 +270,13 @@ class StopWatch:
     its CPU time (detaching probes is work in the kernel) and the probes kernlab can see in
     tracefs (``kprobe_events``/``uprobe_events`` shrink as 4.15's bpftrace detaches)."""
 
+    BUSY = 0.1  # share of a CPU that counts as work (an idle poll loop uses far less)
+
     def __init__(self, step: Step, tracefs: str) -> None:
         self.step, self.tracefs = step, tracefs
         self.started = self.last = time.monotonic()
         self.seen = self._sample()
+        self.cpu = (self.started, _cpu_ticks(step.proc.pid))
         self.notes: list[str] = []
 
     def _sample(self) -> tuple:
@@ -282,7 +285,16 @@ class StopWatch:
             with contextlib.suppress(OSError), open(os.path.join(self.tracefs, name), "rb") as handle:
                 events += handle.read().count(b"\n")
         maps = len(self.step.bpftrace.record["maps"]) if self.step.bpftrace else 0
-        return (_size(self.step.log), maps, _cpu_ticks(self.step.proc.pid), events)
+        return (_size(self.step.log), maps, events)
+
+    def _busy(self) -> bool:
+        """Whether it used at least BUSY of a CPU since the last look (detaching is kernel work)."""
+        now, ticks = time.monotonic(), _cpu_ticks(self.step.proc.pid)
+        since, before = self.cpu
+        if now - since < 1.0:
+            return False
+        self.cpu = (now, ticks)
+        return (ticks - before) / CLOCK_TICKS >= self.BUSY * (now - since)
 
     def moved(self, note: str = "") -> None:
         self.last = time.monotonic()
@@ -292,7 +304,7 @@ class StopWatch:
     def still_for(self) -> float:
         """Seconds since anything moved (0 now if something did)."""
         now = self._sample()
-        if now != self.seen:
+        if now != self.seen or self._busy():
             self.seen = now
             self.moved()
         return time.monotonic() - self.last
@@ -302,7 +314,7 @@ class StopWatch:
 
     def verdict(self, stalled: bool, stall: float) -> str:
         """Why the step is SIGKILLed, for its record and the bundle."""
-        _log, maps, _cpu, events = self.seen
+        _log, maps, events = self.seen
         shown = f"maps printed: {maps}" if maps else "no maps printed"
         how = f"no progress for {stall:.0f}s" if stalled else "still busy at the limit"
         return (f"did not stop on SIGINT ({how}: {shown}, {events} probe(s) still in tracefs"
@@ -314,6 +326,9 @@ def _size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_ticks(pid: int) -> int:
