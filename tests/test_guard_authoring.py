@@ -106,6 +106,13 @@ def test_a_var_that_is_not_a_number_on_a_kernel_fails_that_expectation_saying_so
     result = outcomes(exp, "6.1", "n=12\noff=92\n")
     assert result["count"] == (False, "min ${LOW} is 'lots' here, not a number: fix its vars: entry")
     assert result["offset"][0]
+    from kernlab.experiments.check import _value_lines  # check-experiment says it before any boot
+
+    lines = _value_lines(exp, resolve_vars(exp, "6.1"))
+    assert [(line.status, line.what) for line in lines] == [("FAIL", "expect[0] (count)"),
+                                                            ("FAIL", "expect[2] (lines)")]
+    assert lines[0].detail == "min ${LOW} is 'lots' here, not a number: fix its vars: entry"
+    assert _value_lines(exp, resolve_vars(exp, "4.15")) == []
 
 
 def test_older_format_minimum_runs_as_na_with_the_text_to_write(tmp_path, env):

@@ -31,7 +31,7 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.records import BuildRecord
 from kernlab.core.util import short, staging_dir
 from kernlab.experiments.build import build_experiment
-from kernlab.experiments.expect import substitute
+from kernlab.experiments.expect import resolved, substitute
 from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
 from kernlab.experiments.probecheck import experiment_targets
 from kernlab.experiments.spec import Experiment, Step
@@ -258,6 +258,7 @@ def check_kernel(exp: Experiment, kernel: str, log_dir: Path) -> KernelReport:
         return report
     report.lines.append(Line(OK, "needs", exp.needs_summary(tools=False)))
     report.lines += guest_lines(exp, _image_files())
+    report.lines += _value_lines(exp, {**variables, **{f"SYM_{k}": v for k, v in symbols.items()}})
     report.lines.append(_atlas_line(exp, build, variables))
     env = _env(build, variables, symbols)
     host_steps = [s for s in exp.build if s.kind != "guest"]
@@ -360,6 +361,17 @@ def guest_lines(exp: Experiment, files: ImageFiles | str) -> list[Line]:
 
 
 VAR_NAME = re.compile(r"\$\{\w+\}")
+
+
+def _value_lines(exp: Experiment, variables: dict[str, str]) -> list[Line]:
+    """A ``${NAME}`` in an expectation's min, max or exit code that is no number on this kernel."""
+    lines = []
+    for i, expectation in enumerate(exp.expectations):
+        try:
+            resolved(expectation, variables)
+        except ValueError as problem:
+            lines.append(Line(FAIL, f"expect[{i}] ({expectation.name})", f"{problem}: fix its vars: entry"))
+    return lines
 
 
 def _atlas_line(exp: Experiment, build: BuildRecord, variables: dict[str, str]) -> Line:
