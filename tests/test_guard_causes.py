@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import test_guard_causes_fast
 import yaml
 from guests import ci_build
 from test_faults_vm import Background, bundle_of, cli, experiment, qemu_pids
@@ -74,4 +75,4 @@ def test_a_full_guest_disk_is_the_cause(kernel, env, tmp_path, vm_name) -> None:
 
 
 # what the tests above cover, for tests/test_bad_input.py's count by kind
-FAULTS = [("run-fault", "vm-down-mid-run"), ("run-fault", "guest-disk-full")]
+FAULTS = [("run-fault", "vm-down-mid-run"), ("run-fault", "guest-disk-full"), *test_guard_causes_fast.FAULTS]
