@@ -26,11 +26,13 @@ out("attached_probes", {"probes": 2})
 out("printf", "kernlab-probes-attached\\n")
 """
 
-# ignores SIGINT altogether (the 4.15 symptom): only SIGKILL ends it
-DEAF = HEAD + """signal.signal(signal.SIGINT, signal.SIG_IGN)
+WAIT = """signal.signal(signal.SIGINT, stop)
 while True:
     time.sleep(0.05)
 """
+
+# ignores SIGINT altogether (the 4.15 symptom): only SIGKILL ends it
+DEAF = HEAD + WAIT.replace("stop)", "signal.SIG_IGN)")
 
 # ignores the first SIGINT, stops on the second with its maps
 SECOND_INT = HEAD + """seen = []
@@ -39,10 +41,7 @@ def stop(*_):
     if len(seen) == 2:
         out("map", {"@reads": 7})
         sys.exit(0)
-signal.signal(signal.SIGINT, stop)
-while True:
-    time.sleep(0.05)
-"""
+""" + WAIT
 
 # slow but busy: after SIGINT it prints a line every 0.3 s for 3 s, then its maps
 BUSY = HEAD + """def stop(*_):
@@ -51,10 +50,7 @@ BUSY = HEAD + """def stop(*_):
         time.sleep(0.3)
     out("map", {"@reads": 9})
     sys.exit(0)
-signal.signal(signal.SIGINT, stop)
-while True:
-    time.sleep(0.05)
-"""
+""" + WAIT
 
 # silent but working: after SIGINT it computes for 4 s (as detaching is kernel work), then its maps
 CPU_BOUND = HEAD + """def stop(*_):
@@ -63,10 +59,7 @@ CPU_BOUND = HEAD + """def stop(*_):
         sum(range(10000))
     out("map", {"@reads": 5})
     sys.exit(0)
-signal.signal(signal.SIGINT, stop)
-while True:
-    time.sleep(0.05)
-"""
+""" + WAIT
 
 
 def run(tmp_path: Path, monkeypatch, program: str, stall: float = 1.0) -> tuple[dict, dict, float]:
