@@ -461,6 +461,20 @@ CASES = [
     Case("experiment", "yaml-a-list", run_t(), "(top level): must be a mapping",
          setup=experiments("- a\n- b\n")),
     Case("experiment", "yaml-invalid", run_t(), "not valid YAML", setup=experiments("run: [\n")),
+    # ---- 22c: ${NAME} in every expectation value is checked on load like the rest
+    Case("experiment", "expect-min-var-undefined", run_t(), "expect[0].min: ${LOW} is not defined",
+         setup=experiments(spec_with(expect(min="${LOW}")))),
+    Case("experiment", "expect-equals-var-undefined", run_t(), "expect[0].equals: ${N} is not defined",
+         setup=experiments(spec_with(lambda s: s.update(expect=[{"value": "n=(\\d+)", "equals": "${N}",
+                                                                 "in": "step:work"}])))),
+    Case("experiment", "expect-max-not-a-number", run_t(),
+         "expect[0].max: must be a number or one ${NAME} from vars:, got 'lots'",
+         setup=experiments(spec_with(expect(max="lots")))),
+    Case("experiment", "expect-exit-code-var-undefined", run_t(),
+         "expect[0].exit.code: ${CODE} is not defined",
+         setup=experiments(spec_with(lambda s: s.update(
+             expect=[{"exit": {"step": "work", "code": "${CODE}"}}])))),
+    # ---- end 22c
     # one broken experiment folder among good ones
     Case("suite", "list-with-a-broken-folder", ["list-experiments"], "1 experiment folder(s) broken: t",
          setup=experiments(spec_with(step(timeout=float("nan"))), good=True), stdout="fine"),
@@ -572,9 +586,11 @@ def all_cases() -> list[tuple[str, str]]:
     """Every bad input and fault the project's tests run, as (kind, id): this table's, the
     locks and signals of tests/test_locks.py, the real-guest faults of tests/test_faults_vm.py."""
     import test_faults_vm
+    import test_guard_causes  # 22c
     import test_locks
 
-    return [(c.kind, c.id) for c in CASES] + test_locks.FAULTS + test_faults_vm.FAULTS
+    return [(c.kind, c.id) for c in CASES] + test_locks.FAULTS + test_faults_vm.FAULTS + \
+        test_guard_causes.FAULTS
 
 
 def test_the_count_of_bad_inputs_and_faults_by_kind() -> None:

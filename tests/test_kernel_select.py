@@ -220,14 +220,30 @@ def test_features_make_an_experiment_na_with_the_reason(tmp_path):
     assert na_reason(exp, "5.5") == na_reason(exp, "5.10.223") == ""
 
 
+@pytest.mark.parametrize("extra, note, na", [
+    ('kernels: {min: "5.5"}\n', 'kernels: {min: "5.5"} without a reason is the older format, read as n/a '
+     'before Linux 5.5; name what older kernels lack instead: needs: {features: {NAME: "5.5"}} (or drop '
+     "kernels: to run on every kernel)",
+     ("5.4.286", "needs Linux 5.5 (an older-format bound, no reason given); kernel 5.4.286 is older")),
+    ('kernels: {max: "6.1"}\n', 'kernels: {max: "6.1"} without a reason is the older format, read as n/a '
+     'after Linux 6.1; add the reason: kernels: {max: "6.1", reason: "what newer kernels break"}',
+     ("6.2", "supports Linux up to 6.1 (an older-format bound, no reason given); kernel 6.2 is newer")),
+])
+def test_older_format_bounds_are_read_with_a_note(tmp_path, extra, note, na):
+    """Last month's ``kernels: {min: V}`` (no reason) still loads and means what it meant;
+    the note (printed by run-experiment and check-experiment) gives the text to write."""
+    write_exp(tmp_path, "old", extra)
+    exp = load_experiment("old", tmp_path)
+    assert exp.warnings == [note]
+    assert na_reason(exp, na[0]) == na[1]
+    assert na_reason(exp, "6.1") == ""
+
+
 @pytest.mark.parametrize("extra, key, problem", [
-    ('kernels: {min: "5.5"}\n', "kernels.min", "a bare minimum version is not a reason; name what the "
-                                               "kernel lacks instead: needs: {features:"),
-    ('kernels: {max: "6.1"}\n', "kernels.max", "needs a stated reason"),
     ("needs:\n  features: {ringbuf: 5.10}\n", "needs.features.ringbuf",
      "must be the quoted Linux release that added it"),
 ])
-def test_bounds_without_reasons_are_refused(tmp_path, extra, key, problem):
+def test_unquoted_feature_releases_are_refused(tmp_path, extra, key, problem):
     spec = write_exp(tmp_path, "bad", extra)
     with pytest.raises(KernlabError) as info:
         load_experiment("bad", tmp_path)
@@ -289,15 +305,17 @@ def test_cli_suite_records_na_and_broken_experiments_and_goes_on(cli_env):
     exps = Path(cli_env["KERNLAB_EXPERIMENTS"])
     write_exp(exps, "future", FUTURE)
     write_exp(exps, "old-style", 'kernels: {min: "5.5"}\n')
+    write_exp(exps, "broken", "needs:\n  features: {ringbuf: 5.10}\n")
     write_exp(exps, "user", USER_55)
     done = invoke("run-experiment", "--all", "--kernel", "5.4.286", env=cli_env)
     assert done.returncode == 1, done.stderr
     rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:-1]}
     assert "n/a" in rows["user"] and rows["user"].endswith(
         "needs bpf_probe_read_user (Linux 5.5); kernel 5.4.286 is older")
-    assert "FAIL" in rows["old-style"]
-    assert "kernels.min: a bare minimum version is not a reason" in rows["old-style"]
-    assert done.stdout.splitlines()[-1] == "0/1 passed, 2 n/a"
+    assert "n/a" in rows["old-style"] and rows["old-style"].endswith(  # the older format, read
+        "needs Linux 5.5 (an older-format bound, no reason given); kernel 5.4.286 is older")
+    assert "FAIL" in rows["broken"] and "needs.features.ringbuf: must be the quoted" in rows["broken"]
+    assert done.stdout.splitlines()[-1] == "0/1 passed, 3 n/a"
     result = json.loads(next((Path(cli_env["KERNLAB_RESULTS"]) / "user" / "5.4.286").glob("*/result.json"))
                         .read_text())
     assert (result["status"], result["reason"]) == ("n/a", "needs bpf_probe_read_user (Linux 5.5); "

@@ -31,20 +31,25 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.records import BuildRecord
 from kernlab.core.util import short, staging_dir
 from kernlab.experiments.build import build_experiment
-from kernlab.experiments.expect import substitute
+from kernlab.experiments.expect import resolved, substitute
 from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
+from kernlab.experiments.probecheck import experiment_targets
 from kernlab.experiments.spec import Experiment, Step
 from kernlab.experiments.suite import load_experiment
 from kernlab.guest import remote
+from kernlab.guest.image import find_image
+from kernlab.guest.imagefiles import ImageFiles, read_files
 from kernlab.guest.vm import Vm, list_vms
 from kernlab.kernel import kheaders
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.selection import select_build
+from kernlab.probes.atlas import rows_kept
 
 OK, FAIL, SKIP = "ok", "FAIL", "--"
 DRY_RUN_TIMEOUT = 120.0
 NOISE = ("couldn't set RLIMIT_MEMLOCK", "is not traceable", "available_filter_functions")
 KPROBE = re.compile(r"(?:^|[\s,])(kprobe|kretprobe|k|kr):([A-Za-z0-9_.*?\[\]]+)", re.M)
+UPROBE = re.compile(r"(?:^|[\s,])(?:uprobe|uretprobe|u|ur):([^:\s,{]+):", re.M)
 TRACEPOINT = re.compile(r"(?:^|[\s,])(tracepoint|t):([A-Za-z0-9_*?]+):([A-Za-z0-9_*?]+)", re.M)
 
 
@@ -152,11 +157,15 @@ def running_vm(build: BuildRecord) -> Vm | None:
     return next((vm for vm in list_vms() if vm.info.kernel_key_or_none == build.key and vm.alive()), None)
 
 
-def guest_dry_run(program: str, vm: Vm, log: Path, name: str) -> Line:
+CHILD = ["-c", "/usr/bin/true"]  # a step's command: stands in for it (cpid needs a child command)
+
+
+def guest_dry_run(program: str, vm: Vm, log: Path, name: str, child: bool = False) -> Line:
     """The guest's bpftrace on ``program``: parse, types, tracepoint formats, code; no attaching."""
     encoded = base64.b64encode(program.encode()).decode()
     command = (f"f=$(mktemp /tmp/kl-check-XXXXXX.bt) && echo {encoded} | base64 -d > $f && "
-               f"bpftrace --emit-elf $f.elf $f 2>&1; rc=$?; rm -f $f $f.elf; exit $rc")
+               f"bpftrace --emit-elf $f.elf {' '.join(CHILD) if child else ''} $f 2>&1; rc=$?; "
+               "rm -f $f $f.elf; exit $rc")
     try:
         result = remote.run(remote.connect(vm), command, timeout=DRY_RUN_TIMEOUT, check=False)
     except KernlabError as error:
@@ -171,15 +180,17 @@ def guest_dry_run(program: str, vm: Vm, log: Path, name: str) -> Line:
                     "parse, types, tracepoint formats, code generation; no attaching)")
 
 
-def dry_run(program: str, build: BuildRecord, log: Path, name: str = "program.bt") -> Line:
+def dry_run(program: str, build: BuildRecord, log: Path, name: str = "program.bt",
+            child: bool = False) -> Line:
     """bpftrace's own check of ``program`` for ``build``, no attaching: on the host against
-    the build's headers; a program with tracepoints in a running VM of that kernel."""
+    the build's headers; a program with tracepoints in a running VM of that kernel. ``child``:
+    the step has a command (bpftrace -c; /usr/bin/true stands in for it)."""
     what = "bpftrace dry run"
     _kprobes, tracepoints = probe_targets(program)
     if tracepoints:
         vm = running_vm(build)
         if vm is not None:
-            return guest_dry_run(program, vm, log, name)
+            return guest_dry_run(program, vm, log, name, child)
         return Line(SKIP, what, "not checked: the program uses tracepoints, whose formats only "
                     "the kernel's tracefs has, and no VM of this kernel runs (with one up, "
                     f"`invoke vm.up --kernel {build.version}`, it is checked there); "
@@ -195,7 +206,8 @@ def dry_run(program: str, build: BuildRecord, log: Path, name: str = "program.bt
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "BPFTRACE_KERNEL_SOURCE": str(source),
                "BPFTRACE_KERNEL_BUILD": str(source)}
         try:
-            done = subprocess.run([tool, "--emit-elf", str(Path(tmp) / "program.elf"), str(script)],
+            done = subprocess.run([tool, "--emit-elf", str(Path(tmp) / "program.elf"),
+                                   *(CHILD if child else []), str(script)],
                                   capture_output=True, text=True, env=env, timeout=DRY_RUN_TIMEOUT,
                                   check=False)
         except subprocess.TimeoutExpired:
@@ -225,7 +237,7 @@ def _bpftrace_lines(step: Step, build: BuildRecord, env: dict[str, str], log: Pa
     lines = [Line(FAIL, f"{where} probes", "not in this kernel: " + ", ".join(missing))
              if missing else Line(OK, f"{where} probes", f"{found} kprobe/tracepoint target(s) "
                                   "found in System.map" if found else "no kprobes or tracepoints")]
-    dry = dry_run(program, build, log, step.bpftrace_file or f"{step.name}.bt")
+    dry = dry_run(program, build, log, step.bpftrace_file or f"{step.name}.bt", bool(step.command))
     dry.what = f"{where} {dry.what}"
     return [*lines, dry]
 
@@ -244,7 +256,10 @@ def check_kernel(exp: Experiment, kernel: str, log_dir: Path) -> KernelReport:
     except KernlabError as error:
         report.lines.append(Line(FAIL, "needs", error.one_line()))
         return report
-    report.lines.append(Line(OK, "needs", exp.needs_summary()))
+    report.lines.append(Line(OK, "needs", exp.needs_summary(tools=False)))
+    report.lines += guest_lines(exp, _image_files())
+    report.lines += _value_lines(exp, {**variables, **{f"SYM_{k}": v for k, v in symbols.items()}})
+    report.lines.append(_atlas_line(exp, build, variables))
     env = _env(build, variables, symbols)
     host_steps = [s for s in exp.build if s.kind != "guest"]
     if host_steps:
@@ -264,7 +279,119 @@ def check_experiment(exp: Experiment, kernels: list[str]) -> list[KernelReport]:
     """``exp`` (already loaded: the YAML is valid) checked on each kernel."""
     log_dir = paths.state_dir() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    _IMAGE.clear()
     return [check_kernel(exp, kernel, log_dir) for kernel in kernels]
+
+
+# ---------------------------------------------------------------- the guest image
+_IMAGE: dict[str, ImageFiles | str] = {}  # one reading per command: the files, or why none
+
+
+def _image_files() -> ImageFiles | str:
+    """The image a run boots, its files read without booting; or why they cannot be read."""
+    if "image" not in _IMAGE:
+        try:
+            image = find_image()
+            files: ImageFiles | str = read_files(image)
+            _IMAGE["name"] = f"image {image.recipe}-{image.key[:12]}"
+        except KernlabError as error:
+            files = error.one_line()
+        _IMAGE["image"] = files
+    return _IMAGE["image"]
+
+
+def _relative_ok(exp: Experiment, rel: str) -> str:
+    """'' if a relative guest path is a file of the experiment or a build output; else why not."""
+    rel = rel.removeprefix("./")
+    outputs = {step.out for step in exp.build if step.out}
+    if (exp.dir / rel).is_file() or rel in outputs:
+        return ""
+    if any(step.kind in ("host", "guest") for step in exp.build):
+        return "?"  # a build command may make it
+    return f"{rel} is neither in {exp.dir} nor a build output"
+
+
+def _binary_problem(exp: Experiment, files: ImageFiles, what: str, name: str) -> tuple[str, str]:
+    """(status, detail) of a program or uprobe binary the guest must have."""
+    if "/" not in name:
+        found = files.on_path(name)
+        if not found:
+            return FAIL, f"{what} {name}: not on the guest's PATH in the image"
+        if what == "uprobe" and len(found) > 1:
+            return FAIL, (f"uprobe binary {name} matches {len(found)} files ({', '.join(found)}): "
+                          f"bpftrace refuses it; write uprobe:{found[0]}:...")
+        given = " (given to bpftrace -c as that path)" if what == "command" else ""
+        return OK, f"{name} is {found[0]}{given}"
+    if name.startswith("/"):
+        there = files.exists(name)
+        if there is False:
+            return FAIL, f"{what} {name}: no such file in the image"
+        return (OK if there else SKIP), f"{what} {name}" + ("" if there else " (its folder not read)")
+    problem = _relative_ok(exp, name)
+    if problem == "?":
+        return SKIP, f"{what} {name}: not checked (a build command may make it)"
+    return (FAIL, f"{what} {problem}") if problem else (OK, f"{what} {name} (the experiment's)")
+
+
+def guest_lines(exp: Experiment, files: ImageFiles | str) -> list[Line]:
+    """The guest tools (needs.tools, bpftrace for bpftrace steps) and each bpftrace step's
+    command and uprobe binaries, looked up in the image's files."""
+    tools = list(dict.fromkeys(exp.tools + (["bpftrace"] if any(s.bpftrace for s in exp.steps) else [])))
+    binaries = [(f"step {s.name}", "command", s.command.split(" ")[0]) for s in exp.steps if s.command]
+    binaries += [(f"step {s.name}", "uprobe", b) for s in exp.steps if s.bpftrace
+                 for b in sorted(set(UPROBE.findall(_code_only(s.bpftrace))))]
+    if not tools and not binaries:
+        return []
+    if isinstance(files, str):
+        return [Line(SKIP, "guest tools", f"not checked: {files}")]
+    image = _IMAGE.get("name", "the image")
+    lines = []
+    if tools:
+        missing = [t for t in tools if not files.on_path(t)]
+        lines.append(Line(FAIL, "guest tools", f"not in {image} ({files.packages} packages): "
+                          f"{', '.join(missing)}; add the package that provides it to vm/bookworm.yaml "
+                          "and run `invoke build-image`") if missing else
+                     Line(OK, "guest tools", f"{', '.join(tools)} in {image}"))
+    for where, what, name in binaries:
+        if VAR_NAME.search(name):
+            continue  # known per kernel: the run substitutes it
+        status, detail = _binary_problem(exp, files, what, name)
+        lines.append(Line(status, f"{where} {what}", detail))
+    return lines
+
+
+VAR_NAME = re.compile(r"\$\{\w+\}")
+
+
+def _value_lines(exp: Experiment, variables: dict[str, str]) -> list[Line]:
+    """A ``${NAME}`` in an expectation's min, max or exit code that is no number on this kernel."""
+    lines = []
+    for i, expectation in enumerate(exp.expectations):
+        try:
+            resolved(expectation, variables)
+        except ValueError as problem:
+            lines.append(Line(FAIL, f"expect[{i}] ({expectation.name})", f"{problem}: fix its vars: entry"))
+    return lines
+
+
+def _atlas_line(exp: Experiment, build: BuildRecord, variables: dict[str, str]) -> Line:
+    """Every target the experiment attaches to (libbpf SEC(), bpftrace probes, kprobe_events
+    lines) through the probe atlas, as the run checks them before it starts."""
+    what = "probe targets (atlas)"
+    targets = experiment_targets(exp, variables)
+    if not targets:
+        return Line(OK, what, "none found in SEC(), bpftrace programs or kprobe_events lines")
+    try:
+        rows = rows_kept(targets, build)
+    except KernlabError as error:
+        return Line(SKIP, what, f"not checked: {error.one_line()}")
+    bad = [f"{t}: {r.reason}" + (f" (fix: {r.fix})" if r.fix else "")
+           for t, r in zip(targets, rows, strict=True) if not r.attachable]
+    if bad:
+        return Line(FAIL, what, "; ".join(bad))
+    shown = [f"{t}" + (f" (as {r.use})" if r.verdict == "clone" else "")
+             for t, r in zip(targets, rows, strict=True)]
+    return Line(OK, what, f"{len(targets)} attachable: " + ", ".join(shown))
 
 
 def report_text(exp: Experiment, reports: list[KernelReport]) -> str:

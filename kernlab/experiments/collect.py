@@ -12,6 +12,7 @@ from typing import Any
 from kernlab.experiments.bundle import Bundle, hist_svg, parse_hist
 from kernlab.experiments.expect import Evidence, Outcome
 from kernlab.experiments.spec import Experiment
+from kernlab.experiments.transfer import disk_full, guest_disk_full
 
 TRACE_LINE = re.compile(r"^\s*(.+?)-(\d+)\s+\[\d+\]")
 
@@ -55,8 +56,16 @@ def collect(exp: Experiment, fetched: Path, bundle: Bundle) -> tuple[Evidence, l
     driver = _read_json(out / "driver.json")
     bundle.facts["steps"] = steps
     bundle.facts["capture"] = driver.get("capture")
+    for step in steps:  # a full disk is the cause of whatever failed after it
+        log = out / "steps" / f"{step.get('name')}.log"
+        if step.get("exit") not in (0, None) and (full := disk_full(_read_text(log))):
+            bundle.fail(f"step {step['name']}: {guest_disk_full(full).one_line()}")
     if driver.get("status") != "done":
         bundle.fail(driver.get("reason") or "the guest driver did not finish")
+    may_fail = {s.name for s in exp.steps if s.may_fail}
+    for step in steps:  # a step killed, by kernlab or not: said before any expectation's verdict
+        if (why := killed(step)) and (step["name"] not in may_fail or step.get("killed")):
+            bundle.fail(f"step {step['name']} {why}")
     texts: dict[str, str] = {}
     raw = _read_text(out / "trace.raw")
     if exp.capture.trace_pipe:
@@ -127,12 +136,28 @@ def _step_outcomes(exp: Experiment, steps: list[dict]) -> list[Outcome]:
             continue
         if step.get("timed_out"):
             ok, detail = False, f"timed out after {step.get('seconds')}s"
+        elif why := killed(step):
+            ok, detail = False, why
         elif step.get("stopped"):
             ok, detail = True, "ran until stopped"
         else:
             ok, detail = step.get("exit") == 0, f"exited {step.get('exit')}"
         outcomes.append(Outcome(f"step {step['name']} ran", "step", ok, detail))
     return outcomes
+
+
+KILL_EXITS = (-9, 137)  # SIGKILL: the process itself (-9), or the step's shell reporting it (128 + 9)
+
+
+def killed(step: dict) -> str:
+    """Why a step was killed ('' if it was not): kernlab's own note, or a SIGKILL kernlab did
+    not send (the guest's OOM killer, a user): whatever failed after it follows from that."""
+    if step.get("killed"):
+        return str(step["killed"])
+    if step.get("exit") in KILL_EXITS and not step.get("stopped") and not step.get("timed_out"):
+        return ("was killed (SIGKILL) by something other than kernlab: the guest's OOM killer? "
+                "(see console.log)")
+    return ""
 
 
 def _render(exp: Experiment, texts: dict[str, str], bundle: Bundle) -> None:

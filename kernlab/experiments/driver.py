@@ -29,6 +29,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,8 +40,14 @@ TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 STOP_GRACE = 30.0
 # bpftrace prints its maps, then detaches its probes: on 4.15 under TCG with other guests
-# beside it, that took over 30 s once (a CI run; SIGKILL then lost the maps).
-BPFTRACE_STOP_GRACE = 90.0
+# beside it, that took over 30 s once (a CI run; SIGKILL then lost the maps). So a bpftrace
+# step is not given a fixed time after SIGINT: it is watched (``StopWatch``) and waited for
+# while it makes progress (output, maps, busy CPU, its probes leaving kprobe_events), up to
+# BPFTRACE_STOP_GRACE; once nothing moves for BPFTRACE_STALL seconds it gets SIGINT again
+# (4.15's bpftrace sometimes ignores the first), and after another stall SIGKILL, which the
+# step's record says (``killed``) and the bundle reports first.
+BPFTRACE_STOP_GRACE = 180.0
+BPFTRACE_STALL = 15.0
 INTERRUPT_GRACE = 1.0  # after SIGTERM (the host's Ctrl-C): a background step's time to stop
 DRAIN = 0.5  # after the last step: background steps' own output (bpftrace polls its buffers)
 CAPTURE_DRAIN = 0.1  # after they stopped: events still on their way into the ring buffer
@@ -157,7 +164,8 @@ class Step:
                                          preexec_fn=_stop_signals_default)
         self.record = {"name": self.name, "cmd": spec["cmd"], "pid": self.proc.pid,
                        "background": spec.get("background", False), "exit": None,
-                       "timed_out": False, "stopped": False, "seconds": None, "note": ""}
+                       "timed_out": False, "stopped": False, "killed": "", "seconds": None,
+                       "note": ""}
 
     def _start_bpftrace(self, spec: dict, outdir: str, env: dict) -> None:
         """bpftrace -B line -f json on the program (with the sentinel when in the background)."""
@@ -172,7 +180,10 @@ class Step:
             handle.write(program)
         argv = ["bpftrace", "-B", "line", "-f", "json"]
         if conf.get("command"):
-            argv += ["-c", conf["command"]]
+            command, note = absolute_command(conf["command"], env.get("PATH", os.defpath))
+            argv += ["-c", command]
+            self.handle.write(note.encode())
+            self.handle.flush()
         self.proc = subprocess.Popen([*argv, script], stdout=subprocess.PIPE, stderr=self.handle,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                      preexec_fn=_stop_signals_default)
@@ -202,8 +213,30 @@ class Step:
         code = self.wait(grace)
         if code is None:
             self.signal(signal.SIGKILL)
+            name = signal.Signals(sig).name
+            self.record["killed"] = f"did not stop within {grace:.0f}s of {name}; SIGKILLed"
             code = self.wait(5)
         return code
+
+    def stop_watched(self, tracefs: str, limit: float, stall: float) -> int | None:
+        """SIGINT a bpftrace step and wait while it makes progress (``StopWatch``): INT again
+        after a stall, SIGKILL after a second one or ``limit`` seconds; the record says why."""
+        watch = StopWatch(self, tracefs)
+        self.signal(signal.SIGINT)
+        resent = False
+        while True:
+            code = self.wait(0.5)
+            if code is not None:
+                return code
+            still = watch.still_for()
+            if still >= stall and not resent:
+                resent = True
+                self.signal(signal.SIGINT)
+                watch.moved("SIGINT sent again")
+            elif still >= stall or watch.elapsed() >= limit:
+                self.record["killed"] = watch.verdict(still >= stall, stall)
+                self.signal(signal.SIGKILL)
+                return self.wait(5)
 
     def wait_ready(self, pattern: str, timeout: float) -> str:
         """'' once ``pattern`` shows in the log; else why not."""
@@ -217,6 +250,95 @@ class Step:
                 return f"exited {self.proc.returncode} before printing {pattern!r}"
             time.sleep(0.02)
         return f"not ready after {timeout:.0f}s (no {pattern!r} in its output)"
+
+
+def absolute_command(command: str, path: str) -> tuple[str, str]:
+    """``command`` with a bare program name replaced by its path on ``path``, and a note for
+    the log: bpftrace -c refuses a bare name that ``PATH`` finds twice (``/bin/dd`` and
+    ``/usr/bin/dd`` on a merged-/usr Debian: "must refer to a unique binary")."""
+    words = command.split(" ")
+    if not words[0] or "/" in words[0]:
+        return command, ""
+    found = shutil.which(words[0], path=path)
+    if found is None:
+        return command, ""
+    return " ".join([found, *words[1:]]), f"kernlab: command {words[0]} is {found}\n"
+
+
+class StopWatch:
+    """Whether a stopping step still makes progress: its output (bpftrace's log and maps),
+    its CPU time (detaching probes is work in the kernel) and the probes kernlab can see in
+    tracefs (``kprobe_events``/``uprobe_events`` shrink as 4.15's bpftrace detaches)."""
+
+    BUSY = 0.1  # share of a CPU that counts as work (an idle poll loop uses far less)
+
+    def __init__(self, step: Step, tracefs: str) -> None:
+        self.step, self.tracefs = step, tracefs
+        self.started = self.last = time.monotonic()
+        self.seen = self._sample()
+        self.cpu = (self.started, _cpu_ticks(step.proc.pid))
+        self.notes: list[str] = []
+
+    def _sample(self) -> tuple:
+        events = 0
+        for name in ("kprobe_events", "uprobe_events"):
+            with contextlib.suppress(OSError), open(os.path.join(self.tracefs, name), "rb") as handle:
+                events += handle.read().count(b"\n")
+        maps = len(self.step.bpftrace.record["maps"]) if self.step.bpftrace else 0
+        return (_size(self.step.log), maps, events)
+
+    def _busy(self) -> bool:
+        """Whether it used at least BUSY of a CPU since the last look (detaching is kernel work)."""
+        now, ticks = time.monotonic(), _cpu_ticks(self.step.proc.pid)
+        since, before = self.cpu
+        if now - since < 1.0:
+            return False
+        self.cpu = (now, ticks)
+        return (ticks - before) / CLOCK_TICKS >= self.BUSY * (now - since)
+
+    def moved(self, note: str = "") -> None:
+        self.last = time.monotonic()
+        if note:
+            self.notes.append(f"{note} after {self.elapsed():.0f}s")
+
+    def still_for(self) -> float:
+        """Seconds since anything moved (0 now if something did)."""
+        now = self._sample()
+        if now != self.seen or self._busy():
+            self.seen = now
+            self.moved()
+        return time.monotonic() - self.last
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def verdict(self, stalled: bool, stall: float) -> str:
+        """Why the step is SIGKILLed, for its record and the bundle."""
+        _log, maps, events = self.seen
+        shown = f"maps printed: {maps}" if maps else "no maps printed"
+        how = f"no progress for {stall:.0f}s" if stalled else "still busy at the limit"
+        return (f"did not stop on SIGINT ({how}: {shown}, {events} probe(s) still in tracefs"
+                + "".join(f"; {n}" for n in self.notes) + f"); SIGKILLed after {self.elapsed():.0f}s")
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[-1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 SENTINEL = "kernlab-probes-attached"
@@ -455,8 +577,12 @@ def run_plan(plan: dict) -> dict:
             code = step.proc.poll()
             if code is None:
                 step.record["stopped"] = True
-                code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")],
-                                 stop_grace(step, reason == "interrupted"))
+                if step.bpftrace is not None and reason != "interrupted":
+                    tracefs = status["tracefs"] or next((b for b in TRACEFS if os.path.isdir(b)), "")
+                    code = step.stop_watched(tracefs, BPFTRACE_STOP_GRACE, BPFTRACE_STALL)
+                else:
+                    code = step.kill(SIGNALS[step.spec.get("stop_signal", "INT")],
+                                     stop_grace(step, reason == "interrupted"))
             step.finish(code)
         for step in steps:
             if step.record["exit"] is None:
@@ -477,10 +603,9 @@ def run_plan(plan: dict) -> dict:
 
 
 def stop_grace(step: Step, interrupted: bool) -> float:
-    """Seconds a background step gets after its stop signal, before SIGKILL."""
-    if interrupted:
-        return INTERRUPT_GRACE
-    return BPFTRACE_STOP_GRACE if step.bpftrace else STOP_GRACE
+    """Seconds a background step gets after its stop signal, before SIGKILL (a bpftrace step
+    not interrupted is watched instead: ``Step.stop_watched``)."""
+    return INTERRUPT_GRACE if interrupted else STOP_GRACE
 
 
 def write(path: str, data: dict) -> None:

@@ -32,11 +32,23 @@ class Expectation:
     name: str
     source: str = "trace"
     patterns: list[str] = field(default_factory=list)
-    min: float | None = None
-    max: float | None = None
+    min: float | str | None = None  # a str is one ``${NAME}``, resolved per kernel
+    max: float | str | None = None
     equals: Any = None
     step: str = ""
-    code: int | str | None = None
+    code: int | str | None = None  # 0..255, "nonzero" or one ``${NAME}``
+
+    def texts(self) -> dict[str, str]:
+        """Every value that may hold a ``${NAME}``, by key: patterns, min, max, equals, code."""
+        keys = {"contains": [""], "absent": [""], "value": [""], "rejected": [".message"]}
+        named = {f"{self.kind}{k}": p for k, p in zip(keys.get(self.kind, []), self.patterns, strict=False)}
+        if self.kind == "sequence":
+            named = {f"sequence[{i}]": p for i, p in enumerate(self.patterns)}
+        for key, value in (("min", self.min), ("max", self.max), ("equals", self.equals),
+                           ("exit.code", self.code)):
+            if isinstance(value, str):
+                named[key] = value
+        return named
 
 
 @dataclass
@@ -69,15 +81,25 @@ Fail = Callable[[str, str], None]
 Known = Callable[[dict, Iterable[str], str], None]  # SpecFile.known(data, allowed, where)
 
 
-def _number(item: dict, key: str, where: str, fail: Fail, low: float | None = None) -> float | None:
-    """A finite number (``.inf``/``.nan`` refused), at least ``low`` when given."""
+ONE_VAR = re.compile(r"\s*\$\{[A-Za-z_][A-Za-z0-9_]*\}\s*")
+
+
+def _number(item: dict, key: str, where: str, fail: Fail, low: float | None = None) -> float | str | None:
+    """A finite number (``.inf``/``.nan`` refused), at least ``low`` when given, or one
+    ``${NAME}`` (checked once its value is known: ``resolved``)."""
     value = item.get(key)
     if value is None:
         return None
+    if isinstance(value, str) and ONE_VAR.fullmatch(value):
+        return value.strip()
+    if isinstance(value, str):
+        fail(f"{where}.{key}", f"must be a number or one ${{NAME}} from vars:, got {value!r}")
     return yaml_number(value, f"{where}.{key}", fail, low=low)
 
 
 def _range(exp: Expectation, where: str, fail: Fail) -> None:
+    if isinstance(exp.min, str) or isinstance(exp.max, str):
+        return  # known per kernel (resolved)
     if exp.min is not None and exp.max is not None and exp.min > exp.max:
         fail(f"{where}.min", f"min {exp.min:g} is greater than max {exp.max:g}: nothing can pass")
 
@@ -161,9 +183,12 @@ def parse_expectation(item: Any, index: int, steps: list[str], fail: Fail, known
         ref = _step_ref(body, f"{where}.exit", steps, fail, known, ("step", "code"))
         exp.step = ref["step"]
         exp.code = ref.get("code", 0)
-        if not (exp.code == "nonzero" or (isinstance(exp.code, int) and not isinstance(exp.code, bool)
-                                          and 0 <= exp.code <= 255)):
-            fail(f"{where}.exit.code", f"must be an exit status 0..255 or 'nonzero', got {exp.code!r}")
+        if isinstance(exp.code, str) and ONE_VAR.fullmatch(exp.code):
+            exp.code = exp.code.strip()
+        elif not (exp.code == "nonzero" or (isinstance(exp.code, int) and not isinstance(exp.code, bool)
+                                            and 0 <= exp.code <= 255)):
+            fail(f"{where}.exit.code", f"must be an exit status 0..255, 'nonzero' or one ${{NAME}}, "
+                 f"got {exp.code!r}")
     exp.name = exp.name or _default_name(exp)
     return exp
 
@@ -184,10 +209,12 @@ def parse_expectations(items: list, steps: list[str], fail: Fail, known: Known) 
 
 
 # ---------------------------------------------------------------- checking
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def substitute(text: str, variables: dict[str, str]) -> str:
     """Replace ``${NAME}`` with its value (unknown names stay as they are)."""
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}",
-                  lambda m: variables.get(m.group(1), m.group(0)), text)
+    return VAR.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
 
 
 def _lines(text: str) -> list[str]:
@@ -233,10 +260,7 @@ def _check_sequence(exp: Expectation, lines: list[str]) -> Outcome:
 
 
 def _value_ok(exp: Expectation, raw: str) -> bool:
-    try:
-        number: float | None = float(int(raw, 0)) if raw.lower().startswith("0x") else float(raw)
-    except ValueError:
-        number = None
+    number = _as_number(raw)
     if exp.equals is not None:
         if isinstance(exp.equals, (int, float)) and not isinstance(exp.equals, bool):
             if number is None or number != float(exp.equals):
@@ -294,12 +318,47 @@ CHECKS = {"contains": _check_contains, "absent": _check_absent,
           "sequence": _check_sequence, "value": _check_value}
 
 
+def _as_number(text: str) -> float | None:
+    try:
+        number = float(int(text, 0)) if text.lower().startswith("0x") else float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def resolved(exp: Expectation, variables: dict[str, str]) -> Expectation:
+    """``exp`` with every ``${NAME}`` replaced by its value on this kernel; ValueError naming
+    the key when a number (min, max, exit code) is not one there."""
+    changes: dict[str, Any] = {"patterns": [substitute(p, variables) for p in exp.patterns]}
+    for key in ("min", "max"):
+        value = getattr(exp, key)
+        if isinstance(value, str):
+            text = substitute(value, variables)
+            changes[key] = _as_number(text)
+            if changes[key] is None:
+                raise ValueError(f"{key} {value} is {text!r} here, not a number")
+    if isinstance(exp.equals, str) and VAR.search(exp.equals):
+        text = substitute(exp.equals, variables)
+        number = _as_number(text)
+        changes["equals"] = text if number is None or VAR.search(text) else number
+    if isinstance(exp.code, str) and exp.code != "nonzero":
+        text = substitute(exp.code, variables)
+        if text != "nonzero" and not (text.isdigit() and 0 <= int(text) <= 255):
+            raise ValueError(f"exit code {exp.code} is {text!r} here, not 0..255 or nonzero")
+        changes["code"] = text if text == "nonzero" else int(text)
+    done = Expectation(**{**exp.__dict__, **changes})
+    if done.min is not None and done.max is not None and done.min > done.max:  # type: ignore[operator]
+        raise ValueError(f"min {done.min:g} is greater than max {done.max:g} here")
+    return done
+
+
 def check(exp: Expectation, evidence: Evidence,
           variables: dict[str, str] | None = None) -> Outcome:
-    """Check one expectation against what the run collected."""
-    if variables:
-        exp = Expectation(**{**exp.__dict__,
-                             "patterns": [substitute(p, variables) for p in exp.patterns]})
+    """Check one expectation against what the run collected (``${NAME}``s resolved first)."""
+    try:
+        exp = resolved(exp, variables or {})
+    except ValueError as problem:
+        return Outcome(exp.name, exp.kind, False, f"{problem}: fix its vars: entry")
     if exp.kind == "exit":
         return _check_exit(exp, evidence)
     if exp.kind == "rejected":

@@ -32,7 +32,14 @@ from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
 from kernlab.experiments.probecheck import check_targets
 from kernlab.experiments.session import Session
 from kernlab.experiments.spec import Experiment
-from kernlab.experiments.transfer import DRIVER_SLACK, driver_plan, fetch, guest_command, upload
+from kernlab.experiments.transfer import (
+    DRIVER_SLACK,
+    driver_failure,
+    driver_plan,
+    fetch,
+    guest_command,
+    upload,
+)
 from kernlab.guest import health
 from kernlab.guest.ensure import Target
 from kernlab.guest.health import console_tail
@@ -55,10 +62,6 @@ class NotApplicable(KernlabError):
     def line(self) -> str:
         """``buffermap needs bpf_probe_read_user (Linux 5.5); kernel 4.15 is older``."""
         return f"{self.experiment} {self.cause}"
-
-
-
-
 
 
 # ---------------------------------------------------------------- one run
@@ -98,9 +101,12 @@ def _execute(exp: Experiment, session: Session, bundle: Bundle,
         interrupted: float | None = None
         try:
             with reporter().step(f"run {exp.name} in the guest"):
-                guest_command(conn, f"cd {workdir} && python3 kernlab_driver.py plan.json",
-                       bundle.log("remote"), timeout=plan["timeout"] + DRIVER_SLACK, check=False,
-                       stop_grace=DRIVER_STOP_GRACE, stop_also=_kill_steps(plan["outdir"]))
+                ran = guest_command(conn, f"cd {workdir} && python3 kernlab_driver.py plan.json",
+                                    bundle.log("remote"), timeout=plan["timeout"] + DRIVER_SLACK,
+                                    check=False, stop_grace=DRIVER_STOP_GRACE,
+                                    stop_also=_kill_steps(plan["outdir"]))
+            if failed := driver_failure(ran, bundle.log("remote")):
+                bundle.fail(failed)  # the driver's own cause, before what collecting then finds
         except KeyboardInterrupt:  # the driver and its steps are stopped: collect, then stop
             interrupted = time.monotonic()
             interrupt.hold()
@@ -253,6 +259,8 @@ def run_experiment(exp: Experiment, choice: KernelChoice, keep_vm: bool = False,
     """
     reason = na_reason(exp, choice.release)
     if reason:
+        for warning in exp.warnings:  # an older-format bound's note: why, and what to write
+            reporter().warn(f"{exp.name}: {warning}")
         raise NotApplicable(exp.name, reason)
     session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, target=target)
     with interrupt.scope():

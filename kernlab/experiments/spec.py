@@ -145,12 +145,13 @@ class Experiment:
         where = "suite" if self.dir.resolve().parent == suite else "folder"
         return {"source": str(self.dir.resolve()), "origin": where, "hash": self.content_hash()}
 
-    def needs_summary(self) -> str:
+    def needs_summary(self, tools: bool = True) -> str:
+        """Its needs in a line (``tools=False``: without the guest tools, checked apart)."""
         def shown(symbol: str) -> str:
             var = re.fullmatch(r"\$\{(\w+)\}", symbol)
             return "|".join(self.variables.get(var.group(1), {}).values()) if var else symbol
 
-        parts = [*self.config, *map(shown, self.symbols), *self.outputs, *self.tools]
+        parts = [*self.config, *map(shown, self.symbols), *self.outputs, *(self.tools if tools else [])]
         return ", ".join(parts) if parts else "-"
 
     def kernels_summary(self) -> str:
@@ -402,21 +403,31 @@ def _parse_capture(spec: _Spec) -> Capture:
     )
 
 
-FEATURE_FIX = ('name what the kernel lacks instead: needs: {features: {NAME: "RELEASE"}}, '
-               'e.g. bpf_probe_read_user: "5.5" (see experiments/README.md)')
+OLDER_FORMAT = "an older-format bound, no reason given"
 
 
-def _parse_kernels(spec: _Spec) -> tuple[str | None, str | None, str]:
-    """``kernels: {min, max, reason}``: a bound without a stated reason is refused."""
+def _parse_kernels(spec: _Spec, notes: list[str]) -> tuple[str | None, str | None, str]:
+    """``kernels: {min, max, reason}``. A bound without a reason is the older format (before
+    needs.features): it is read as it was meant, with a note in ``notes`` saying what to write."""
     kernels = spec.sub("kernels", spec.get("kernels", dict, {}))
     kernels.only("min", "max", "reason")
     low, high = kernels.version("min"), kernels.version("max")
     reason = kernels.text("reason").strip()
-    if low and not reason:
-        kernels.fail("min", "a bare minimum version is not a reason", FEATURE_FIX)
-    if high and not reason:
-        kernels.fail("max", "needs a stated reason (kernels.reason: what newer kernels break)")
+    if (low or high) and not reason:
+        reason = OLDER_FORMAT
+        notes += [_older_format_note(key, value) for key, value in (("min", low), ("max", high)) if value]
     return low, high, reason
+
+
+def _older_format_note(key: str, version: str) -> str:
+    """What to write instead of a bare ``kernels.min``/``max`` (read, but without a reason)."""
+    if key == "min":
+        return (f'kernels: {{min: "{version}"}} without a reason is the older format, read as '
+                f"n/a before Linux {version}; name what older kernels lack instead: "
+                f'needs: {{features: {{NAME: "{version}"}}}} (or drop kernels: to run on every kernel)')
+    return (f'kernels: {{max: "{version}"}} without a reason is the older format, read as n/a '
+            f'after Linux {version}; add the reason: kernels: {{max: "{version}", reason: "what newer '
+            'kernels break"}')
 
 
 def _parse_features(needs: _Spec) -> dict[str, str]:
@@ -522,9 +533,8 @@ def _check_references(spec: _Spec, symbols: dict[str, str], variables: dict[str,
         for j, flag in enumerate(step.cflags):
             check(f"build[{i}].cflags[{j}]", flag, defined | BUILD_NAMES)
     for i, exp in enumerate(expectations):
-        key = f"expect[{i}].{exp.kind}" + (".message" if exp.kind == "rejected" else "")
-        for pattern in exp.patterns:
-            check(key, pattern, defined)
+        for key, text in exp.texts().items():
+            check(f"expect[{i}].{key}", text, defined)
     for i, step in enumerate(steps or []):
         if step.bpftrace:  # kernlab substitutes these before bpftrace sees the program
             where = f"run.steps[{i}].bpftrace" + (f" ({step.bpftrace_file})" if step.bpftrace_file else "")
@@ -540,7 +550,8 @@ def parse_experiment(file: Path) -> Experiment:
     spec = _Spec(file, SpecFile(file, FORMAT_DOC).load(empty={}))
     spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
               "expect", "artifacts")
-    kernel_min, kernel_max, kernel_reason = _parse_kernels(spec)
+    notes: list[str] = []
+    kernel_min, kernel_max, kernel_reason = _parse_kernels(spec, notes)
     steps, run_timeout, drain = _parse_steps(spec)
     config, symbols, tools, outputs, features = _parse_needs(spec)
     raw_expect = spec.get("expect", list, required=True)
@@ -561,5 +572,5 @@ def parse_experiment(file: Path) -> Experiment:
         variables=variables, build=build, steps=steps,
         run_timeout=run_timeout, drain=drain, capture=_parse_capture(spec),
         expectations=expectations, artifacts=_parse_artifacts(spec),
-        warnings=_bpftrace_warnings(steps),
+        warnings=notes + _bpftrace_warnings(steps),
     )

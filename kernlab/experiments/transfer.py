@@ -44,10 +44,40 @@ def guest_command(conn: Any, command: str, log: Path, timeout: float, check: boo
             out.write(f"# stderr:\n{result.stderr}")
         out.write(f"# exit {result.exited} after {time.monotonic() - started:.1f}s\n")
     if check and result.exited != 0:
+        if full := disk_full(result.stdout + result.stderr):
+            raise guest_disk_full(full, log)
         raise KernlabError(f"guest command failed (exit {result.exited}): {command}; "
                            f"log: {log}", "read the log",
                            details=(result.stdout + result.stderr).strip()[-2000:])
     return result
+
+
+ENOSPC = ("No space left on device", "ENOSPC", "Errno 28")
+DISK_FIX = ("free space in the guest (`invoke vm.ssh -c 'df -h /'`), or give the image more room "
+            "(size: in vm/bookworm.yaml, then `invoke build-image`)")
+
+
+def disk_full(text: str) -> str:
+    """The first line of ``text`` saying the disk is full ('' if none)."""
+    return next((line.strip() for line in text.splitlines() if any(w in line for w in ENOSPC)), "")
+
+
+def guest_disk_full(line: str, log: Path | None = None) -> KernlabError:
+    """The error for a full guest disk, with the line that said so."""
+    where = f"; log: {log}" if log else ""
+    return KernlabError(f"the guest's disk is full ({line[-160:]}){where}", DISK_FIX)
+
+
+def driver_failure(result: Any, log: Path) -> str:
+    """Why the guest driver ended badly ('' if it exited 0): a full disk first, else its last words."""
+    if result.exited == 0:
+        return ""
+    output = result.stdout + result.stderr
+    if full := disk_full(output):
+        return guest_disk_full(full, log).one_line()
+    last = [line.strip() for line in output.splitlines() if line.strip()]
+    said = f": {last[-1][-200:]}" if last else ""
+    return f"the guest driver failed (exit {result.exited}){said}; log: {log}"
 
 
 def driver_plan(exp: Experiment, workdir: str, env: dict[str, str]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ command runs, so a VM that freezes or panics mid-command ends it within seconds.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import time
@@ -167,12 +168,38 @@ def exited(vm: Vm) -> Health:
                         ("reboot: Restarting system", "the guest rebooted (QEMU runs with -no-reboot)")):
         if words in tail:
             return Health(GONE, f"{what} ({words}); QEMU (pid {vm.pid}) exited")
+    if by := stopped_by(vm):
+        return Health(GONE, f"stopped by another command while in use: `{by['command']}` (pid "
+                            f"{by['pid']}) quit its QEMU (pid {vm.pid})")
     said = ""
     with contextlib.suppress(OSError):
-        lines = [x for x in vm.info.qemu_log.read_text(errors="replace").splitlines()
+        text = vm.info.qemu_log.read_text(errors="replace")
+        last = text.rfind("\n$ ")  # this QEMU's words: after the command line that started it
+        lines = [x for x in text[last + 1 if last >= 0 else 0:].splitlines()
                  if x.strip() and not x.startswith(("$ ", "# "))]
         said = f": {lines[-1].strip()}" if lines else ""
     return Health(GONE, f"QEMU (pid {vm.pid}) exited{said}")
+
+
+STOPPED_BY = "stopped-by.json"
+
+
+def note_stop(vm: Vm, command: str) -> None:
+    """Before a kernlab command quits ``vm``'s QEMU: who did, so a run using it says so."""
+    with contextlib.suppress(OSError):
+        atomic_write_json(vm.run_dir / STOPPED_BY, {"qemu_pid": vm.pid, "command": command,
+                                                    "pid": os.getpid(), "at": time.time()})
+
+
+def stopped_by(vm: Vm) -> dict[str, Any] | None:
+    """The command that quit this QEMU (``note_stop``), if one did; None otherwise."""
+    try:
+        note = read_json(vm.run_dir / STOPPED_BY)
+    except (OSError, ValueError):
+        return None
+    if isinstance(note, dict) and note.get("qemu_pid") == vm.pid and "command" in note:
+        return note
+    return None
 
 
 def quick_state(vm: Vm, console_offset: int = 0, qmp: bool = True) -> Health:

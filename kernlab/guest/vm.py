@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -82,6 +83,7 @@ class Vm:
                 self.conn.close()
             self.conn = None
         if self.alive():
+            health.note_stop(self, _this_command())
             if health.process_stopped(self.pid):  # frozen: let it take QMP quit and SIGTERM
                 with contextlib.suppress(OSError):
                     os.kill(self.pid, signal.SIGCONT)
@@ -92,6 +94,12 @@ class Vm:
             with contextlib.suppress(Exception):
                 self._proc.wait(timeout=5)
         _forget(self.run_dir)
+
+
+def _this_command() -> str:
+    """This process's command line as the user typed it (``invoke vm.down --name x``)."""
+    words = [Path(sys.argv[0]).name if sys.argv else "python", *sys.argv[1:]]
+    return " ".join(["invoke", *words[1:]] if words[0] in ("invoke", "__main__.py", "inv") else words)
 
 
 def vms_dir() -> Path:
