@@ -37,6 +37,14 @@ def not_regular(path: Path) -> KernlabError:
                         "the files of its inputs")
 
 
+def why_not_a_file(path: Path) -> str:
+    """Why ``path`` is not a readable regular file, in words: ``does not exist`` or
+    ``is a FIFO (named pipe), not a regular file`` (for errors on a user's file flag)."""
+    if not path.exists():
+        return "does not exist"
+    return f"is {special_kind(os.stat(path).st_mode)}, not a regular file"
+
+
 def special_files(root: Path) -> list[Path]:
     """FIFOs, sockets and devices under ``root`` (symlinks are not followed), sorted."""
     found = []
