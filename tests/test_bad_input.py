@@ -586,6 +586,9 @@ CASES += [
     Case("flags", "probes-t-flag", ["probes", "-t", "vfs_read", "-k", "6.1"], "kernel 6.1 is not built"),
     Case("flags", "probes-v-flag", ["probes", "vfs_read", "-v", "Bad Name"], "bad VM name 'Bad Name'"),
     Case("flags", "probes-e-flag", ["probes", "-e", "nosuch", "-k", "6.1"], "unknown experiment 'nosuch'"),
+    Case("flags", "a-value-named-probes", ["vm.status", "--name", "probes"], "no running VM probes"),
+    Case("flags", "an-experiment-named-probes", ["run-experiment", "probes", "--kernel", "6.1"],
+         "unknown experiment 'probes'"),
 ]
 
 # ---------------------------------------------------------------- running a case

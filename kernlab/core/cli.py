@@ -129,7 +129,8 @@ def one_line_parse_errors() -> None:
 
     def parse_tasks(self):
         try:
-            if "probes" in self.core.unparsed and self.collection is not None:
+            if self.core.unparsed[:1] == ["probes"] and self.collection is not None:  # the task, not
+                # a value such as `--name probes` of another task
                 valued, joined = _value_flags(self.collection["probes"])
                 _join_words(self.core.unparsed, "probes", valued, joined)
             original(self)
