@@ -555,6 +555,8 @@ CASES += [
          setup=experiments(BOMB_IN_NEEDS)),
     Case("experiment", "yaml-anchor-bomb-check", ["check-experiment", "t"], "an anchor bomb",
          setup=experiments(BOMB_IN_NEEDS)),
+    Case("experiment", "yaml-recursive-alias", run_t(), "an alias (*name) refers to the value that holds it",
+         setup=experiments(yaml.safe_dump(base_spec()) + "vars: &v {a: *v}\n")),
     Case("experiment", "yaml-too-big", run_t(), "bytes, more than the 1,048,576 kernlab reads",
          setup=experiments("title: t\n# " + "x" * (1 << 20) + "\n")),
     Case("experiment", "yaml-nested-too-deeply", run_t(), "is nested too deeply to read",

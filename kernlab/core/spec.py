@@ -49,7 +49,7 @@ class SpecFile:
         """The parsed file (``empty`` for an empty one); a syntax error names file:line:column."""
         try:
             node = yaml.compose(self._text(), Loader=yaml.SafeLoader)
-            if node is not None and expanded_size(node) > MAX_NODES:
+            if node is not None and expanded_size(node, self.path) > MAX_NODES:
                 raise KernlabError(f"{self.path}: holds more than {MAX_NODES:,} values once its aliases "
                                    "(*name) are expanded: an anchor bomb, or far too big a file",
                                    "write the values out, or use fewer nested aliases")
@@ -113,15 +113,18 @@ class SpecFile:
         return data
 
 
-def expanded_size(node: yaml.Node) -> int:
+def expanded_size(node: yaml.Node, path: Path) -> int:
     """How many nodes ``node`` holds with every alias expanded (each shared node counted
     once per use), computed over the composed graph without expanding it."""
     sizes: dict[int, int] = {}
 
     def size(item: yaml.Node) -> int:
         if id(item) in sizes:
+            if sizes[id(item)] == 0:  # met again while inside itself: no end when walked
+                raise KernlabError(f"{path}: an alias (*name) refers to the value that holds it",
+                                   "write the value out: kernlab's YAML has no recursive values")
             return sizes[id(item)]
-        sizes[id(item)] = 1  # a recursive alias counts once (the constructor handles the loop)
+        sizes[id(item)] = 0  # in progress
         if isinstance(item, yaml.SequenceNode):
             total = 1 + sum(size(child) for child in item.value)
         elif isinstance(item, yaml.MappingNode):
