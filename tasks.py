@@ -151,7 +151,7 @@ def lock(c, version=None, image=None):
     from kernlab.pinning.built import lock_built
 
     path, locked = lock_built([not_empty("version", v) for v in version or []], list(image or []))
-    print(f"{path}: locked {', '.join(locked) or 'nothing (build something first)'}")
+    print(f"{path}: locked {', '.join(locked)}")
 
 
 @task
@@ -533,8 +533,10 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
 def probes(c, targets=None, kernels="", experiment=None, live=False, json=False, vm_name="probes"):
     """Can I probe it here? Each target on each built kernel: verdict, reason, fix, evidence."""
     from kernlab.experiments.probecheck import atlas_rows
+    from kernlab.guest.vm import run_dir_of
     from kernlab.probes.atlas import table
 
+    run_dir_of(vm_name)  # -v NAME is checked with or without --live
     words = [t for t in (targets or "").split(",") if t.strip()]
     chosen = [k.strip() for k in (kernels or "").split(",") if k.strip()]
     result = atlas_rows(words, chosen, not_empty("experiment", experiment), live=live, vm_name=vm_name)

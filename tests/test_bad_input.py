@@ -520,13 +520,87 @@ CASES = [
 ]
 
 
+# ---- 22b: no name becomes a path unchecked; special files and YAML bombs; nothing to do; flags
+def anchor_bomb(indent: str = "") -> str:
+    """Ten lines of YAML whose aliases unfold into 9**9 (387 million) values."""
+    lines = [f'{indent}a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"{indent}a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    return "\n".join(lines) + "\n"
+
+
+BOMB_IN_NEEDS = yaml.safe_dump(base_spec()) + "vars:\n" + anchor_bomb("  ") + \
+    "needs:\n  symbols:\n    vfs_read: *a8\n"
+
+
+def fifo_in_experiment(tmp: Path) -> dict:
+    """Experiment t with a named pipe beside its experiment.yaml (its content hash read it for ever)."""
+    env = experiments(base_spec())(tmp)
+    os.mkfifo(tmp / "experiments" / "t" / "pipe")
+    return env
+
+
+def fifo_tarball(tmp: Path) -> dict:
+    os.mkfifo(tmp / "src.tar.gz")
+    return {}
+
+
+def merge_run(experiment: str) -> Setup:
+    """An earlier matrix run in tmp/report whose matrix.json names ``experiment``."""
+    return matrix_json(json.dumps({"kernels": ["6.1"], "experiments": [experiment],
+                                   "cells": [{"kernel": "6.1", "experiment": experiment, "status": "PASS"}]}))
+
+
+CASES += [
+    Case("experiment", "yaml-anchor-bomb", run_t(), "once its aliases (*name) are expanded: an anchor bomb",
+         setup=experiments(BOMB_IN_NEEDS)),
+    Case("experiment", "yaml-anchor-bomb-check", ["check-experiment", "t"], "an anchor bomb",
+         setup=experiments(BOMB_IN_NEEDS)),
+    Case("experiment", "yaml-recursive-alias", run_t(), "an alias (*name) refers to the value that holds it",
+         setup=experiments(yaml.safe_dump(base_spec()) + "vars: &v {a: *v}\n")),
+    Case("experiment", "yaml-too-big", run_t(), "bytes, more than the 1,048,576 kernlab reads",
+         setup=experiments("title: t\n# " + "x" * (1 << 20) + "\n")),
+    Case("experiment", "yaml-nested-too-deeply", run_t(), "is nested too deeply to read",
+         setup=experiments("a: " + "[" * 20000 + "]" * 20000 + "\n")),
+    Case("experiment", "fifo-in-folder", run_t(), "t/pipe is a FIFO (named pipe), not a regular file",
+         setup=fifo_in_experiment),
+    Case("experiment", "fifo-in-folder-check", ["check-experiment", "t"], "is a FIFO (named pipe)",
+         setup=fifo_in_experiment),
+    Case("suite", "list-with-an-anchor-bomb", ["list-experiments"], "broken: t",
+         setup=experiments(BOMB_IN_NEEDS, good=True), stdout="an anchor bomb"),
+    Case("suite", "list-with-a-fifo", ["list-experiments"], "broken: t", setup=fifo_in_experiment,
+         stdout="is a FIFO"),
+    Case("hosts", "anchor-bomb", ["matrix", "--kernels", "6.1", "--hosts", "hosts.yaml"], "an anchor bomb",
+         setup=hosts_file(None, raw=anchor_bomb() + "hosts: [*a8]\n")),
+    Case("damaged", "catalog-anchor-bomb", ["list-kernels"], "an anchor bomb",
+         setup=damaged_catalog(anchor_bomb() + "kernels: {x: *a8}\n")),
+    Case("damaged", "matrix-json-experiment-a-path", ["matrix", "--merge", "report", "--out", "merged"],
+         "'experiments' holds '../../escaped-exp' is not a plain name", setup=merge_run("../../escaped-exp")),
+    Case("damaged", "matrix-json-rerender-a-path", ["matrix", "--rerender", "--out", "report"],
+         "is not a plain name", setup=merge_run("/tmp/x")),
+    Case("archive", "tarball-a-fifo", BUILD_FROM_TARBALL, "src.tar.gz is a FIFO (named pipe), not a regular",
+         setup=fifo_tarball, allowed=BUILD_LEFTOVERS, needs="gcc-12"),
+    Case("flags", "fragment-a-fifo", ["build-kernel", "--version", "6.1", "--fragment", "pipe", "--plan"],
+         "pipe is a FIFO (named pipe), not a regular file", setup=lambda tmp: os.mkfifo(tmp / "pipe") or {}),
+    Case("empty", "probes-no-build", ["probes", "vfs_read"], "no kernel is built"),
+    Case("empty", "probes-json-no-build", ["probes", "vfs_read", "--json"], "no kernel is built"),
+    Case("empty", "lock-nothing-built", ["lock"], "nothing to lock: no kernel and no image is built"),
+    Case("flags", "probes-targets-flag", ["probes", "--targets", "vfs_read"], "no kernel is built"),
+    Case("flags", "probes-t-flag", ["probes", "-t", "vfs_read", "-k", "6.1"], "kernel 6.1 is not built"),
+    Case("flags", "probes-v-flag", ["probes", "vfs_read", "-v", "Bad Name"], "bad VM name 'Bad Name'"),
+    Case("flags", "probes-e-flag", ["probes", "-e", "nosuch", "-k", "6.1"], "unknown experiment 'nosuch'"),
+    Case("flags", "a-value-named-probes", ["vm.status", "--name", "probes"], "no running VM probes"),
+    Case("flags", "an-experiment-named-probes", ["run-experiment", "probes", "--kernel", "6.1"],
+         "unknown experiment 'probes'"),
+]
+
 # ---------------------------------------------------------------- running a case
 def snapshot(root: Path) -> dict[str, str]:
     """Every path under ``root``: a hash of a file's bytes, 'dir' for a directory."""
     found = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
-        found[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        found[rel] = ("dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+                      if path.is_file() else "special")  # a FIFO: reading it would wait for ever
     return found
 
 

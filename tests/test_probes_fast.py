@@ -225,8 +225,11 @@ def test_probe_targets_given_as_words_become_one_positional():
     from kernlab.core.cli import _join_words
 
     argv = ["probes", "copyout", "vfs_read", "--kernels", "4.15,6.1", "SyS_write", "--json"]
-    _join_words(argv, "probes", {"--kernels"})
+    _join_words(argv, "probes", {"--kernels", "--targets"}, {"--targets"})
     assert argv == ["probes", "copyout,vfs_read,SyS_write", "--kernels", "4.15,6.1", "--json"]
+    argv = ["probes", "--targets", "copyout", "-t=vfs_read", "SyS_write"]
+    _join_words(argv, "probes", {"--targets", "-t"}, {"--targets", "-t"})
+    assert argv == ["probes", "copyout,vfs_read,SyS_write"]
 
 
 def test_a_new_patch_is_pinned_only_where_the_lock_has_the_version(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ with no network:
 version and sha256 (its lock holds the image's package versions too), and the receiving
 machine fetches them (network) or has them.
 
-``reproduce PACK`` unpacks into ``<state>/packs/<name>/``, seeds the cache with the
+``reproduce PACK`` unpacks into ``<state>/packs/<sha256 of the pack>/``, seeds the cache with the
 source file, serves the .debs as a local apt repository to mmdebstrap, and runs the
 ordinary ``reproduce`` with that root: kernel rebuilt from the packed source, image
 rebuilt from the packed .debs (compared by package versions: its host keys are new),
@@ -71,6 +71,10 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
     build, image = manifest.build, manifest.image
     if build is None:
         raise KernlabError(f"{bundle} records no kernel build", "pack a bundle of a run that had one")
+    for what, value in (("experiment", manifest.experiment_name), ("kernel version", build.version)):
+        if problem := plain_name(value):  # it names the pack's file
+            raise KernlabError(f"{bundle / 'manifest.json'}: its {what} {problem}",
+                               "pack a bundle written by `invoke run-experiment`")
     name = f"{manifest.experiment_name}-{build.version}-{bundle.name}{SUFFIX}"
     out = out or paths.results_dir() / "packs" / name
     staging = Path(tempfile.mkdtemp(prefix=".pack-", dir=_scratch()))
@@ -290,8 +294,10 @@ def is_pack(path: Path) -> bool:
 
 
 def unpack(pack: Path) -> Path:
-    """Unpack (safely) into <state>/packs/<name>/ and seed the cache; returns the folder."""
-    dest = paths.state_dir() / "packs" / pack.name.removesuffix(SUFFIX)
+    """Unpack (safely) into <state>/packs/<sha256 of the pack>/ and seed the cache; returns
+    the folder. Keyed by content: two packs of one file name never share a folder."""
+    with reporter().step(f"hash {pack.name}"):
+        dest = paths.state_dir() / "packs" / sha256_file(pack)[:32]
     if not (dest / "pack.json").is_file():
         shutil.rmtree(dest, ignore_errors=True)
         with reporter().step(f"unpack {pack.name}"):
@@ -302,12 +308,24 @@ def unpack(pack: Path) -> Path:
     if index.get("format") != FORMAT:
         raise KernlabError(f"{pack} is a pack of format {index.get('format')}, this kernlab reads {FORMAT}",
                            "use the kernlab version that made it")
+    _check_names(pack, index)
     _seed_cache(dest)
     catalog = dest / "root" / "configs" / "kernels.yaml"
     catalog.write_text(catalog.read_text().replace(PACK_PLACE, str(dest)))
     if index.get("image") and index["image"].get("debs"):
         _local_archive(dest, index["image"]["recipe"])
     return dest
+
+
+def _check_names(pack: Path, index: dict[str, Any]) -> None:
+    """pack.json's names become paths in the unpacked folder: each must be one plain name."""
+    image = index.get("image") or {}
+    named = {"experiment": index.get("experiment"), "kernel": index.get("kernel"),
+             "image recipe": image.get("recipe") if isinstance(image, dict) else image}
+    for what, name in named.items():
+        if name is not None and (problem := plain_name(str(name))):
+            raise KernlabError(f"{pack}: pack.json's {what} {problem}",
+                               "the pack is damaged or not kernlab's: make it again with `invoke pack`")
 
 
 def _seed_cache(dest: Path) -> None:

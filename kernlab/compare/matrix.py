@@ -24,6 +24,7 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.records import RunResult
 from kernlab.core.util import atomic_write_json, atomic_write_text
+from kernlab.core.validate import inside_path, plain_name
 from kernlab.experiments.lanes import lane_count
 from kernlab.experiments.suite import check_known, experiment_names
 from kernlab.experiments.suiterun import run_suite
@@ -167,11 +168,17 @@ def _vm_name(kernel: str) -> str:
 
 
 def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:
-    """Cells from a host's fetched matrix.json (bundle paths made local); the rest ERROR."""
-    for raw in (run.matrix or {}).get("cells", []):
-        if raw["kernel"] in run.kernels:
+    """Cells from a host's fetched matrix.json (bundle paths made local); the rest ERROR.
+
+    The host's matrix.json is checked as a local one is (its names become folders and
+    file names of the report): a damaged one reports no cell.
+    """
+    problem = _matrix_json_problem(run.matrix) if run.matrix is not None else ""
+    for raw in (run.matrix or {}).get("cells", []) if not problem else []:
+        if raw["kernel"] in run.kernels and raw["experiment"] in names:
             _add_cell(matrix, raw, _fetched_bundle(raw.get("bundle"), run.remote_out, run.local_dir))
-    why = run.error or last_error(run) or f"host {run.host.name} did not report this cell; log {run.log}"
+    why = (run.error or (f"host {run.host.name}: its matrix.json is damaged: {problem}" if problem else "")
+           or last_error(run) or f"host {run.host.name} did not report this cell; log {run.log}")
     for kernel in run.kernels:
         for name in names:
             matrix.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, why))
@@ -193,7 +200,7 @@ def bundle_result(bundle: Path | None) -> RunResult | None:
 
 def _fetched_bundle(remote: str | None, remote_out: str, local_dir: Path) -> Path | None:
     """Where a host's bundle path landed locally (None when it was not under its run dir)."""
-    if not remote or not remote.startswith(remote_out + "/"):
+    if not remote or not remote.startswith(remote_out + "/") or inside_path(remote[len(remote_out) + 1:]):
         return None
     local = local_dir / remote[len(remote_out) + 1:]
     return local if local.is_dir() else None
@@ -254,9 +261,13 @@ def _matrix_json_problem(data: Any) -> str:
     for key in ("kernels", "experiments"):
         if not all(isinstance(item, str) and item for item in data[key]):
             return f"'{key}' holds something other than names"
+        if problem := next((p for p in map(plain_name, data[key]) if p), None):
+            return f"'{key}' holds {problem}"  # each becomes a folder of a merged report
     hosts = data.get("hosts") or {}
     if not isinstance(hosts, dict) or not all(isinstance(v, str) for v in hosts.values()):
         return "'hosts' is not a mapping of kernel to host name"
+    if problem := next((p for p in map(plain_name, hosts.values()) if p), None):
+        return f"'hosts' holds {problem}"
     return next((p for p in (_cell_problem(raw, data) for raw in data["cells"]) if p), "")
 
 
@@ -270,6 +281,8 @@ def _cell_problem(raw: Any, data: dict[str, Any]) -> str:
         return f"cell {raw['kernel']}/{raw['experiment']} has status {raw.get('status')!r}"
     if not isinstance(raw.get("reason", ""), str) or not isinstance(raw.get("bundle"), str | None):
         return f"cell {raw['kernel']}/{raw['experiment']} has a reason or bundle that is not text"
+    if raw.get("bundle") and (problem := plain_name(Path(raw["bundle"]).name)):
+        return f"cell {raw['kernel']}/{raw['experiment']}: the bundle's folder name {problem}"
     return ""
 
 

@@ -96,7 +96,14 @@ def _copy_bundle(cell: Cell, into: Path) -> Path | None:
         reporter().warn(f"{cell.experiment} on {cell.kernel}: bundle {cell.bundle} not found; "
                         "the report names it but cannot show its pictures")
         return cell.bundle
+    if not (cell.bundle / "result.json").is_file():
+        reporter().warn(f"{cell.experiment} on {cell.kernel}: {cell.bundle} is not a results bundle "
+                        "(no result.json); not copied")
+        return cell.bundle
     target = into / cell.experiment / cell.kernel / cell.bundle.name
+    if not target.resolve().is_relative_to(into.resolve()):  # load_matrix checked the names
+        raise KernlabError(f"{cell.experiment} on {cell.kernel}: bundle {cell.bundle} would be copied "
+                           f"outside {into}", "leave that run out of the merge")
     if target.resolve() != cell.bundle.resolve():
         shutil.copytree(cell.bundle, target, symlinks=True, dirs_exist_ok=True)
     return target

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -22,6 +23,8 @@ from invoke.program import Program
 from kernlab.core.crash import unexpected
 from kernlab.core.errors import KernlabError
 from kernlab.core.validate import BadNumber
+
+CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`'s yes
 
 
 def friendly(func):
@@ -40,7 +43,12 @@ def friendly(func):
             for value in (*args, *kwargs.values()):
                 if isinstance(value, BadNumber):  # `--jobs abc`: parsed late, reported here
                     raise value.error()
-            return func(*args, **kwargs)
+            done = func(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe (`| head`) shows here, inside the task
+            return done
+        except BrokenPipeError:
+            _stdout_to_devnull()
+            raise Exit(code=CLOSED_PIPE) from None
         except KernlabError as error:
             if error.details:
                 print(error.details, file=sys.stderr)
@@ -60,8 +68,22 @@ def friendly(func):
                        "see its output above", code=code) from None
         except Exception as error:
             raise Exit(f"kernlab: error: {unexpected(func.__name__, error)}", code=1) from None
+        finally:  # a failure's exit: its stdout to a closed pipe is dropped, not a second error
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                _stdout_to_devnull()
 
     return wrapper
+
+
+def _stdout_to_devnull() -> None:
+    """After output to a closed pipe (`invoke probes ... | head`): what is still buffered for
+    stdout goes nowhere, so the interpreter's last flush finds nothing to complain about.
+    The task then stops quietly with CLOSED_PIPE, as `yes | head`'s yes does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 class _NumberArgument(Argument):
@@ -107,7 +129,10 @@ def one_line_parse_errors() -> None:
 
     def parse_tasks(self):
         try:
-            _join_words(self.core.unparsed, "probes", {"--kernels", "-k", "--experiment", "-e", "--vm-name"})
+            if self.core.unparsed[:1] == ["probes"] and self.collection is not None:  # the task, not
+                # a value such as `--name probes` of another task
+                valued, joined = _value_flags(self.collection["probes"])
+                _join_words(self.core.unparsed, "probes", valued, joined)
             original(self)
         except ParseError as error:
             task = getattr(error.context, "name", None)
@@ -118,18 +143,38 @@ def one_line_parse_errors() -> None:
     Program.parse_tasks = parse_tasks
 
 
-def _join_words(argv: list[str], task_name: str, valued: set[str]) -> None:
+def _value_flags(task: Task) -> tuple[set[str], set[str]]:
+    """The task's flags that take a value (``--kernels``, ``-k``...), and among them the
+    positional's own (``--targets``, ``-t``), from the task itself (never a list kept by hand)."""
+    valued, joined = set(), set()
+    for arg in task.get_arguments():
+        if not arg.takes_value:
+            continue
+        flags = {f"--{n}" if len(n) > 1 else f"-{n}" for n in arg.names}
+        valued |= flags
+        if arg.positional:
+            joined |= flags
+    return valued, joined
+
+
+def _join_words(argv: list[str], task_name: str, valued: set[str], joined: set[str]) -> None:
     """`invoke probes a b c --json` → `invoke probes a,b,c --json`: invoke has no variadic
-    positional argument, so the task's words are joined into its one positional, in place."""
-    if task_name not in argv:
-        return
+    positional argument, so the task's words, and the values of ``joined`` flags (its
+    positional's own, ``--targets x``), are joined into its one positional, in place."""
     start = argv.index(task_name) + 1
     words, rest, index = [], [], start
     while index < len(argv):
         token = argv[index]
-        if token.startswith("-"):
+        flag, eq, inline = token.partition("=")
+        if token.startswith("-") and flag in joined:
+            if eq:
+                words.append(inline)
+            elif index + 1 < len(argv):
+                words.append(argv[index + 1])
+                index += 1
+        elif token.startswith("-"):
             rest.append(token)
-            if (token in valued or token in ("--targets", "-t")) and index + 1 < len(argv):
+            if token in valued and index + 1 < len(argv):
                 rest.append(argv[index + 1])
                 index += 1
         else:

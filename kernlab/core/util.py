@@ -1,4 +1,8 @@
-"""Hashing, atomic writes and cached stage directories shared by every stage."""
+"""Hashing, atomic writes and cached stage directories shared by every stage.
+
+Hashing reads regular files only: a FIFO would block the read for ever, a device
+(/dev/zero) never ends, a socket cannot be opened; they are refused with one line.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,67 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kernlab.core.errors import KernlabError
+
+
+def special_kind(mode: int) -> str:
+    """What a non-regular file is, in words (for ``is a FIFO, not a regular file``)."""
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def not_regular(path: Path) -> KernlabError:
+    """The one-line refusal of a special file where kernlab reads file contents."""
+    return KernlabError(f"{path} is {special_kind(os.stat(path).st_mode)}, not a regular file",
+                        "remove it (or replace it with a regular file): kernlab reads and hashes "
+                        "the files of its inputs")
+
+
+def why_not_a_file(path: Path) -> str:
+    """Why ``path`` is not a readable regular file, in words: ``does not exist`` or
+    ``is a FIFO (named pipe), not a regular file`` (for errors on a user's file flag)."""
+    if not path.exists():
+        return "does not exist"
+    return f"is {special_kind(os.stat(path).st_mode)}, not a regular file"
+
+
+def special_files(root: Path) -> list[Path]:
+    """FIFOs, sockets and devices under ``root`` (symlinks are not followed), sorted."""
+    found = []
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                found.append(path)
+    return sorted(found)
+
+
+def refuse_special_files(root: Path) -> None:
+    """Stop, naming the first special file under ``root`` (before anything reads it)."""
+    if found := special_files(root):
+        raise not_regular(found[0])
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
+    """Hex sha256 of a regular file's bytes; a FIFO, socket or device is refused at once."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a socket cannot even be opened
+        raise not_regular(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise not_regular(path)
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernlab.core.errors import KernlabError
+from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
 from kernlab.experiments.expect import substitute
@@ -125,13 +125,22 @@ def atlas_rows(words: list[str], kernels: list[str], experiment: str | None,
     given = parse_targets(words)
     exp = load_experiment(experiment) if experiment else None
     rows: list[Row] = []
-    loaded = [Kernel(resolve_kernel(k)) for k in (kernels or built_versions())]
+    chosen = kernels or built_versions()
+    if not chosen:
+        raise NotFound("no kernel is built, so there is nothing to check the targets against",
+                       "build one first: `invoke build-kernel --version 6.1` (then `invoke probes` "
+                       "checks every built catalog version, or name some with --kernels)")
+    loaded = [Kernel(resolve_kernel(k)) for k in chosen]
     for kernel in loaded:
         targets = list(given)
         if exp is not None:
             used = experiment_targets(exp, resolve_vars(exp, kernel.release))
             targets += [t for t in used if t not in targets]
         rows += [row_for(t, kernel) for t in targets]
+    if not rows:  # only --experiment, and it attaches to nothing kernlab can read
+        raise KernlabError(f"experiment {experiment} uses no probe target kernlab can find (no SEC() "
+                           "kprobe/tracepoint, bpftrace probe or kprobe_events line)",
+                           "name the targets to check: `invoke probes FUNCTION ...`")
     result = AtlasResult(rows)
     if live:
         result.live = live_check.confirm(rows, {k.id: k.build for k in loaded}, vm_name)

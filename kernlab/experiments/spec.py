@@ -18,7 +18,7 @@ from typing import Any
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.spec import SpecFile
-from kernlab.core.util import hash_tree, sha256_text
+from kernlab.core.util import hash_tree, refuse_special_files, sha256_text
 from kernlab.core.validate import inside_path, yaml_number
 from kernlab.experiments.expect import Expectation, parse_expectations
 
@@ -547,6 +547,7 @@ def _check_references(spec: _Spec, symbols: dict[str, str], variables: dict[str,
 
 def parse_experiment(file: Path) -> Experiment:
     """Validate one ``experiment.yaml``; raise KernlabError naming file and key."""
+    refuse_special_files(file.parent)  # its content hash reads every file: a FIFO would hang it
     spec = _Spec(file, SpecFile(file, FORMAT_DOC).load(empty={}))
     spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
               "expect", "artifacts")

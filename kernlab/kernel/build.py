@@ -24,7 +24,7 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture, require_tool, run_logged, status_from_make
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
-from kernlab.core.util import atomic_write_json, hash_inputs, sha256_file, short, staging_dir
+from kernlab.core.util import atomic_write_json, hash_inputs, sha256_file, short, staging_dir, why_not_a_file
 from kernlab.kernel import identity
 from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
 from kernlab.kernel.kconfig import load_model, raise_if_dropped, requested_options, verify_config
@@ -133,7 +133,7 @@ def make_plan(version: str, opts: BuildOptions | None = None, catalog: Catalog |
     fragments = [paths.configs_dir() / name for name in spec.fragments] + list(opts.extra_fragments)
     for fragment in fragments:
         if not fragment.is_file():
-            raise KernlabError(f"config fragment {fragment} does not exist", "fix --fragment")
+            raise KernlabError(f"config fragment {fragment} {why_not_a_file(fragment)}", "fix --fragment")
     every = collect_patches(patch_dirs)
     kept = _without(every, opts.without_patches, version)
     return Plan(spec, catalog, kept, fragments, spec.compiler, opts,

@@ -34,7 +34,7 @@ from kernlab.core.hostdeps import update_apt_lists
 from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
-from kernlab.core.util import atomic_write_json, read_json, sha256_file
+from kernlab.core.util import atomic_write_json, read_json, sha256_file, why_not_a_file
 
 TARBALL = re.compile(r"^usr/src/linux-source-[^/]+\.tar\.(xz|gz|bz2|zst)$")
 POLICY_VERSION = re.compile(r"^\s+(?:\*\*\*\s+)?(\S+)\s+-?\d+\s*$")
@@ -247,7 +247,7 @@ def fetch(package: str, suite: str | None, kernel: str, pin: DebPin | None, *, u
 
 def _given(path: Path, package: str, pin: DebPin | None, kernel: str) -> tuple[Path, str]:
     if not path.is_file():
-        raise KernlabError(f"--deb {path} does not exist", "pass the path of a linux-source .deb")
+        raise KernlabError(f"--deb {path} {why_not_a_file(path)}", "pass the path of a linux-source .deb")
     sha = sha256_file(path)
     if pin and sha != pin.deb_sha256:
         raise PinError(

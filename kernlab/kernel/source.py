@@ -28,7 +28,7 @@ from kernlab.core import filelock, lock, paths
 from kernlab.core.errors import BuildInputError, KernlabError
 from kernlab.core.proc import capture
 from kernlab.core.progress import reporter
-from kernlab.core.util import atomic_write_json, human_bytes, read_json, sha256_file
+from kernlab.core.util import atomic_write_json, human_bytes, read_json, sha256_file, why_not_a_file
 from kernlab.kernel import debsource, identity
 from kernlab.kernel.catalog import Catalog, KernelSpec, SourceSpec, normalise_sha256
 
@@ -210,7 +210,7 @@ def cached_sha256(path: Path) -> str:
 # ---------------------------------------------------------------- local tarball and git
 def _local_tarball(path: Path, pinned: str | None, opts: SourceOptions) -> ResolvedSource:
     if not path.is_file():
-        raise KernlabError(f"tarball {path} does not exist", "check the --tarball path")
+        raise KernlabError(f"tarball {path} {why_not_a_file(path)}", "check the --tarball path")
     actual = cached_sha256(path)
     if pinned and actual != pinned:
         raise KernlabError(f"{path} has sha256 {actual}, expected {pinned}",

@@ -20,6 +20,10 @@ def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]
     """
     versions = versions or built_versions()
     recipes = recipes or _built_recipes(["bookworm"])
+    if not versions and not recipes:
+        raise KernlabError("nothing to lock: no kernel and no image is built",
+                           "build first (`invoke build-kernel --version 6.1`, `invoke build-image`), "
+                           "then run `invoke lock`")
     data = lock.read_lock()
     locked = []
     for kernel in versions:  # a version or a build id; the entry is the build's version's
