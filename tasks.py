@@ -268,15 +268,17 @@ def vm_down(c, name="default"):
 @task(name="status", help={"name": "Only this VM.", "json": "Print the VM records (and states) as JSON."})
 @friendly
 def vm_status(c, name="", json=False):
-    """List VMs and their state: running, frozen, panicked, ssh not answering, or stopped."""
-    from kernlab.guest.vm import not_running, run_dir_of, status_json, status_text, survey
+    """List VMs and their state: running, frozen, panicked, ssh not answering, or stopped;
+    and the kernel splats in each one's console and dmesg."""
+    from kernlab.guest.vm import kernel_splats, not_running, run_dir_of, status_json, status_text, survey
 
     if name:
         run_dir_of(name)
     rows = survey(name)
     if name and not rows:
         raise not_running(name)
-    print_json(status_json(rows)) if json else print(status_text(rows))
+    found = {each: kernel_splats(each, state, vm) for each, state, vm in rows}
+    print_json(status_json(rows, found)) if json else print(status_text(rows, found))
 
 
 @task(name="verify", help={"name": "VM name."})

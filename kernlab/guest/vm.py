@@ -27,7 +27,7 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord, VmRecord
 from kernlab.core.util import atomic_write_json
-from kernlab.guest import health, qemu, remote, snapshot
+from kernlab.guest import health, qemu, remote, snapshot, splats
 from kernlab.guest.health import console_tail
 from kernlab.kernel import kheaders
 
@@ -195,26 +195,53 @@ def survey(name: str = "") -> list[tuple[str, health.Health, Vm | None]]:
     return rows
 
 
-def status_text(rows: list[tuple[str, health.Health, Vm | None]]) -> str:
-    """`invoke vm.status`: one line per VM of ``survey()``."""
+def kernel_splats(name: str, state: health.Health, vm: Vm | None) -> list[splats.Splat]:
+    """Kernel splats (kernlab.guest.splats) in VM ``name``'s serial console and, when it
+    answers over SSH, its whole kernel log (dmesg): what `vm.status` shows."""
+    console = vm.console_log if vm is not None else run_dir_of(name) / "console.log"
+    text = console.read_text(errors="replace") if console.is_file() else ""
+    dmesg = ""
+    if vm is not None and state.ok:
+        with contextlib.suppress(KernlabError, OSError, EOFError, paramiko.SSHException):
+            dmesg = remote.run(remote.connect(vm, timeout=ANSWER_TIMEOUT), "dmesg", timeout=20,
+                               check=False).stdout
+    return splats.unique(splats.find_splats(dmesg) + splats.find_splats(text))
+
+
+def _splat_text(found: list[splats.Splat]) -> str:
+    if not found:
+        return "kernel splats: none"
+    return f"kernel splats: {splats.summary(found)} (first: {found[0].line})"
+
+
+def status_text(rows: list[tuple[str, health.Health, Vm | None]],
+                found: dict[str, list[splats.Splat]] | None = None) -> str:
+    """`invoke vm.status`: one line per VM of ``survey()``, and its kernel splats (``found``)."""
     if not rows:
         return "no VMs running"
+    found = found or {}
     lines = []
     for each, state, vm in rows:
+        tail = f"; {_splat_text(found[each])}" if each in found else ""
         if vm is None:
-            lines.append(f"{each}: {state.shown()}; QEMU is gone (`invoke vm.down --name {each}` forgets it)")
+            lines.append(f"{each}: {state.shown()}; QEMU is gone (`invoke vm.down --name {each}` forgets it)"
+                         + tail)
             continue
         info = vm.info
         lines.append(f"{each}: {state.shown()}, pid {vm.pid}, ssh 127.0.0.1:{vm.ssh_port}, {info.accel}, "
                      f"kernel {info.kernelrelease}, image {info.image_key[:12]}, "
-                     f"console {vm.console_log}")
+                     f"console {vm.console_log}{tail}")
     return "\n".join(lines)
 
 
-def status_json(rows: list[tuple[str, health.Health, Vm | None]]) -> list[dict[str, Any]]:
-    """`invoke vm.status --json`: each VM's record (or its name) with its state."""
+def status_json(rows: list[tuple[str, health.Health, Vm | None]],
+                found: dict[str, list[splats.Splat]] | None = None) -> list[dict[str, Any]]:
+    """`invoke vm.status --json`: each VM's record (or its name) with its state and splats."""
+    found = found or {}
     return [{**(vm.info.to_json() if vm else {"name": each}), "state": state.state,
-             "state_detail": state.detail} for each, state, vm in rows]
+             "state_detail": state.detail,
+             "splats": [{"class": s.kind, "line": s.line} for s in found.get(each, [])]}
+            for each, state, vm in rows]
 
 
 def list_vms() -> list[Vm]:
