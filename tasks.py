@@ -291,7 +291,21 @@ def vm_verify(c, name="default"):
     print(f"guest checks passed (log: {log})")
 
 
-vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify)
+@task(name="dump", help={"name": "VM name.",
+                         "out": "Where to write the vmcore (default: <state>/vms/NAME/dumps/).",
+                         "format": "elf (default), kdump-zlib, kdump-lzo or kdump-snappy."})
+@friendly
+def vm_dump(c, name="default", out="", format="elf"):
+    """Write a crash dump (vmcore) of the running VM and how to open it with crash or drgn."""
+    from kernlab.guest.vm import dump_vm
+
+    record = dump_vm(name, out, format)
+    print(f"vmcore: {record['vmcore']} ({record['size']} bytes, {record['format']})")
+    for tool, command in record.get("open", {}).items():
+        print(f"{tool}: {command}")
+
+
+vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify, vm_dump)
 
 # ---------------------------------------------------------------- experiments
 NA_EXIT = 77  # run-experiment NAME on a kernel it does not apply to (the test-suite "skip" code)

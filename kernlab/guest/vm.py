@@ -27,7 +27,7 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord, VmRecord
 from kernlab.core.util import atomic_write_json
-from kernlab.guest import health, qemu, remote, snapshot, splats
+from kernlab.guest import dump, health, qemu, remote, snapshot, splats
 from kernlab.guest.health import console_tail
 from kernlab.kernel import kheaders
 
@@ -546,11 +546,40 @@ def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
         "qemu_version": qemu.qemu_version(),
         "kernel": {"version": build.version, "key": build.key, "kernelrelease": build.kernelrelease,
                    "release": build.data.get("release"), "symbols": build.data.get("symbols"),
-                   "bzImage": str(spec.kernel)},
+                   "bzImage": str(spec.kernel), "vmlinux": _vmlinux_of(build)},
         "image": {"recipe": image.recipe, "key": image.key, "path": str(image.disk)},
         "kheaders": headers,
         "started_at": time.time(),
     }
+
+
+def _vmlinux_of(build: BuildRecord) -> str | None:
+    path = build.existing_output("vmlinux")
+    return str(path) if path else None
+
+
+def vmlinux_of(vm: Vm) -> Path | None:
+    """The running kernel's vmlinux (ELF with symbols and, where built with them, DWARF):
+    the VM record's, else the one beside its bzImage in the build's object dir."""
+    kernel = vm.info.data.get("kernel") or {}
+    if kernel.get("vmlinux"):
+        return Path(kernel["vmlinux"])
+    bzimage = Path(kernel.get("bzImage") or "")
+    guess = bzimage.parents[3] / "vmlinux" if len(bzimage.parents) > 3 else None
+    return guess if guess is not None and guess.is_file() else None
+
+
+def dump_vm(name: str, out: str = "", fmt: str = "elf") -> dict[str, Any]:
+    """`invoke vm.dump`: a vmcore of VM ``name`` (kernlab.guest.dump), its record returned."""
+    dump.check_format(fmt)
+    vm = find_vm(name)
+    if vm is None:
+        raise not_running(name)
+    target = Path(out).resolve() if out else dump.dump_path(vm.run_dir, fmt)
+    if target.exists():
+        raise KernlabError(f"{target} exists", "give another --out, or remove it")
+    return dump.dump_guest(vm.info.qmp_socket, target, dict(vm.info.data.get("kernel") or {}),
+                           vmlinux_of(vm), fmt)
 
 
 def _wait_ssh(vm: Vm, started: float, limit: float, command: bool = True) -> None:

@@ -1,0 +1,78 @@
+"""Crash dumps of a running guest: QEMU's ``dump-guest-memory`` over QMP.
+
+``dump_vm`` writes ``<run dir>/dumps/vmcore-<UTC time>.<elf|kdump>`` and beside it
+``<same>.json``: the kernel build it belongs to, that build's ``vmlinux`` (with its sha256)
+and the commands that open it with Debian's ``crash`` and with drgn. The vmcore stays with
+the VM's run dir (builds are shared, read-only stage outputs); the record is what puts
+it next to its vmlinux. The guest pauses while QEMU writes the dump, then runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from kernlab.core.errors import KernlabError
+from kernlab.core.progress import reporter
+from kernlab.core.util import atomic_write_json, sha256_file
+from kernlab.guest import qemu
+
+FORMATS = {"elf": "elf", "kdump-zlib": "kdump", "kdump-lzo": "kdump", "kdump-snappy": "kdump"}
+DUMP_TIMEOUT = 600.0  # seconds for QEMU to write a 2 GB guest under TCG on a loaded host
+
+
+def dump_path(run_dir: Path, fmt: str) -> Path:
+    return run_dir / "dumps" / f"vmcore-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{FORMATS[fmt]}"
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise KernlabError(f"unknown dump format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def write_dump(qmp_socket: Path, out: Path, fmt: str = "elf") -> Path:
+    """QEMU's ``dump-guest-memory`` of the guest behind ``qmp_socket`` into ``out`` (removed
+    again if QEMU fails)."""
+    check_format(fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with reporter().step(f"dump guest memory ({fmt}) to {out}"):
+            qemu.qmp(qmp_socket, "dump-guest-memory", timeout=DUMP_TIMEOUT, paging=False,
+                     protocol=f"file:{partial}", format=fmt)
+        partial.rename(out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    return out
+
+
+def open_commands(vmcore: Path, vmlinux: Path) -> dict[str, str]:
+    """How to open ``vmcore``: crash, drgn, and drgn's Python for a script."""
+    core, linux = shlex.quote(str(vmcore)), shlex.quote(str(vmlinux))
+    return {"crash": f"crash {linux} {core}",
+            "drgn": f"drgn -c {core} -s {linux}"}
+
+
+def describe(vmcore: Path, kernel: dict[str, Any], vmlinux: Path | None, fmt: str) -> dict[str, Any]:
+    """The dump's record: its file, format, kernel, vmlinux and how to open it."""
+    record: dict[str, Any] = {"vmcore": str(vmcore), "format": fmt, "size": vmcore.stat().st_size,
+                              "kernel": kernel,
+                              "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if vmlinux is not None and vmlinux.is_file():
+        record["vmlinux"] = {"path": str(vmlinux), "sha256": sha256_file(vmlinux)}
+        record["open"] = open_commands(vmcore, vmlinux)
+    return record
+
+
+def dump_guest(qmp_socket: Path, out: Path, kernel: dict[str, Any], vmlinux: Path | None,
+               fmt: str = "elf") -> dict[str, Any]:
+    """Write the dump and its record (``<out>.json``); returns the record."""
+    write_dump(qmp_socket, out, fmt)
+    record = describe(out, kernel, vmlinux, fmt)
+    atomic_write_json(out.with_name(out.name + ".json"), record)
+    return record
