@@ -18,7 +18,7 @@ from typing import Any
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, sha256_file
-from kernlab.guest import qemu
+from kernlab.guest import qemu, vmcoreinfo
 
 FORMATS = {"elf": "elf", "kdump-zlib": "kdump", "kdump-lzo": "kdump", "kdump-snappy": "kdump"}
 DUMP_TIMEOUT = 600.0  # seconds for QEMU to write a 2 GB guest under TCG on a loaded host
@@ -42,7 +42,9 @@ def write_dump(qmp_socket: Path, out: Path, fmt: str = "elf") -> Path:
     partial = out.with_name(f".{out.name}.partial")
     try:
         with reporter().step(f"dump guest memory ({fmt}) to {out}"):
-            qemu.qmp(qmp_socket, "dump-guest-memory", timeout=DUMP_TIMEOUT, paging=False,
+            # ELF with paging: the segments carry the kernel's virtual addresses too (drgn
+            # reads swapper_pg_dir through them); kdump formats cannot have it.
+            qemu.qmp(qmp_socket, "dump-guest-memory", timeout=DUMP_TIMEOUT, paging=fmt == "elf",
                      protocol=f"file:{partial}", format=fmt)
         partial.rename(out)
     finally:
@@ -69,10 +71,25 @@ def describe(vmcore: Path, kernel: dict[str, Any], vmlinux: Path | None, fmt: st
     return record
 
 
+def _vmcoreinfo(out: Path, kernel: dict[str, Any], vmlinux: Path | None, fmt: str) -> str:
+    """Where the dump's VMCOREINFO note comes from: the guest, kernlab (an ELF dump of a
+    kernel that publishes none: kernlab.guest.vmcoreinfo), or nowhere (drgn cannot open it)."""
+    if fmt != "elf":
+        return "from the guest, if its kernel publishes one (-device vmcoreinfo)"
+    if vmcoreinfo.has_vmcoreinfo(out):
+        return "from the guest"
+    system_map = vmlinux.with_name("System.map") if vmlinux is not None else None
+    if system_map is None or not system_map.is_file() or not kernel.get("kernelrelease"):
+        return "none: no System.map to make one from (drgn will refuse the dump; crash opens it)"
+    vmcoreinfo.add_note(out, vmcoreinfo.text_for(str(kernel["kernelrelease"]), system_map))
+    return f"added by kernlab from {system_map} (the kernel publishes none)"
+
+
 def dump_guest(qmp_socket: Path, out: Path, kernel: dict[str, Any], vmlinux: Path | None,
                fmt: str = "elf") -> dict[str, Any]:
     """Write the dump and its record (``<out>.json``); returns the record."""
     write_dump(qmp_socket, out, fmt)
     record = describe(out, kernel, vmlinux, fmt)
+    record["vmcoreinfo"] = _vmcoreinfo(out, kernel, vmlinux, fmt)
     atomic_write_json(out.with_name(out.name + ".json"), record)
     return record

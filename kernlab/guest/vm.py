@@ -27,7 +27,7 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord, VmRecord
 from kernlab.core.util import atomic_write_json
-from kernlab.guest import dump, health, qemu, remote, snapshot, splats
+from kernlab.guest import dump, gdb, health, qemu, remote, snapshot, splats
 from kernlab.guest.health import console_tail
 from kernlab.kernel import kheaders
 
@@ -286,7 +286,7 @@ def headers_for(build: BuildRecord) -> dict[str, Any]:
 def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, append: str = "",
              memory: str = "2G", cpus: int = 2, port: int | None = None,
              timeout: float | None = None, wait: bool = True, cold: bool = False,
-             defer_settle: bool = False) -> Vm:
+             defer_settle: bool = False, gdb_port: int | None = None) -> Vm:
     """Boot ``build``'s kernel on ``image`` and wait until a command runs over SSH.
 
     The guest is restored from its snapshot when there is one (kernlab.guest.snapshot),
@@ -295,16 +295,20 @@ def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, a
     SSH command: ``true`` here, or (``defer_settle``, for a caller that runs a command next)
     that command, which saves a round trip. ``append`` adds kernel parameters (a later
     ``init=``/``root=`` wins); ``timeout`` overrides the accel-scaled readiness timeout.
-    Any failure or Ctrl-C stops QEMU.
+    Any failure or Ctrl-C stops QEMU. ``gdb_port``: QEMU's gdbstub listens on
+    127.0.0.1:gdb_port (kernlab.guest.gdb); such a boot is cold, with ``nokaslr``.
     """
     build, image = BuildRecord.from_json(build), ImageRecord.from_json(image)
     kernel = _kernel_path(build)
+    if gdb_port:
+        cold, append = True, f"{append} {gdb.BOOT_ARGS}".strip()
     with _start_lock(name):
         if find_vm(name):
             raise KernlabError(f"VM {name} is already running",
                                f"run `invoke vm.down --name {name}`")
         return _start(build, image, name, kernel, append=append, memory=memory, cpus=cpus,
-                      port=port, timeout=timeout, wait=wait, cold=cold, defer_settle=defer_settle)
+                      port=port, timeout=timeout, wait=wait, cold=cold, defer_settle=defer_settle,
+                      gdb_port=gdb_port)
 
 
 @contextlib.contextmanager
@@ -345,7 +349,7 @@ class _Boot:
 
 def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, append: str,
            memory: str, cpus: int, port: int | None, timeout: float | None, wait: bool,
-           cold: bool, defer_settle: bool) -> Vm:
+           cold: bool, defer_settle: bool, gdb_port: int | None = None) -> Vm:
     """start_vm's work, under the VM's start lock: a snapshot restore, else a cold boot."""
     accel = qemu.choose_accel(kernel)
     headers = headers_for(build)
@@ -355,7 +359,8 @@ def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, a
         kernel=kernel, disk=run_dir / "overlay.qcow2", console_log=run_dir / "console.log",
         qmp_socket=run_dir / "qmp.sock", pidfile=run_dir / "qemu.pid",
         cmdline=f"{CMDLINE} {FAST_BOOT} {append}".strip(), accel=accel, memory=memory, cpus=cpus,
-        name=f"kernlab-{name}", kheaders=Path(headers["path"]) if headers.get("path") else None)
+        name=f"kernlab-{name}", kheaders=Path(headers["path"]) if headers.get("path") else None,
+        gdb_port=gdb_port)
     boot = _Boot(spec, run_dir, build, image, headers, port,
                  timeout if timeout is not None else READY_TIMEOUT * accel.scale,
                  snapshot.inputs(spec.argv(0), run_dir, name, _snapshot_facts(spec, build, image,
@@ -549,6 +554,7 @@ def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
                    "bzImage": str(spec.kernel), "vmlinux": _vmlinux_of(build)},
         "image": {"recipe": image.recipe, "key": image.key, "path": str(image.disk)},
         "kheaders": headers,
+        "gdb_port": spec.gdb_port,
         "started_at": time.time(),
     }
 
