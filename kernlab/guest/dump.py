@@ -53,10 +53,20 @@ def write_dump(qmp_socket: Path, out: Path, fmt: str = "elf") -> Path:
     return out
 
 
+def crash_flags(vmlinux: Path) -> list[str]:
+    """crash's flags for this build: ``--no_kmem_cache`` on a SLOB kernel (the lab kernels'
+    tinyconfig base), whose caches crash 8 cannot read (it stops: "invalid structure member
+    offset: kmem_cache_s_num"); its ``ps`` then lists the idle tasks only, and
+    ``list task_struct.tasks -s task_struct.pid,comm -h init_task`` walks the task list."""
+    config = vmlinux.with_name(".config")
+    slob = config.is_file() and "CONFIG_SLOB=y" in config.read_text(errors="replace").splitlines()
+    return ["--no_kmem_cache"] if slob else []
+
+
 def open_commands(vmcore: Path, vmlinux: Path) -> dict[str, str]:
-    """How to open ``vmcore``: crash, drgn, and drgn's Python for a script."""
+    """How to open ``vmcore``: with crash and with drgn."""
     core, linux = shlex.quote(str(vmcore)), shlex.quote(str(vmlinux))
-    return {"crash": f"crash {linux} {core}",
+    return {"crash": shlex.join(["crash", *crash_flags(vmlinux)]) + f" {linux} {core}",
             "drgn": f"drgn -c {core} -s {linux}"}
 
 
