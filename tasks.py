@@ -205,7 +205,7 @@ def _vm_or_exit(name, connect=False):
     "timeout": "Seconds to wait for SSH (default or 0: 30, x5 under TCG).",
     "cold": "Boot cold: do not restore (or save) the snapshot of this kernel, image and settings.",
     "gdb": "Start QEMU's gdbstub on 127.0.0.1:PORT (`--gdb` alone: a free port); boots cold with "
-           "nokaslr. Then `invoke vm.gdb --name NAME`.",
+           "nokaslr on a KASLR kernel. Then `invoke vm.gdb --name NAME`.",
 }, optional=["gdb"])
 @friendly
 def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", cpus=2,

@@ -1,8 +1,8 @@
 """gdb on a guest kernel: QEMU's gdbstub (``vm.up --gdb``) and gdb started on the build.
 
 A VM booted with a gdb port has ``-gdb tcp:127.0.0.1:PORT`` (never another address) and
-``nokaslr`` (the lab kernels are not relocatable anyway; a kernel that is would otherwise
-move away from vmlinux's addresses). ``gdb_argv`` starts gdb on the build's vmlinux with
+``nokaslr`` when the kernel has KASLR (the lab kernels are not relocatable; one that is
+would otherwise move away from vmlinux's addresses). ``gdb_argv`` starts gdb on the build's vmlinux with
 the build's debug prefixes (``/kernlab/src``, ``/kernlab/obj``, set by the build's
 ``-fdebug-prefix-map``) mapped back with ``set substitute-path``, the kernel's own gdb
 scripts (``vmlinux-gdb.py``: lx-symbols, lx-dmesg, lx-ps) loaded when the build made them
@@ -19,8 +19,16 @@ from elftools.elf.elffile import ELFFile
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import require_tool
 
-BOOT_ARGS = "nokaslr"
+BOOT_ARGS = "nokaslr"  # for a kernel with KASLR (CONFIG_RANDOMIZE_BASE)
 SRC_PREFIX, OBJ_PREFIX = "/kernlab/src", "/kernlab/obj"  # kernlab.kernel.build's debug prefix map
+
+
+def boot_args(build: Any) -> str:
+    """Kernel parameters for a boot under gdb: ``nokaslr`` when the kernel has KASLR (an
+    unknown parameter would reach init as an argument, so not otherwise)."""
+    config = build.existing_output("config")
+    text = config.read_text(errors="replace") if config is not None else ""
+    return BOOT_ARGS if "CONFIG_RANDOMIZE_BASE=y" in text.splitlines() else ""
 
 
 def has_dwarf(vmlinux: Path) -> bool:

@@ -296,12 +296,12 @@ def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, a
     that command, which saves a round trip. ``append`` adds kernel parameters (a later
     ``init=``/``root=`` wins); ``timeout`` overrides the accel-scaled readiness timeout.
     Any failure or Ctrl-C stops QEMU. ``gdb_port``: QEMU's gdbstub listens on
-    127.0.0.1:gdb_port (kernlab.guest.gdb); such a boot is cold, with ``nokaslr``.
+    127.0.0.1:gdb_port (kernlab.guest.gdb); such a boot is cold (``nokaslr`` on a KASLR kernel).
     """
     build, image = BuildRecord.from_json(build), ImageRecord.from_json(image)
     kernel = _kernel_path(build)
     if gdb_port:
-        cold, append = True, f"{append} {gdb.BOOT_ARGS}".strip()
+        cold, append = True, f"{append} {gdb.boot_args(build)}".strip()
     with _start_lock(name):
         if find_vm(name):
             raise KernlabError(f"VM {name} is already running",
