@@ -204,10 +204,12 @@ def _vm_or_exit(name, connect=False):
     "cpus": "Guest CPUs (default 2; 1 to 255).",
     "timeout": "Seconds to wait for SSH (default or 0: 30, x5 under TCG).",
     "cold": "Boot cold: do not restore (or save) the snapshot of this kernel, image and settings.",
-})
+    "gdb": "Start QEMU's gdbstub on 127.0.0.1:PORT (`--gdb` alone: a free port); boots cold with "
+           "nokaslr on a KASLR kernel. Then `invoke vm.gdb --name NAME`.",
+}, optional=["gdb"])
 @friendly
 def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", cpus=2,
-          timeout=0.0, cold=False):
+          timeout=0.0, cold=False, gdb=None):
     """Boot a built kernel on the lab image (from its snapshot when there is one) and wait
     until SSH answers."""
     from kernlab.core.validate import memory as memory_size
@@ -222,11 +224,48 @@ def vm_up(c, kernel, name="default", recipe="bookworm", append="", memory="2G", 
             "cpus": number("cpus", cpus, low=1, high=255, integer=True),
             "timeout": number("timeout", timeout, low=0, high=86400,
                               fix="give --timeout SECONDS (1 to 86400), or 0 for the default") or None,
-            "cold": bool(cold)}
+            "cold": bool(cold), "gdb_port": gdb_port(gdb)}
     target = Target(choose_kernel(not_empty("kernel", kernel)), recipe, name, build_missing=False,
                     restart=True, vm_opts=opts)
     vm = target.up()
     print(f"VM {vm.name}: ssh -F {vm.info.ssh_config} kernlab-{vm.name}")
+    if vm.info.data.get("gdb_port"):
+        print(f"gdbstub: 127.0.0.1:{vm.info.data['gdb_port']} (`invoke vm.gdb --name {vm.name}`)")
+
+
+def gdb_port(value):
+    """``--gdb``: None (off), True (a free port) or a port number."""
+    from kernlab.guest.qemu import free_port
+
+    if value in (None, False):
+        return None
+    if value is True or value == "":
+        return free_port()
+    return int(number("gdb", value, low=1, high=65535, integer=True,
+                      fix="give --gdb PORT (1 to 65535), or --gdb alone for a free port"))
+
+
+@task(name="gdb", help={"name": "VM name (booted with `vm.up --gdb`).",
+                        "batch": "Run gdb in batch mode on this command file (gdb -batch -x FILE)."})
+@friendly
+def vm_gdb(c, name="default", batch=""):
+    """gdb on the VM's kernel: its vmlinux, sources mapped, the kernel's gdb scripts, the stub."""
+    from pathlib import Path
+
+    from kernlab.guest.gdb import gdb_argv
+    from kernlab.guest.vm import find_vm, not_running, vmlinux_of
+
+    vm = find_vm(name)
+    if vm is None:
+        raise not_running(name)
+    if batch and not Path(batch).is_file():
+        raise KernlabError(f"no gdb command file {batch}", "give --batch FILE, a file of gdb commands")
+    argv = gdb_argv(vm.info.data, vmlinux_of(vm), Path(batch) if batch else None)
+    if batch:
+        import subprocess
+
+        raise Exit(code=subprocess.run(argv, check=False).returncode)
+    os.execv(argv[0], argv)
 
 
 @task(name="ssh", help={"command": "Command to run in the guest (default: interactive shell).",
@@ -268,15 +307,17 @@ def vm_down(c, name="default"):
 @task(name="status", help={"name": "Only this VM.", "json": "Print the VM records (and states) as JSON."})
 @friendly
 def vm_status(c, name="", json=False):
-    """List VMs and their state: running, frozen, panicked, ssh not answering, or stopped."""
-    from kernlab.guest.vm import not_running, run_dir_of, status_json, status_text, survey
+    """List VMs and their state: running, frozen, panicked, ssh not answering, or stopped;
+    and the kernel splats in each one's console and dmesg."""
+    from kernlab.guest.vm import kernel_splats, not_running, run_dir_of, status_json, status_text, survey
 
     if name:
         run_dir_of(name)
     rows = survey(name)
     if name and not rows:
         raise not_running(name)
-    print_json(status_json(rows)) if json else print(status_text(rows))
+    found = {each: kernel_splats(each, state, vm) for each, state, vm in rows}
+    print_json(status_json(rows, found)) if json else print(status_text(rows, found))
 
 
 @task(name="verify", help={"name": "VM name."})
@@ -289,7 +330,21 @@ def vm_verify(c, name="default"):
     print(f"guest checks passed (log: {log})")
 
 
-vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify)
+@task(name="dump", help={"name": "VM name.",
+                         "out": "Where to write the vmcore (default: <state>/vms/NAME/dumps/).",
+                         "format": "elf (default), kdump-zlib, kdump-lzo or kdump-snappy."})
+@friendly
+def vm_dump(c, name="default", out="", format="elf"):
+    """Write a crash dump (vmcore) of the running VM and how to open it with crash or drgn."""
+    from kernlab.guest.vm import dump_vm
+
+    record = dump_vm(name, out, format)
+    print(f"vmcore: {record['vmcore']} ({record['size']} bytes, {record['format']})")
+    for tool, command in record.get("open", {}).items():
+        print(f"{tool}: {command}")
+
+
+vm_tasks = Collection("vm", vm_up, vm_ssh, vm_down, vm_status, vm_verify, vm_dump, vm_gdb)
 
 # ---------------------------------------------------------------- experiments
 NA_EXIT = 77  # run-experiment NAME on a kernel it does not apply to (the test-suite "skip" code)

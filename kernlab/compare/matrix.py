@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.compare import atlas_report
+from kernlab.compare import atlas_report, splat_report
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
@@ -400,6 +400,7 @@ def markdown(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
             parts += ["", "| " + " | ".join(k for k, _ in pics) + " |", "|" + "---|" * len(pics),
                       "| " + " | ".join(f"![{name} on {k}]({p})" for k, p in pics) + " |"]
         parts.append("")
+    parts += splat_report.markdown_section(matrix)
     parts += atlas_report.markdown_sections(matrix)
     return "\n".join(parts) + "\n"
 
@@ -437,7 +438,7 @@ def html_report(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
             f"<style>{style}</style></head><body><h1>kernlab matrix: {esc(', '.join(matrix.kernels))}</h1>"
             f"<p>Overall: <b>{'PASS' if matrix.passed else 'FAIL'}</b></p>{''.join(grid)}"
             f"<h2>Differences between kernels</h2>{''.join(sections)}"
-            f"{atlas_report.html_sections(matrix)}</body></html>\n")
+            f"{splat_report.html_section(matrix)}{atlas_report.html_sections(matrix)}</body></html>\n")
 
 
 def junit_xml(matrix: Matrix) -> str:
@@ -507,7 +508,7 @@ def grid_text(matrix: Matrix) -> str:
     reasons = [f"{c.status:<5} {c.kernel} {c.experiment}: {c.reason}"
                for k in matrix.kernels for n in matrix.experiments
                if (c := matrix.cell(k, n)).status != PASS and c.reason]
-    return "\n".join(lines + (["", *reasons] if reasons else []))
+    return "\n".join(lines + (["", *reasons] if reasons else []) + splat_report.text_lines(matrix))
 
 
 def report_mode(kernels: str, experiments: str, out: str, hosts: str, rerender: bool,

@@ -27,7 +27,7 @@ HOST_PACKAGES = [
 
 # only for the tests: a second sshd on 127.0.0.1 stands in for another lab host (--hosts);
 # shellcheck, which actionlint runs on the workflow's scripts
-TEST_PACKAGES = ["openssh-server", "shellcheck"]
+TEST_PACKAGES = ["openssh-server", "shellcheck", "crash", "python3-drgn"]  # crash, drgn: vmcore tests
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 SUITES = {

@@ -413,6 +413,13 @@ class RunResult(_Record):
         return dict(self.data.get("variables") or {})
 
     @property
+    def splats(self) -> list[dict[str, Any]] | None:
+        """Kernel splats the run's check found (``class``, ``line``, ``expected``); None when
+        the run was not checked (a bundle from before the check, or n/a)."""
+        found = self.data.get("splats")
+        return [s for s in found if isinstance(s, dict)] if isinstance(found, list) else None
+
+    @property
     def expectations(self) -> dict[str, bool | None]:
         """``{name: passed}`` of every expectation checked."""
         return {str(e["name"]): e.get("passed") for e in self.data.get("expectations", [])}

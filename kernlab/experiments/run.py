@@ -32,6 +32,8 @@ from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
 from kernlab.experiments.probecheck import check_targets
 from kernlab.experiments.session import Session
 from kernlab.experiments.spec import Experiment
+from kernlab.experiments.splatcheck import check as check_splats
+from kernlab.experiments.splatcheck import guest_dmesg, marked
 from kernlab.experiments.transfer import (
     DRIVER_SLACK,
     driver_failure,
@@ -101,10 +103,10 @@ def _execute(exp: Experiment, session: Session, bundle: Bundle,
         interrupted: float | None = None
         try:
             with reporter().step(f"run {exp.name} in the guest"):
-                ran = guest_command(conn, f"cd {workdir} && python3 kernlab_driver.py plan.json",
-                                    bundle.log("remote"), timeout=plan["timeout"] + DRIVER_SLACK,
-                                    check=False, stop_grace=DRIVER_STOP_GRACE,
-                                    stop_also=_kill_steps(plan["outdir"]))
+                driver = f"cd {workdir} && python3 kernlab_driver.py plan.json"
+                ran = guest_command(conn, marked(exp, bundle, driver), bundle.log("remote"),
+                                    timeout=plan["timeout"] + DRIVER_SLACK, check=False,
+                                    stop_grace=DRIVER_STOP_GRACE, stop_also=_kill_steps(plan["outdir"]))
             if failed := driver_failure(ran, bundle.log("remote")):
                 bundle.fail(failed)  # the driver's own cause, before what collecting then finds
         except KeyboardInterrupt:  # the driver and its steps are stopped: collect, then stop
@@ -151,13 +153,15 @@ def _collect_interrupted(exp: Experiment, conn: Any, workdir: str, bundle: Bundl
         reporter().warn(f"interrupted: the guest's output was not fetched ({error})")
 
 
-def _console(session: Session, bundle: Bundle, since: int) -> None:
+def _console(session: Session, bundle: Bundle, since: int) -> str:
+    """The run's slice of the serial console, written to the bundle (returned)."""
     vm = session.vm
     if vm is None or not Path(vm.console_log).exists():
-        return
+        return ""
     data = Path(vm.console_log).read_bytes()
-    bundle.write("console.log", data[since if since <= len(data) else 0:].decode(
-        errors="replace"))
+    text = data[since if since <= len(data) else 0:].decode(errors="replace")
+    bundle.write("console.log", text)
+    return text
 
 
 def _console_size(session: Session) -> int:
@@ -218,9 +222,18 @@ def run_in_session(exp: Experiment, session: Session, root: Path | None = None) 
         bundle.fail("interrupted")
         raise interrupt.Interrupted(bundle) from stop
     finally:
-        _console(session, bundle, since)
+        console = _console(session, bundle, since)
+        _splats(exp, session, bundle, console)
         bundle.finish(run_manifest(exp, session, bundle))
     return bundle
+
+
+def _splats(exp: Experiment, session: Session, bundle: Bundle, console: str) -> None:
+    """The run's kernel splat check (kernlab.experiments.splatcheck); after Ctrl-C only the
+    console is searched (no time to ask the guest)."""
+    conn = session.vm.conn if session.vm is not None else None
+    asked = conn is not None and bundle.reason != "interrupted"
+    check_splats(exp, bundle, guest_dmesg(conn, exp, bundle) if asked else None, console)
 
 
 def _failed(bundle: Bundle, error: KernlabError, session: Session) -> None:

@@ -21,6 +21,7 @@ from kernlab.core.spec import SpecFile
 from kernlab.core.util import hash_tree, refuse_special_files, sha256_text
 from kernlab.core.validate import inside_path, yaml_number
 from kernlab.experiments.expect import Expectation, parse_expectations
+from kernlab.guest import splats
 
 SPEC_FILE = "experiment.yaml"
 LIB_DIR = "_lib"
@@ -114,6 +115,7 @@ class Experiment:
     artifacts: list[Artifact]
     warnings: list[str] = field(default_factory=list)  # traps the loader saw (not errors)
     drain: float = 0.5  # seconds after the last step before background steps are stopped
+    splats_expected: list[str] = field(default_factory=list)  # kernel splat classes provoked on purpose
 
     @property
     def spec_path(self) -> Path:
@@ -391,6 +393,20 @@ def _check_regex(spec: _Spec, key: str, pattern: str) -> None:
         spec.fail(key, f"bad regular expression {pattern!r}: {error}")
 
 
+def _parse_splats(spec: _Spec) -> list[str]:
+    """``splats: {expected: [CLASS...], reason: TEXT}``: the kernel splat classes this
+    experiment provokes on purpose (recorded, not a failure); a reason is required."""
+    table = spec.sub("splats", spec.get("splats", dict, {}))
+    table.only("expected", "reason")
+    expected = table.strings("expected")
+    for i, name in enumerate(expected):
+        if name not in splats.NAMES:
+            table.fail(f"expected[{i}]", f"unknown splat class {name!r} (known: {', '.join(splats.NAMES)})")
+    if expected and not table.text("reason").strip():
+        table.fail("reason", "say why the experiment provokes these splats")
+    return expected
+
+
 def _parse_capture(spec: _Spec) -> Capture:
     raw = spec.get("capture", dict, {})
     cap = spec.sub("capture", raw)
@@ -550,7 +566,7 @@ def parse_experiment(file: Path) -> Experiment:
     refuse_special_files(file.parent)  # its content hash reads every file: a FIFO would hang it
     spec = _Spec(file, SpecFile(file, FORMAT_DOC).load(empty={}))
     spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
-              "expect", "artifacts")
+              "expect", "artifacts", "splats")
     notes: list[str] = []
     kernel_min, kernel_max, kernel_reason = _parse_kernels(spec, notes)
     steps, run_timeout, drain = _parse_steps(spec)
@@ -573,5 +589,5 @@ def parse_experiment(file: Path) -> Experiment:
         variables=variables, build=build, steps=steps,
         run_timeout=run_timeout, drain=drain, capture=_parse_capture(spec),
         expectations=expectations, artifacts=_parse_artifacts(spec),
-        warnings=notes + _bpftrace_warnings(steps),
+        warnings=notes + _bpftrace_warnings(steps), splats_expected=_parse_splats(spec),
     )

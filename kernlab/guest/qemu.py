@@ -262,6 +262,7 @@ class QemuSpec:
     cpus: int = 2
     name: str = "kernlab"
     kheaders: Path | None = None  # the kernel headers image, attached read-only (vdb)
+    gdb_port: int | None = None  # QEMU's gdbstub on 127.0.0.1:gdb_port (kernlab.guest.gdb)
 
     def argv(self, port: int) -> list[str]:
         """The full QEMU command line with SSH forwarded from 127.0.0.1:``port``."""
@@ -280,6 +281,7 @@ class QemuSpec:
             "-serial", "chardev:con0",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
             "-pidfile", str(self.pidfile),
+            *(["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"] if self.gdb_port else []),
         ]
 
 

@@ -28,7 +28,7 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord, VmRecord
 from kernlab.core.util import atomic_write_json
-from kernlab.guest import health, qemu, remote, snapshot
+from kernlab.guest import dump, gdb, health, qemu, remote, snapshot, splats
 from kernlab.guest.health import console_tail
 from kernlab.kernel import kheaders
 
@@ -203,26 +203,53 @@ def survey(name: str = "") -> list[tuple[str, health.Health, Vm | None]]:
     return rows
 
 
-def status_text(rows: list[tuple[str, health.Health, Vm | None]]) -> str:
-    """`invoke vm.status`: one line per VM of ``survey()``."""
+def kernel_splats(name: str, state: health.Health, vm: Vm | None) -> list[splats.Splat]:
+    """Kernel splats (kernlab.guest.splats) in VM ``name``'s serial console and, when it
+    answers over SSH, its whole kernel log (dmesg): what `vm.status` shows."""
+    console = vm.console_log if vm is not None else run_dir_of(name) / "console.log"
+    text = console.read_text(errors="replace") if console.is_file() else ""
+    dmesg = ""
+    if vm is not None and state.ok:
+        with contextlib.suppress(KernlabError, OSError, EOFError, paramiko.SSHException):
+            dmesg = remote.run(remote.connect(vm, timeout=ANSWER_TIMEOUT), "dmesg", timeout=20,
+                               check=False).stdout
+    return splats.unique(splats.find_splats(dmesg) + splats.find_splats(text))
+
+
+def _splat_text(found: list[splats.Splat]) -> str:
+    if not found:
+        return "kernel splats: none"
+    return f"kernel splats: {splats.summary(found)} (first: {found[0].line})"
+
+
+def status_text(rows: list[tuple[str, health.Health, Vm | None]],
+                found: dict[str, list[splats.Splat]] | None = None) -> str:
+    """`invoke vm.status`: one line per VM of ``survey()``, and its kernel splats (``found``)."""
     if not rows:
         return "no VMs running"
+    found = found or {}
     lines = []
     for each, state, vm in rows:
+        tail = f"; {_splat_text(found[each])}" if each in found else ""
         if vm is None:
-            lines.append(f"{each}: {state.shown()}; QEMU is gone (`invoke vm.down --name {each}` forgets it)")
+            lines.append(f"{each}: {state.shown()}; QEMU is gone (`invoke vm.down --name {each}` forgets it)"
+                         + tail)
             continue
         info = vm.info
         lines.append(f"{each}: {state.shown()}, pid {vm.pid}, ssh 127.0.0.1:{vm.ssh_port}, {info.accel}, "
                      f"kernel {info.kernelrelease}, image {info.image_key[:12]}, "
-                     f"console {vm.console_log}")
+                     f"console {vm.console_log}{tail}")
     return "\n".join(lines)
 
 
-def status_json(rows: list[tuple[str, health.Health, Vm | None]]) -> list[dict[str, Any]]:
-    """`invoke vm.status --json`: each VM's record (or its name) with its state."""
+def status_json(rows: list[tuple[str, health.Health, Vm | None]],
+                found: dict[str, list[splats.Splat]] | None = None) -> list[dict[str, Any]]:
+    """`invoke vm.status --json`: each VM's record (or its name) with its state and splats."""
+    found = found or {}
     return [{**(vm.info.to_json() if vm else {"name": each}), "state": state.state,
-             "state_detail": state.detail} for each, state, vm in rows]
+             "state_detail": state.detail,
+             "splats": [{"class": s.kind, "line": s.line} for s in found.get(each, [])]}
+            for each, state, vm in rows]
 
 
 def list_vms() -> list[Vm]:
@@ -267,7 +294,7 @@ def headers_for(build: BuildRecord) -> dict[str, Any]:
 def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, append: str = "",
              memory: str = "2G", cpus: int = 2, port: int | None = None,
              timeout: float | None = None, wait: bool = True, cold: bool = False,
-             defer_settle: bool = False) -> Vm:
+             defer_settle: bool = False, gdb_port: int | None = None) -> Vm:
     """Boot ``build``'s kernel on ``image`` and wait until a command runs over SSH.
 
     The guest is restored from its snapshot when there is one (kernlab.guest.snapshot),
@@ -276,16 +303,20 @@ def start_vm(build: BuildRecord, image: ImageRecord, name: str = "default", *, a
     SSH command: ``true`` here, or (``defer_settle``, for a caller that runs a command next)
     that command, which saves a round trip. ``append`` adds kernel parameters (a later
     ``init=``/``root=`` wins); ``timeout`` overrides the accel-scaled readiness timeout.
-    Any failure or Ctrl-C stops QEMU.
+    Any failure or Ctrl-C stops QEMU. ``gdb_port``: QEMU's gdbstub listens on
+    127.0.0.1:gdb_port (kernlab.guest.gdb); such a boot is cold (``nokaslr`` on a KASLR kernel).
     """
     build, image = BuildRecord.from_json(build), ImageRecord.from_json(image)
     kernel = _kernel_path(build)
+    if gdb_port:
+        cold, append = True, f"{append} {gdb.boot_args(build)}".strip()
     with _start_lock(name):
         if find_vm(name):
             raise KernlabError(f"VM {name} is already running",
                                f"run `invoke vm.down --name {name}`")
         return _start(build, image, name, kernel, append=append, memory=memory, cpus=cpus,
-                      port=port, timeout=timeout, wait=wait, cold=cold, defer_settle=defer_settle)
+                      port=port, timeout=timeout, wait=wait, cold=cold, defer_settle=defer_settle,
+                      gdb_port=gdb_port)
 
 
 @contextlib.contextmanager
@@ -326,7 +357,7 @@ class _Boot:
 
 def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, append: str,
            memory: str, cpus: int, port: int | None, timeout: float | None, wait: bool,
-           cold: bool, defer_settle: bool) -> Vm:
+           cold: bool, defer_settle: bool, gdb_port: int | None = None) -> Vm:
     """start_vm's work, under the VM's start lock: a snapshot restore, else a cold boot."""
     accel = qemu.choose_accel(kernel)
     headers = headers_for(build)
@@ -336,7 +367,8 @@ def _start(build: BuildRecord, image: ImageRecord, name: str, kernel: Path, *, a
         kernel=kernel, disk=run_dir / "overlay.qcow2", console_log=run_dir / "console.log",
         qmp_socket=run_dir / "qmp.sock", pidfile=run_dir / "qemu.pid",
         cmdline=f"{CMDLINE} {FAST_BOOT} {append}".strip(), accel=accel, memory=memory, cpus=cpus,
-        name=f"kernlab-{name}", kheaders=Path(headers["path"]) if headers.get("path") else None)
+        name=f"kernlab-{name}", kheaders=Path(headers["path"]) if headers.get("path") else None,
+        gdb_port=gdb_port)
     boot = _Boot(spec, run_dir, build, image, headers, port,
                  timeout if timeout is not None else READY_TIMEOUT * accel.scale,
                  snapshot.inputs(spec.argv(0), run_dir, name, _snapshot_facts(spec, build, image,
@@ -527,11 +559,41 @@ def _record(name: str, run_dir: Path, spec: qemu.QemuSpec, pid: int, port: int,
         "qemu_version": qemu.qemu_version(),
         "kernel": {"version": build.version, "key": build.key, "kernelrelease": build.kernelrelease,
                    "release": build.data.get("release"), "symbols": build.data.get("symbols"),
-                   "bzImage": str(spec.kernel)},
+                   "bzImage": str(spec.kernel), "vmlinux": _vmlinux_of(build)},
         "image": {"recipe": image.recipe, "key": image.key, "path": str(image.disk)},
         "kheaders": headers,
+        "gdb_port": spec.gdb_port,
         "started_at": time.time(),
     }
+
+
+def _vmlinux_of(build: BuildRecord) -> str | None:
+    path = build.existing_output("vmlinux")
+    return str(path) if path else None
+
+
+def vmlinux_of(vm: Vm) -> Path | None:
+    """The running kernel's vmlinux (ELF with symbols and, where built with them, DWARF):
+    the VM record's, else the one beside its bzImage in the build's object dir."""
+    kernel = vm.info.data.get("kernel") or {}
+    if kernel.get("vmlinux"):
+        return Path(kernel["vmlinux"])
+    bzimage = Path(kernel.get("bzImage") or "")
+    guess = bzimage.parents[3] / "vmlinux" if len(bzimage.parents) > 3 else None
+    return guess if guess is not None and guess.is_file() else None
+
+
+def dump_vm(name: str, out: str = "", fmt: str = "elf") -> dict[str, Any]:
+    """`invoke vm.dump`: a vmcore of VM ``name`` (kernlab.guest.dump), its record returned."""
+    dump.check_format(fmt)
+    vm = find_vm(name)
+    if vm is None:
+        raise not_running(name)
+    target = Path(out).resolve() if out else dump.dump_path(vm.run_dir, fmt)
+    if target.exists():
+        raise KernlabError(f"{target} exists", "give another --out, or remove it")
+    return dump.dump_guest(vm.info.qmp_socket, target, dict(vm.info.data.get("kernel") or {}),
+                           vmlinux_of(vm), fmt)
 
 
 def _wait_ssh(vm: Vm, started: float, limit: float, command: bool = True) -> None:
