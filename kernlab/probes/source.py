@@ -26,6 +26,7 @@ ATTRIBUTE_WORDS = {"always_inline": "__always_inline", "noinline": "noinline",
                    "no_instrument_function": "notrace", "used": "__used"}
 CORE_DIRS = ("lib/", "fs/", "mm/", "kernel/")  # searched first: the core kernel
 LATE_DIRS = ("drivers/", "sound/", "arch/", "samples/", "tools/")  # searched last
+ATTRIBUTE = r"__attribute__\s*\(\((?:[^;{}()]|\([^;{}()]*\))*\)\)"  # __attribute__((a, b(1)))
 SPEC_LINE = re.compile(r"^[A-Za-z_][\w \t\*]*(?:__attribute__\s*\(\(.*\)\)[\w \t\*]*)*$")
 SYSCALL_PREFIXES = ("__x64_sys_", "__ia32_sys_", "__se_sys_", "__do_sys_", "SyS_", "sys_")
 
@@ -78,7 +79,7 @@ def core_first(files: list[Path], tree: Path) -> list[Path]:
 def _definition_pattern(name: str) -> re.Pattern[str]:
     """A definition of ``name``: specifiers (maybe none on this line: they may sit on the
     line above), the name, arguments, attributes, then ``{``."""
-    return re.compile(r"^(?P<spec>(?:[A-Za-z_][\w \t\*]*?[\s\*])?)" + re.escape(name)
+    return re.compile(r"^(?P<spec>(?:[A-Za-z_](?:" + ATTRIBUTE + r"|[\w \t\*])*?[\s\*])?)" + re.escape(name)
                       + r"\s*\((?P<args>[^;{}]*)\)\s*(?:__\w+(?:\([^)]*\))?\s*)*\{", re.MULTILINE)
 
 

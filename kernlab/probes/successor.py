@@ -108,8 +108,8 @@ def former_home(name: str, peers: list[Peer]) -> FormerHome | None:
 def home_in_patches(name: str, patches: list[Path]) -> FormerHome | None:
     """A lab patch whose lines define ``name`` (context, removed or added): its file and the
     release its header names. The lines may be anywhere in a hunk."""
-    definition = re.compile(r"^[ +-](?![ \t]*(?:/?\*|//))(?P<head>[A-Za-z_][\w \t\*]*?[\s\*]" + re.escape(name)
-                            + r"\s*\([^;]*)$")
+    definition = re.compile(r"^[ +-](?![ \t]*(?:/?\*|//))(?P<head>[A-Za-z_][\w \t\*]*?[\s\*]"
+                            + re.escape(name) + r"\s*\([^;]*)$")
     for patch in patches:
         text = patch.read_text(errors="replace")
         kernel = re.search(r"^Kernel:\s+(\d+\.\d+\S*)", text, re.MULTILINE)

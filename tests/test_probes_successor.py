@@ -1,0 +1,129 @@
+"""The atlas's reading of a source tree, on two tiny trees shaped like 6.1's and 6.12's
+lib/iov_iter.c: specifiers on the line above the name, spelled as attributes or through a
+macro; the core kernel's definition before a driver's static of the same name; a function
+gone between releases and the successor its old callers use now. No kernel is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kernlab.probes.source import find_definition, spec_words
+from kernlab.probes.successor import Peer, former_home, home_in_patches, param_types, successor
+
+OLD_IOV = """\
+static int copyout(void __user *to, const void *from, size_t n)
+{
+\treturn n;
+}
+
+size_t _copy_to_iter(const void *addr, size_t bytes, struct iov_iter *i)
+{
+\titerate_and_advance(i, bytes, base, len, off,
+\t\tcopyout(base, addr + off, len),
+\t\tmemcpy(base, addr + off, len)
+\t)
+\treturn bytes;
+}
+"""
+NEW_IOV = """\
+#define __iter_inline inline __attribute__((__always_inline__))
+
+static __always_inline
+size_t copy_to_user_iter(void __user *iter_to, size_t progress,
+\t\t\t size_t len, void *from, void *priv2)
+{
+\treturn len;
+}
+
+static __always_inline
+size_t memcpy_to_iter(void *iter_to, size_t progress,
+\t\t      size_t len, void *from, void *priv2)
+{
+\treturn 0;
+}
+
+static inline __attribute__((always_inline)) int spelled_out(int x)
+{
+\treturn x;
+}
+
+static __iter_inline int through_macro(int x)
+{
+\treturn x;
+}
+
+size_t _copy_to_iter(const void *addr, size_t bytes, struct iov_iter *i)
+{
+\t/* copyout() used to be called here */
+\treturn iterate_and_advance(i, bytes, (void *)addr,
+\t\t\t\t   copy_to_user_iter, memcpy_to_iter);
+}
+"""
+PCNET = """\
+static void copyout(void __iomem *dest, const void *src, int c)
+{
+}
+"""
+
+
+def tree(root: Path, iov: str) -> tuple[Path, Path]:
+    """A tree with lib/iov_iter.c (compiled) and a driver's static copyout (not compiled)."""
+    src, obj = root / "src", root / "obj"
+    for folder in (src / "lib", src / "drivers" / "net" / "ethernet" / "8390", obj / "lib"):
+        folder.mkdir(parents=True)
+    (src / "lib" / "iov_iter.c").write_text(iov)
+    (obj / "lib" / "iov_iter.o").write_text("")
+    (src / "drivers" / "net" / "ethernet" / "8390" / "pcnet_cs.c").write_text(PCNET)
+    (src / "drivers" / "net" / "ethernet" / "8390" / "Makefile").write_text(
+        "obj-$(CONFIG_PCMCIA_PCNET) += pcnet_cs.o\n")
+    return src, obj
+
+
+def test_specifiers_on_the_line_above_as_attributes_and_through_a_macro_are_read(tmp_path):
+    src, obj = tree(tmp_path, NEW_IOV)
+    found = find_definition(src, obj, "copy_to_user_iter")
+    assert found is not None and found.words == {"static", "__always_inline"}
+    assert (found.file, found.line, found.spec_lines) == ("lib/iov_iter.c", 4, 1)
+    assert found.text.startswith("static __always_inline size_t copy_to_user_iter(")
+    assert found.callers == ["_copy_to_iter"]  # it is passed on, not called: still its user
+    assert "__always_inline" in find_definition(src, obj, "spelled_out").words
+    assert "__always_inline" in find_definition(src, obj, "through_macro").words
+    assert spec_words("static inline __attribute__((noinline, __used__))") == {
+        "static", "inline", "noinline", "__used"}
+
+
+def test_a_drivers_static_of_the_same_name_is_only_found_where_nothing_else_defines_it(tmp_path):
+    old_src, old_obj = tree(tmp_path / "old", OLD_IOV)
+    found = find_definition(old_src, old_obj, "copyout")
+    assert found is not None and found.file == "lib/iov_iter.c" and found.compiled
+    new_src, new_obj = tree(tmp_path / "new", NEW_IOV)
+    found = find_definition(new_src, new_obj, "copyout")
+    assert found is not None and found.file.endswith("pcnet_cs.c") and not found.compiled
+
+
+def test_a_gone_function_names_where_it_lived_and_its_successor(tmp_path):
+    old_src, old_obj = tree(tmp_path / "old", OLD_IOV)
+    new_src, _ = tree(tmp_path / "new", NEW_IOV)
+    home = former_home("copyout", [Peer("6.1.176", "6.1-0123456789ab", old_src, old_obj)])
+    assert home is not None and home.callers == ("_copy_to_iter",)
+    assert (home.file, home.line) == ("lib/iov_iter.c", 1)
+    assert home.params == ("void __user *", "void *", "size_t")
+    assert "6.1.176 defines it in lib/iov_iter.c:1" in home.describe()
+    found = successor("copyout", new_src, home)
+    assert found is not None and (found.name, found.via) == ("copy_to_user_iter", "_copy_to_iter")
+    assert found.line == 4
+    assert found.others == ("memcpy_to_iter",)  # no __user pointer: ranked after
+
+
+def test_without_another_build_the_lab_patches_say_where_it_lived(tmp_path):
+    patch = tmp_path / "0001.patch"
+    patch.write_text("kernlab: copyout\n\nKernel:  6.1 (written for 6.1.192)\n\n--- a/lib/iov_iter.c\n"
+                     "+++ b/lib/iov_iter.c\n@@ -161,3 +161,3 @@\n \n"
+                     "-static int copyout(void __user *to, const void *from, size_t n)\n"
+                     "+noinline int copyout(void __user *to, const void *from, size_t n)\n {\n")
+    home = home_in_patches("copyout", [patch])
+    assert home is not None and (home.release, home.file, home.line) == ("6.1", "lib/iov_iter.c", 162)
+    assert home_in_patches("copy_to_user_iter", [patch]) is None
+    assert param_types("int f(struct file *file, const char __user *buf)", "f") == (
+        "file *", "char __user *")
