@@ -136,6 +136,17 @@ def find_definition(tree: Path, obj: Path, name: str,
     return _complete(tree, obj, path, name, found)
 
 
+def compiled_definition(tree: Path, obj: Path, name: str) -> Definition | None:
+    """The definition of ``name`` in the .c files ``obj`` compiled (no header, no grep of the
+    whole tree: cheap enough to ask of every other build)."""
+    word = re.compile(r"\b" + re.escape(name) + r"\b")
+    for path in core_first([p for p in compiled_sources(tree, obj) if word.search(_read(p))], tree):
+        found = _define_in(tree, path, name)
+        if found and not found.macro and not found.syscall:
+            return _complete(tree, obj, path, name, found)
+    return None
+
+
 def _specifier_lines(lines: list[str], index: int) -> int:
     """How many lines above line ``index`` hold the declaration's specifiers
     (``static __always_inline`` above ``size_t name(...)``)."""
@@ -252,3 +263,11 @@ def callers_in(text: str, name: str) -> list[str]:
     used = re.compile(r"\b" + re.escape(name) + r"\b")
     return [caller for caller, (_, _, body) in function_bodies(text).items()
             if caller != name and used.search(body)]
+
+
+def patch_defines(text: str, name: str) -> bool:
+    """Whether a patch's added lines define ``name`` (a definition head, not a comment, a call
+    or a prototype): a comment that mentions ``name()`` does not make a patch the fix."""
+    head = re.compile(r"^\+(?![ \t]*(?:/?\*|//))[A-Za-z_][\w \t\*]*?[\s\*]" + re.escape(name)
+                      + r"\s*\([^;]*$")
+    return any(head.match(line) for line in text.splitlines())

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernlab.probes.source import find_definition, function_bodies
+from kernlab.probes.source import compiled_definition, function_bodies
 
 IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*\b")
 C_WORDS = {"const", "volatile", "restrict", "__restrict", "struct", "union", "enum", "register"}
@@ -93,10 +93,10 @@ def shared_types(mine: tuple[str, ...], theirs: tuple[str, ...]) -> int:
 
 
 def former_home(name: str, peers: list[Peer]) -> FormerHome | None:
-    """The first peer whose compiled (non-header) files define ``name`` as a function."""
+    """The first peer whose compiled .c files define ``name`` as a function."""
     for peer in peers:
-        found = find_definition(peer.tree, peer.obj, name)
-        if found is None or not found.compiled or found.header or found.macro or found.syscall:
+        found = compiled_definition(peer.tree, peer.obj, name)
+        if found is None:
             continue
         bodies = function_bodies((peer.tree / found.file).read_text(errors="replace"))
         head = bodies[name][1] if name in bodies else found.text
