@@ -127,3 +127,43 @@ def test_without_another_build_the_lab_patches_say_where_it_lived(tmp_path):
     assert home_in_patches("copy_to_user_iter", [patch]) is None
     assert param_types("int f(struct file *file, const char __user *buf)", "f") == (
         "file *", "char __user *")
+
+
+def test_the_atlas_says_a_gone_function_is_gone_and_names_its_successor(tmp_path, monkeypatch):
+    """6.12's copyout as the atlas sees it: gone, with copy_to_user_iter via _copy_to_iter,
+    not the driver's static copyout and its CONFIG_ option; copy_to_user_iter itself is
+    __always_inline (read on the line above its name), so the fix is its caller."""
+    from test_probes_fast import fake_build
+
+    from kernlab.probes.atlas import Kernel, row_for
+    from kernlab.probes.target import parse_target
+
+    monkeypatch.setenv("KERNLAB_STATE", str(tmp_path / "state"))
+    build = fake_build(tmp_path / "new", release="6.12.118")
+    src, obj = Path(build["tree"]), tmp_path / "new" / "obj"
+    (tmp_path / "new" / "9.9-test-000000000000").mkdir()
+    (tmp_path / "new" / "9.9-test-000000000000" / "obj").symlink_to(obj)
+    (src / "lib" / "iov_iter.c").write_text(NEW_IOV)
+    (obj / "lib" / "iov_iter.o").write_text("")
+    driver = src / "drivers" / "net" / "ethernet" / "8390"
+    driver.mkdir(parents=True)
+    (driver / "pcnet_cs.c").write_text(PCNET)
+    (driver / "Makefile").write_text("obj-$(CONFIG_PCMCIA_PCNET) += pcnet_cs.o\n")
+    kernel = Kernel(build)
+    old_src, old_obj = tree(tmp_path / "old", OLD_IOV)
+    kernel.peers = [Peer("6.1.176", "6.1-0123456789ab", old_src, old_obj)]
+    row = row_for(parse_target("copyout"), kernel)
+    assert row.verdict == "no" and row.successor == "copy_to_user_iter"
+    assert "copyout is gone from Linux 6.12.118: lib/iov_iter.c no longer defines it" in row.reason
+    assert "copy_to_user_iter (lib/iov_iter.c:4, static __always_inline), which _copy_to_iter" in row.reason
+    assert "static copyout in drivers/net/ethernet/8390/pcnet_cs.c is another function" in row.reason
+    assert "CONFIG_PCMCIA_PCNET" not in row.fix and row.fix.startswith("probe _copy_to_iter, which inlines")
+    row = row_for(parse_target("copy_to_user_iter"), kernel)
+    assert "static __always_inline copy_to_user_iter (lib/iov_iter.c:4) was inlined" in row.reason
+    assert row.fix == "probe a caller (_copy_to_iter): copy_to_user_iter is __always_inline"
+    kernel.peers = []  # no other build: the lab's own patches still say where copyout lived
+    row = row_for(parse_target("copyout"), kernel)
+    assert "no longer defines it (4.15 defines it in lib/iov_iter.c:" in row.reason
+    assert "CONFIG_PCMCIA_PCNET" not in row.fix and not row.successor
+    monkeypatch.setenv("KERNLAB_ROOT", str(tmp_path / "empty"))  # nothing knows it: the driver's it is
+    assert "CONFIG_PCMCIA_PCNET" in row_for(parse_target("copyout"), Kernel(build)).fix

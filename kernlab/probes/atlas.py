@@ -103,7 +103,10 @@ class Kernel:
             self.peers = other_builds(self)
         home = former_home(name, [p for p in self.peers if p.release != self.release])
         if home is None:
-            spec = load_catalog().kernels.get(self.version)
+            try:
+                spec = load_catalog().kernels.get(self.version)
+            except KernlabError:
+                spec = None
             series = [series_dir(s) for s in (spec.patches if spec else ())]
             every = sorted(paths.patches_dir().glob("*/*.patch"))
             mine = [p for d in series for p in sorted(d.glob("*.patch"))]
