@@ -167,3 +167,31 @@ def test_the_atlas_says_a_gone_function_is_gone_and_names_its_successor(tmp_path
     assert "CONFIG_PCMCIA_PCNET" not in row.fix and not row.successor
     monkeypatch.setenv("KERNLAB_ROOT", str(tmp_path / "empty"))  # nothing knows it: the driver's it is
     assert "CONFIG_PCMCIA_PCNET" in row_for(parse_target("copyout"), Kernel(build)).fix
+
+
+def test_make_probeable_refuses_always_inline_on_the_line_above_and_a_gone_function(tmp_path, monkeypatch):
+    from test_probes_fast import fake_build
+
+    from kernlab.probes.atlas import Kernel
+    from kernlab.probes.probeable import refusal, rewrite
+
+    monkeypatch.setenv("KERNLAB_STATE", str(tmp_path / "state"))
+    build = fake_build(tmp_path / "new", release="6.12.118")
+    src, obj = Path(build["tree"]), tmp_path / "new" / "obj"
+    (tmp_path / "new" / "9.9-test-000000000000").mkdir()
+    (tmp_path / "new" / "9.9-test-000000000000" / "obj").symlink_to(obj)
+    (src / "lib" / "iov_iter.c").write_text(NEW_IOV)
+    (obj / "lib" / "iov_iter.o").write_text("")
+    kernel = Kernel(build)
+    old_src, old_obj = tree(tmp_path / "old", OLD_IOV)
+    kernel.peers = [Peer("6.1.176", "6.1-0123456789ab", old_src, old_obj)]
+    found = kernel.definition("copy_to_user_iter")
+    assert refusal(kernel, "copy_to_user_iter", found).startswith(
+        "copy_to_user_iter is __always_inline (lib/iov_iter.c:4)")
+    why = refusal(kernel, "copyout", kernel.definition("copyout"))
+    assert why.startswith("copyout is gone from Linux 6.12.118: lib/iov_iter.c no longer defines it")
+    assert "its successor is copy_to_user_iter, which _copy_to_iter uses in its place" in why
+    text = "x\nstatic inline\nloff_t *file_ppos(struct file *file)\n{\n"
+    made = rewrite(text, "file_ppos", type(found)("f.c", 3, "", {"static", "inline"}, spec_lines=1))
+    assert made.split("\n")[0] == "x" and "noinline loff_t *file_ppos(struct file *file)" in made
+    assert "static" not in made and "\ninline" not in made and "\nloff_t" not in made
