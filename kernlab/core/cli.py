@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -54,6 +55,9 @@ def friendly(func):
             raise Exit("kernlab: interrupted", code=130) from None
         except (Exit, SystemExit):
             raise
+        except BrokenPipeError:  # `invoke list-kernels | head`: the reader has all it wanted
+            _quiet_stdout()
+            raise Exit(code=141) from None  # 128 + SIGPIPE, as a shell reports a piped command
         except UnexpectedExit as error:  # a command run with c.run (its output was shown)
             code = error.result.exited or 1
             raise Exit(f"kernlab: error: `{error.result.command}` failed (exit {code}); "
@@ -74,6 +78,12 @@ class _NumberArgument(Argument):
             self.raw_value = value
             self._value = BadNumber(self.names[0], value, self.kind)
 
+
+
+def _quiet_stdout() -> None:
+    """stdout to /dev/null: Python's own flush at exit must not hit the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 def _task_help(name: str) -> None:
     """Print the task's help as `invoke --help TASK` does, and stop (exit 0)."""
