@@ -2,7 +2,8 @@
 
 Its Makefile answers the targets kernlab runs (tinyconfig, olddefconfig, bzImage,
 modules, headers_install) by writing the outputs a build record names, after sleeping
-FAKE_MAKE_SECONDS in bzImage (so that two builds overlap); merge_config.sh concatenates
+FAKE_MAKE_SECONDS in bzImage (so that two builds overlap) and printing FAKE_MAKE_WARN (a
+compiler's warning, as make's log would hold it); merge_config.sh concatenates
 the fragments, so every requested option verifies. The lock and interrupt tests run the
 real `invoke build-kernel` on it without compiling a kernel.
 """
@@ -30,6 +31,7 @@ olddefconfig:
 \t@true
 bzImage:
 \techo "fake make pid $$$$ starts bzImage"
+\t@if [ -n "$${FAKE_MAKE_WARN}" ]; then echo "$${FAKE_MAKE_WARN}"; fi
 \tsleep $${FAKE_MAKE_SECONDS:-0}
 \tmkdir -p $(O)/arch/x86/boot $(O)/include/config
 \techo fake-vmlinux > $(O)/vmlinux
