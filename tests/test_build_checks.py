@@ -32,6 +32,7 @@ WARNING = ("lib/iov_iter.c:10:1: warning: ignoring attribute 'noinline' because 
 
 def lab(tmp: Path, patches: dict[str, str], **entry: object) -> dict[str, str]:
     """The fake 9.9 with one series of ``patches`` (name: text) and extra catalog keys."""
+    tmp.mkdir(parents=True, exist_ok=True)
     sha = fakekernel.tarball(tmp / "linux-9.9.tar.gz")
     series = tmp / "patches" / "9.9"
     series.mkdir(parents=True)
