@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -105,3 +107,13 @@ def environ(tmp: Path, **extra: str) -> dict[str, str]:
                 "KERNLAB_STATE": str(tmp / "state"), "KERNLAB_CONFIGS": str(tmp / "configs"),
                 "KERNLAB_LOCK": str(tmp / "kernlab.lock"), "KERNLAB_PLAIN": "1", **extra})
     return env
+
+
+def cli(env: dict[str, str], *args: str, code: int = 0) -> str:
+    """`invoke ARGS` of this checkout in ``env``: its exit status must be ``code``, no traceback;
+    stdout and stderr together."""
+    done = subprocess.run([sys.executable, "-m", "invoke", "-r", str(Path(__file__).resolve().parents[1]),
+                           *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, f"{args}: exit {done.returncode}\n{done.stdout}{done.stderr}"
+    assert "Traceback" not in done.stderr
+    return done.stdout + done.stderr

@@ -7,15 +7,12 @@ ignored, and a patch whose header names another release (flagged by ``--plan``).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import fakekernel
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
 IOV = "".join(f"int filler{i};\n" for i in range(8)) + (
     "static __always_inline\nsize_t copy_to_user_iter(void *to)\n{\n\treturn 0;\n}\n")
 ADD_IOV = "--- /dev/null\n+++ b/lib/iov_iter.c\n@@ -0,0 +1,13 @@\n" + "".join(
@@ -47,18 +44,10 @@ def lab(tmp: Path, patches: dict[str, str], **entry: object) -> dict[str, str]:
     return fakekernel.environ(tmp)
 
 
-def invoke(env: dict[str, str], *args: str, code: int = 0) -> str:
-    done = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), *args], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == code, f"{args}: exit {done.returncode}\n{done.stdout}{done.stderr}"
-    assert "Traceback" not in done.stderr
-    return done.stdout + done.stderr
-
-
 def test_a_hunk_at_an_offset_is_an_error_naming_it_and_the_tree_is_kept(tmp_path):
     moved = NOINLINE.replace("@@ -8,5 +8,5 @@", "@@ -5,5 +5,5 @@")  # written for a tree 3 lines shorter
     env = lab(tmp_path, {"0001-add.patch": ADD_IOV, "0002-moved.patch": moved})
-    out = invoke(env, "build-kernel", "--version", "9.9", code=1)
+    out = fakekernel.cli(env, "build-kernel", "--version", "9.9", code=1)
     assert ("patch 0002-moved.patch: hunk #1 of lib/iov_iter.c applies only with an offset of 3 lines "
             "(at line 8)") in out
     (kept,) = (tmp_path / "work" / "src").glob("9.9-*.failed")
@@ -67,20 +56,20 @@ def test_a_hunk_at_an_offset_is_an_error_naming_it_and_the_tree_is_kept(tmp_path
     assert [p.name for p in (tmp_path / "work" / "src").iterdir()] == [kept.name]  # none passes for done
     fuzzy = NOINLINE.replace(" int filler7;\n", " int filler_changed;\n")
     env = lab(tmp_path / "b", {"0001-add.patch": ADD_IOV, "0002-fuzzy.patch": fuzzy})
-    assert "hunk #1 of lib/iov_iter.c applies only with fuzz 1" in invoke(
+    assert "hunk #1 of lib/iov_iter.c applies only with fuzz 1" in fakekernel.cli(
         env, "build-kernel", "--version", "9.9", code=1)
 
 
 def test_a_patch_whose_header_names_another_release_is_flagged_by_the_plan(tmp_path):
     env = lab(tmp_path, {"0001-add.patch": ADD_IOV, "0002-noinline.patch": NOINLINE})
-    plan = json.loads(invoke(env, "build-kernel", "--version", "9.9", "--plan"))
+    plan = json.loads(fakekernel.cli(env, "build-kernel", "--version", "9.9", "--plan"))
     assert plan["patches"][1].endswith("WRITTEN FOR 6.1 (its header), not 9.9")
     assert "WRITTEN FOR" not in plan["patches"][0]
 
 
 def test_a_symbol_the_catalog_requires_and_system_map_lacks_fails_the_build_with_the_reason(tmp_path):
     env = lab(tmp_path, {"0001-add.patch": ADD_IOV}, symbols=["copyout"])
-    out = invoke(env, "build-kernel", "--version", "9.9", code=1)
+    out = fakekernel.cli(env, "build-kernel", "--version", "9.9", code=1)
     assert "kernlab: error: copyout not in System.map of 9.9-" in out
     assert ("which the catalog's symbols: for 9.9 requires (copyout: no file this build compiles "
             "defines it: renamed or removed in this release") in out
@@ -90,7 +79,7 @@ def test_a_symbol_the_catalog_requires_and_system_map_lacks_fails_the_build_with
 def test_a_noinline_gcc_ignored_fails_the_build(tmp_path):
     env = lab(tmp_path, {"0001-add.patch": ADD_IOV, "0002-noinline.patch": NOINLINE})
     env["FAKE_MAKE_WARN"] = WARNING
-    out = invoke(env, "build-kernel", "--version", "9.9", code=1)
+    out = fakekernel.cli(env, "build-kernel", "--version", "9.9", code=1)
     assert ("kernlab: error: gcc ignored `noinline` on copy_to_user_iter (lib/iov_iter.c:10): it conflicts "
             "with `__always_inline`, so the function is still inlined") in out
 
@@ -98,5 +87,5 @@ def test_a_noinline_gcc_ignored_fails_the_build(tmp_path):
 @pytest.mark.parametrize("flag", ["--plan"])
 def test_a_series_that_applies_exactly_builds(tmp_path, flag):
     env = lab(tmp_path, {"0001-add.patch": ADD_IOV})
-    invoke(env, "build-kernel", "--version", "9.9")
+    fakekernel.cli(env, "build-kernel", "--version", "9.9")
     assert (next((tmp_path / "work" / "src").glob("9.9-*")) / "lib" / "iov_iter.c").read_text() == IOV

@@ -9,16 +9,14 @@ catalog entry and the kept tree are what a user would look at.
 
 from __future__ import annotations
 
+import difflib
 import io
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import fakekernel
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 LINES = [f"int line{i};\n" for i in range(1, 21)]
 OLD = {"a.c": "".join(LINES), "b.c": "".join(LINES), "c.c": "".join(LINES),
        "d.c": "static int copyout(void)\n{\n\treturn 0;\n}\n"}
@@ -43,7 +41,6 @@ def tarball(path: Path, top: str, files: dict[str, str]) -> Path:
 
 
 def diff(name: str, old: str, new: str) -> str:
-    import difflib
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{name}", f"b/{name}"))
 
 
@@ -83,17 +80,10 @@ def lab(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def invoke(env: dict[str, str], *args: str, code: int = 0) -> str:
-    done = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), *args], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == code, f"{args}: exit {done.returncode}\n{done.stdout}{done.stderr}"
-    assert "Traceback" not in done.stderr
-    return done.stdout + done.stderr
-
-
 def test_new_kernel_adds_the_entry_and_sorts_the_patches_into_copied_refreshed_and_to_port(lab, tmp_path):
     root = Path(lab["KERNLAB_ROOT"])
-    out = invoke(lab, "new-kernel", "9.10", "--like", "9.9", "--tarball", str(tmp_path / "linux-9.10.tar.gz"))
+    new = str(tmp_path / "linux-9.10.tar.gz")
+    out = fakekernel.cli(lab, "new-kernel", "9.10", "--like", "9.9", "--tarball", new)
     assert "9.9/0001-a.patch  applies cleanly: copied" in out
     assert "9.9/0002-b.patch  applies at an offset (hunk #1 of b.c moved +5 lines): refreshed" in out
     assert "9.9/0003-c.patch  NEEDS PORTING: hunk #1 of c.c applies only with fuzz" in out
@@ -118,20 +108,20 @@ def test_new_kernel_adds_the_entry_and_sorts_the_patches_into_copied_refreshed_a
     catalog = (root / "configs" / "kernels.yaml").read_text()
     assert catalog.index('"9.10":') < catalog.index("'9.9':") and "lab-9.10.config" in catalog
     # the entry plans as a build would: its series, its fragment
-    plan = invoke(lab, "build-kernel", "--version", "9.10", "--plan")
+    plan = fakekernel.cli(lab, "build-kernel", "--version", "9.10", "--plan")
     assert "9.10/0001-a.patch" in plan and "lab-9.10.config" in plan
 
 
 def test_new_kernel_refuses_what_would_overwrite_and_bad_input(lab, tmp_path):
     new = str(tmp_path / "linux-9.10.tar.gz")
-    out = invoke(lab, "new-kernel", "9.9", "--like", "9.9", "--tarball", new, code=1)
+    out = fakekernel.cli(lab, "new-kernel", "9.9", "--like", "9.9", "--tarball", new, code=1)
     assert "kernlab: error: kernel 9.9 is in the catalog already" in out
-    out = invoke(lab, "new-kernel", "../x", "--like", "9.9", "--tarball", new, code=1)
+    out = fakekernel.cli(lab, "new-kernel", "../x", "--like", "9.9", "--tarball", new, code=1)
     assert "is not a kernel version like 6.12" in out
-    out = invoke(lab, "new-kernel", "9.10", "--like", "9.9", code=1)
+    out = fakekernel.cli(lab, "new-kernel", "9.10", "--like", "9.9", code=1)
     assert "9.9 is not from Debian: say where 9.10 comes from" in out
     (Path(lab["KERNLAB_ROOT"]) / "patches" / "9.10").mkdir()
     (Path(lab["KERNLAB_ROOT"]) / "patches" / "9.10" / "mine.patch").write_text("x")
-    out = invoke(lab, "new-kernel", "9.10", "--like", "9.9", "--tarball", new, code=1)
+    out = fakekernel.cli(lab, "new-kernel", "9.10", "--like", "9.9", "--tarball", new, code=1)
     assert "patches/9.10 exists and is not empty" in out
     assert not (tmp_path / "work" / "new-kernel").exists()

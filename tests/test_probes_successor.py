@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from test_probes_fast import fake_build
+
 from kernlab.probes.source import find_definition, spec_words
 from kernlab.probes.successor import Peer, former_home, home_in_patches, param_types, successor
 
@@ -80,6 +82,17 @@ def tree(root: Path, iov: str) -> tuple[Path, Path]:
     return src, obj
 
 
+def new_build(where: Path) -> tuple[dict, Path]:
+    """A fake 6.12.118 build (gcc-made ELF, test_probes_fast) whose tree has NEW_IOV compiled."""
+    build = fake_build(where, release="6.12.118")
+    src, obj = Path(build["tree"]), where / "obj"
+    (where / "9.9-test-000000000000").mkdir()
+    (where / "9.9-test-000000000000" / "obj").symlink_to(obj)
+    (src / "lib" / "iov_iter.c").write_text(NEW_IOV)
+    (obj / "lib" / "iov_iter.o").write_text("")
+    return build, src
+
+
 def test_specifiers_on_the_line_above_as_attributes_and_through_a_macro_are_read(tmp_path):
     src, obj = tree(tmp_path, NEW_IOV)
     found = find_definition(src, obj, "copy_to_user_iter")
@@ -133,18 +146,11 @@ def test_the_atlas_says_a_gone_function_is_gone_and_names_its_successor(tmp_path
     """6.12's copyout as the atlas sees it: gone, with copy_to_user_iter via _copy_to_iter,
     not the driver's static copyout and its CONFIG_ option; copy_to_user_iter itself is
     __always_inline (read on the line above its name), so the fix is its caller."""
-    from test_probes_fast import fake_build
-
     from kernlab.probes.atlas import Kernel, row_for
     from kernlab.probes.target import parse_target
 
     monkeypatch.setenv("KERNLAB_STATE", str(tmp_path / "state"))
-    build = fake_build(tmp_path / "new", release="6.12.118")
-    src, obj = Path(build["tree"]), tmp_path / "new" / "obj"
-    (tmp_path / "new" / "9.9-test-000000000000").mkdir()
-    (tmp_path / "new" / "9.9-test-000000000000" / "obj").symlink_to(obj)
-    (src / "lib" / "iov_iter.c").write_text(NEW_IOV)
-    (obj / "lib" / "iov_iter.o").write_text("")
+    build, src = new_build(tmp_path / "new")
     driver = src / "drivers" / "net" / "ethernet" / "8390"
     driver.mkdir(parents=True)
     (driver / "pcnet_cs.c").write_text(PCNET)
@@ -170,18 +176,11 @@ def test_the_atlas_says_a_gone_function_is_gone_and_names_its_successor(tmp_path
 
 
 def test_make_probeable_refuses_always_inline_on_the_line_above_and_a_gone_function(tmp_path, monkeypatch):
-    from test_probes_fast import fake_build
-
     from kernlab.probes.atlas import Kernel
     from kernlab.probes.probeable import refusal, rewrite
 
     monkeypatch.setenv("KERNLAB_STATE", str(tmp_path / "state"))
-    build = fake_build(tmp_path / "new", release="6.12.118")
-    src, obj = Path(build["tree"]), tmp_path / "new" / "obj"
-    (tmp_path / "new" / "9.9-test-000000000000").mkdir()
-    (tmp_path / "new" / "9.9-test-000000000000" / "obj").symlink_to(obj)
-    (src / "lib" / "iov_iter.c").write_text(NEW_IOV)
-    (obj / "lib" / "iov_iter.o").write_text("")
+    build, _ = new_build(tmp_path / "new")
     kernel = Kernel(build)
     old_src, old_obj = tree(tmp_path / "old", OLD_IOV)
     kernel.peers = [Peer("6.1.176", "6.1-0123456789ab", old_src, old_obj)]
