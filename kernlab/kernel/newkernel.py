@@ -27,7 +27,7 @@ import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kernlab.core import paths
+from kernlab.core import interrupt, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_text, sha256_file, staging_dir
@@ -325,7 +325,7 @@ def new_kernel(version: str, like: str, *, release: str | None = None, sha256: s
     sources = new_source(version, spec, release, sha256, tarball)
     probe = replace(spec, version=version, release=release or "", sources=sources, patches=())
     log = kept / "new-kernel.log"
-    with staging_dir(kept) as work:
+    with interrupt.scope(), staging_dir(kept) as work:  # SIGTERM too: the half-made tree goes
         with reporter().step(f"source for {version}"):
             resolved = resolve_source(probe, catalog, SourceOptions(update_lock=True), work / "source.log")
         with reporter().step(f"extracting {resolved.origin}"):
