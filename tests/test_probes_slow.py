@@ -76,7 +76,7 @@ def test_6_12_brings_copyout_back_and_without_the_patch_names_its_successor():
     copy_to_user_iter is __always_inline (the line above its name); without the patch the
     atlas says copyout is gone, names copy_to_user_iter via _copy_to_iter (6.1's tree says
     where copyout lived) and the patch, never pcnet_cs.c's static copyout."""
-    patched = Kernel(_json(ci_build("6.12")))
+    patched = Kernel(ci_build("6.12"))
     assert verdicts(patched)["copyout"] == "attachable"
     assert row_for(parse_target("file_ppos"), patched).verdict == "attachable"
     inline = row_for(parse_target("copy_to_user_iter"), patched)
@@ -87,17 +87,13 @@ def test_6_12_brings_copyout_back_and_without_the_patch_names_its_successor():
     before = set(builds.iterdir()) if builds.is_dir() else set()
     record = build_kernel("6.12", BuildOptions(without_patches=(COPYOUT_612,)))
     try:
-        variant = Kernel(_json(record))
-        older = Kernel(_json(ci_build("6.1"))).peer()
+        variant = Kernel(record)
+        older = Kernel(ci_build("6.1")).peer()
         variant.peers = [older] if older else []
         row = row_for(parse_target("copyout"), variant)
         assert row.verdict == "no" and row.successor == "copy_to_user_iter", row
         assert "copyout is gone from Linux 6.12" in row.reason and "which _copy_to_iter uses" in row.reason
         assert f"patches/6.12/{COPYOUT_612}" in row.fix and "PCMCIA" not in row.fix
     finally:  # a variant this test made is a few GB no other test needs
-        if Path(record["build_dir"]) not in before:
-            shutil.rmtree(record["build_dir"], ignore_errors=True)
-
-
-def _json(build) -> dict:
-    return build if isinstance(build, dict) else build.to_json()
+        if record.build_dir not in before:
+            shutil.rmtree(record.build_dir, ignore_errors=True)

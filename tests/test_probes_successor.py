@@ -10,6 +10,7 @@ from pathlib import Path
 
 from test_probes_fast import fake_build
 
+from kernlab.core.records import BuildRecord
 from kernlab.probes.source import find_definition, spec_words
 from kernlab.probes.successor import Peer, former_home, home_in_patches, param_types, successor
 
@@ -82,10 +83,10 @@ def tree(root: Path, iov: str) -> tuple[Path, Path]:
     return src, obj
 
 
-def new_build(where: Path) -> tuple[dict, Path]:
+def new_build(where: Path) -> tuple[BuildRecord, Path]:
     """A fake 6.12.118 build (gcc-made ELF, test_probes_fast) whose tree has NEW_IOV compiled."""
     build = fake_build(where, release="6.12.118")
-    src, obj = Path(build["tree"]), where / "obj"
+    src, obj = where / "tree", where / "obj"
     (where / "9.9-test-000000000000").mkdir()
     (where / "9.9-test-000000000000" / "obj").symlink_to(obj)
     (src / "lib" / "iov_iter.c").write_text(NEW_IOV)

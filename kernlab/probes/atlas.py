@@ -385,10 +385,8 @@ def other_builds(kernel: Kernel) -> list[Peer]:
     """Every other complete build here whose tree exists, as peers (newest release last)."""
     peers = []
     for ref in complete_builds():
-        tree = Path(str(ref.record.get("tree", "")))
-        if ref.id != kernel.id and ref.record.get("tree") and tree.is_dir():
-            obj = Path(str(ref.record.get("build_dir", ""))) / "obj"
-            peers.append(Peer(ref.release, ref.id, tree, obj))
+        if ref.id != kernel.id and ref.record.tree is not None:
+            peers.append(Peer(ref.release, ref.id, ref.record.tree, ref.record.obj))
     return sorted(peers, key=lambda p: version_tuple(p.release))
 
 
