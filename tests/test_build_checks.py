@@ -7,11 +7,15 @@ ignored, and a patch whose header names another release (flagged by ``--plan``).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import fakekernel
 import pytest
 import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
 
 IOV = "".join(f"int filler{i};\n" for i in range(8)) + (
     "static __always_inline\nsize_t copy_to_user_iter(void *to)\n{\n\treturn 0;\n}\n")
@@ -89,3 +93,16 @@ def test_a_series_that_applies_exactly_builds(tmp_path, flag):
     env = lab(tmp_path, {"0001-add.patch": ADD_IOV})
     fakekernel.cli(env, "build-kernel", "--version", "9.9")
     assert (next((tmp_path / "work" / "src").glob("9.9-*")) / "lib" / "iov_iter.c").read_text() == IOV
+
+
+def test_kernel_info_ends_its_last_line_and_list_kernels_into_a_closed_pipe_is_quiet(tmp_path):
+    env = lab(tmp_path, {"0001-add.patch": ADD_IOV})
+    fakekernel.cli(env, "build-kernel", "--version", "9.9")
+    done = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "kernel-info", "--version",
+                           "9.9"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[-1].startswith("  built in ") and done.stdout.endswith("Z\n")
+    # the reader is gone before list-kernels writes: exit 141 (SIGPIPE's), no "kernlab bug" line
+    piped = subprocess.run(f"'{sys.executable}' -m invoke -r '{ROOT}' list-kernels | true; "
+                           "echo status=${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert "status=141" in piped.stdout and "kernlab bug" not in piped.stderr, piped.stderr
