@@ -195,3 +195,21 @@ def test_make_probeable_refuses_always_inline_on_the_line_above_and_a_gone_funct
     made = rewrite(text, "file_ppos", type(found)("f.c", 3, "", {"static", "inline"}, spec_lines=1))
     assert made.split("\n")[0] == "x" and "noinline loff_t *file_ppos(struct file *file)" in made
     assert "static" not in made and "\ninline" not in made and "\nloff_t" not in made
+
+
+def test_a_function_a_later_release_added_is_not_there_yet_and_the_older_one_is_named(tmp_path, monkeypatch):
+    from kernlab.probes.atlas import Kernel, row_for
+    from kernlab.probes.target import parse_target
+
+    monkeypatch.setenv("KERNLAB_STATE", str(tmp_path / "state"))
+    build = fake_build(tmp_path / "old", release="6.1.176")
+    (tmp_path / "old" / "9.9-test-000000000000").mkdir()
+    (tmp_path / "old" / "9.9-test-000000000000" / "obj").symlink_to(tmp_path / "old" / "obj")
+    (tmp_path / "old" / "tree" / "lib" / "iov_iter.c").write_text(OLD_IOV)
+    (tmp_path / "old" / "obj" / "lib" / "iov_iter.o").write_text("")
+    kernel = Kernel(build)
+    new_src, new_obj = tree(tmp_path / "new", NEW_IOV)
+    kernel.peers = [Peer("6.12.118", "6.12-0123456789ab", new_src, new_obj)]
+    row = row_for(parse_target("copy_to_user_iter"), kernel)
+    assert row.reason.startswith("copy_to_user_iter is not in Linux 6.1.176 yet: a later release added it")
+    assert "here copyout (lib/iov_iter.c:1, static) is what _copy_to_iter uses in its place" in row.reason

@@ -307,12 +307,14 @@ def _gone(row: Row, name: str, kernel: Kernel, home: FormerHome, found: Definiti
     name its successor, and never send the user to a driver's static of the same name."""
     after = successor(name, kernel.tree, home) if kernel.tree else None
     row.evidence.append(f"source: no {name} in {home.file}; {home.release}: {home.file}:{home.line}")
-    row.reason = (f"{name} is gone from Linux {kernel.release}: {home.file} no longer defines it "
-                  f"({home.describe()})")
+    later = version_tuple(home.release) > version_tuple(kernel.release)  # not gone: not there yet
+    row.reason = (f"{name} is not in Linux {kernel.release} yet: a later release added it ({home.describe()})"
+                  if later else f"{name} is gone from Linux {kernel.release}: {home.file} no longer defines "
+                  f"it ({home.describe()})")
     if after is not None:
         row.successor = after.name
-        row.reason += (f"; its successor is {_successor_words(kernel, after)}, which {after.via} uses "
-                       "in its place")
+        row.reason += (f"; {'here' if later else 'its successor is'} {_successor_words(kernel, after)}"
+                       f"{' is what' if later else ', which'} {after.via} uses in its place")
         row.evidence.append(f"source: {after.via} uses {after.name} (not before)")
     if found is not None and not found.compiled:
         row.reason += f"; the static {name} in {found.file} is another function (not compiled here)"
