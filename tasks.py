@@ -163,6 +163,32 @@ def list_kernels(c):
     print(catalog_table())
 
 
+@task(
+    positional=["version"],
+    help={"version": "The version to add (e.g. 6.12): its catalog key, patches/VERSION/, lab-VERSION.config.",
+          "like": "The catalog version to start from: its entry, lab fragment and patches (e.g. 6.1).",
+          "release": "A kernel.org release (e.g. 6.12.118): the source is its tarball (needs --sha256).",
+          "sha256": "The sha256 of --release's tarball (or of --tarball's file).",
+          "tarball": "A local kernel tarball as the source (pinned by its sha256)."},
+)
+@friendly
+def new_kernel(c, version=None, like=None, release=None, sha256=None, tarball=None):
+    """Add a kernel version like another: entry, fragment, series; each patch tried on its tree."""
+    from pathlib import Path
+
+    from kernlab.kernel.catalog import normalise_sha256
+    from kernlab.kernel.newkernel import new_kernel as add
+
+    version, like = not_empty("version", version), not_empty("like", like)
+    if not version or not like:
+        raise KernlabError("new-kernel needs VERSION and --like V",
+                           "e.g. `invoke new-kernel 6.12 --like 6.1`")
+    tarball, sha256 = not_empty("tarball", tarball), not_empty("sha256", sha256)
+    print(add(version, like, release=not_empty("release", release),
+              sha256=normalise_sha256(sha256, "--sha256") if sha256 else None,
+              tarball=Path(tarball) if tarball else None).report())
+
+
 @task(help={"yes": "Remove them (without it: only list what would go and its size)."})
 @friendly
 def clean(c, yes=False):
@@ -624,8 +650,8 @@ def make_probeable(c, function=None, version=None, json=False):
         print(made.summary(version))
 
 
-ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, lock, matrix, ci, reproduce, pack,
-                clean)
+ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, new_kernel, lock, matrix, ci, reproduce,
+                pack, clean)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)

@@ -2,7 +2,8 @@
 
 Its Makefile answers the targets kernlab runs (tinyconfig, olddefconfig, bzImage,
 modules, headers_install) by writing the outputs a build record names, after sleeping
-FAKE_MAKE_SECONDS in bzImage (so that two builds overlap); merge_config.sh concatenates
+FAKE_MAKE_SECONDS in bzImage (so that two builds overlap) and printing FAKE_MAKE_WARN (a
+compiler's warning, as make's log would hold it); merge_config.sh concatenates
 the fragments, so every requested option verifies. The lock and interrupt tests run the
 real `invoke build-kernel` on it without compiling a kernel.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -30,6 +33,7 @@ olddefconfig:
 \t@true
 bzImage:
 \techo "fake make pid $$$$ starts bzImage"
+\t@if [ -n "$${FAKE_MAKE_WARN}" ]; then echo "$${FAKE_MAKE_WARN}"; fi
 \tsleep $${FAKE_MAKE_SECONDS:-0}
 \tmkdir -p $(O)/arch/x86/boot $(O)/include/config
 \techo fake-vmlinux > $(O)/vmlinux
@@ -103,3 +107,13 @@ def environ(tmp: Path, **extra: str) -> dict[str, str]:
                 "KERNLAB_STATE": str(tmp / "state"), "KERNLAB_CONFIGS": str(tmp / "configs"),
                 "KERNLAB_LOCK": str(tmp / "kernlab.lock"), "KERNLAB_PLAIN": "1", **extra})
     return env
+
+
+def cli(env: dict[str, str], *args: str, code: int = 0) -> str:
+    """`invoke ARGS` of this checkout in ``env``: its exit status must be ``code``, no traceback;
+    stdout and stderr together."""
+    done = subprocess.run([sys.executable, "-m", "invoke", "-r", str(Path(__file__).resolve().parents[1]),
+                           *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, f"{args}: exit {done.returncode}\n{done.stdout}{done.stderr}"
+    assert "Traceback" not in done.stderr
+    return done.stdout + done.stderr

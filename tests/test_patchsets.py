@@ -36,8 +36,8 @@ PATCHES = ROOT / "patches"
 CONFIGS = ROOT / "configs"
 
 VANILLA = {"4.15": "KERNLAB_VANILLA_4_15", "5.4": "KERNLAB_VANILLA_5_4"}
-DEBIAN = {"5.10": "KERNLAB_VANILLA_5_10", "6.1": "KERNLAB_VANILLA_6_1"}
-SERIES = ["4.15", "5.4", "5.10", "6.1"]
+DEBIAN = {"5.10": "KERNLAB_VANILLA_5_10", "6.1": "KERNLAB_VANILLA_6_1", "6.12": "KERNLAB_VANILLA_6_12"}
+SERIES = ["4.15", "5.4", "5.10", "6.1", "6.12"]
 UPSTREAM_ID = re.compile(r"\b[0-9a-f]{12,40}\b")
 
 
@@ -162,14 +162,16 @@ def test_series_names_its_release_and_every_patch_has_a_header(version):
 @pytest.mark.parametrize("version", SERIES)
 def test_copyout_patch_makes_it_noinline_and_exported(version):
     text = next(p for p in read_series(PATCHES / version) if "copyout" in p.name).path.read_text()
-    assert re.search(r"^\+noinline int copyout\(void __user \*to", text, re.MULTILINE)
+    # 6.12 brings copyout back with copy_to_user_iter's return type; the arguments are 6.1's
+    assert re.search(r"^\+noinline (int|size_t) copyout\(void __user \*to, const void \*from, size_t n\)",
+                     text, re.MULTILINE)
     assert "+EXPORT_SYMBOL(copyout);" in text
     # 4.15's access_ok() takes VERIFY_WRITE; 5.0 dropped the argument.
     if version == "4.15":
         assert "access_ok(VERIFY_WRITE, to, n)" in text
 
 
-@pytest.mark.parametrize("version", ["4.15", "5.4", "5.10"])
+@pytest.mark.parametrize("version", ["4.15", "5.4", "5.10", "6.12"])
 def test_catalog_entry_uses_the_series_and_fragments(version):
     spec = load_catalog().kernel(version)
     assert version in spec.patches
@@ -202,7 +204,8 @@ def test_series_applies_to_the_vanilla_tree(version, tmp_path, vanilla_tree):
     records = apply_series(tree, patches, _makefile_release(tree), tmp_path / "patch.log")
     assert [r["name"] for r in records] == [p.name for p in patches]
     text = (tree / "lib" / "iov_iter.c").read_text()
-    assert "noinline int copyout(" in text and "EXPORT_SYMBOL(copyout);" in text
+    assert re.search(r"^noinline (int|size_t) copyout\(", text, re.MULTILINE)
+    assert "EXPORT_SYMBOL(copyout);" in text
     # the original tree is untouched
     assert "static int copyout(" in (vanilla / "lib" / "iov_iter.c").read_text()
 
@@ -247,7 +250,7 @@ def test_lab_config_verifies_on_the_vanilla_tree(version, tmp_path, vanilla_tree
 
 # ---------------------------------------------------------------- Debian trees
 @pytest.mark.slow
-@pytest.mark.parametrize("version", ["5.10", "6.1"])
+@pytest.mark.parametrize("version", ["5.10", "6.1", "6.12"])
 def test_series_applies_to_debian_linux_source(version, tmp_path):
     if not shutil.which("patch"):
         pytest.skip("GNU patch is not installed")
@@ -256,4 +259,5 @@ def test_series_applies_to_debian_linux_source(version, tmp_path):
     records = apply_series(tree, patches, _makefile_release(tree), tmp_path / "patch.log")
     assert [r["name"] for r in records] == [p.name for p in patches]
     text = (tree / "lib" / "iov_iter.c").read_text()
-    assert "noinline int copyout(" in text and "EXPORT_SYMBOL(copyout);" in text
+    assert re.search(r"^noinline (int|size_t) copyout\(", text, re.MULTILINE)
+    assert "EXPORT_SYMBOL(copyout);" in text

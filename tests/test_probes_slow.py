@@ -66,3 +66,34 @@ def test_live_registration_agrees_with_every_static_verdict_on_6_1(vm_name):
     assert len(result.live) == len(MUST_SHOW) + 3
     assert not result.defects, [d.to_json() for d in result.defects]
     assert {r.symbol: r.registered for r in result.live}["do_int3"] is False
+
+
+COPYOUT_612 = "0001-lib-iov_iter-bring-back-copyout-probe-able.patch"
+
+
+def test_6_12_brings_copyout_back_and_without_the_patch_names_its_successor():
+    """6.12's reworked iov_iter: with its patch copyout is a symbol again and file_ppos too;
+    copy_to_user_iter is __always_inline (the line above its name); without the patch the
+    atlas says copyout is gone, names copy_to_user_iter via _copy_to_iter (6.1's tree says
+    where copyout lived) and the patch, never pcnet_cs.c's static copyout."""
+    patched = Kernel(ci_build("6.12"))
+    assert verdicts(patched)["copyout"] == "attachable"
+    assert row_for(parse_target("file_ppos"), patched).verdict == "attachable"
+    inline = row_for(parse_target("copy_to_user_iter"), patched)
+    assert inline.verdict == "no"
+    assert "static __always_inline copy_to_user_iter (lib/iov_iter.c:" in inline.reason
+    assert inline.fix == "probe a caller (_copy_to_iter): copy_to_user_iter is __always_inline"
+    builds = paths.work_dir() / "build"
+    before = set(builds.iterdir()) if builds.is_dir() else set()
+    record = build_kernel("6.12", BuildOptions(without_patches=(COPYOUT_612,)))
+    try:
+        variant = Kernel(record)
+        older = Kernel(ci_build("6.1")).peer()
+        variant.peers = [older] if older else []
+        row = row_for(parse_target("copyout"), variant)
+        assert row.verdict == "no" and row.successor == "copy_to_user_iter", row
+        assert "copyout is gone from Linux 6.12" in row.reason and "which _copy_to_iter uses" in row.reason
+        assert f"patches/6.12/{COPYOUT_612}" in row.fix and "PCMCIA" not in row.fix
+    finally:  # a variant this test made is a few GB no other test needs
+        if record.build_dir not in before:
+            shutil.rmtree(record.build_dir, ignore_errors=True)

@@ -28,17 +28,21 @@ static inline void kl_init(void)
 	signal(SIGTERM, kl_on_signal);
 }
 
-/* Open and load `path`; NULL (after printing why) when the kernel refuses it. */
-static inline struct bpf_object *kl_load(const char *path)
+/* Open `path` without loading it; NULL (after printing why) when it cannot be read. */
+static inline struct bpf_object *kl_open(const char *path)
 {
 	struct bpf_object *obj = bpf_object__open_file(path, NULL);
-	int err;
 
-	if (!obj) {
+	if (!obj)
 		fprintf(stderr, "kl: cannot open %s: %s\n", path, strerror(errno));
-		return NULL;
-	}
-	err = bpf_object__load(obj);
+	return obj;
+}
+
+/* Load an opened `obj` (read from `path`); NULL (after printing why) when the kernel refuses it. */
+static inline struct bpf_object *kl_load_opened(struct bpf_object *obj, const char *path)
+{
+	int err = bpf_object__load(obj);
+
 	if (err) {
 		fprintf(stderr, "kl: loading %s failed: %s\n", path, strerror(-err));
 		bpf_object__close(obj);
@@ -46,6 +50,14 @@ static inline struct bpf_object *kl_load(const char *path)
 	}
 	printf("kl: loaded %s\n", path);
 	return obj;
+}
+
+/* Open and load `path`; NULL (after printing why) when the kernel refuses it. */
+static inline struct bpf_object *kl_load(const char *path)
+{
+	struct bpf_object *obj = kl_open(path);
+
+	return obj ? kl_load_opened(obj, path) : NULL;
 }
 
 /* Attach every program of `obj` by its SEC() name; -1 on the first failure. */

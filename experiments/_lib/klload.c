@@ -4,7 +4,9 @@
  *   klload -l OBJ...  load only; exit 1 if the kernel refuses a program (libbpf
  *                     prints the verifier log on stderr).
  *   klload -k PROG=SYMBOL OBJ...  attach kprobe program PROG at SYMBOL instead of
- *                     its SEC() name (e.g. a gcc clone such as foo.constprop.0).
+ *                     its SEC() name (e.g. a gcc clone such as foo.constprop.0), as a
+ *                     plain kprobe: a SEC("kprobe.multi/...") program (6.x samples/bpf)
+ *                     is loaded as a plain kprobe, so neither FPROBE nor a glob is needed.
  */
 #include "lib/kl_user.h"
 
@@ -38,6 +40,17 @@ static int attach(struct bpf_object *obj)
 	return 0;
 }
 
+/* PROG named by -k is loaded as a plain kprobe (libbpf gave kprobe.multi programs
+ * the kprobe_multi attach type, which a perf kprobe refuses with EINVAL).
+ */
+static void as_plain_kprobe(struct bpf_object *obj)
+{
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, override_prog);
+
+	if (prog && bpf_program__expected_attach_type(prog) != 0)
+		bpf_program__set_expected_attach_type(prog, 0);
+}
+
 int main(int argc, char **argv)
 {
 	int load_only = 0, first = 1;
@@ -67,9 +80,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	for (int i = first; i < argc && n < 16; i++) {
-		struct bpf_object *obj = kl_load(argv[i]);
+		struct bpf_object *obj = kl_open(argv[i]);
 
-		if (!obj)
+		if (obj && override_prog)
+			as_plain_kprobe(obj);
+		if (!obj || !(obj = kl_load_opened(obj, argv[i])))
 			return 1;
 		objs[n++] = obj;
 		if (!load_only && attach(obj))

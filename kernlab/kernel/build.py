@@ -25,11 +25,11 @@ from kernlab.core.proc import capture, require_tool, run_logged, status_from_mak
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, hash_inputs, sha256_file, short, staging_dir, why_not_a_file
-from kernlab.kernel import identity
+from kernlab.kernel import identity, symbols
 from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
 from kernlab.kernel.kconfig import load_model, raise_if_dropped, requested_options, verify_config
 from kernlab.kernel.kheaders import find_headers
-from kernlab.kernel.patch import Patch, apply_series, collect_patches, series_dir
+from kernlab.kernel.patch import Patch, PatchFailed, apply_series, collect_patches, series_dir
 from kernlab.kernel.source import (
     ResolvedSource,
     SourceOptions,
@@ -152,6 +152,12 @@ def _without(patches: list[Patch], names: tuple[str, ...], version: str) -> list
     return [p for p in patches if not any(named(p, name) for name in names)]
 
 
+def _written_for(patch: Patch, plan: Plan) -> str:
+    """`--plan`'s flag on a patch whose header names another release line than the entry's."""
+    other = patch.names_another_release(plan.spec.release)
+    return f"  WRITTEN FOR {other} (its header), not {plan.spec.release}" if other else ""
+
+
 def describe_plan(plan: Plan) -> dict[str, Any]:
     """What `build-kernel --plan` prints: no network, no build."""
     mirror = plan.catalog.effective_mirror()
@@ -159,7 +165,8 @@ def describe_plan(plan: Plan) -> dict[str, Any]:
         "version": plan.spec.version,
         "release": plan.spec.release,
         "sources (in order)": describe_sources(plan.spec, plan.opts.source, mirror),
-        "patches": [f"{p.series.name}/{p.name} sha256={p.record()['sha256'][:16]}" for p in plan.patches],
+        "patches": [f"{p.series.name}/{p.name} sha256={p.record()['sha256'][:16]}" + _written_for(p, plan)
+                    for p in plan.patches],
         **({"left out (--no-patch)": list(_left_out(plan))} if plan.opts.without_patches else {}),
         "config": {"base": plan.spec.base, "fragments": [str(f) for f in plan.fragments]},
         "compiler": f"{plan.compiler} ({compiler_version(plan.compiler) or 'NOT INSTALLED'})",
@@ -254,6 +261,7 @@ def _build_locked(plan: Plan, source: ResolvedSource, key: str, build_dir: Path,
         verification = configure(plan, tree, obj, log_dir)
     with reporter().step(f"make bzImage modules (-j{jobs(opts)})"):
         make(plan, tree, obj, ["bzImage", "modules"], log_dir / "make.log")
+    verify_symbols(plan, tree, obj, log_dir / "make.log")
     with reporter().step("headers_install"):
         make(plan, tree, obj, ["headers_install"], log_dir / "headers.log")
     samples = {}
@@ -302,12 +310,31 @@ def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
         (staging / identity.MARKER).write_text(f"{source.tree_sha256}\n")
         if release != plan.spec.release:
             reporter().note(f"tree is {release} (catalog names {plan.spec.release})")
-        apply_series(top, plan.patches, release, log)
+        for patch in plan.patches:
+            if other := patch.names_another_release(release):
+                reporter().warn(f"{patch.series.name}/{patch.name}: its header says Kernel {other}, "
+                                f"this tree is {release}")
+        try:
+            apply_series(top, plan.patches, release, log)
+        except PatchFailed as failed:
+            raise _kept_failure(failed, top, final) from None
         for item in top.iterdir():
             os.replace(item, staging / item.name)
         shutil.rmtree(staging / "x")  # now empty: the tree's top directory was inside it
         (staging / ".kernlab-tree-done").write_text(release + "\n")
     return final
+
+
+def _kept_failure(failed: PatchFailed, top: Path, final: Path) -> KernlabError:
+    """The tree a patch did not apply to, kept beside the trees (``<tree>.failed``, replacing
+    an older one) with the series applied up to that patch: the place to refresh it."""
+    kept = final.with_name(final.name + ".failed")
+    shutil.rmtree(kept, ignore_errors=True)
+    os.replace(top, kept)
+    return KernlabError(f"{failed.cause}; the tree is kept at {kept} (the patches before "
+                        f"{failed.patch.name} applied, it not)",
+                        f"refresh {failed.patch.path} against {kept} (edit there, `diff -u` the files "
+                        "it touches), or build the release it was written for", details=failed.details)
 
 
 def make_command(plan: Plan, obj: Path | None, tree: Path, targets: list[str],
@@ -466,8 +493,30 @@ def build_samples(plan: Plan, tree: Path, obj: Path, log: Path) -> dict[str, Any
             for t in plan.spec.samples_bpf} | {"dir": {"path": str(out_dir)}}
 
 
-# ---------------------------------------------------------------- the record
-def find_symbols(system_map: Path, names: tuple[str, ...]) -> dict[str, str | None]:
+# ---------------------------------------------------------------- symbols
+def verify_symbols(plan: Plan, tree: Path, obj: Path, make_log: Path) -> None:
+    """A ``noinline`` gcc ignored fails the build; so does a catalog ``symbols:`` entry missing
+    from System.map, with the reason (a ``--no-patch`` variant only warns: it asked for that)."""
+    ignored = symbols.ignored_noinline(make_log, tree)
+    if ignored:
+        raise KernlabError(f"{'; '.join(i.describe() for i in ignored)}; make log: {make_log}",
+                           "drop `__always_inline` in the patch that adds `noinline` (or probe a caller)")
+    exact = exact_symbols(obj / "System.map", plan.spec.symbols)
+    missing = [name for name, found in exact.items() if found is None]
+    if not missing:
+        return
+    reasons = "; ".join(f"{n}: {symbols.why_missing(n, tree, obj)}" for n in missing)
+    if plan.left_out:
+        reporter().warn(f"not in System.map ({', '.join(plan.left_out)} left out): {reasons}")
+        return
+    raise KernlabError(
+        f"{', '.join(missing)} not in System.map of {obj.parent.name}, which the catalog's symbols: "
+        f"for {plan.spec.version} requires ({reasons})",
+        f"fix patches/{plan.spec.version}/ (the tree: {tree}), or drop the name from symbols: in "
+        f"{plan.catalog.path}")
+
+
+def exact_symbols(system_map: Path, names: tuple[str, ...]) -> dict[str, str | None]:
     """Exact System.map name for each wanted symbol (a clone such as copyout.isra.0 counts)."""
     found: dict[str, str | None] = dict.fromkeys(names)
     pattern = re.compile(r"^[0-9a-f]+ [tTwW] (\S+)$")
@@ -479,6 +528,13 @@ def find_symbols(system_map: Path, names: tuple[str, ...]) -> dict[str, str | No
         base = symbol.split(".", 1)[0]
         if base in found and (found[base] is None or "." in str(found[base])):
             found[base] = symbol
+    return found
+
+
+# ---------------------------------------------------------------- the record
+def find_symbols(system_map: Path, names: tuple[str, ...]) -> dict[str, str | None]:
+    """Exact System.map name for each wanted symbol, each said (missing, a clone, present)."""
+    found = exact_symbols(system_map, names)
     for name, exact in found.items():
         if exact is None:
             reporter().warn(f"{name} is not in System.map: not probe-able on this build")

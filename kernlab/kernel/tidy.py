@@ -68,7 +68,13 @@ def plan_cleanup(in_use: set[str]) -> list[Removable]:
             found.append(Removable(folder, why, unshared_bytes(folder)))
     for folder in _subdirs(paths.work_dir() / "src"):
         if folder not in trees:
-            found.append(Removable(folder, "a source tree no kept build uses", unshared_bytes(folder)))
+            why = ("a tree a patch did not apply to (kept to refresh it)" if folder.name.endswith(".failed")
+                   else "a source tree no kept build uses")
+            found.append(Removable(folder, why, unshared_bytes(folder)))
+    for folder in _subdirs(paths.work_dir() / "new-kernel"):
+        if not folder.name.startswith("."):  # .VERSION.tmp-*: being made
+            found.append(Removable(folder, "new-kernel's tree (kept to port patches in)",
+                                   unshared_bytes(folder)))
     for folder in _subdirs(paths.work_dir() / "kheaders"):
         if folder not in disks and not folder.name.startswith("."):  # .NAME.tmp-*: being made
             found.append(Removable(folder, "a headers disk of no kept build", unshared_bytes(folder)))

@@ -25,7 +25,14 @@ from kernlab.kernel.patch import series_dir
 from kernlab.kernel.selection import builds_of, choose_kernel, complete_builds
 from kernlab.probes import dwarf
 from kernlab.probes.elfscan import KernelFacts, scan_build
-from kernlab.probes.source import SYSCALL_PREFIXES, Definition, compiled_sources, find_definition
+from kernlab.probes.source import (
+    SYSCALL_PREFIXES,
+    Definition,
+    compiled_sources,
+    find_definition,
+    patch_defines,
+)
+from kernlab.probes.successor import FormerHome, Peer, Successor, former_home, home_in_patches, successor
 from kernlab.probes.target import Target
 
 NOTRACE_CHECK_SINCE = (4, 19)  # 45408c4f9250 "tracing: kprobes: Prohibit probing on notrace function"
@@ -48,6 +55,7 @@ class Row:
     config: dict[str, str] = field(default_factory=dict)  # the options that gate it, as set
     fentry: str = ""  # fentry/fexit: yes, or no and why (kprobe targets)
     inlined_into: list[str] = field(default_factory=list)
+    successor: str = ""  # a function gone from this kernel: what its old callers use instead
 
     @property
     def shown(self) -> str:
@@ -78,6 +86,32 @@ class Kernel:
         self.obj = build.obj
         self._compiled: list[Path] | None = None
         self._definitions: dict[str, Definition | None] = {}
+        self.peers: list[Peer] | None = None  # other builds to ask where a gone function lived
+
+    def peer(self) -> Peer | None:
+        """This build as another build's peer (None without its tree)."""
+        return Peer(self.release, self.id, self.tree, self.obj) if self.tree else None
+
+    def compiles(self, file: str) -> bool:
+        """Whether this build has an object for ``file`` (a tree's .c file)."""
+        return bool(self.tree) and (self.obj / file).with_suffix(".o").is_file()
+
+    def former_home(self, name: str) -> FormerHome | None:
+        """Where another release defines ``name``: a peer build's tree (the atlas's other
+        kernels first, then every other build here), else a lab patch that defines it."""
+        if self.peers is None:
+            self.peers = other_builds(self)
+        home = former_home(name, [p for p in self.peers if p.release != self.release])
+        if home is None:
+            try:
+                spec = load_catalog().kernels.get(self.version)
+            except KernlabError:
+                spec = None
+            series = [series_dir(s) for s in (spec.patches if spec else ())]
+            every = sorted(paths.patches_dir().glob("*/*.patch"))
+            mine = [p for d in series for p in sorted(d.glob("*.patch"))]
+            home = home_in_patches(name, [p for p in every if p not in mine])
+        return home
 
     @property
     def release(self) -> str:
@@ -242,6 +276,10 @@ def _absent(row: Row, target: Target, kernel: Kernel) -> Row:
             row.fix = f"probe {here[0]} on this kernel"
             return row
     found = kernel.definition(name)
+    if (found is None or not found.compiled) and kernel.tree:
+        home = kernel.former_home(name)
+        if home is not None and kernel.compiles(home.file):
+            return _gone(row, name, kernel, home, found)
     if found is None:
         row.reason = (f"{name} is not in this kernel: not in System.map"
                       + (", not defined in its source" if kernel.tree else " (no source tree to say why)"))
@@ -262,6 +300,48 @@ def _absent(row: Row, target: Target, kernel: Kernel) -> Row:
         row.config[gate] = kernel.option(gate.removeprefix("CONFIG_"))
         return row
     return _inlined_row(row, name, kernel, found)
+
+
+def _gone(row: Row, name: str, kernel: Kernel, home: FormerHome, found: Definition | None) -> Row:
+    """``name`` lived in a file this build compiles, which no longer defines it: say so,
+    name its successor, and never send the user to a driver's static of the same name."""
+    after = successor(name, kernel.tree, home) if kernel.tree else None
+    row.evidence.append(f"source: no {name} in {home.file}; {home.release}: {home.file}:{home.line}")
+    later = version_tuple(home.release) > version_tuple(kernel.release)  # not gone: not there yet
+    row.reason = (f"{name} is not in Linux {kernel.release} yet: a later release added it ({home.describe()})"
+                  if later else f"{name} is gone from Linux {kernel.release}: {home.file} no longer defines "
+                  f"it ({home.describe()})")
+    if after is not None:
+        row.successor = after.name
+        row.reason += (f"; {'here' if later else 'its successor is'} {_successor_words(kernel, after)}"
+                       f"{' is what' if later else ', which'} {after.via} uses in its place")
+        row.evidence.append(f"source: {after.via} uses {after.name} (not before)")
+    if found is not None and not found.compiled:
+        row.reason += f"; the static {name} in {found.file} is another function (not compiled here)"
+    patch = existing_patch(kernel, name)
+    if patch:
+        row.fix = f"build with {patch}: `invoke build-kernel --version {kernel.version}`"
+    elif after is not None:
+        row.fix = _successor_fix(kernel, name, after)
+    else:
+        row.fix = f"find what replaced it in {home.file}, or port the patch that made it probe-able"
+    return row
+
+
+def _successor_words(kernel: Kernel, after: Successor) -> str:
+    """``copy_to_user_iter (lib/iov_iter.c:17, static __always_inline)``."""
+    found = kernel.definition(after.name)
+    words = " ".join(w for w in ("static", "inline", "__always_inline", "noinline")
+                     if found and w in found.words)
+    return f"{after.name} ({after.file}:{after.line}{', ' + words if words else ''})"
+
+
+def _successor_fix(kernel: Kernel, name: str, after: Successor) -> str:
+    """Probe the successor if it is a symbol, else the caller it is inlined into."""
+    if kernel.facts.symbols.is_text(after.name):
+        return f"probe {after.name} on this kernel (check its arguments: they are not {name}'s)"
+    return (f"probe {after.via}, which inlines {after.name}, or bring {name} back with a patch in "
+            f"patches/{kernel.version}/ (the copyout patches show how)")
 
 
 def _inlined_row(row: Row, name: str, kernel: Kernel, found: Definition) -> Row:
@@ -298,11 +378,18 @@ def existing_patch(kernel: Kernel, name: str) -> str:
         return ""
     for directory in (series_dir(s) for s in series):
         for patch in sorted(directory.glob("*.patch")):
-            added = [line for line in patch.read_text(errors="replace").splitlines() if line.startswith("+")]
-            if (any(re.search(r"\b" + re.escape(name) + r"\s*\(", line) for line in added)
-                    and sha256_file(patch) not in applied):
-                    return str(patch.relative_to(paths.root()))
+            if patch_defines(patch.read_text(errors="replace"), name) and sha256_file(patch) not in applied:
+                return str(patch.relative_to(paths.root()))
     return ""
+
+
+def other_builds(kernel: Kernel) -> list[Peer]:
+    """Every other complete build here whose tree exists, as peers (newest release last)."""
+    peers = []
+    for ref in complete_builds():
+        if ref.id != kernel.id and ref.record.tree is not None:
+            peers.append(Peer(ref.release, ref.id, ref.record.tree, ref.record.obj))
+    return sorted(peers, key=lambda p: version_tuple(p.release))
 
 
 # ---------------------------------------------------------------- tracepoints and uprobes
@@ -431,6 +518,9 @@ def resolve_kernel(asked: str) -> BuildRecord:
 def atlas(targets: list[Target], kernels: list[str]) -> list[Row]:
     """Every target on every kernel, target-major."""
     loaded = [Kernel(resolve_kernel(k)) for k in kernels]
+    for kernel in loaded:  # where a function gone from one kernel lived: the others asked first
+        asked = [p for k in loaded if k is not kernel and (p := k.peer())]
+        kernel.peers = asked + [p for p in other_builds(kernel) if p.build not in {a.build for a in asked}]
     return [row_for(t, k) for t in targets for k in loaded]
 
 

@@ -7,9 +7,11 @@ series (nothing else of their entries changes: `--update-lock` would also move a
 source to the archive's newest upload): the definition loses ``static``/``inline`` and gains
 ``noinline`` (a global function is never replaced by a ``.isra``/``.constprop`` clone), a
 ``static`` prototype of it in the same file loses ``static``. Refused, with the reason,
-where that cannot work: a macro, an ``__always_inline`` or header function, a function
+where that cannot work: a macro, an ``__always_inline`` or header function (the attribute
+read wherever the declaration puts it: gcc ignores a ``noinline`` next to it), a function
 kprobes refuse anyway (NOKPROBE_SYMBOL, ``__kprobes``, ``__init``), one already a symbol,
-one whose file this build does not compile, a name another global function already has.
+one whose file this build does not compile, a name another global function already has, a
+function gone from this release (named with its successor).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from kernlab.kernel.patch import series_dir
 from kernlab.probes import dwarf
 from kernlab.probes.atlas import Kernel, existing_patch, resolve_kernel
 from kernlab.probes.source import Definition
+from kernlab.probes.successor import successor
 
 DROPPED = ("static", "inline", "__inline", "__inline__")
 
@@ -51,7 +54,8 @@ class MadePatch:
 
 def refusal(kernel: Kernel, name: str, found: Definition | None) -> str:
     """Why ``name`` cannot be made probe-able on this kernel ('' when it can)."""
-    symbols = kernel.facts.symbols
+    if gone := _gone(kernel, name, found):
+        return gone
     if found is None:
         return f"{name} is not defined in the {kernel.version} tree ({kernel.tree})"
     where = f"{found.file}:{found.line}"
@@ -60,7 +64,8 @@ def refusal(kernel: Kernel, name: str, found: Definition | None) -> str:
     if found.syscall:
         return f"{name} is made by SYSCALL_DEFINE ({where}): it is a symbol already under its wrapper name"
     if "__always_inline" in found.words:
-        return f"{name} is __always_inline ({where}): a hot path its callers rely on being inlined"
+        return (f"{name} is __always_inline ({where}): a hot path its callers rely on being inlined, "
+                "and gcc ignores a `noinline` beside it")
     if found.header:
         return f"{name} is defined in a header ({where}): each includer gets its own inlined copy"
     if found.nokprobe or "__kprobes" in found.words:
@@ -69,6 +74,26 @@ def refusal(kernel: Kernel, name: str, found: Definition | None) -> str:
         return f"{name} is __init ({where}): its text is freed after boot"
     if not found.compiled:
         return f"{found.file} is not compiled into this build (gated by {found.gate or 'an option'})"
+    return _refusal_of_symbol(kernel, name, found, where)
+
+
+def _gone(kernel: Kernel, name: str, found: Definition | None) -> str:
+    """Why ``name`` cannot be kept when it is gone from this release ('' when it is not)."""
+    if (found is not None and found.compiled) or kernel.tree is None:
+        return ""
+    home = kernel.former_home(name)
+    if home is None or not kernel.compiles(home.file):
+        return ""
+    after = successor(name, kernel.tree, home)
+    instead = f"; its successor is {after.name}, which {after.via} uses in its place" if after else ""
+    return (f"{name} is gone from Linux {kernel.release}: {home.file} no longer defines it "
+            f"({home.describe()}){instead}. There is no function to keep: a patch in "
+            f"patches/{kernel.version}/ must bring it back (as 6.12's copyout patch does)")
+
+
+def _refusal_of_symbol(kernel: Kernel, name: str, found: Definition, where: str) -> str:
+    """The refusals that look at the build's symbols and series."""
+    symbols = kernel.facts.symbols
     if symbols.is_text(name):
         return f"{name} is a symbol already ({symbols.by_name[name][1]} in System.map): nothing to do"
     if symbols.by_name.get(name, ("", ""))[1] in ("T", "W"):
@@ -83,8 +108,10 @@ def rewrite(text: str, name: str, found: Definition) -> str:
     """``text`` with the definition (and a static prototype) of ``name`` made noinline, global."""
     lines = text.split("\n")
     index = found.line - 1
+    first = index - found.spec_lines  # specifiers may sit on the lines above the name
     head = lines[index]
     spec, rest = head.split(name + "(", 1) if name + "(" in head else (head, "")
+    spec = " ".join([*lines[first:index], spec])
     words = [w for w in spec.split() if w not in DROPPED and w != "noinline"]
     comment = [
         "/*",
@@ -94,7 +121,8 @@ def rewrite(text: str, name: str, found: Definition) -> str:
     ]
     joined = " ".join(["noinline", *words])
     new_head = joined + ("" if joined.endswith("*") else " ") + name + "(" + rest
-    lines[index: index + 1] = [*comment, new_head]
+    lines[first: index + 1] = [*comment, new_head]
+    index = first
     prototype = re.compile(r"^static\s+(?:inline\s+)?(.*\b" + re.escape(name) + r"\s*\([^;{]*\)\s*;)")
     return "\n".join(prototype.sub(r"\1", line) if i < index else line for i, line in enumerate(lines))
 

@@ -1,10 +1,15 @@
 """Evidence from the build's source tree: where a function is defined and how.
 
-Reads only text: the definition line (``static``, ``inline``, ``__always_inline``,
-``notrace``, ``__kprobes``, ``__init``), a ``#define`` of the name (a macro),
+Reads only text: the declaration's specifiers wherever they are written (the line above
+the name too: ``static __always_inline`` / ``size_t name(...)``; ``static``, ``inline``,
+``__always_inline``, ``notrace``, ``__kprobes``, ``__init``, and the same spelled as
+``__attribute__((always_inline))`` or through a macro the file defines), a ``#define`` of
+the name (a macro),
 ``NOKPROBE_SYMBOL(name)``, ``SYSCALL_DEFINEn(name...)``, a Makefile that drops the ftrace
 flags for the file's directory, the ``obj-$(CONFIG_X)`` line that gates a file not compiled
-into this build, and the functions of the same file that call it.
+into this build, and the functions of the same file that call it (or pass it on as a
+step function). Compiled files come first, the core kernel's (lib/, fs/, mm/, kernel/) before
+the rest, so a driver's ``static`` function of the same name never hides the core one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,13 @@ from pathlib import Path
 
 SPEC_WORDS = ("static", "inline", "__always_inline", "noinline", "notrace", "__kprobes", "__init",
               "__noinstr", "noinstr", "__used", "asmlinkage", "__visible")
+# GNU attributes that mean a SPEC_WORD when spelled out (the kernel's macros expand to them)
+ATTRIBUTE_WORDS = {"always_inline": "__always_inline", "noinline": "noinline",
+                   "no_instrument_function": "notrace", "used": "__used"}
+CORE_DIRS = ("lib/", "fs/", "mm/", "kernel/")  # searched first: the core kernel
+LATE_DIRS = ("drivers/", "sound/", "arch/", "samples/", "tools/")  # searched last
+ATTRIBUTE = r"__attribute__\s*\(\((?:[^;{}()]|\([^;{}()]*\))*\)\)"  # __attribute__((a, b(1)))
+SPEC_LINE = re.compile(r"^[A-Za-z_][\w \t\*]*(?:__attribute__\s*\(\(.*\)\)[\w \t\*]*)*$")
 SYSCALL_PREFIXES = ("__x64_sys_", "__ia32_sys_", "__se_sys_", "__do_sys_", "SyS_", "sys_")
 
 
@@ -34,6 +46,8 @@ class Definition:
     notrace_dir: str = ""  # the Makefile that drops ftrace flags for the file ('' if none)
     gate: str = ""  # CONFIG_X an uncompiled file depends on
     callers: list[str] = field(default_factory=list)  # functions of the file calling it
+    others: list[str] = field(default_factory=list)  # other files defining a function of that name
+    spec_lines: int = 0  # lines above ``line`` that hold its specifiers (``static __always_inline``)
 
     @property
     def header(self) -> bool:
@@ -50,8 +64,22 @@ def compiled_sources(tree: Path, obj: Path) -> list[Path]:
     return sorted(found)
 
 
+def core_first(files: list[Path], tree: Path) -> list[Path]:
+    """``files`` with the core kernel's first (lib/, fs/, mm/, kernel/), drivers and arch last."""
+    def rank(path: Path) -> int:
+        relative = str(path.relative_to(tree)) if path.is_relative_to(tree) else str(path)
+        if relative.startswith(CORE_DIRS):
+            return 0
+        if relative.startswith("arch/x86/") or not relative.startswith(LATE_DIRS):
+            return 1
+        return 2
+    return sorted(files, key=lambda p: (rank(p), str(p)))
+
+
 def _definition_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(r"^(?P<spec>[A-Za-z_][\w \t\*]*?[\s\*])" + re.escape(name)
+    """A definition of ``name``: specifiers (maybe none on this line: they may sit on the
+    line above), the name, arguments, attributes, then ``{``."""
+    return re.compile(r"^(?P<spec>(?:[A-Za-z_](?:" + ATTRIBUTE + r"|[\w \t\*])*?[\s\*])?)" + re.escape(name)
                       + r"\s*\((?P<args>[^;{}]*)\)\s*(?:__\w+(?:\([^)]*\))?\s*)*\{", re.MULTILINE)
 
 
@@ -90,33 +118,77 @@ def find_definition(tree: Path, obj: Path, name: str,
     compiled = compiled_sources(tree, obj) if compiled is None else compiled
     compiled_set = set(compiled)
     word = _syscall_pattern(name) or re.compile(r"\b" + re.escape(name) + r"\b")
-    candidates = [p for p in compiled if word.search(_read(p))]
+    candidates = core_first([p for p in compiled if word.search(_read(p))], tree)
     headers = _grep_files(tree, name, ["include", "arch/x86/include"])
     for path in candidates + headers:
         found = _define_in(tree, path, name)
         if found:
             found.compiled = path in compiled_set or path.suffix == ".h"
             return _complete(tree, obj, path, name, found)
-    for path in _grep_files(tree, name, ["."]):
-        if path in compiled_set or path in headers:
-            continue
+    elsewhere = [p for p in core_first(_grep_files(tree, name, ["."]), tree)
+                 if p not in compiled_set and p not in headers]
+    defined = [(p, d) for p in elsewhere if (d := _define_in(tree, p, name))]
+    if not defined:
+        return None
+    path, found = defined[0]
+    found.compiled = False
+    found.others = [d.file for _, d in defined[1:]]
+    return _complete(tree, obj, path, name, found)
+
+
+def compiled_definition(tree: Path, obj: Path, name: str) -> Definition | None:
+    """The definition of ``name`` in the .c files ``obj`` compiled (no header, no grep of the
+    whole tree: cheap enough to ask of every other build)."""
+    word = re.compile(r"\b" + re.escape(name) + r"\b")
+    for path in core_first([p for p in compiled_sources(tree, obj) if word.search(_read(p))], tree):
         found = _define_in(tree, path, name)
-        if found:
-            found.compiled = False
+        if found and not found.macro and not found.syscall:
             return _complete(tree, obj, path, name, found)
     return None
+
+
+def _specifier_lines(lines: list[str], index: int) -> int:
+    """How many lines above line ``index`` hold the declaration's specifiers
+    (``static __always_inline`` above ``size_t name(...)``)."""
+    count = 0
+    while index - count - 1 >= 0:
+        above = lines[index - count - 1].strip()
+        if not above or above.startswith("#") or not SPEC_LINE.match(above):
+            break
+        count += 1
+    return count
+
+
+def spec_words(spec: str, text: str = "") -> set[str]:
+    """The SPEC_WORDS a declaration's specifiers carry, spelled as words, as GNU attributes
+    (``__attribute__((always_inline))``) or through a macro ``text`` defines."""
+    spelled = spec
+    for macro in re.findall(r"\b(__\w+|\w+_inline\w*)\b", spec):
+        if macro not in SPEC_WORDS and (m := re.search(r"^#\s*define\s+" + macro + r"\s+(.*)$", text,
+                                                         re.MULTILINE)):
+            spelled += " " + m.group(1)
+    words = {w for w in SPEC_WORDS if re.search(r"(?<!\w)" + re.escape(w) + r"(?!\w)", spelled)}
+    for attribute in re.findall(r"__attribute__\s*\(\((.*?)\)\)", spelled):
+        for item in re.split(r"[,\s]+", attribute):
+            word = ATTRIBUTE_WORDS.get(item.strip("_") if item.startswith("__") else item)
+            if word:
+                words.add(word)
+    return words
 
 
 def _define_in(tree: Path, path: Path, name: str) -> Definition | None:
     text = _read(path)
     relative = str(path.relative_to(tree))
-    match = _definition_pattern(name).search(text)
-    if match:
-        spec = match.group("spec")
-        words = {w for w in SPEC_WORDS if re.search(r"(?<!\w)" + re.escape(w) + r"(?!\w)", spec)}
-        first = text[match.start(): match.end()].split("\n")
-        return Definition(relative, text.count("\n", 0, match.start()) + 1,
-                          " ".join(s.strip() for s in first)[:160], words)
+    for match in _definition_pattern(name).finditer(text):
+        index = text.count("\n", 0, match.start())
+        lines = text.split("\n")
+        above = _specifier_lines(lines, index)
+        if not match.group("spec").strip() and not above:
+            continue  # `name(...) {` alone at the start of a line is no definition
+        spec = " ".join([*(line.strip() for line in lines[index - above: index]), match.group("spec")])
+        first = [*lines[index - above: index], *text[match.start(): match.end()].split("\n")]
+        return Definition(relative, index + 1, " ".join(s.strip() for s in first)[:160],
+                          spec_words(spec, text), spec_lines=above)
     syscall = _syscall_pattern(name)
     if syscall and (match := syscall.search(text)):
         line_end = text.find("\n", match.start())
@@ -168,15 +240,34 @@ def gating_option(tree: Path, path: Path) -> str:
 
 
 FUNC_START = re.compile(r"^[A-Za-z_][\w \t\*]*?\b(\w+)\s*\([^;{}]*\)\s*(?:__\w+\s*)*\{", re.MULTILINE)
+COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
+
+
+def function_bodies(text: str) -> dict[str, tuple[int, str, str]]:
+    """Each function ``text`` defines: {name: (line, its head, its body without comments)},
+    read the kernel's way (the head starts a line, the body ends at a column-0 ``}``)."""
+    bodies: dict[str, tuple[int, str, str]] = {}
+    for match in FUNC_START.finditer(text):
+        name = match.group(1)
+        if name in ("if", "for", "while", "switch", "return", "sizeof") or name in bodies:
+            continue
+        end = text.find("\n}", match.end())
+        body = COMMENT.sub(" ", text[match.end(): end if end > 0 else len(text)])
+        bodies[name] = (text.count("\n", 0, match.start()) + 1, match.group(0), body)
+    return bodies
 
 
 def callers_in(text: str, name: str) -> list[str]:
-    """Functions defined in ``text`` whose body calls ``name(`` (a column-0 ``{``..``}`` reading)."""
-    call = re.compile(r"\b" + re.escape(name) + r"\s*\(")
-    callers = []
-    for match in FUNC_START.finditer(text):
-        end = text.find("\n}", match.end())
-        body = text[match.end(): end if end > 0 else len(text)]
-        if match.group(1) != name and call.search(body):
-            callers.append(match.group(1))
-    return callers
+    """Functions defined in ``text`` whose body calls ``name`` or passes it on (as the step
+    function of an iterator, say): a column-0 ``{``..``}`` reading, comments left out."""
+    used = re.compile(r"\b" + re.escape(name) + r"\b")
+    return [caller for caller, (_, _, body) in function_bodies(text).items()
+            if caller != name and used.search(body)]
+
+
+def patch_defines(text: str, name: str) -> bool:
+    """Whether a patch's added lines define ``name`` (a definition head, not a comment, a call
+    or a prototype): a comment that mentions ``name()`` does not make a patch the fix."""
+    head = re.compile(r"^\+(?![ \t]*(?:/?\*|//))[A-Za-z_][\w \t\*]*?[\s\*]" + re.escape(name)
+                      + r"\s*\([^;]*$")
+    return any(head.match(line) for line in text.splitlines())
