@@ -140,9 +140,11 @@ def claim(name: str, wait: bool = True) -> None:
 
 
 def claim_free(base: str) -> str:
-    """Claim the first VM name of ``base``, ``base-2`` ... ``base-9`` no other command holds
+    """Claim the first VM name of ``base``, ``base-2`` ... ``base-9`` nothing else holds
     (a matrix's or a lane's VM: never one another command is using); returns it."""
     for name in [base, *(f"{base[:29]}-{n}" for n in range(2, 10))]:
+        if claimed(name):  # this process's own (another lane): not free either
+            continue
         try:
             claim(name, wait=False)
             return name
