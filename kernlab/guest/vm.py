@@ -165,6 +165,11 @@ def release(name: str) -> None:
         stack.close()
 
 
+def in_use_by(name: str) -> str | None:
+    """The other command that holds VM ``name`` now (pid and command line), if any."""
+    return None if claimed(name) else filelock.holder(vm_lock(name))
+
+
 def claimed(name: str) -> bool:
     """Whether this process holds VM ``name``."""
     with _CLAIMS_GUARD:

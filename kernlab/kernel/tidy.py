@@ -83,8 +83,15 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def in_use(items: list[Removable]) -> list[tuple[Removable, str]]:
-    """The items a running command uses (a build compiling from a source tree), and by whom."""
-    return [(item, f"in use by {', '.join(users)}") for item in items if (users := inuse.users(item.path))]
+    """The items a running command makes (a build in progress) or uses (the source tree that
+    build compiles from), and by whom."""
+    busy = []
+    for item in items:
+        if maker := filelock.holder(_lock_of(item.path)):
+            busy.append((item, f"being made by {maker}"))
+        elif users := inuse.users(item.path):
+            busy.append((item, f"in use by {', '.join(users)}"))
+    return busy
 
 
 def remove(items: list[Removable]) -> list[tuple[Removable, str]]:
