@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernlab.core import filelock, paths
+from kernlab.core.errors import KernlabError
 
 PREFIX = "use-"
 
@@ -42,17 +43,28 @@ def _marks_dir() -> Path:
     return filelock.locks_dir(paths.state_dir())
 
 
+def _marks() -> list[Path]:
+    try:
+        return sorted(_marks_dir().glob(f"{PREFIX}*.lock"))
+    except (OSError, KernlabError):
+        return []
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]
 
 
 @contextlib.contextmanager
 def using(path: Path, what: str, temporary: bool = False) -> Iterator[None]:
-    """Mark ``path`` as used by this process (for ``what``) inside the block."""
-    folder = _marks_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    mark = folder / f"{PREFIX}{_digest(path)}-{os.getpid()}-{id(path):x}.lock"
-    fd = os.open(mark, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """Mark ``path`` as used by this process (for ``what``) inside the block. Without a
+    usable state directory the block runs unmarked (nothing could read the mark either)."""
+    try:
+        mark, fd = _new_mark(path)
+    except (OSError, KernlabError):
+        mark, fd = None, -1
+    if mark is None:
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         data = {"pid": os.getpid(), "command": filelock.command_line(), "what": what,
@@ -62,7 +74,23 @@ def using(path: Path, what: str, temporary: bool = False) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             mark.unlink()
+        with contextlib.suppress(OSError):
+            mark.parent.rmdir()  # only when empty, as filelock leaves it
         os.close(fd)
+
+
+def _new_mark(path: Path) -> tuple[Path, int]:
+    """A new mark file for ``path`` and its open descriptor (the directory may vanish under
+    a lock holder's cleanup between mkdir and open: then again)."""
+    for _attempt in range(10):
+        folder = _marks_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        mark = folder / f"{PREFIX}{_digest(path)}-{os.getpid()}-{id(path):x}.lock"
+        try:
+            return mark, os.open(mark, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            continue
+    raise OSError(f"cannot create a mark in {_marks_dir()}")
 
 
 @contextlib.contextmanager
@@ -122,7 +150,7 @@ def users(path: Path) -> list[str]:
     """Who uses ``path`` or a path inside it now (``pid 12 (invoke build-kernel 6.1: ...)``)."""
     inside = str(path.absolute()).rstrip("/") + "/"
     found = []
-    for mark in sorted(_marks_dir().glob(f"{PREFIX}*.lock")):
+    for mark in _marks():
         info, alive = _read(mark)
         used = str(info.get("path", ""))
         if alive and (used == inside[:-1] or used.startswith(inside)):
@@ -139,7 +167,7 @@ def _temporary_name(path: Path) -> bool:
 def orphans() -> list[Orphan]:
     """Temporary outputs whose command was killed (its mark stale) and which are still there."""
     found = []
-    for mark in sorted(_marks_dir().glob(f"{PREFIX}*.lock")):
+    for mark in _marks():
         info, alive = _read(mark)
         if alive:
             continue

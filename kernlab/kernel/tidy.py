@@ -82,7 +82,7 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
 
 
-def in_use(items: list[Removable]) -> list[tuple[Removable, str]]:
+def busy_items(items: list[Removable]) -> list[tuple[Removable, str]]:
     """The items a running command makes (a build in progress) or uses (the source tree that
     build compiles from), and by whom."""
     busy = []
@@ -133,11 +133,11 @@ def plan_text(items: list[Removable], removing: bool) -> str:
     return "\n".join([*lines, f"{verb} {len(items)} directories, {total}{tail}"])
 
 
-def clean(in_use_keys: set[str], yes: bool) -> str:
+def clean(in_use: set[str], yes: bool) -> str:
     """`invoke clean`: the plan's text; with ``yes`` the items are removed. What a running
     command uses is named as kept, what turned out busy while removing as skipped."""
-    items = plan_cleanup(in_use_keys)
-    busy = in_use(items)
+    items = plan_cleanup(in_use)
+    busy = busy_items(items)
     free = [item for item in items if item not in {b for b, _ in busy}]
     skipped = remove(free) if yes else []
     return "\n".join([plan_text(free, removing=yes),
