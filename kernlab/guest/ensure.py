@@ -10,9 +10,11 @@ restarted (``restart=True``: `vm.up` was asked for exactly that VM).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from kernlab.core import inuse
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord
@@ -48,6 +50,7 @@ class Target:
     started_vm: bool = False
     error: KernlabError | None = None
     claimed: bool = False
+    marks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def __post_init__(self) -> None:
         run_dir_of(self.vm_name)  # a bad VM name fails before any build
@@ -77,10 +80,13 @@ class Target:
 
     def claim(self) -> None:
         """Hold VM ``vm_name`` until ``close()``: one command's runs per VM at a time (a
-        second command waits, naming this one)."""
+        second command waits, naming this one). The kernel build it boots is marked in use
+        meanwhile (`clean` leaves it, even before the VM runs)."""
         if not self.claimed:
             claim(self.vm_name)
             self.claimed = True
+            if self.build is not None:
+                self.marks.enter_context(inuse.using(self.build.build_dir, f"VM {self.vm_name}"))
 
     def up(self) -> Vm:
         """A VM running this kernel and image: the one already there, or one booted now."""
@@ -160,6 +166,7 @@ class Target:
             elif self.vm is not None:
                 reporter().note(f"VM {self.vm_name} left running (port {self.vm.ssh_port})")
         finally:
+            self.marks.close()
             if self.claimed:
                 self.claimed = False
                 release(self.vm_name)
