@@ -176,7 +176,9 @@ def test_a_vm_name_another_command_holds_is_waited_for_or_never_shared(tmp_path:
             vm.claim("matrix-6-1", wait=False)
         assert busy.value.one_line().startswith(f"a command on VM matrix-6-1 is in progress in pid "
                                                 f"{first.pid} (")
-        assert vm.claim_free("matrix-6-1") == "matrix-6-1-2"  # a matrix's VM: the next free name
+        with vm.free_name("matrix-6-1") as name:  # a matrix's VM: the next free name
+            assert name == "matrix-6-1-2" and vm.in_use_by("matrix-6-1-2") is None  # (held by us)
+        assert vm.claim_free("matrix-6-1") == "matrix-6-1-2"  # a lane's VM: the same
         assert vm.claim_free("matrix-6-1") == "matrix-6-1-3"
         vm.release("matrix-6-1-2")
         assert vm.claim_free("matrix-6-1") == "matrix-6-1-2"
@@ -185,6 +187,8 @@ def test_a_vm_name_another_command_holds_is_waited_for_or_never_shared(tmp_path:
         first.wait()
         for name in ("matrix-6-1-2", "matrix-6-1-3"):
             vm.release(name)
+    with vm.free_name("matrix-6-1") as name:  # nobody holds it: taken as is, nothing made yet
+        assert name == "matrix-6-1"
     started = time.monotonic()
     assert vm.claim_free("matrix-6-1") == "matrix-6-1"  # the killed holder's claim died with it
     vm.release("matrix-6-1")

@@ -59,9 +59,10 @@ def using(path: Path, what: str, temporary: bool = False) -> Iterator[None]:
     """Mark ``path`` as used by this process (for ``what``) inside the block. Without a
     usable state directory the block runs unmarked (nothing could read the mark either)."""
     try:
+        made = [d for d in (_marks_dir().parent, _marks_dir()) if not d.exists()]  # removed after
         mark, fd = _new_mark(path)
     except (OSError, KernlabError):
-        mark, fd = None, -1
+        mark, fd, made = None, -1, []
     if mark is None:
         yield
         return
@@ -74,8 +75,9 @@ def using(path: Path, what: str, temporary: bool = False) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             mark.unlink()
-        with contextlib.suppress(OSError):
-            mark.parent.rmdir()  # only when empty, as filelock leaves it
+        for folder in [mark.parent, *reversed(made)]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty, as filelock leaves it
         os.close(fd)
 
 

@@ -154,6 +154,20 @@ def claim_free(base: str) -> str:
     return base
 
 
+@contextlib.contextmanager
+def free_name(base: str) -> Iterator[str]:
+    """For the block: ``base`` when nothing holds it (the command claims it once it uses a
+    VM), else the first free ``base-N``, held by this process (``claim_free``)."""
+    if in_use_by(base) is None:
+        yield base
+        return
+    name = claim_free(base)
+    try:
+        yield name
+    finally:
+        release(name)
+
+
 def release(name: str) -> None:
     """Let go of a ``claim(name)`` (the last release drops the lock)."""
     with _CLAIMS_GUARD:
