@@ -317,7 +317,7 @@ def vm_ssh(c, command="", name="default", timeout=600.0):
 @friendly
 def vm_down(c, name="default"):
     """Stop the VM (QMP quit, then signals) and drop its overlay; logs are kept."""
-    from kernlab.guest.vm import find_vm, forget_death, run_dir_of
+    from kernlab.guest.vm import find_vm, forget_death, in_use_by, run_dir_of
 
     run_dir_of(name)
     vm = find_vm(name)
@@ -326,6 +326,8 @@ def vm_down(c, name="default"):
         print(f"VM {name} is not running" + (f" (it had stopped: {note['state']}: {note.get('detail')})"
                                              if note else ""))
         return
+    if user := in_use_by(name):  # stopped anyway (a hung run's VM): that command is told why
+        print(f"VM {name} is in use by {user}: stopping it anyway; that command will fail")
     vm.stop()
     print(f"VM {name} stopped (console log: {vm.console_log})")
 

@@ -216,6 +216,25 @@ def all_na_experiment(tmp: Path) -> dict:
 BUILD_FROM_TARBALL = ["build-kernel", "--version", "6.1", "--tarball", "src.tar.gz", "--allow-unverified"]
 BUILD_LEFTOVERS = ("cache", "cache/sha256-memo.json", "work", "work/logs", "work/src")
 
+# ---- 22a: setups
+def merge_onto_a_report(tmp: Path) -> dict:
+    """A matrix run in tmp/one, and tmp/earlier holding an earlier report of the user's."""
+    from kernlab.compare.matrix import Cell, Matrix, write_report
+
+    run = Matrix(["5.4"], ["readiter"])
+    run.cells[("5.4", "readiter")] = Cell("5.4", "readiter", "PASS")
+    write_report(run, tmp / "one")
+    (tmp / "earlier").mkdir()
+    (tmp / "earlier" / "report.md").write_text("my earlier report\n")
+    return {}
+
+
+def merge_onto_a_file(tmp: Path) -> dict:
+    merge_onto_a_report(tmp)
+    (tmp / "a-file").write_text("mine\n")
+    return {}
+
+
 # ---------------------------------------------------------------- the table
 CASES = [
     # the probe atlas: a malformed target, nothing to check, an unbuilt kernel, refusals
@@ -517,6 +536,14 @@ CASES = [
     Case("archive", "makefile-without-version", BUILD_FROM_TARBALL, "Makefile declares no kernel version",
          setup=tarball(members={"linux/Makefile": b"all:\n\ttrue\n"}), allowed=BUILD_LEFTOVERS,
          needs="gcc-12"),
+    # ---- 22a: nothing overwritten that the user did not ask for (more: tests/test_guard_leftovers.py)
+    Case("flags", "merge-out-holds-a-report", ["matrix", "--merge", "one", "--out", "earlier"],
+         "--out earlier already exists and kernlab does not overwrite it; give a new --out",
+         setup=merge_onto_a_report),
+    Case("flags", "merge-out-is-a-file", ["matrix", "--merge", "one", "--out", "a-file"],
+         "--out a-file already exists and kernlab does not overwrite it", setup=merge_onto_a_file),
+    Case("flags", "new-experiment-over-a-folder", ["new-experiment", "t"], "t already exists",
+         setup=experiments(base_spec())),
 ]
 
 
@@ -661,10 +688,11 @@ def all_cases() -> list[tuple[str, str]]:
     locks and signals of tests/test_locks.py, the real-guest faults of tests/test_faults_vm.py."""
     import test_faults_vm
     import test_guard_causes  # 22c
+    import test_guard_leftovers  # 22a
     import test_locks
 
     return [(c.kind, c.id) for c in CASES] + test_locks.FAULTS + test_faults_vm.FAULTS + \
-        test_guard_causes.FAULTS
+        test_guard_causes.FAULTS + test_guard_leftovers.FAULTS
 
 
 def test_the_count_of_bad_inputs_and_faults_by_kind() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -252,7 +253,7 @@ def test_clean_lists_then_removes_what_no_kept_build_uses(fake: Fake) -> None:
 
 
 def test_clean_skips_a_build_another_process_is_making(fake: Fake) -> None:
-    """A build directory whose lock is held (a build in progress) is listed but not removed."""
+    """A build directory whose lock is held (a build in progress) is named as kept, not removed."""
     from kernlab.core import filelock
 
     fake.build()
@@ -261,7 +262,8 @@ def test_clean_skips_a_build_another_process_is_making(fake: Fake) -> None:
     lock = fake.tmp / "work" / "locks" / f"build-{unfinished.name}.lock"
     with filelock.exclusive(lock, "a build"):
         done = fake.run("clean", "--yes")
-    assert "(an unfinished build)" in done.stdout and f"skipped {unfinished}" in done.stdout
+    assert f"kept {unfinished}: being made by pid {os.getpid()} (" in done.stdout, done.stdout
+    assert "(an unfinished build)" not in done.stdout  # not among what goes
     assert unfinished.is_dir()
     fake.run("clean", "--yes")
     assert not unfinished.exists()

@@ -39,13 +39,13 @@ import yaml
 
 from kernlab import __version__
 from kernlab.compare.reproduce import bundle_experiment, load_bundle, reproduce
-from kernlab.core import lock, paths
+from kernlab.core import inuse, lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord, Manifest
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import atomic_write_json, read_json, scoped_environ, sha256_file
-from kernlab.core.validate import plain_name
+from kernlab.core.validate import new_output, plain_name
 from kernlab.guest.image import (
     GUEST_FILES,
     RECIPE_KEYS,
@@ -76,9 +76,11 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
             raise KernlabError(f"{bundle / 'manifest.json'}: its {what} {problem}",
                                "pack a bundle written by `invoke run-experiment`")
     name = f"{manifest.experiment_name}-{build.version}-{bundle.name}{SUFFIX}"
-    out = out or paths.results_dir() / "packs" / name
+    out = new_output(out or paths.results_dir() / "packs" / name, "--out")
     staging = Path(tempfile.mkdtemp(prefix=".pack-", dir=_scratch()))
-    try:
+    with inuse.using(staging, f"staging of {out.name}", temporary=True), \
+            contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
         root = staging / "root"
         shutil.copytree(bundle, staging / "bundle", symlinks=True)
         source = _pack_source(build, staging, small)
@@ -93,8 +95,6 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
                  "image": image_info}
         atomic_write_json(staging / "pack.json", index)
         _write_tar(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -281,11 +281,12 @@ def _pack_experiment(bundle: Path, manifest: Manifest, root: Path) -> None:
 def _write_tar(staging: Path, out: Path) -> None:
     """The pack as one tar, written under a temporary name and renamed when complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f".{out.name}.part")
-    with tarfile.open(part, "w", format=tarfile.PAX_FORMAT) as tar:
-        for item in sorted(staging.iterdir()):
-            tar.add(item, arcname=item.name)
-    os.replace(part, out)
+    with inuse.temporary(out.with_name(f".{out.name}.part"), f"writing {out.name}") as part:
+        with tarfile.open(part, "w", format=tarfile.PAX_FORMAT) as tar:
+            for item in sorted(staging.iterdir()):
+                tar.add(item, arcname=item.name)
+        new_output(out, "--out")  # made meanwhile by another command: it stays
+        os.replace(part, out)
 
 
 # ---------------------------------------------------------------- reproducing a pack
@@ -302,8 +303,9 @@ def unpack(pack: Path) -> Path:
         shutil.rmtree(dest, ignore_errors=True)
         with reporter().step(f"unpack {pack.name}"):
             staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=_scratch()))
-            safe_extract(pack, staging)
-            os.replace(staging, dest)
+            with inuse.temporary(staging, f"unpacking {pack.name}"):
+                safe_extract(pack, staging)
+                os.replace(staging, dest)
     index = read_json(dest / "pack.json")
     if index.get("format") != FORMAT:
         raise KernlabError(f"{pack} is a pack of format {index.get('format')}, this kernlab reads {FORMAT}",
@@ -338,9 +340,9 @@ def _seed_cache(dest: Path) -> None:
             raise KernlabError(f"{file.name} in the pack does not match its sha256", "the pack is damaged")
         target = downloads / file.name
         if not target.is_file():
-            part = target.with_name(target.name + ".part")
-            shutil.copyfile(file, part)
-            os.replace(part, target)
+            with inuse.temporary(target.with_name(f".{target.name}.seed.part"), "seeding the cache") as part:
+                shutil.copyfile(file, part)
+                os.replace(part, target)
 
 
 def _local_archive(dest: Path, recipe: str) -> None:

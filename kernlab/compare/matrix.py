@@ -30,6 +30,7 @@ from kernlab.experiments.suite import check_known, experiment_names
 from kernlab.experiments.suiterun import run_suite
 from kernlab.fanout import fleet
 from kernlab.fanout.fleet import LOCAL, last_error
+from kernlab.guest.vm import free_name
 from kernlab.kernel.selection import choose_kernel
 
 PASS, FAIL, NA, ERROR = "PASS", "FAIL", "n/a", "ERROR"
@@ -148,8 +149,8 @@ def _run_local(matrix: Matrix, kernels: list[str], names: list[str],
     for kernel in kernels:
         with reporter().step(f"kernel {kernel}: {len(names)} experiments"):
             try:
-                bundles = run_suite(names, kernel, vm_name=_vm_name(kernel), flag="--kernels",
-                                    lanes=lanes)
+                with free_name(_vm_name(kernel)) as vm_name:  # another matrix's VM is never shared
+                    bundles = run_suite(names, kernel, vm_name=vm_name, flag="--kernels", lanes=lanes)
             except KernlabError as error:
                 for name in names:
                     matrix.cells[(kernel, name)] = Cell(kernel, name, ERROR, error.one_line())

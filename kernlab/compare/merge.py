@@ -9,14 +9,17 @@ from OUT alone, and the report is written by the matrix's own writer.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import re
 import shutil
 from pathlib import Path
 
 from kernlab.compare.matrix import NA, Cell, Matrix, load_matrix, write_report
+from kernlab.core import inuse
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
+from kernlab.core.validate import new_output
 
 GLOB_CHARS = "*?["
 
@@ -115,5 +118,7 @@ def merge_reports(values: list[str], out: Path) -> tuple[Matrix, dict[str, Path]
     if out.resolve() in {d.resolve() for d in dirs}:
         raise KernlabError(f"--out {out} is one of the merged directories",
                            "write the merged report to a directory of its own")
+    new_output(out, "--out")  # an earlier report there is never overwritten
     merged = merge_runs(dirs)
-    return merged, write_merged(merged, out)
+    with inuse.temporary(out, f"merged report {out.name}") if not out.exists() else contextlib.nullcontext():
+        return merged, write_merged(merged, out)  # a failed or stopped merge leaves no half --out

@@ -20,6 +20,7 @@ from invoke import Argument, Exit, Task
 from invoke.exceptions import ParseError, UnexpectedExit
 from invoke.program import Program
 
+from kernlab.core import interrupt
 from kernlab.core.crash import unexpected
 from kernlab.core.errors import KernlabError
 from kernlab.core.validate import BadNumber
@@ -43,7 +44,8 @@ def friendly(func):
             for value in (*args, *kwargs.values()):
                 if isinstance(value, BadNumber):  # `--jobs abc`: parsed late, reported here
                     raise value.error()
-            done = func(*args, **kwargs)
+            with interrupt.scope():  # SIGTERM/SIGHUP unwind as Ctrl-C: temporary outputs go
+                done = func(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe (`| head`) shows here, inside the task
             return done
         except BrokenPipeError:

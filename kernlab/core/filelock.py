@@ -104,6 +104,21 @@ def _lock(fd: int, what: str, wait: bool, fix: str) -> None:
     reporter().note(f"{what}: the other process is done after {time.monotonic() - started:.1f}s")
 
 
+def holder(path: Path) -> str | None:
+    """Who holds the lock ``path`` now (as ``holder_of`` says it); None when nobody does."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # free (the close below lets go at once)
+    except BlockingIOError:
+        return holder_of(fd)
+    finally:
+        os.close(fd)
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
         return os.fstat(fd).st_ino == os.stat(path).st_ino

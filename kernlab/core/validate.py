@@ -9,8 +9,9 @@ written outside its directory.
 from __future__ import annotations
 
 import math
+import os
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kernlab.core.errors import KernlabError
@@ -122,3 +123,15 @@ def plain_name(value: str) -> str | None:
         return (f"{text!r} is not a plain name (letters, digits, '.', '_', '+', '-'; "
                 "no '/', no leading '.')")
     return None
+
+
+def new_output(path: Path, flag: str) -> Path:
+    """``path`` for a command to create: refused when something is already there (a file,
+    a link, a directory that is not empty), which it would otherwise overwrite."""
+    if path.is_dir() and not path.is_symlink():
+        if not any(path.iterdir()):
+            return path
+    elif not os.path.lexists(path):
+        return path
+    raise KernlabError(f"{flag} {path} already exists and kernlab does not overwrite it",
+                       f"give a new {flag}, or remove that one first")

@@ -16,7 +16,7 @@ from kernlab.experiments.session import Session
 from kernlab.experiments.spec import Experiment
 from kernlab.experiments.suite import check_known, experiment_names, load_experiment
 from kernlab.guest.ensure import Target, VmRefused
-from kernlab.guest.vm import find_vm
+from kernlab.guest.vm import claim_free, find_vm
 from kernlab.kernel.selection import choose_kernel
 
 
@@ -107,14 +107,16 @@ def _run_in_lanes(experiments: list[Experiment], session: Session, root: Path | 
 
 def _lane_session(session: Session, number: int) -> Session:
     """Lane ``number``'s session: the same kernel and image on VM ``<vm_name>-l<number>``, which
-    it starts and always stops at the end (one left by a killed run is stopped first)."""
+    it starts and always stops at the end (one left by a killed run is stopped first); when
+another command holds that name, the first free ``<vm_name>-l<number>-N`` (vm.claim_free)."""
     build, image = session.kernel_and_image()
-    name = f"{session.vm_name[:28]}-l{number}"
+    name = claim_free(f"{session.vm_name[:28]}-l{number}")  # never a lane VM another command uses
     stale = find_vm(name)
     if stale is not None:
         reporter().note(f"VM {name} was left by an earlier run: stopping it")
         stale.stop()
-    target = Target(session.chosen, session.recipe, name, session.flag, build=build, image=image)
+    target = Target(session.chosen, session.recipe, name, session.flag, build=build, image=image,
+                    claimed=True)  # its close() lets go of the name
     return Session(session.kernel, vm_name=name, recipe=session.recipe, choice=session.chosen,
                    flag=session.flag, target=target)
 

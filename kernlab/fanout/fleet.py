@@ -34,7 +34,7 @@ from typing import Any
 import paramiko
 from fabric import Connection
 
-from kernlab.core import paths
+from kernlab.core import inuse, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter, without_stamp
 from kernlab.core.spec import SpecFile
@@ -531,10 +531,11 @@ def fetch_run(conn: Connection, remote_out: str, local_dir: Path) -> dict[str, A
         local_archive = Path(tmp) / "run.tar.gz"
         conn.get(archive, str(local_archive))
         conn.run(f"rm -f {shlex.quote(archive)}", hide=True, warn=True, in_stream=False)
-        staging = local_dir.with_name(local_dir.name + ".part")
+        staging = local_dir.with_name(f".{local_dir.name}.part")
         shutil.rmtree(staging, ignore_errors=True)
-        safe_extract(local_archive, staging)
-        shutil.rmtree(local_dir, ignore_errors=True)
-        staging.rename(local_dir)
+        with inuse.temporary(staging, f"fetching {local_dir.name}"):
+            safe_extract(local_archive, staging)
+            shutil.rmtree(local_dir, ignore_errors=True)
+            staging.rename(local_dir)
     found = local_dir / "report" / "matrix.json"
     return read_json(found) if found.is_file() else None

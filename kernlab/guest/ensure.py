@@ -10,15 +10,17 @@ restarted (``restart=True``: `vm.up` was asked for exactly that VM).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from kernlab.core import inuse
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord
 from kernlab.guest import health
 from kernlab.guest.image import build_image
-from kernlab.guest.vm import Vm, answering, find_vm, mismatch, run_dir_of, start_vm
+from kernlab.guest.vm import Vm, answering, claim, find_vm, mismatch, release, run_dir_of, start_vm
 from kernlab.kernel.selection import KernelChoice, build_for, select_build
 
 
@@ -47,6 +49,8 @@ class Target:
     vm: Vm | None = None
     started_vm: bool = False
     error: KernlabError | None = None
+    claimed: bool = False
+    marks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def __post_init__(self) -> None:
         run_dir_of(self.vm_name)  # a bad VM name fails before any build
@@ -74,9 +78,20 @@ class Target:
         with reporter().step(f"kernel {self.choice.asked}"):
             return build_for(self.choice, self.flag)
 
+    def claim(self) -> None:
+        """Hold VM ``vm_name`` until ``close()``: one command's runs per VM at a time (a
+        second command waits, naming this one). The kernel build it boots is marked in use
+        meanwhile (`clean` leaves it, even before the VM runs)."""
+        if not self.claimed:
+            claim(self.vm_name)
+            self.claimed = True
+            if self.build is not None:
+                self.marks.enter_context(inuse.using(self.build.build_dir, f"VM {self.vm_name}"))
+
     def up(self) -> Vm:
         """A VM running this kernel and image: the one already there, or one booted now."""
         build, image = self.kernel_and_image()
+        self.claim()
         if self.vm is not None and self.vm.alive():
             return self.vm
         running = self.running()
@@ -99,6 +114,7 @@ class Target:
         ``restart`` the VM is checked by opening its SSH connection and becomes this
         target's VM (not started by it: left running)."""
         build, image = self.kernel_and_image()
+        self.claim()
         vm = find_vm(self.vm_name)
         if vm is None:
             return None
@@ -142,12 +158,18 @@ class Target:
                 else f"runs {theirs} without this build's kernel headers disk")
 
     def close(self, keep_vm: bool = False) -> None:
-        """Stop the VM if this target booted it and ``keep_vm`` is not set."""
-        if self.vm is not None and self.started_vm and not keep_vm:
-            with reporter().step(f"stop VM {self.vm_name}"):
-                self.vm.stop()
-        elif self.vm is not None:
-            reporter().note(f"VM {self.vm_name} left running (port {self.vm.ssh_port})")
+        """Stop the VM if this target booted it and ``keep_vm`` is not set; let go of it."""
+        try:
+            if self.vm is not None and self.started_vm and not keep_vm:
+                with reporter().step(f"stop VM {self.vm_name}"):
+                    self.vm.stop()
+            elif self.vm is not None:
+                reporter().note(f"VM {self.vm_name} left running (port {self.vm.ssh_port})")
+        finally:
+            self.marks.close()
+            if self.claimed:
+                self.claimed = False
+                release(self.vm_name)
 
 
 def ensure_vm(build: BuildRecord, image: ImageRecord, name: str = "default", **opts: Any) -> Vm:

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kernlab.core import lock, paths
+from kernlab.core import filelock, inuse, lock, paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
@@ -141,6 +141,16 @@ def _cached_or_built(recipe: str, key: str, spec: dict[str, Any]) -> ImageRecord
         reporter().note(f"image {final.name} is cached")
         return ImageRecord.load(final / "image.json")
     _check_host()
+    # one build of an image at a time: a second waits (naming the first), then finds it cached
+    with filelock.exclusive(filelock.locks_dir(paths.state_dir()) / f"image-{final.name}.lock",
+                            f"build of image {final.name}"):
+        if (final / "image.json").is_file():
+            return ImageRecord.load(final / "image.json")
+        return _built(recipe, key, spec, final)
+
+
+def _built(recipe: str, key: str, spec: dict[str, Any], final: Path) -> ImageRecord:
+    """Build the image into ``final`` (under its lock): staging, then renamed into place."""
     log = images_dir() / f"{final.name}.build.log"  # outside the staging dir: kept on failure
     log.unlink(missing_ok=True)
     with reporter().step(f"build image {final.name}"), staging_dir(final) as stage:
@@ -189,9 +199,7 @@ def _unmount_under(path: Path) -> None:
 
 
 def _mounts_under(prefix: str) -> list[str]:
-    lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    targets = [line.split()[4].encode().decode("unicode_escape") for line in lines]
-    return [t for t in targets if t.startswith(prefix)]
+    return inuse.mounts_under(Path(prefix))
 
 
 def _check_host() -> None:

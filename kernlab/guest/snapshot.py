@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import paths
+from kernlab.core import inuse, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import require_tool, run_logged
 from kernlab.core.util import atomic_write_json, hash_inputs, read_json
@@ -153,19 +153,20 @@ def save(qmp_socket: Path, pid: int, overlay: Path, key: str, inputs_: dict[str,
     final = dir_for(key)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        record = _save_into(tmp, qmp_socket, pid, overlay, key, inputs_, console)
-        record["save_seconds"] = round(time.monotonic() - started, 2)
-        atomic_write_json(tmp / RECORD, record)
-        os.rename(tmp, final)  # fails if another process saved this key first: theirs is kept
-    except BaseException as error:
-        shutil.rmtree(tmp, ignore_errors=True)
-        qemu.kill(pid)
-        if isinstance(error, OSError) and (found := find(key)[0]) is not None:
-            return found  # another process saved this key first
-        if not isinstance(error, (OSError, ValueError, KernlabError)):
-            raise
-        raise SnapshotFailed(f"saving the booted guest failed: {error}") from None
+    with inuse.using(tmp, f"snapshot {final.name}", temporary=True):
+        try:
+            record = _save_into(tmp, qmp_socket, pid, overlay, key, inputs_, console)
+            record["save_seconds"] = round(time.monotonic() - started, 2)
+            atomic_write_json(tmp / RECORD, record)
+            os.rename(tmp, final)  # fails if another process saved this key first: theirs is kept
+        except BaseException as error:
+            shutil.rmtree(tmp, ignore_errors=True)
+            qemu.kill(pid)
+            if isinstance(error, OSError) and (found := find(key)[0]) is not None:
+                return found  # another process saved this key first
+            if not isinstance(error, (OSError, ValueError, KernlabError)):
+                raise
+            raise SnapshotFailed(f"saving the booted guest failed: {error}") from None
     _prune(keep=final)
     return Snapshot(final, record)
 

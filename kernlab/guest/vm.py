@@ -23,7 +23,7 @@ from typing import Any
 
 import paramiko
 
-from kernlab.core import paths
+from kernlab.core import filelock, paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord, VmRecord
@@ -110,6 +110,84 @@ def run_dir_of(name: str) -> Path:
     if not NAME_RE.match(name):
         raise KernlabError(f"bad VM name {name!r}", "use lowercase letters, digits, - and _")
     return vms_dir() / name
+
+
+_CLAIMS: dict[str, tuple[contextlib.ExitStack, int]] = {}
+_CLAIMS_GUARD = threading.Lock()
+
+
+def vm_lock(name: str) -> Path:
+    """The lock a command holds while it uses VM ``name`` (one run per VM at a time)."""
+    return filelock.locks_dir(paths.state_dir()) / f"vm-{name}.lock"
+
+
+def claim(name: str, wait: bool = True) -> None:
+    """Hold VM ``name`` for this process until ``release(name)``: another command that claims
+    it meanwhile waits, naming this one (``wait``), or is refused. Counted: a process that
+    claims a VM twice (a reproduce's check, then its run) releases it twice."""
+    run_dir_of(name)
+    with _CLAIMS_GUARD:
+        if name in _CLAIMS:
+            stack, count = _CLAIMS[name]
+            _CLAIMS[name] = (stack, count + 1)
+            return
+    stack = contextlib.ExitStack()
+    stack.enter_context(filelock.exclusive(
+        vm_lock(name), f"a command on VM {name}", wait=wait,
+        fix=f"wait for it to finish, or use another VM: --vm-name NAME (not {name})"))
+    with _CLAIMS_GUARD:
+        _CLAIMS[name] = (stack, 1)
+
+
+def claim_free(base: str) -> str:
+    """Claim the first VM name of ``base``, ``base-2`` ... ``base-9`` nothing else holds
+    (a matrix's or a lane's VM: never one another command is using); returns it."""
+    for name in [base, *(f"{base[:29]}-{n}" for n in range(2, 10))]:
+        if claimed(name):  # this process's own (another lane): not free either
+            continue
+        try:
+            claim(name, wait=False)
+            return name
+        except KernlabError:
+            continue
+    claim(base)  # all taken: wait for the first, as any second command does
+    return base
+
+
+@contextlib.contextmanager
+def free_name(base: str) -> Iterator[str]:
+    """For the block: ``base`` when nothing holds it (the command claims it once it uses a
+    VM), else the first free ``base-N``, held by this process (``claim_free``)."""
+    if in_use_by(base) is None:
+        yield base
+        return
+    name = claim_free(base)
+    try:
+        yield name
+    finally:
+        release(name)
+
+
+def release(name: str) -> None:
+    """Let go of a ``claim(name)`` (the last release drops the lock)."""
+    with _CLAIMS_GUARD:
+        stack, count = _CLAIMS.pop(name, (None, 0))
+        if stack is not None and count > 1:
+            _CLAIMS[name] = (stack, count - 1)
+            return
+    if stack is not None:
+        stack.close()
+
+
+def in_use_by(name: str) -> str | None:
+    """The other command that holds VM ``name`` now (pid and command line), if any."""
+    return None if claimed(name) else filelock.holder(vm_lock(name))
+
+
+def claimed(name: str) -> bool:
+    """Whether this process holds VM ``name``."""
+    with _CLAIMS_GUARD:
+        return name in _CLAIMS
 
 
 def _forget(run_dir: Path) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import filelock, lock, paths
+from kernlab.core import filelock, inuse, lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture, require_tool, run_logged, status_from_make
 from kernlab.core.progress import reporter
@@ -247,11 +247,20 @@ def _up_to_date(version: str, build_dir: Path, remember: bool = True) -> BuildRe
 
 def _build_locked(plan: Plan, source: ResolvedSource, key: str, build_dir: Path,
                   started: float) -> dict[str, Any]:
-    """build_kernel's work, under the build key's lock."""
+    """build_kernel's work, under the build key's lock; its source tree is marked in use
+    (kernlab.core.inuse) from when it is made until the build ends, so `clean` leaves it."""
+    with contextlib.ExitStack() as held:
+        with reporter().step(f"patched tree for {plan.spec.version}"), _tree_lock(plan, source):
+            tree = prepared_tree(plan, source)
+            held.enter_context(inuse.using(tree, f"build {build_dir.name}"))
+        return _compile(plan, source, key, build_dir, tree, started)
+
+
+def _compile(plan: Plan, source: ResolvedSource, key: str, build_dir: Path, tree: Path,
+             started: float) -> dict[str, Any]:
+    """Configure, make and record the build of ``tree`` into ``build_dir``."""
     version, opts = plan.spec.version, plan.opts
     record_path = build_dir / "build.json"
-    with reporter().step(f"patched tree for {version}"), _tree_lock(plan, source):
-        tree = prepared_tree(plan, source)
     obj = build_dir / "obj"
     if opts.clean and build_dir.exists():
         shutil.rmtree(build_dir)

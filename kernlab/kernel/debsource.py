@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from kernlab.core import filelock, lock, paths
+from kernlab.core import filelock, inuse, lock, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.hostdeps import update_apt_lists
 from kernlab.core.proc import capture, require_tool, run_logged
@@ -126,7 +126,8 @@ def _apt_download(package: str, version: str, expected: str, log: Path) -> tuple
     downloads = paths.downloads_dir()
     staging = Path(tempfile.mkdtemp(prefix=f".apt-{package}_{version}-", dir=downloads))
     try:
-        with reporter().step(f"apt-get download {package}={version}"):
+        with inuse.using(staging, f"apt-get download {package}", temporary=True), \
+                reporter().step(f"apt-get download {package}={version}"):
             run_logged(["apt-get", "download", f"{package}={version}"], log, cwd=staging,
                        what=f"apt-get download {package}={version}",
                        fix="check your apt sources and network (or pass --deb PATH)")
@@ -176,12 +177,11 @@ def store(deb: Path) -> tuple[Path, str]:
     downloads = paths.downloads_dir()
     downloads.mkdir(parents=True, exist_ok=True)
     final = downloads / f"{sha}-{deb.name}"
-    part = final.with_name(final.name + ".part")
-    shutil.copyfile(deb, part)
-    if sha256_file(part) != sha:
-        part.unlink()
-        raise KernlabError(f"copying {deb} into {downloads} changed it", "check the disk and retry")
-    os.replace(part, final)
+    with inuse.temporary(final.with_name(f".{final.name}.part"), f"copying {deb.name}") as part:
+        shutil.copyfile(deb, part)
+        if sha256_file(part) != sha:
+            raise KernlabError(f"copying {deb} into {downloads} changed it", "check the disk and retry")
+        os.replace(part, final)
     return final, sha
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kernlab.core import filelock, lock, paths
+from kernlab.core import filelock, inuse, lock, paths
 from kernlab.core.errors import BuildInputError, KernlabError
 from kernlab.core.proc import capture
 from kernlab.core.progress import reporter
@@ -506,7 +506,8 @@ def tree_identity(source: ResolvedSource, scratch: Path, log: Path) -> str:
     scratch.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".identity-", dir=scratch))
     try:
-        with reporter().step(f"identity of {source.origin}"):
+        with inuse.using(work, f"identity of {source.origin}", temporary=True), \
+                reporter().step(f"identity of {source.origin}"):
             source.set_tree(identity.tree_sha256(extract_source(source, work, log)))
     finally:
         shutil.rmtree(work, ignore_errors=True)

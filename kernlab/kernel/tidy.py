@@ -4,19 +4,21 @@ A kernel build is 1 to 2.6 GB and its patched source tree another 0.9 to 1.5 GB;
 change of a patch, fragment or compiler makes new ones beside the old. Kept: for each
 version, the build a command would use (`selection.builds_of`), the builds running VMs
 booted (``in_use``), and whatever their records name (source tree, headers disk).
-Removable: every other build, source tree and headers disk, and the leftovers of failed
-or killed builds. A build or tree another process is making is skipped, by its lock.
+Removable: every other build, source tree and headers disk, the leftovers of failed
+or killed builds, and the temporary outputs of any command killed with kill -9 (a
+pack's ``.part``, an image's staging folder: kernlab.core.inuse.orphans). A build or
+tree another process is making is skipped, by its lock, and a tree a build in progress
+compiles from, by its mark (kernlab.core.inuse.users).
 Results bundles, the download cache and images are never touched.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernlab.core import filelock, paths
+from kernlab.core import filelock, inuse, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.util import human_bytes
 from kernlab.kernel import kheaders
@@ -61,7 +63,8 @@ def plan_cleanup(in_use: set[str]) -> list[Removable]:
     trees = {Path(b.record.tree_named) for b in kept}
     disks = {kheaders.stage_dir(b.record) for b in kept}
     complete = {b.id for b in every}
-    found: list[Removable] = []
+    found = [Removable(o.path, f"left by a killed command, {o.holder}", unshared_bytes(o.path))
+             for o in inuse.orphans()]
     for folder in _subdirs(build_root()):
         if folder not in kept_dirs:
             why = "not the build in use" if folder.name in complete else "an unfinished build"
@@ -85,13 +88,32 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
 
 
+def busy_items(items: list[Removable]) -> list[tuple[Removable, str]]:
+    """The items a running command makes (a build in progress) or uses (the source tree that
+    build compiles from), and by whom."""
+    busy = []
+    for item in items:
+        if maker := filelock.holder(_lock_of(item.path)):
+            busy.append((item, f"being made by {maker}"))
+        elif users := inuse.users(item.path):
+            busy.append((item, f"in use by {', '.join(users)}"))
+    return busy
+
+
 def remove(items: list[Removable]) -> list[tuple[Removable, str]]:
-    """Remove each item under its lock; returns those skipped and why (in progress elsewhere)."""
+    """Remove each item under its lock unless a running command uses it; returns those
+    skipped and why (in progress or in use elsewhere)."""
     skipped = []
     for item in items:
         try:
             with filelock.exclusive(_lock_of(item.path), f"{item.path.name}", wait=False):
-                shutil.rmtree(item.path)
+                if users := inuse.users(item.path):
+                    skipped.append((item, f"in use by {', '.join(users)}"))
+                    continue
+                if mounts := inuse.mounts_under(item.path):
+                    skipped.append((item, f"{mounts[0]} is mounted inside; unmount it first"))
+                    continue
+                inuse.remove(item.path)
         except KernlabError as busy:
             skipped.append((item, busy.cause))
     return skipped
@@ -118,8 +140,12 @@ def plan_text(items: list[Removable], removing: bool) -> str:
 
 
 def clean(in_use: set[str], yes: bool) -> str:
-    """`invoke clean`: the plan's text; with ``yes`` the items are removed and any skipped named."""
+    """`invoke clean`: the plan's text; with ``yes`` the items are removed. What a running
+    command uses is named as kept, what turned out busy while removing as skipped."""
     items = plan_cleanup(in_use)
-    skipped = remove(items) if yes else []
-    return "\n".join([plan_text(items, removing=yes),
+    busy = busy_items(items)
+    free = [item for item in items if item not in {b for b, _ in busy}]
+    skipped = remove(free) if yes else []
+    return "\n".join([plan_text(free, removing=yes),
+                      *(f"kept {item.path}: {why}" for item, why in busy),
                       *(f"skipped {item.path}: {why}" for item, why in skipped)])

@@ -18,7 +18,7 @@ from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
 from kernlab.guest import remote
 from kernlab.guest.image import find_image
-from kernlab.guest.vm import start_vm
+from kernlab.guest.vm import Vm, claim, release, start_vm
 from kernlab.probes.atlas import Row
 
 GUEST_SCRIPT = r"""
@@ -132,7 +132,15 @@ def _kind(row: Row) -> str:
 def check_kernel(rows: list[Row], build: BuildRecord, vm_name: str) -> list[LiveResult]:
     """Boot ``build``, register and remove every row's probe, stop the VM."""
     items = [{"kind": _kind(r), "symbol": _symbol(r)} for r in rows]
-    vm = start_vm(build, find_image(), vm_name)
+    claim(vm_name)  # one command per VM: another on this name waits, naming it
+    try:
+        return _registered(rows, items, start_vm(build, find_image(), vm_name))
+    finally:
+        release(vm_name)
+
+
+def _registered(rows: list[Row], items: list[dict], vm: Vm) -> list[LiveResult]:
+    """Each row's probe registered and removed in ``vm``, which is stopped afterwards."""
     try:
         conn = remote.connect(vm)
         command = f"python3 -c {shlex.quote(GUEST_SCRIPT)} {shlex.quote(json.dumps(items))}"
