@@ -286,6 +286,8 @@ def lookup(kind: Kind, name: str, key: str, final: Path, lock_file: Path,
         with filelock.exclusive(lock_file, f"pull of {kind.noun} {name}-{short(key)}"):
             if (final / kind.record_name).is_file():  # pulled or built while we waited
                 return Pulled(read_json(final / kind.record_name), "", "")
+            for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a pull killed -9
+                shutil.rmtree(stale, ignore_errors=True)
             return pull(kind, name, key, final, client_, wanted)
     except (oci.RegistryUnreachable, oci.RegistryDenied, oci.NotInRegistry) as error:
         _skip_note(address, error, f"making the {kind.noun} here")
