@@ -74,6 +74,13 @@ def push(client: oci.Client, kernels: list[str], recipes: list[str], every: bool
 def _push_one(client: oci.Client, kind: registry.Kind, record: dict[str, Any],
               extra: tuple[str, ...] = ()) -> Pushed:
     name = f"{kind.noun} {record[kind.name_field]}"
+    pulled = record.get(registry.PULLED_FIELD) or {}
+    if pulled.get("registry") == str(client.address):
+        reporter().note(f"{name} was pulled from {client.address} ({pulled['digest'][:19]}): already there")
+        return Pushed(name, pulled["reference"], pulled["digest"], 0)
+    if pulled:
+        for title in pulled.get("lazy", {}):  # pushed on to another registry: whole
+            registry.lazy_layer(kind, record, title, registry.lock_file_of(kind, record))
     with reporter().step(f"push {name}"):
         reference, digest, size = registry.publish(kind, _without_provenance(record), client, extra)
     registry.remember_published(kind, record, digest)

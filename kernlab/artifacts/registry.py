@@ -484,6 +484,13 @@ def lazy_layer(kind: Kind, record: dict[str, Any], title: str, lock_file: Path) 
     return target
 
 
+def lock_file_of(kind: Kind, record: dict[str, Any]) -> Path:
+    """The lock of one artifact's key, as its stage takes it (a build's is its build lock)."""
+    root = kind.root_of(record)
+    prefix = "build-" if kind.name == "kernel" else f"{kind.name}-"
+    return filelock.locks_dir(root.parent.parent) / f"{prefix}{root.name}.lock"
+
+
 # ---------------------------------------------------------------- lock
 def pulled_digest(record: dict[str, Any]) -> str | None:
     """The manifest digest a pulled record came from (None: made here)."""
