@@ -21,8 +21,10 @@ import oras.provider
 import pytest
 from ociregistry import Faults, Registry
 
-from kernlab.artifacts import kinds, oci, registry
+from kernlab.core import oci, registry
 from kernlab.core.errors import KernlabError
+from kernlab.guest.image import IMAGE
+from kernlab.kernel import layers as kinds
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-kernlab-test-password"
@@ -219,7 +221,7 @@ def test_a_record_of_another_kernel_is_refused(reg: Registry, built: dict, fresh
 def test_a_tag_that_points_at_an_image_where_a_kernel_was_expected_is_refused(reg: Registry, built: dict,
                                                                               fresh: Path) -> None:
     client = client_of(reg.host, "mixed")
-    manifest = {"schemaVersion": 2, "mediaType": oci.MANIFEST_TYPE, "artifactType": kinds.IMAGE.artifact_type,
+    manifest = {"schemaVersion": 2, "mediaType": oci.MANIFEST_TYPE, "artifactType": IMAGE.artifact_type,
                 "config": client.push_empty("kernel"), "layers": [],
                 "annotations": {"dev.kernlab.key": built["key"], "dev.kernlab.name": "9.9"}}
     client.push_manifest("kernel", f"9.9-{built['key']}", manifest)
@@ -245,7 +247,8 @@ def test_the_lock_pin_is_the_only_digest_accepted(reg: Registry, built: dict, fr
 PULL = textwrap.dedent("""\
     import sys
     from pathlib import Path
-    from kernlab.artifacts import kinds, oci, registry
+    from kernlab.core import oci, registry
+    from kernlab.kernel import layers as kinds
     host, version, key, final = sys.argv[1:5]
     got = registry.lookup(kinds.KERNEL, version, key, Path(final), Path(final).parent / "pull.lock",
                           oci.Client(oci.parse_address(host + "/kernlab")))
@@ -253,7 +256,8 @@ PULL = textwrap.dedent("""\
 """)
 PUSH = textwrap.dedent("""\
     import json, sys
-    from kernlab.artifacts import kinds, oci, registry
+    from kernlab.core import oci, registry
+    from kernlab.kernel import layers as kinds
     record = json.load(open(sys.argv[2]))
     registry.publish(kinds.KERNEL, record, oci.Client(oci.parse_address(sys.argv[1] + "/kernlab")))
     print("PUSHED")
@@ -266,9 +270,11 @@ def run_py(code: str, *args: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONPATH": str(ROOT), "KERNLAB_PLAIN": "1"})
 
 
-def wait_for(condition, seconds: float = 30) -> None:
+def wait_for(condition, proc: subprocess.Popen, seconds: float = 30) -> None:
+    """Until ``condition()``, while ``proc`` runs (its output is the failure's message)."""
     deadline = time.monotonic() + seconds
     while not condition():
+        assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
 
@@ -286,7 +292,8 @@ def test_a_pull_interrupted_mid_blob_is_never_used_and_a_rerun_completes(reg: Re
     final = final_of(fresh, big)
     faults.add("GET", "/blobs/", "slow")
     proc = run_py(PULL, faults.host, "9.9", big["key"], str(final))
-    wait_for(lambda: any(registry.blobs_dir().glob("*.part")) if registry.blobs_dir().exists() else False)
+    wait_for(lambda: any(registry.blobs_dir().glob("*.part")) if registry.blobs_dir().exists() else False,
+             proc)
     proc.send_signal(sig)
     proc.wait(20)
     assert proc.returncode != 0
@@ -309,7 +316,7 @@ def test_a_push_interrupted_mid_blob_tags_nothing_and_a_rerun_completes(
     proc = subprocess.Popen([sys.executable, "-c", PUSH.replace('"/kernlab"', f'"/{namespace}"'),
                              faults.host, str(record_file)], env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any(m == "PATCH" for m, _ in faults.seen))
+    wait_for(lambda: any(m == "PATCH" for m, _ in faults.seen), proc)
     proc.send_signal(sig)
     proc.wait(20)
     assert proc.returncode != 0

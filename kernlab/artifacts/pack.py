@@ -48,12 +48,14 @@ from kernlab.core.util import atomic_write_json, read_json, scoped_environ, sha2
 from kernlab.core.validate import plain_name
 from kernlab.guest.image import (
     GUEST_FILES,
+    IMAGE,
     RECIPE_KEYS,
     deb_cache,
     image_key,
     input_files_sha256,
     recipe_path,
 )
+from kernlab.kernel import layers
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.debsource import cached_deb, kernel_entry_pinned, pin_of_record
 from kernlab.kernel.source import cached_download, safe_extract
@@ -87,6 +89,8 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
         if image and small:  # the recipe travels unchanged: its packages can be held to the bundle's
             _lock_image(root / "kernlab.lock", image)
         _pack_experiment(bundle, manifest, root)
+        if small:  # what it ran on, pinned to the registry digests its manifest names
+            _lock_artifacts(root / "kernlab.lock", manifest)
         index = {"format": FORMAT, "kernlab": __version__, "made": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                  "small": small, "experiment": manifest.experiment_name, "kernel": build.version,
                  "bundle": bundle.name, "source": {k: v for k, v in source.items() if k != "catalog_source"},
@@ -266,6 +270,21 @@ def _lock_image(path: Path, image: ImageRecord) -> None:
     data["images"][image.recipe] = lock.image_entry(image.key, image.packages,
                                                     input_files_sha256(image.recipe))
     atomic_write_json(path, data)
+
+
+def _lock_artifacts(path: Path, manifest: Manifest) -> None:
+    """Pin the bundle's kernel, headers disk and image to the digests its manifest names, so
+    that `reproduce PACK` with KERNLAB_REGISTRY set pulls exactly those."""
+    digests = manifest.get("artifacts") or {}
+    build, image, headers = manifest["build"], manifest.get("image") or {}, manifest.get("kheaders") or {}
+    names = {"kernel": layers.KERNEL.lock_name(str(build["version"]), str(build["key"])),
+             "image": IMAGE.lock_name(str(image.get("recipe")), str(image.get("key"))),
+             "kheaders": layers.HEADERS.lock_name(str(build["version"]), str(headers.get("key")))}
+    pins = {names[kind]: digest for kind, digest in digests.items() if kind in names}
+    if pins:
+        data = read_json(path) if path.is_file() else {"format": 1, "kernels": {}, "images": {}}
+        data.setdefault("artifacts", {}).update(pins)
+        atomic_write_json(path, data)
 
 
 def _pack_experiment(bundle: Path, manifest: Manifest, root: Path) -> None:

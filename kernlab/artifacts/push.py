@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kernlab.artifacts import kinds, oci, registry
-from kernlab.core import paths
+from kernlab.core import oci, paths, registry
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import human_bytes, scoped_environ
-from kernlab.guest.image import find_image
-from kernlab.kernel import kheaders
+from kernlab.guest.image import IMAGE, find_image
+from kernlab.kernel import kheaders, layers
 from kernlab.kernel.selection import complete_builds, find_build
 
 
@@ -58,8 +57,13 @@ def push(client: oci.Client, kernels: list[str], recipes: list[str], every: bool
     done = []
     with tempfile.TemporaryDirectory(prefix="push-headers-", dir=_scratch_base()) as scratch:
         for build in builds:
-            done.append(_push_one(client, kinds.KERNEL, build, extra=(str(build["version"]),)))
-            done.append(_push_one(client, kinds.HEADERS, _headers(build, Path(scratch))))
+            done.append(_push_one(client, layers.KERNEL, build, extra=(str(build["version"]),)))
+            try:
+                headers = _headers(build, Path(scratch))
+            except KernlabError as error:  # the puller's first boot then needs the source tree
+                reporter().warn(f"headers disk of {build['version']} not pushed: {error.cause}")
+                continue
+            done.append(_push_one(client, layers.HEADERS, headers))
     for recipe in recipes:
         try:
             image = find_image(recipe)
@@ -67,7 +71,7 @@ def push(client: oci.Client, kernels: list[str], recipes: list[str], every: bool
             if every:
                 continue  # --all: the recipes that have an image
             raise
-        done.append(_push_one(client, kinds.IMAGE, image.to_json(), extra=(recipe,)))
+        done.append(_push_one(client, IMAGE, image.to_json(), extra=(recipe,)))
     return done
 
 

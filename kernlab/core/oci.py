@@ -31,15 +31,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import oras.auth
-import oras.container
-import oras.provider
-import oras.utils
-import requests
+from typing import TYPE_CHECKING, Any
 
 from kernlab.core.errors import KernlabError
+
+if TYPE_CHECKING:
+    import oras.container
+    import requests
 
 REGISTRY_ENV = "KERNLAB_REGISTRY"
 INSECURE_ENV = "KERNLAB_REGISTRY_INSECURE"
@@ -133,26 +131,11 @@ def configured(value: str | None = None, insecure: bool = False) -> Address | No
     return parse_address(chosen, insecure) if chosen.strip() else None
 
 
-class _Auth(oras.auth.TokenAuth):
-    """oras-py's token (Bearer) backend, which also answers Basic challenges."""
+def _lib() -> Any:
+    """kernlab.core.orasclient: oras-py and requests, imported when a registry is first used."""
+    from kernlab.core import orasclient  # about half a second to import: not for every command
 
-    def authenticate_request(self, original: requests.Response, headers: dict, refresh: bool = False):
-        challenge = original.headers.get("Www-Authenticate", "")
-        if challenge.lower().startswith("basic"):
-            basic = getattr(self, "_basic_auth", None)
-            if not basic:
-                return headers, False
-            return {**(headers or {}), "Authorization": f"Basic {basic}"}, True
-        if not challenge:
-            return headers, False
-        return super().authenticate_request(original, headers, refresh)
-
-
-class _Oras(oras.provider.Registry):
-    """oras-py's Registry without its sleeping retry loop (kernlab decides what to retry)."""
-
-    def do_request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
+    return orasclient
 
 
 def _docker_configs() -> list[str]:
@@ -165,9 +148,10 @@ class Client:
     """One registry: manifests and blobs in and out, verified, with one-line errors."""
 
     def __init__(self, address: Address) -> None:
+        lib = _lib()
         self.address = address
-        self._oras = _Oras(hostname=address.host, insecure=address.plain_http)
-        auth = _Auth()
+        self._oras = lib.Oras(hostname=address.host, insecure=address.plain_http)
+        auth = lib.Auth()
         auth.session, auth.prefix, auth._tls_verify = self._oras.session, self._oras.prefix, True
         self._oras.auth = auth
         self._with_timeouts(self._oras.session)
@@ -188,7 +172,7 @@ class Client:
         if token:
             self._oras.auth.set_basic_auth(os.environ.get(USER_ENV, "") or "kernlab", token)
             return
-        container = oras.container.Container(self.address.repository("kernel"))
+        container = _lib().oras.container.Container(self.address.repository("kernel"))
         self._oras.auth.load_configs(container, configs=_docker_configs())
 
     @property
@@ -197,7 +181,7 @@ class Client:
 
     # ------------------------------------------------------------ requests
     def _container(self, repo: str) -> oras.container.Container:
-        return oras.container.Container(self.address.repository(repo))
+        return _lib().oras.container.Container(self.address.repository(repo))
 
     def _url(self, path: str) -> str:
         return f"{self._oras.prefix}://{path}"
@@ -206,11 +190,11 @@ class Client:
         """One request; unreachable, denied and server errors become KernlabErrors."""
         try:
             response = self._oras.do_request(url, method, **kwargs)
-        except requests.exceptions.SSLError as error:
+        except _lib().requests.exceptions.SSLError as error:
             raise RegistryUnreachable(f"registry {self.address}: TLS failed ({type(error).__name__})",
                                       f"use https with a valid certificate, or on a trusted network "
                                       f"set {INSECURE_ENV}=1 for plain HTTP") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+        except (_lib().requests.exceptions.ConnectionError, _lib().requests.exceptions.Timeout) as error:
             raise RegistryUnreachable(f"registry {self.address} cannot be reached "
                                       f"({_reason(error)}) while {what}",
                                       f"check {REGISTRY_ENV} / --registry and that it runs") from None
@@ -287,7 +271,7 @@ class Client:
                             progress(got)
                         if got > size:
                             break
-            except (requests.exceptions.RequestException, ConnectionError) as error:
+            except (_lib().requests.exceptions.RequestException, ConnectionError) as error:
                 part.unlink(missing_ok=True)
                 raise RegistryUnreachable(f"registry {self.address} broke off {title} after "
                                           f"{got} of {size} bytes ({_reason(error)})",
@@ -330,7 +314,7 @@ class Client:
         try:
             response = self._oras.upload_blob(str(path), container, descriptor, do_chunked=True,
                                               chunk_size=UPLOAD_CHUNK)
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+        except (_lib().requests.exceptions.ConnectionError, _lib().requests.exceptions.Timeout) as error:
             raise RegistryUnreachable(f"registry {self.address} broke off the upload of {title} "
                                       f"({_reason(error)})",
                                       "push again: layers already there are skipped") from None
@@ -352,7 +336,7 @@ class Client:
                                   headers={"Content-Length": "0"})
             self._accepted(start, "uploading the config")
             location = self._oras._get_location(start, container)
-            url = oras.utils.append_url_params(location, {"digest": digest})
+            url = _lib().oras.utils.append_url_params(location, {"digest": digest})
             self._accepted(self._request("PUT", url, "uploading the config", data=EMPTY_BLOB,
                                          headers={"Content-Type": "application/octet-stream"}),
                            "uploading the config")

@@ -1,7 +1,7 @@
-"""The three kinds of artifact kernlab carries: kernel builds, headers disks, images.
+"""The kernel stage's outputs as registry artifacts: kernel builds and their headers disks.
 
-Each names its layers by the paths its stage writes (kernel/build.py, kernel/kheaders.py,
-guest/image.py). A kernel's layers hold what using the build needs (bzImage, System.map,
+Each names its layers by the paths its stage writes (kernel/build.py, kernel/kheaders.py;
+images: guest/image.py). A kernel's layers hold what using the build needs (bzImage, System.map,
 .config, headers_install output, samples/bpf programs and their BPF objects, modules,
 the record) and vmlinux apart, pulled only when a command reads its DWARF; no object
 files, no source tree.
@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kernlab.artifacts.registry import VENDOR, Kind, Layer
+from kernlab.core.registry import TAR_ZSTD, VENDOR, Kind, Layer
 
-TAR_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 ARCH = "x86"  # the catalog's kernels are x86_64 (arch/x86/boot/bzImage)
 BZIMAGE = f"obj/arch/{ARCH}/boot/bzImage"
 SAMPLES = "samples-tree/samples/bpf"
@@ -77,16 +76,3 @@ def _headers_layers(record: dict[str, Any], root: Path) -> list[Layer]:
 
 HEADERS = Kind("kheaders", "headers disk", "kheaders.json", "version",
                lambda record: Path(record["image"]["path"]).parent, _headers_layers)
-
-
-def _image_layers(record: dict[str, Any], root: Path) -> list[Layer]:
-    return [
-        Layer("rootfs.ext4.zst", f"{VENDOR}.image.rootfs.v1+zstd", "zst", ("rootfs.ext4",)),
-        Layer("keys.tar.zst", TAR_ZSTD, "tar", ("keys",)),
-        Layer("image.json", f"{VENDOR}.image.record.v1+json", "file", ("image.json",)),
-    ]
-
-
-IMAGE = Kind("image", "image", "image.json", "recipe", lambda record: Path(record["dir"]), _image_layers)
-
-KINDS = {kind.name: kind for kind in (KERNEL, HEADERS, IMAGE)}

@@ -14,7 +14,8 @@ under the same per-key lock as a build; verified blobs wait in ``<cache>/oci/blo
 that an interrupted pull resumes, and are removed once the artifact is in place.
 
 This module knows directories, records and layers; the stages (kernel/build.py,
-kernel/kheaders.py, guest/image.py) say which files of theirs are which layer.
+kernel/kheaders.py: kernel/layers.py; guest/image.py) say which files of theirs are which
+layer; `invoke push` (kernlab/artifacts/push.py) drives the pushing.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.artifacts import oci
-from kernlab.core import filelock, lock, paths
+from kernlab.core import filelock, lock, oci, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, human_bytes, read_json, sha256_file, short, staging_dir
 
 VENDOR = "application/vnd.kernlab"
+TAR_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 ANNOTATION = "dev.kernlab"
 RECORD_ANNOTATION = f"{ANNOTATION}.record"
 LAZY_ANNOTATION = f"{ANNOTATION}.lazy"
@@ -512,8 +513,27 @@ def remember_published(kind: Kind, record: dict[str, Any], digest: str) -> None:
 
 def digest_of(kind: Kind, record: dict[str, Any]) -> str | None:
     """The digest of ``record``'s artifact: the one it was pulled at, else the one pushed."""
-    if pulled := pulled_digest(record):
-        return pulled
+    return pulled_digest(record) or published_digest(kind, str(record[kind.name_field]), str(record["key"]))
+
+
+def published_digest(kind: Kind, name: str, key: str) -> str | None:
+    """The digest this machine pushed ``kind`` ``name``-``key`` as (None: not pushed here)."""
     path = published_path()
     data = read_json(path) if path.is_file() else {}
-    return data.get(kind.lock_name(str(record[kind.name_field]), str(record["key"])))
+    return data.get(kind.lock_name(name, key))
+
+
+def bundle_digests(kinds_: dict[str, Kind], build: dict[str, Any] | None, image: dict[str, Any] | None,
+                   headers: dict[str, Any] | None) -> dict[str, str]:
+    """``{kernel, image, kheaders: manifest digest}`` of what a run used, where known (pulled
+    here or pushed from here): what a bundle's manifest names for `reproduce` to pull."""
+    found = {}
+    for kind_name, record in (("kernel", build), ("image", image)):
+        if record and (digest := digest_of(kinds_[kind_name], record)):
+            found[kind_name] = digest
+    if headers and build:
+        digest = headers.get("digest") or published_digest(kinds_["kheaders"], str(build.get("version")),
+                                                           str(headers.get("key")))
+        if digest:
+            found["kheaders"] = digest
+    return found
