@@ -23,6 +23,7 @@ from ociregistry import Faults, Registry
 
 from kernlab.core import oci, registry
 from kernlab.core.errors import KernlabError
+from kernlab.core.util import sha256_file
 from kernlab.guest.image import IMAGE
 from kernlab.kernel import layers as kinds
 
@@ -410,3 +411,36 @@ def test_plain_http_only_on_loopback_or_when_asked(value: str, insecure: bool, p
 def test_a_bad_registry_address_is_one_line(value: str) -> None:
     with pytest.raises(KernlabError, match=r"registry|namespace"):
         oci.parse_address(value)
+
+
+# ---------------------------------------------------------------- images
+def fake_image(root: Path) -> dict:
+    """An image directory as guest/image.py writes one: a sparse disk, keys (private ones 0600), record."""
+    root.mkdir(parents=True)
+    disk = root / "rootfs.ext4"
+    with open(disk, "wb") as handle:
+        handle.write(b"kernlab-root" * 1000)
+        handle.truncate(256 << 20)  # mostly a hole, as mke2fs leaves it
+    (root / "keys").mkdir(mode=0o700)
+    for name, mode in (("client_ed25519", 0o600), ("client_ed25519.pub", 0o644)):
+        (root / "keys" / name).write_text(f"{name}\n")
+        os.chmod(root / "keys" / name, mode)
+    record = {"recipe": "bookworm", "key": "a" * 64, "dir": str(root),
+              "image": {"path": str(disk), "sha256": sha256_file(disk)},
+              "client_key": str(root / "keys" / "client_ed25519")}
+    (root / "image.json").write_text(json.dumps(record))
+    return record
+
+
+def test_an_image_pulls_sparse_with_its_private_key_still_0600(reg: Registry, fresh: Path,
+                                                               tmp_path: Path) -> None:
+    record = fake_image(tmp_path / "built" / "bookworm-aaaaaaaaaaaa")
+    _, digest, size = registry.publish(IMAGE, record, client_of(reg.host))
+    assert size < 1 << 20, "the disk's holes compress away"
+    final = fresh / "KERNLAB_STATE" / "images" / "bookworm-aaaaaaaaaaaa"
+    got = registry.lookup(IMAGE, "bookworm", "a" * 64, final, fresh / "i.lock", client_of(reg.host))
+    assert got is not None and got.digest == digest
+    disk = Path(got.record["image"]["path"])
+    assert disk == final / "rootfs.ext4" and disk.stat().st_size == 256 << 20
+    assert disk.stat().st_blocks * 512 < 16 << 20, "unpacked sparse"
+    assert Path(got.record["client_key"]).stat().st_mode & 0o777 == 0o600
