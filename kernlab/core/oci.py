@@ -216,18 +216,24 @@ class Client:
                               f"{TOKEN_ENV} (and {USER_ENV})")
 
     # ------------------------------------------------------------ reading
+    def _found(self, response: requests.Response, what: str, fix: str) -> None:
+        """NotInRegistry on 404, RegistryUnreachable on any other answer but 200."""
+        if response.status_code == 404:
+            response.close()
+            raise NotInRegistry(f"{what} is not in the registry", fix)
+        if response.status_code != 200:
+            response.close()
+            raise RegistryUnreachable(f"registry {self.address} answered HTTP {response.status_code} "
+                                      f"for {what}", "try again; the registry's log says why")
+
     def manifest(self, repo: str, ref: str) -> tuple[dict[str, Any], str]:
         """The manifest ``repo:ref`` (a tag or a digest) and its digest; NotInRegistry if absent."""
         if not (TAG.match(ref) or DIGEST.match(ref)):
             raise KernlabError(f"{ref!r} is neither a tag nor a sha256 digest", "give a valid reference")
         url = self._url(self._container(repo).manifest_url(ref))
         response = self._request("GET", url, f"reading {repo}:{ref}", headers={"Accept": MANIFEST_TYPE})
-        if response.status_code == 404:
-            raise NotInRegistry(f"{self.address.repository(repo)}:{ref} is not in the registry",
-                                "push it (`invoke push`) or build locally")
-        if response.status_code != 200:
-            raise RegistryUnreachable(f"registry {self.address} answered HTTP {response.status_code} "
-                                      f"for {repo}:{ref}", "check the registry")
+        self._found(response, f"{self.address.repository(repo)}:{ref}",
+                    "push it (`invoke push`) or build here")
         body = response.content
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if DIGEST.match(ref) and digest != ref:
@@ -255,12 +261,7 @@ class Client:
         title = (descriptor.get("annotations") or {}).get(TITLE, digest[:19])
         response = self._request("GET", url, f"downloading {title}", stream=True)
         with response:
-            if response.status_code == 404:
-                raise NotInRegistry(f"blob {digest[:19]} ({title}) of {repo} is not in the registry",
-                                    "push the artifact again")
-            if response.status_code != 200:
-                raise RegistryUnreachable(f"registry {self.address} answered HTTP {response.status_code} "
-                                          f"for {title}", "try again")
+            self._found(response, f"blob {digest[:19]} ({title}) of {repo}", "push the artifact again")
             try:
                 with open(part, "wb") as handle:
                     for chunk in response.iter_content(CHUNK):
