@@ -88,9 +88,7 @@ def _push_one(client: oci.Client, kind: registry.Kind, record: dict[str, Any],
     with reporter().step(f"push {name}"):
         reference, digest, size = registry.publish(kind, _without_provenance(record), client, extra)
     registry.remember_published(kind, record, digest)
-    pushed = Pushed(name, reference, digest, size)
-    reporter().note(pushed.line())
-    return pushed
+    return Pushed(name, reference, digest, size)
 
 
 def _without_provenance(record: dict[str, Any]) -> dict[str, Any]:
