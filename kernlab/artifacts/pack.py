@@ -275,8 +275,9 @@ def _lock_image(path: Path, image: ImageRecord) -> None:
 def _lock_artifacts(path: Path, manifest: Manifest) -> None:
     """Pin the bundle's kernel, headers disk and image to the digests its manifest names, so
     that `reproduce PACK` with KERNLAB_REGISTRY set pulls exactly those."""
-    digests = manifest.get("artifacts") or {}
-    build, image, headers = manifest["build"], manifest.get("image") or {}, manifest.get("kheaders") or {}
+    raw = manifest.to_json()
+    digests = raw.get("artifacts") or {}
+    build, image, headers = raw["build"], raw.get("image") or {}, raw.get("kheaders") or {}
     names = {"kernel": layers.KERNEL.lock_name(str(build["version"]), str(build["key"])),
              "image": IMAGE.lock_name(str(image.get("recipe")), str(image.get("key"))),
              "kheaders": layers.HEADERS.lock_name(str(build["version"]), str(headers.get("key")))}

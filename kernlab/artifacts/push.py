@@ -50,6 +50,7 @@ def push(client: oci.Client, kernels: list[str], recipes: list[str], every: bool
     """Push the builds ``kernels`` names (all complete builds with ``every``) and the images
     of ``recipes`` (every recipe's current image with ``every``)."""
     builds = [b.record for b in complete_builds()] if every else [find_build(k, "--kernel") for k in kernels]
+    builds = [b for b in builds if b is not None]
     if every:
         recipes = sorted({p.stem for p in paths.vm_dir().glob("*.yaml")})
     if not builds and not recipes:
@@ -57,11 +58,11 @@ def push(client: oci.Client, kernels: list[str], recipes: list[str], every: bool
     done = []
     with tempfile.TemporaryDirectory(prefix="push-headers-", dir=_scratch_base()) as scratch:
         for build in builds:
-            done.append(_push_one(client, layers.KERNEL, build, extra=(str(build["version"]),)))
+            done.append(_push_one(client, layers.KERNEL, build, extra=(build.version,)))
             try:
                 headers = _headers(build, Path(scratch))
             except KernlabError as error:  # the puller's first boot then needs the source tree
-                reporter().warn(f"headers disk of {build['version']} not pushed: {error.cause}")
+                reporter().warn(f"headers disk of {build.version} not pushed: {error.cause}")
                 continue
             done.append(_push_one(client, layers.HEADERS, headers))
     for recipe in recipes:
@@ -75,10 +76,11 @@ def push(client: oci.Client, kernels: list[str], recipes: list[str], every: bool
     return done
 
 
-def _push_one(client: oci.Client, kind: registry.Kind, record: dict[str, Any],
+def _push_one(client: oci.Client, kind: registry.Kind, record: registry.Record,
               extra: tuple[str, ...] = ()) -> Pushed:
+    record = registry.as_json(record)
     name = f"{kind.noun} {record[kind.name_field]}"
-    pulled = record.get(registry.PULLED_FIELD) or {}
+    pulled = registry.pulled(record)
     if pulled.get("registry") == str(client.address):
         reporter().note(f"{name} was pulled from {client.address} ({pulled['digest'][:19]}): already there")
         return Pushed(name, pulled["reference"], pulled["digest"], 0)
@@ -86,14 +88,9 @@ def _push_one(client: oci.Client, kind: registry.Kind, record: dict[str, Any],
         for title in pulled.get("lazy", {}):  # pushed on to another registry: whole
             registry.lazy_layer(kind, record, title, registry.lock_file_of(kind, record))
     with reporter().step(f"push {name}"):
-        reference, digest, size = registry.publish(kind, _without_provenance(record), client, extra)
+        reference, digest, size = registry.publish(kind, record, client, extra)
     registry.remember_published(kind, record, digest)
     return Pushed(name, reference, digest, size)
-
-
-def _without_provenance(record: dict[str, Any]) -> dict[str, Any]:
-    """A pulled record pushed on: without the ``pulled`` field the pull added."""
-    return {k: v for k, v in record.items() if k != registry.PULLED_FIELD}
 
 
 def _headers(build: dict[str, Any], scratch: Path) -> dict[str, Any]:

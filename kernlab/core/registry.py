@@ -29,7 +29,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,14 @@ class Pulled:
     fetched: int = 0
     seconds: float = 0.0
     layers: dict[str, int] = field(default_factory=dict)
+
+
+Record = Mapping[str, Any] | Any  # a stage record (core.records: ``.to_json()``) or its JSON
+
+
+def as_json(record: Record) -> dict[str, Any]:
+    """The JSON object of a stage record (``BuildRecord``, ``ImageRecord``) or of a mapping."""
+    return record.to_json() if hasattr(record, "to_json") else dict(record)
 
 
 # ---------------------------------------------------------------- which registry
@@ -196,10 +204,11 @@ def _disk_or(error: OSError, what: str) -> KernlabError:
 
 
 # ---------------------------------------------------------------- push
-def publish(kind: Kind, record: dict[str, Any], client_: oci.Client,
+def publish(kind: Kind, record: Record, client_: oci.Client,
             extra_tags: tuple[str, ...] = ()) -> tuple[str, str, int]:
     """Push the artifact of ``record`` (its files under the record's root); returns
     (reference, digest, bytes). The manifest is put last: until then no tag names it."""
+    record = {k: v for k, v in as_json(record).items() if k != PULLED_FIELD}  # pushed on: as made
     root = kind.root_of(record)
     name, key = str(record[kind.name_field]), str(record["key"])
     tag = kind.tag(name, key)
@@ -450,8 +459,9 @@ def _provenance(client_: oci.Client, kind: Kind, reference: str, digest: str,
             "kind": kind.name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "lazy": lazy}
 
 
-def lazy_layer(kind: Kind, record: dict[str, Any], title: str, lock_file: Path) -> Path:
+def lazy_layer(kind: Kind, record: Record, title: str, lock_file: Path) -> Path:
     """The file of lazy layer ``title`` of a pulled ``record`` (fetched now if absent)."""
+    record = as_json(record)
     info = (record.get(PULLED_FIELD) or {}).get("lazy", {}).get(title)
     root = kind.root_of(record)
     if info is None:
@@ -485,17 +495,29 @@ def lazy_layer(kind: Kind, record: dict[str, Any], title: str, lock_file: Path) 
     return target
 
 
-def lock_file_of(kind: Kind, record: dict[str, Any]) -> Path:
+def lock_file_of(kind: Kind, record: Record) -> Path:
     """The lock of one artifact's key, as its stage takes it (a build's is its build lock)."""
+    record = as_json(record)
     root = kind.root_of(record)
     prefix = "build-" if kind.name == "kernel" else f"{kind.name}-"
     return filelock.locks_dir(root.parent.parent) / f"{prefix}{root.name}.lock"
 
 
 # ---------------------------------------------------------------- lock
-def pulled_digest(record: dict[str, Any]) -> str | None:
+def pulled(record: Record) -> dict[str, Any]:
+    """What a pulled record says about its pull ({} when made here): reference, digest,
+    registry, lazy layers."""
+    return dict(as_json(record).get(PULLED_FIELD) or {})
+
+
+def pulled_digest(record: Record) -> str | None:
     """The manifest digest a pulled record came from (None: made here)."""
-    return (record.get(PULLED_FIELD) or {}).get("digest")
+    return pulled(record).get("digest")
+
+
+def is_lazy(record: Record, title: str) -> bool:
+    """Whether the pulled ``record``'s layer ``title`` waits in the registry until read."""
+    return title in pulled(record).get("lazy", {})
 
 
 def published_path() -> Path:
@@ -503,7 +525,8 @@ def published_path() -> Path:
     return paths.cache_dir() / "oci" / "published.json"
 
 
-def remember_published(kind: Kind, record: dict[str, Any], digest: str) -> None:
+def remember_published(kind: Kind, record: Record, digest: str) -> None:
+    record = as_json(record)
     path = published_path()
     data = read_json(path) if path.is_file() else {}
     data[kind.lock_name(str(record[kind.name_field]), str(record["key"]))] = digest
@@ -511,8 +534,9 @@ def remember_published(kind: Kind, record: dict[str, Any], digest: str) -> None:
         atomic_write_json(path, data)
 
 
-def digest_of(kind: Kind, record: dict[str, Any]) -> str | None:
+def digest_of(kind: Kind, record: Record) -> str | None:
     """The digest of ``record``'s artifact: the one it was pulled at, else the one pushed."""
+    record = as_json(record)
     return pulled_digest(record) or published_digest(kind, str(record[kind.name_field]), str(record["key"]))
 
 

@@ -261,7 +261,7 @@ def vmlinux_of(build: BuildRecord) -> Path:
     path = build.vmlinux
     if path.is_file() or not registry.pulled_digest(build):
         return path
-    return registry.lazy_layer(layers.KERNEL, build.to_json(), "vmlinux.zst", build_lock(build.build_dir))
+    return registry.lazy_layer(layers.KERNEL, build, "vmlinux.zst", build_lock(build.build_dir))
 
 
 def rebuild_check(version: str, opts: BuildOptions | None = None) -> tuple[BuildRecord, BuildRecord]:
@@ -625,8 +625,8 @@ def complete_record(path: Path) -> BuildRecord | None:
         return None
     try:
         record = BuildRecord.load(path)
-        lazy = (record.get(registry.PULLED_FIELD) or {}).get("lazy", {})
-        names = ("bzImage", "System.map") + (() if "vmlinux.zst" in lazy else ("vmlinux",))
+        lazy = registry.is_lazy(record, "vmlinux.zst")
+        names = ("bzImage", "System.map") + (() if lazy else ("vmlinux",))
         paths_ = [record.output(name) for name in names]
         if not record.id:  # a record without version or key is no build (KeyError)
             return None

@@ -185,7 +185,7 @@ def ensure_headers(build: BuildRecord) -> dict[str, Any]:
     with _stage_lock(final):
         if cached := find_headers(build):  # made by another process meanwhile
             return cached
-        pulled = registry.lookup(layers.HEADERS, str(build.get("version")), stage_key(build), final,
+        pulled = registry.lookup(layers.HEADERS, build.version, stage_key(build), final,
                                  final.parent / f".{final.name}.pull.lock")
         return pulled.record if pulled is not None else _make(build, final)
 

@@ -4,7 +4,6 @@ the registry digest of each one pulled or pushed here (``artifacts``)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +46,10 @@ def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]
     return lock.write_lock(data), locked
 
 
-def _pins(kind: registry.Kind, record: Mapping[str, Any]) -> dict[str, str]:
+def _pins(kind: registry.Kind, record: registry.Record) -> dict[str, str]:
     """``{kernel:6.1-<key>: digest}`` for an artifact pulled or pushed here (else nothing):
     a pinned key is pulled only at that digest."""
+    record = registry.as_json(record)
     digest = registry.digest_of(kind, record)
     return {kind.lock_name(str(record[kind.name_field]), str(record["key"])): digest} if digest else {}
 
