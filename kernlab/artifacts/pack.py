@@ -276,7 +276,7 @@ def _lock_artifacts(path: Path, manifest: Manifest) -> None:
     """Pin the bundle's kernel, headers disk and image to the digests its manifest names, so
     that `reproduce PACK` with KERNLAB_REGISTRY set pulls exactly those."""
     raw = manifest.to_json()
-    digests = raw.get("artifacts") or {}
+    digests = manifest.artifacts
     build, image, headers = raw["build"], raw.get("image") or {}, raw.get("kheaders") or {}
     names = {"kernel": layers.KERNEL.lock_name(str(build["version"]), str(build["key"])),
              "image": IMAGE.lock_name(str(image.get("recipe")), str(image.get("key"))),

@@ -278,7 +278,7 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
     with reporter().step("check the bundle's inputs against today's"):
         try:
             new_build, comparison.input_changes = bundle_build(
-                build, anyway, (manifest.get("artifacts") or {}).get("kernel"))
+                build, anyway, manifest.artifacts.get("kernel"))
         except (KeyError, TypeError) as error:
             raise KernlabError(f"{bundle / 'manifest.json'}: its build record lacks {error}",
                                "pass a bundle written by `invoke run-experiment`") from None
