@@ -74,8 +74,10 @@ def main() -> int:
     parser.add_argument("--source", default=str(Path(__file__).resolve().parents[1]))
     parser.add_argument("--branch", default="i20")
     parser.add_argument("--vm-name", default="h20-first")
+    parser.add_argument("--kernels", default="4.15,5.4.286,6.1", help="ci's kernels")
     parser.add_argument("--keep", action="store_true", help="keep the area (default: removed after)")
     args = parser.parse_args()
+    COMMANDS["ci"][2] = args.kernels
     if args.area.exists() and any((args.area / n).exists() and any((args.area / n).iterdir())
                                   for n in ("work", "state", "cache")):
         parser.error(f"{args.area} is not fresh (work, state or cache is not empty)")
