@@ -122,7 +122,8 @@ def test_a_pushed_build_pulls_into_a_fresh_area_whole_and_verified(reg: Registry
     assert not list(registry.blobs_dir().iterdir()), "blobs are removed once the build is in place"
 
 
-def test_oras_pull_gets_the_files_by_their_names(reg: Registry, built: dict, tmp_path: Path) -> None:
+def test_oras_pull_gets_the_files_by_their_names(reg: Registry, built: dict, fresh: Path,
+                                                  tmp_path: Path) -> None:
     pushed(reg, built)
     out = tmp_path / "oras"
     files = oras.provider.Registry(insecure=True).pull(
