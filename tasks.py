@@ -18,6 +18,21 @@ from kernlab.core.validate import not_empty, number
 one_line_parse_errors()
 
 
+REGISTRY_HELP = ("OCI registry HOST[:PORT]/NAMESPACE to pull kernel builds, headers disks and images "
+                 "from by key before building them (default: KERNLAB_REGISTRY; plain HTTP only on "
+                 "loopback or with KERNLAB_REGISTRY_INSECURE=1).")
+
+
+def _use_registry(value) -> None:
+    """--registry: checked, then used as KERNLAB_REGISTRY by everything this command does."""
+    if value is None:
+        return
+    from kernlab.core import oci
+
+    oci.parse_address(not_empty("registry", value))
+    os.environ[oci.REGISTRY_ENV] = value
+
+
 # ---------------------------------------------------------------- host setup
 @task(help={"dry_run": "Only print the packages that would be installed."})
 @friendly
@@ -84,13 +99,17 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
         "json": "Print the build record as JSON when done.",
         "update_lock": "Accept inputs that differ from kernlab.lock (e.g. a newer Debian package) "
         "and record them there.",
+        "registry": REGISTRY_HELP,
+        "rebuild_check": "Rebuild the build (pulled from the registry, or made here) from source in a "
+        "scratch area and compare the bzImages byte for byte; a difference is an error naming both sha256s.",
     },
     iterable=["patches", "fragment", "no_patch"],
 )
 @friendly
 def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, url=None, sha256=None,
                  deb=None, allow_unverified=False, patches=None, fragment=None, jobs=0, no_ccache=False,
-                 no_samples=False, clean=False, json=False, update_lock=False, no_patch=None):
+                 no_samples=False, clean=False, json=False, update_lock=False, no_patch=None, registry=None,
+                 rebuild_check=False):
     """Fetch, patch, configure (verified), build a kernel with headers and samples/bpf; record it."""
     from pathlib import Path
 
@@ -117,6 +136,12 @@ def build_kernel(c, version=None, plan=False, tarball=None, git=None, ref=None, 
     if plan:
         print_json(build.describe_plan(build.make_plan(version, opts)))
         return
+    _use_registry(registry)
+    if rebuild_check:
+        record, _ = build.rebuild_check(version, opts)
+        print(f"{record.id}: bzImage identical to its rebuild from source, sha256 "
+              f"{record.output_sha256('bzImage')}")
+        return
     record = build.build_kernel(version, opts)
     if json:
         print_json(record)
@@ -139,6 +164,29 @@ def kernel_info(c, version=None, json=False):
         print_json(record)
     else:
         print(summarize_record(record))
+
+
+@task(help={"kernel": "Kernel to push: a catalog version or build id (repeatable); its headers disk too.",
+            "image": "Image recipe to push (repeatable), e.g. bookworm.",
+            "all_": "Every complete kernel build (with its headers disk) and every recipe's current image.",
+            "registry": "HOST[:PORT]/NAMESPACE (default: KERNLAB_REGISTRY).",
+            "registry_insecure": "Allow plain HTTP to a registry that is not on loopback."},
+      iterable=["kernel", "image"])
+@friendly
+def push(c, kernel=None, image=None, all_=False, registry=None, registry_insecure=False):
+    """Publish builds and images as OCI artifacts tagged by key (`oras pull` fetches them too)."""
+    from kernlab.artifacts.push import push as push_all
+    from kernlab.artifacts.push import require_registry
+    from kernlab.core.util import human_bytes
+
+    kernels = [not_empty("kernel", k) for k in kernel or []]
+    recipes = [not_empty("image", r) for r in image or []]
+    client = require_registry(not_empty("registry", registry) if registry is not None else None,
+                              registry_insecure)
+    done = push_all(client, kernels, recipes, every=all_)
+    for item in done:
+        print(item.line())
+    print(f"pushed {len(done)} artifacts, {human_bytes(sum(i.size for i in done))} uploaded or already there")
 
 
 @task(help={"version": "Kernel version or build id to lock (repeatable; default: the build each "
@@ -410,11 +458,12 @@ def list_experiments(c, kernel=""):
         "all_": "Run every experiment on one kernel, in --lanes VMs side by side.",
         "vm_name": "Name of the VM to use or boot (with --all: lane 1's).",
         "lanes": LANES_HELP + " With --all only.",
+        "registry": REGISTRY_HELP,
     },
 )
 @friendly
 def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name="default",
-                   lanes=None):
+                   lanes=None, registry=None):
     """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL.
 
     Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
@@ -429,6 +478,7 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
 
     kernel = not_empty("kernel", kernel)
     run_dir_of(vm_name)  # a bad name fails before any build
+    _use_registry(registry)
     forced_accel()
     if whole_suite(name, all_, lanes):
         bundles = run_suite(None, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name, lanes=lanes)
@@ -541,12 +591,14 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
 @task(help={"kernels": "Comma-separated catalog versions or build ids (default: the catalog's default).",
             "experiments": "Comma-separated experiment names, or `all` (default).",
             "out": "Report directory (default results/matrix/<time>); JUnit XML is junit.xml there.",
-            "hosts": "Hosts file (YAML) of other machines to share the kernels with (see `matrix`)."})
+            "hosts": "Hosts file (YAML) of other machines to share the kernels with (see `matrix`).",
+            "registry": REGISTRY_HELP})
 @friendly
-def ci(c, kernels="", experiments="all", out="", hosts=""):
+def ci(c, kernels="", experiments="all", out="", hosts="", registry=None):
     """Non-interactive run for CI: plain progress, builds what is missing, matrix, JUnit XML, exit status."""
     from kernlab.kernel.catalog import load_catalog
 
+    _use_registry(registry)
     os.environ.setdefault("CI", "1")
     os.environ["KERNLAB_PLAIN"] = "1"
     result = _matrix(kernels or load_catalog().default, experiments, out, hosts)
@@ -576,9 +628,11 @@ def pack(c, bundle, out="", small=False):
             "anyway": "Rerun even if today's kernel inputs differ from the bundle's.",
             "keep_vm": "Leave the VM running afterwards.",
             "vm_name": "VM to use (reused when it runs the same kernel and image).",
-            "json": "Print the comparison as JSON."})
+            "json": "Print the comparison as JSON.",
+            "registry": REGISTRY_HELP + " A bundle's kernel, headers disk and image are pulled at the "
+            "digests its manifest names."})
 @friendly
-def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=False):
+def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=False, registry=None):
     """Rebuild or reuse what a bundle names, rerun it, compare hashes, expectations and trace."""
     from pathlib import Path
 
@@ -587,6 +641,7 @@ def reproduce(c, bundle, anyway=False, keep_vm=False, vm_name="default", json=Fa
     from kernlab.guest.vm import run_dir_of
 
     run_dir_of(vm_name)
+    _use_registry(registry)
     target = Path(not_empty("bundle", bundle))
     rerun = reproduce_pack if is_pack(target) else run
     comparison = rerun(target, anyway=anyway, keep_vm=keep_vm, vm_name=vm_name)
@@ -652,8 +707,8 @@ def make_probeable(c, function=None, version=None, json=False):
         print(made.summary(version))
 
 
-ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, new_kernel, lock, matrix, ci, reproduce,
-                pack, clean)
+ns = Collection(setup, test, build_kernel, kernel_info, list_kernels, new_kernel, lock, push, matrix, ci,
+                reproduce, pack, clean)
 ns.add_task(build_image)
 ns.add_collection(vm_tasks)
 ns.add_task(list_experiments)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from kernlab.core.records import BuildRecord, ImageRecord
+
+# The tests build to test building: a registry of the user's (or CI's) must not stand in;
+# tests/test_registry*.py start their own and name it explicitly.
+for _name in ("KERNLAB_REGISTRY", "KERNLAB_REGISTRY_TOKEN", "KERNLAB_REGISTRY_USER",
+              "KERNLAB_REGISTRY_INSECURE"):
+    os.environ.pop(_name, None)
 
 
 # ---------------------------------------------------------------- image and VM

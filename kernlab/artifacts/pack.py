@@ -48,12 +48,14 @@ from kernlab.core.util import atomic_write_json, read_json, scoped_environ, sha2
 from kernlab.core.validate import new_output, plain_name
 from kernlab.guest.image import (
     GUEST_FILES,
+    IMAGE,
     RECIPE_KEYS,
     deb_cache,
     image_key,
     input_files_sha256,
     recipe_path,
 )
+from kernlab.kernel import layers
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.debsource import cached_deb, kernel_entry_pinned, pin_of_record
 from kernlab.kernel.source import cached_download, safe_extract
@@ -89,6 +91,8 @@ def pack_bundle(bundle: Path, out: Path | None = None, small: bool = False) -> P
         if image and small:  # the recipe travels unchanged: its packages can be held to the bundle's
             _lock_image(root / "kernlab.lock", image)
         _pack_experiment(bundle, manifest, root)
+        if small:  # what it ran on, pinned to the registry digests its manifest names
+            _lock_artifacts(root / "kernlab.lock", manifest)
         index = {"format": FORMAT, "kernlab": __version__, "made": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                  "small": small, "experiment": manifest.experiment_name, "kernel": build.version,
                  "bundle": bundle.name, "source": {k: v for k, v in source.items() if k != "catalog_source"},
@@ -268,6 +272,24 @@ def _lock_image(path: Path, image: ImageRecord) -> None:
     atomic_write_json(path, data)
 
 
+def _lock_artifacts(path: Path, manifest: Manifest) -> None:
+    """Pin the bundle's kernel, headers disk and image to the digests its manifest names, so
+    that `reproduce PACK` with KERNLAB_REGISTRY set pulls exactly those."""
+    digests = manifest.artifacts
+    build, image, headers = manifest.build, manifest.image, manifest.to_json().get("kheaders") or {}
+    if build is None:
+        return
+    names = {"kernel": layers.KERNEL.lock_name(build.version, build.key),
+             "kheaders": layers.HEADERS.lock_name(build.version, str(headers.get("key")))}
+    if image is not None:
+        names["image"] = IMAGE.lock_name(image.recipe, image.key)
+    pins = {names[kind]: digest for kind, digest in digests.items() if kind in names}
+    if pins:
+        data = read_json(path) if path.is_file() else {"format": 1, "kernels": {}, "images": {}}
+        data.setdefault("artifacts", {}).update(pins)
+        atomic_write_json(path, data)
+
+
 def _pack_experiment(bundle: Path, manifest: Manifest, root: Path) -> None:
     """The experiment the bundle ran (by content hash: its folder or the bundle's copy)."""
     exp, same = bundle_experiment(bundle, manifest, [])
@@ -321,9 +343,9 @@ def unpack(pack: Path) -> Path:
 
 def _check_names(pack: Path, index: dict[str, Any]) -> None:
     """pack.json's names become paths in the unpacked folder: each must be one plain name."""
-    image = index.get("image") or {}
+    entry = index.get("image") or {}
     named = {"experiment": index.get("experiment"), "kernel": index.get("kernel"),
-             "image recipe": image.get("recipe") if isinstance(image, dict) else image}
+             "image recipe": entry.get("recipe") if isinstance(entry, dict) else entry}
     for what, name in named.items():
         if name is not None and (problem := plain_name(str(name))):
             raise KernlabError(f"{pack}: pack.json's {what} {problem}",

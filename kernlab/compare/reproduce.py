@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import lock, paths
+from kernlab.core import lock, paths, registry
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord, ImageRecord, Manifest, RunResult
@@ -26,7 +26,8 @@ from kernlab.experiments.run import COPY_DIR, run_experiment
 from kernlab.experiments.spec import Experiment
 from kernlab.experiments.suite import recorded_experiment
 from kernlab.guest.ensure import Target
-from kernlab.kernel.build import BuildOptions, Plan, build_planned, make_plan, plan_source
+from kernlab.kernel import layers
+from kernlab.kernel.build import BuildOptions, Plan, build_lock, build_planned, make_plan, plan_source
 from kernlab.kernel.debsource import kernel_entry_of
 from kernlab.kernel.selection import build_first, choose_kernel, complete_builds
 from kernlab.kernel.source import ResolvedSource, SourceOptions, tree_identity
@@ -148,8 +149,19 @@ def kernel_input_changes(build: BuildRecord, allow: bool, plan: Plan, source: Re
     return changes
 
 
-def bundle_build(build: BuildRecord, anyway: bool) -> tuple[BuildRecord, list[str]]:
-    """The bundle's build if it still exists (nothing resolved), else a rebuild from its source.
+def _pulled(build: BuildRecord, digest: str | None) -> BuildRecord | None:
+    """The bundle's build from KERNLAB_REGISTRY, by its key and the digest the bundle names
+    (``digest``, else the one it was pulled at); None when no registry has it."""
+    digest = digest or registry.pulled_digest(build)
+    final = paths.work_dir() / "build" / build.id
+    pulled = registry.lookup(layers.KERNEL, build.version, build.key, final, build_lock(final), digest=digest)
+    return BuildRecord.from_json(pulled.record) if pulled is not None else None
+
+
+def bundle_build(build: BuildRecord, anyway: bool,
+                 digest: str | None = None) -> tuple[BuildRecord, list[str]]:
+    """The bundle's build if it still exists (nothing resolved), else the one the registry has
+    at the bundle's digest (``digest``), else a rebuild from its source.
 
     Returns the build record to rerun on and how today's kernel inputs differ. The plan and
     the source are made once: the comparison and the rebuild share them.
@@ -158,6 +170,8 @@ def bundle_build(build: BuildRecord, anyway: bool) -> tuple[BuildRecord, list[st
         if existing.id == build.id:
             reporter().note(f"kernel: the bundle's build {existing.line()}")
             return existing.record, []
+    if pulled := _pulled(build, digest):
+        return pulled, []
     source_opts, flags = bundle_source(build)
     reporter().note(f"the bundle's build {build.id} is gone: rebuilding it from "
                     f"{build.source.get('origin', 'the catalog')}")
@@ -263,7 +277,8 @@ def reproduce(bundle: Path, anyway: bool = False, keep_vm: bool = False,
     comparison = Comparison(original=bundle)
     with reporter().step("check the bundle's inputs against today's"):
         try:
-            new_build, comparison.input_changes = bundle_build(build, anyway)
+            new_build, comparison.input_changes = bundle_build(
+                build, anyway, manifest.artifacts.get("kernel"))
         except (KeyError, TypeError) as error:
             raise KernlabError(f"{bundle / 'manifest.json'}: its build record lacks {error}",
                                "pass a bundle written by `invoke run-experiment`") from None

@@ -27,7 +27,9 @@ HOST_PACKAGES = [
 
 # only for the tests: a second sshd on 127.0.0.1 stands in for another lab host (--hosts);
 # shellcheck, which actionlint runs on the workflow's scripts
-TEST_PACKAGES = ["openssh-server", "shellcheck", "crash", "python3-drgn"]  # crash, drgn: vmcore tests
+TEST_PACKAGES = ["openssh-server", "shellcheck", "crash", "python3-drgn",  # crash, drgn: vmcore tests
+                 # tests/test_registry*.py: a real OCI registry (the CNCF distribution registry) and htpasswd
+                 "docker-registry", "apache2-utils"]
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 SUITES = {

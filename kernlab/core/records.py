@@ -464,6 +464,12 @@ class Manifest(_Record):
         """Whether the manifest has an ``image`` entry at all (null: the run had none)."""
         return self.data.get("image") is not None
 
+    @property
+    def artifacts(self) -> dict[str, str]:
+        """The registry digests (``kernel``, ``kheaders``, ``image``) of what the run used,
+        where known (pulled or pushed on its machine): what `reproduce` pulls."""
+        return dict(self.data.get("artifacts") or {})
+
     @classmethod
     def of(cls, bundle: Path) -> Self:
         """``<bundle>/manifest.json`` (one-line errors for a missing or damaged file)."""

@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from kernlab import __version__
-from kernlab.core import paths
+from kernlab.core import paths, registry
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture
 from kernlab.core.records import BuildRecord, ImageRecord, Manifest, VmRecord
 from kernlab.core.util import atomic_write_json, atomic_write_text
 from kernlab.core.validate import inside_path, plain_name
 from kernlab.experiments.expect import Outcome
+from kernlab.guest.image import IMAGE
+from kernlab.kernel.layers import HEADERS, KERNEL
 
 PASS, FAIL, NA = "PASS", "FAIL", "n/a"
 
@@ -185,6 +187,9 @@ def tool_versions() -> dict[str, str]:
     }
 
 
+KINDS = {"kernel": KERNEL, "kheaders": HEADERS, "image": IMAGE}  # what a manifest names digests of
+
+
 def manifest(*, experiment: dict[str, Any], build: BuildRecord | None, image: ImageRecord | None,
              vm: VmRecord | None, guest: dict | None, variables: dict[str, str]) -> Manifest:
     """``manifest.json``: the records the run used, nested as their JSON objects (the VM's
@@ -195,6 +200,8 @@ def manifest(*, experiment: dict[str, Any], build: BuildRecord | None, image: Im
         "build": build.to_json() if build is not None else None,
         "image": image.to_json() if image is not None else None,
         "kheaders": vm.kheaders if vm is not None else None,  # the guest's kernel headers disk
+        # the registry manifests (digests) of those, when pulled or pushed here: `reproduce` pulls them
+        "artifacts": registry.bundle_digests(KINDS, build, image, vm.kheaders if vm is not None else None),
         "vm": {k: v for k, v in vm.to_json().items() if k != "argv"} if vm is not None else None,
         "guest": guest,
         "versions": tool_versions(),

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kernlab.core import filelock, inuse, lock, paths
+from kernlab.core import filelock, inuse, lock, paths, registry
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.proc import capture, require_tool, run_logged
 from kernlab.core.progress import reporter
@@ -49,6 +49,20 @@ PrintLastLog no
 AcceptEnv LANG LC_*
 MaxStartups 30
 """
+
+
+def _image_layers(record: dict[str, Any], root: Path) -> list[registry.Layer]:
+    """An image's registry layers: the disk (zstd, sparse again on unpack), its keys, its record."""
+    return [
+        registry.Layer("rootfs.ext4.zst", f"{registry.VENDOR}.image.rootfs.v1+zstd", "zst", ("rootfs.ext4",)),
+        registry.Layer("keys.tar.zst", registry.TAR_ZSTD, "tar", ("keys",)),
+        registry.Layer("image.json", f"{registry.VENDOR}.image.record.v1+json", "file", ("image.json",)),
+    ]
+
+
+# the image as an OCI artifact (`invoke push --image`, pulled by key before a build)
+IMAGE = registry.Kind("image", "image", "image.json", "recipe", lambda record: Path(record["dir"]),
+                      _image_layers)
 
 
 def recipe_path(recipe: str) -> Path:
@@ -140,6 +154,9 @@ def _cached_or_built(recipe: str, key: str, spec: dict[str, Any]) -> ImageRecord
     if (final / "image.json").is_file():
         reporter().note(f"image {final.name} is cached")
         return ImageRecord.load(final / "image.json")
+    pulled = registry.lookup(IMAGE, recipe, key, final, images_dir() / f".{final.name}.pull.lock")
+    if pulled is not None:
+        return ImageRecord.from_json(pulled.record)
     _check_host()
     # one build of an image at a time: a second waits (naming the first), then finds it cached
     with filelock.exclusive(filelock.locks_dir(paths.state_dir()) / f"image-{final.name}.lock",

@@ -8,6 +8,7 @@ hashed into a key; outputs live in ``<work>/build/<version>-<key12>/`` with
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shlex
@@ -19,13 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import filelock, inuse, lock, paths
+from kernlab.core import filelock, inuse, lock, oci, paths, registry
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import capture, require_tool, run_logged, status_from_make
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
-from kernlab.core.util import atomic_write_json, hash_inputs, sha256_file, short, staging_dir, why_not_a_file
-from kernlab.kernel import identity, symbols
+from kernlab.core.util import (
+    atomic_write_json,
+    hash_inputs,
+    scoped_environ,
+    sha256_file,
+    short,
+    staging_dir,
+    why_not_a_file,
+)
+from kernlab.kernel import identity, layers, symbols
 from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
 from kernlab.kernel.kconfig import load_model, raise_if_dropped, requested_options, verify_config
 from kernlab.kernel.kheaders import find_headers
@@ -62,6 +71,7 @@ class BuildOptions:
     clean: bool = False
     samples: bool = True
     update_lock: bool = False
+    registry: bool = True  # look the build up by key in KERNLAB_REGISTRY before building it
 
     def __post_init__(self) -> None:
         if self.without_patches and self.update_lock:
@@ -182,6 +192,8 @@ def build_kernel(version: str, opts: BuildOptions | None = None) -> BuildRecord:
     """Build (or find up to date) the kernel ``version``; returns its build record."""
     started = time.monotonic()
     plan = make_plan(version, opts)
+    if (pulled := from_registry(plan)) is not None:
+        return pulled
     return build_planned(plan, plan_source(plan), started)
 
 
@@ -212,6 +224,81 @@ def build_planned(plan: Plan, source: ResolvedSource, started: float | None = No
             return _accepted(version, lock_entry, opts, record)
         return _accepted(version, lock_entry, opts,
                          BuildRecord.from_json(_build_locked(plan, source, key, build_dir, started)))
+
+
+# ---------------------------------------------------------------- the registry
+def pinned_source_sha256(plan: Plan) -> str | None:
+    """The source checksum a build of ``plan`` has without resolving (or fetching) it:
+    kernlab.lock's for the version, else the catalog's first pinned tarball or file."""
+    locked = lock.read_lock()["kernels"].get(plan.spec.version) or {}
+    if locked.get("source_sha256"):
+        return str(locked["source_sha256"])
+    for source in plan.spec.sources:
+        if source.kind in ("tarball", "file") and source.options.get("sha256"):
+            return str(source.options["sha256"])
+    return None
+
+
+def from_registry(plan: Plan) -> BuildRecord | None:
+    """The build of ``plan`` from KERNLAB_REGISTRY by its key (pulled, verified, in place),
+    or the one already here; None when no registry is set, the key cannot be known without
+    resolving the source (--tarball, --git, --url, --deb), or the registry lacks it."""
+    opts = plan.opts
+    chosen = opts.source
+    if not opts.registry or opts.clean or opts.update_lock or oci.configured() is None or \
+            any((chosen.tarball, chosen.git, chosen.url, chosen.deb)):
+        return None
+    source_sha256 = pinned_source_sha256(plan)
+    if source_sha256 is None:
+        return None
+    key = hash_inputs(plan.inputs(source_sha256))
+    build_dir = paths.work_dir() / "build" / f"{plan.spec.version}-{short(key)}"
+    if record := _up_to_date(plan.spec.version, build_dir, not plan.left_out):
+        return record
+    pulled = registry.lookup(layers.KERNEL, plan.spec.version, key, build_dir, build_lock(build_dir))
+    if pulled is None:
+        return None
+    if not plan.left_out:
+        _remember_latest(plan.spec.version, build_dir)
+    return BuildRecord.from_json(pulled.record)
+
+
+def vmlinux_of(build: BuildRecord) -> Path:
+    """The build's vmlinux, pulled now from the registry if the build was pulled without it."""
+    path = build.vmlinux
+    if path.is_file() or not registry.pulled_digest(build):
+        return path
+    return registry.lazy_layer(layers.KERNEL, build, "vmlinux.zst", build_lock(build.build_dir))
+
+
+def rebuild_check(version: str, opts: BuildOptions | None = None) -> tuple[BuildRecord, BuildRecord]:
+    """Rebuild ``version``'s build (pulled from the registry, or found here) from source in
+    a scratch work area and compare the bzImages byte for byte: (the build, the rebuild).
+
+    A difference is an error naming both sha256s (the scratch area is kept for diffing);
+    the same bytes remove it.
+    """
+    opts = opts or BuildOptions()
+    build = build_kernel(version, dataclasses.replace(opts, clean=False))
+    if not registry.pulled_digest(build):
+        reporter().note(f"build {build.id} was made here, not pulled: rebuilding it all the same")
+    scratch = paths.work_dir() / "rebuild-check" / build.id
+    shutil.rmtree(scratch, ignore_errors=True)
+    with reporter().step(f"rebuild {build.id} from source in {scratch}"), \
+            scoped_environ({"KERNLAB_WORK": str(scratch)}, unset=(oci.REGISTRY_ENV,)):
+        rebuilt = build_kernel(version, dataclasses.replace(opts, registry=False, clean=False))
+    ours, theirs = rebuilt.output_sha256("bzImage"), build.output_sha256("bzImage")
+    if rebuilt.key != build.key:
+        raise KernlabError(f"the rebuild of {version} has key {short(rebuilt.key)}, the build "
+                           f"{build.id} key {short(build.key)}: not the same inputs",
+                           f"compare `invoke kernel-info --version {build.id}` with the rebuild in {scratch}")
+    if sha256_file(rebuilt.bzimage) != ours or ours != theirs:
+        raise KernlabError(f"bzImage differs: {build.id} has sha256 {theirs}, the rebuild from source "
+                           f"{ours}", f"compare them (diffoscope {build.bzimage} {rebuilt.bzimage}); "
+                           f"the rebuild is kept in {scratch}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    reporter().note(f"rebuild check of {build.id}: identical bzImage, sha256 {ours}")
+    return build, rebuilt
 
 
 def _left_out(plan: Plan) -> tuple[str, ...]:
@@ -597,12 +684,15 @@ def make_record(plan, source, key, tree, obj, verification, samples, started) ->
 
 def complete_record(path: Path) -> BuildRecord | None:
     """The build record at ``path`` (the one reader of build.json) if it and its bzImage,
-    vmlinux and System.map exist."""
+    vmlinux and System.map exist (vmlinux may wait in the registry: a pulled build fetches
+    it when a command reads it)."""
     if not path.is_file():
         return None
     try:
         record = BuildRecord.load(path)
-        paths_ = [record.output(name) for name in ("bzImage", "vmlinux", "System.map")]
+        lazy = registry.is_lazy(record, "vmlinux.zst")
+        names = ("bzImage", "System.map") + (() if lazy else ("vmlinux",))
+        paths_ = [record.output(name) for name in names]
         if not record.id:  # a record without version or key is no build (KeyError)
             return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import paths
+from kernlab.core import paths, registry
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import require_tool, run_logged
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, hash_inputs, read_json, sha256_file, short, staging_dir
+from kernlab.kernel import layers
 
 FORMAT = 1  # bump when the tree's layout or the image's making changes
 LABEL = "kernlab-kheaders"  # vm/init mounts the disk with this label
@@ -184,7 +185,9 @@ def ensure_headers(build: BuildRecord) -> dict[str, Any]:
     with _stage_lock(final):
         if cached := find_headers(build):  # made by another process meanwhile
             return cached
-        return _make(build, final)
+        pulled = registry.lookup(layers.HEADERS, build.version, stage_key(build), final,
+                                 final.parent / f".{final.name}.pull.lock")
+        return pulled.record if pulled is not None else _make(build, final)
 
 
 @contextlib.contextmanager
@@ -246,4 +249,5 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
     """What VM records and run manifests name: key, image path, sha256 and guest path."""
     return {"key": record["key"], "build_key": record["build_key"],
             "path": record["image"]["path"], "sha256": record["image"]["sha256"],
-            "guest_path": record["guest_path"]}
+            "guest_path": record["guest_path"],
+            **({"digest": digest} if (digest := registry.pulled_digest(record)) else {})}

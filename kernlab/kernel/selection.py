@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernlab.core import lock, paths
+from kernlab.core import lock, oci, paths
 from kernlab.core.errors import BuildInputError, KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
@@ -204,7 +204,8 @@ def build_for(choice: KernelChoice, flag: str = "--kernel") -> BuildRecord:
         return choice.record
     near = _same_series(choice.release)
     hint = f" ({', '.join(near)} is built: {flag} {near[0]} uses it)" if near else ""
-    reporter().note(f"kernel {choice.version} is not built{hint}: building it from the catalog")
+    where = "pulling it from the registry, else building it" if oci.configured() else "building it"
+    reporter().note(f"kernel {choice.version} is not built{hint}: {where} from the catalog")
     try:
         return kernel_build.build_kernel(choice.version)
     except KernlabError as error:

@@ -1,4 +1,5 @@
-"""`invoke lock`: kernlab.lock entries written from the builds and images that exist."""
+"""`invoke lock`: kernlab.lock entries written from the builds and images that exist, and
+the registry digest of each one pulled or pushed here (``artifacts``)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import lock
+from kernlab.core import lock, registry
 from kernlab.core.errors import KernlabError
-from kernlab.guest.image import find_image, input_files_sha256
+from kernlab.guest.image import IMAGE, find_image, input_files_sha256
+from kernlab.kernel import layers
 from kernlab.kernel.debsource import kernel_entry_pinned
+from kernlab.kernel.kheaders import find_headers
 from kernlab.kernel.selection import built_versions, find_build
 
 
@@ -26,14 +29,29 @@ def lock_built(versions: list[str], recipes: list[str]) -> tuple[Path, list[str]
                            "then run `invoke lock`")
     data = lock.read_lock()
     locked = []
+    pins = data.setdefault("artifacts", {})
     for kernel in versions:  # a version or a build id; the entry is the build's version's
         record = find_build(kernel, "--version")
         data["kernels"][record.version] = kernel_entry_pinned(record)
         locked.append(f"kernel {record.version} ({record.id})")
+        pins.update(_pins(layers.KERNEL, record))
+        if headers := find_headers(record):
+            pins.update(_pins(layers.HEADERS, headers))
     for recipe in recipes:
         data["images"][recipe] = _image_entry(recipe)
         locked.append(f"image {recipe}")
+        pins.update(_pins(IMAGE, find_image(recipe)))
+    if not pins:
+        del data["artifacts"]
     return lock.write_lock(data), locked
+
+
+def _pins(kind: registry.Kind, record: registry.Record) -> dict[str, str]:
+    """``{kernel:6.1-<key>: digest}`` for an artifact pulled or pushed here (else nothing):
+    a pinned key is pulled only at that digest."""
+    record = registry.as_json(record)
+    digest = registry.digest_of(kind, record)
+    return {kind.lock_name(str(record[kind.name_field]), str(record["key"])): digest} if digest else {}
 
 
 def _built_recipes(recipes: list[str]) -> list[str]:

@@ -21,6 +21,7 @@ from elftools.elf.elffile import ELFFile
 
 from kernlab.core.errors import KernlabError
 from kernlab.core.records import BuildRecord
+from kernlab.kernel.build import vmlinux_of
 from kernlab.kernel.kconfig import read_config
 
 TEXT_TYPES = set("tTwW")
@@ -179,7 +180,8 @@ def _read(path: Path) -> str:
 def scan_build(build: BuildRecord) -> KernelFacts:
     """Read one build's System.map, vmlinux tables and .config (no boot)."""
     try:
-        system_map, vmlinux, config = build.system_map, build.vmlinux, build.config
+        system_map, config = build.system_map, build.config
+        vmlinux = vmlinux_of(build)  # a pulled build fetches it now
     except (KeyError, TypeError) as error:
         raise KernlabError(f"build {build.build_dir} records no {error}",
                            f"rebuild it: `invoke build-kernel --version {build.version}`") from None
