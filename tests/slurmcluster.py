@@ -131,7 +131,8 @@ MpiDefault=none
 SwitchType=switch/none
 MailProg=/bin/true
 {f"PluginDir={plugins}" if plugins else ""}
-NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={socket.gethostname()} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={socket.gethostname()} CPUs={cpus} \
+RealMemory={memory_mb} State=UNKNOWN
 PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 """
 

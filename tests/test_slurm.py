@@ -161,7 +161,7 @@ def test_ctrl_c_cancels_the_array_and_merges_what_finished(on_cluster, monkeypat
 
 @needs_slurm
 def test_sbatch_refusing_a_partition_is_one_line(on_cluster, tmp_path):
-    with pytest.raises(KernlabError, match="sbatch refused the job: .*partition"):
+    with pytest.raises(KernlabError, match=r"sbatch refused the job: .*partition"):
         slurm.run_on_slurm(["6.1"], ["readiter"], tmp_path / "r", options(tmp_path, partition="nosuch"))
 
 

@@ -107,7 +107,7 @@ class TaskState:
             words.append(f"({', '.join(details)})")
         if self.node and self.node != "(null)":
             words.append(f"on {self.node}")
-        if self.run_time:
+        if self.run_time and self.run_time not in ("0:00", "00:00:00"):
             words.append(f"after {self.run_time}")
         return " ".join(words)
 
@@ -149,6 +149,7 @@ class SlurmRun:
 
     matrix: Matrix
     run_dir: Path
+    written: dict[str, Path]
     interrupted: bool = False
 
 
@@ -175,6 +176,18 @@ def slurm_dir_of(given: str) -> Path:
         raise KernlabError(f"cannot make --slurm-dir {value} ({error.strerror or error})",
                            "give --slurm-dir a writable folder on a filesystem every node sees") from None
     return folder
+
+
+def check_flags(slurm: bool, hosts: str, **flags: str | int | None) -> None:
+    """--partition, --account, --time, --slurm-dir and --retry need --slurm; --slurm and
+    --hosts are two ways to share the kernels out: one at a time."""
+    if slurm and hosts:
+        raise KernlabError("--slurm and --hosts both share the kernels out",
+                           "use one: --slurm for a cluster, --hosts for machines of your own")
+    given = [f"--{name.replace('_', '-')}" for name, value in flags.items()
+             if value not in (None, "", 0, "0")]
+    if given and not slurm:
+        raise KernlabError(f"{', '.join(given)} only apply with --slurm", "add --slurm, or drop them")
 
 
 def options_of(slurm_dir: str, partition: str, account: str, time_limit: str, retry: int | str,
@@ -219,7 +232,7 @@ def run_on_slurm(kernels: list[str], experiments: list[str] | None, out: Path,
         interrupted = True
         _cancel_and_wait(tasks, jobs, options)
     matrix = collect(tasks, names, run)
-    return SlurmRun(_written(matrix, out), run, interrupted)
+    return SlurmRun(matrix, run, _written(matrix, out), interrupted)
 
 
 def _rounds(tasks: list[Task], names: list[str], run: Path, options: SlurmOptions, jobs: list[str]) -> None:
@@ -387,8 +400,8 @@ def follow(tasks: list[Task], job: str, run: Path, poll: float) -> None:
             task = by_index.get(index)
             if task is not None:
                 _show_change(task, state, run)
-        for task in tasks:
-            _echo_log(task, run, offsets)
+        for label, log in _logs(tasks, run):
+            _echo_log(label, log, offsets)
         if all(t.state is not None and t.state.final for t in tasks):
             return
         time.sleep(poll)
@@ -406,11 +419,14 @@ def _show_change(task: Task, state: TaskState, run: Path) -> None:
     reporter().note(line)
 
 
-def _echo_log(task: Task, run: Path, offsets: dict[Path, int]) -> None:
-    """The new progress lines (``> step``, ``< done``, ``kernlab: ...``) of the task's log."""
-    if not task.attempts:
-        return
-    log = task.log(run)
+def _logs(tasks: list[Task], run: Path) -> list[tuple[str, Path]]:
+    """The logs to echo: the image jobs' and each task's current attempt's."""
+    images = [("image", log) for log in sorted((run / "logs").glob("image-*.out"))]
+    return images + [(t.kernel, t.log(run)) for t in tasks if t.attempts]
+
+
+def _echo_log(label: str, log: Path, offsets: dict[Path, int]) -> None:
+    """The new progress lines (``> step``, ``< done``, ``kernlab: ...``) of a job's log."""
     try:
         with log.open("rb") as stream:
             stream.seek(offsets.get(log, 0))
@@ -422,7 +438,7 @@ def _echo_log(task: Task, run: Path, offsets: dict[Path, int]) -> None:
     for raw in complete.decode(errors="replace").splitlines():
         shown = without_stamp(raw.strip()).lstrip()
         if shown.startswith(PROGRESS_PREFIXES):
-            reporter().note(f"[{task.kernel}] {shown}")
+            reporter().note(f"[{label}] {shown}")
 
 
 def job_states(job: str) -> dict[int, TaskState]:
@@ -561,10 +577,8 @@ def _last_error(log: Path) -> str:
     return errors[-1][errors[-1].index("kernlab: error: "):][:300] if errors else ""
 
 
-def _written(matrix: Matrix, out: Path) -> Matrix:
+def _written(matrix: Matrix, out: Path) -> dict[str, Path]:
     """The merged report in ``out`` (bundles copied under out/bundles, as --merge does)."""
     if any(c.bundle for c in matrix.cells.values()):
-        write_merged(matrix, out)
-    else:
-        write_report(matrix, out)
-    return matrix
+        return write_merged(matrix, out)
+    return write_report(matrix, out)
