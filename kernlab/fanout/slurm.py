@@ -58,6 +58,7 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter, without_stamp
 from kernlab.experiments.lanes import lane_count
 from kernlab.experiments.suite import experiment_names
+from kernlab.guest.image import find_image
 
 COMMANDS = ("sbatch", "scontrol", "scancel")
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
@@ -329,8 +330,6 @@ def _image_job(run: Path, options: SlurmOptions, earlier: str | None) -> str | N
 
 
 def _image_ready(slurm_dir: Path) -> bool:
-    from kernlab.guest.image import find_image
-
     with shared_areas(slurm_dir):
         try:
             find_image(RECIPE)
