@@ -210,3 +210,11 @@ def test_without_slurm_commands_it_says_where_to_run(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(KernlabError, match="sbatch, scontrol, scancel not found on PATH; run from a login"):
         slurm.check_tools()
+
+
+def test_slurm_flags_need_slurm_and_exclude_hosts():
+    with pytest.raises(KernlabError, match="--slurm and --hosts both share the kernels out; use one"):
+        slurm.check_flags(True, "hosts.yaml")
+    with pytest.raises(KernlabError, match="--partition, --retry only apply with --slurm; add --slurm"):
+        slurm.check_flags(False, "", partition="batch", account="", retry=2)
+    slurm.check_flags(False, "", partition="", retry=0)  # nothing given: fine
