@@ -51,7 +51,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kernlab.compare.matrix import ERROR, Cell, Matrix, check_names, write_report
+from kernlab.compare.matrix import ERROR, Cell, Matrix, check_names, report_text, write_report
 from kernlab.compare.merge import merge_runs, write_merged
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
@@ -234,6 +234,14 @@ def run_on_slurm(kernels: list[str], experiments: list[str] | None, out: Path,
         _cancel_and_wait(tasks, jobs, options)
     matrix = collect(tasks, names, run)
     return SlurmRun(matrix, run, _written(matrix, out), interrupted)
+
+
+def run_and_report(kernels: list[str], experiments: list[str] | None, out: Path,
+                   options: SlurmOptions) -> tuple[SlurmRun, str]:
+    """`invoke matrix --slurm` / `ci --slurm`: the run, and what to print (the grid, the report's
+    files, the run folder)."""
+    done = run_on_slurm(kernels, experiments, out, options)
+    return done, report_text(done.matrix, done.written) + f"\n{'slurm':<9}{done.run_dir}"
 
 
 def _rounds(tasks: list[Task], names: list[str], run: Path, options: SlurmOptions, jobs: list[str]) -> None:
