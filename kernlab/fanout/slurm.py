@@ -403,12 +403,12 @@ def follow(tasks: list[Task], job: str, run: Path, poll: float) -> None:
     by_index = {t.index: t for t in tasks}
     while True:
         states = job_states(job)
+        for label, log in _logs(tasks, run):  # before the states: a task's last lines, then its end
+            _echo_log(label, log, offsets)
         for index, state in states.items():
             task = by_index.get(index)
             if task is not None:
                 _show_change(task, state, run)
-        for label, log in _logs(tasks, run):
-            _echo_log(label, log, offsets)
         if all(t.state is not None and t.state.final for t in tasks):
             return
         time.sleep(poll)
