@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import slurmcluster
 
+from kernlab.compare.merge import slurm_run
 from kernlab.core.errors import KernlabError
 from kernlab.fanout import slurm
 
@@ -98,6 +99,12 @@ def when_running(cluster, task: int, then, timeout: float = 60.0) -> threading.T
     return thread
 
 
+def run(kernels, names, out, opts):
+    """`matrix --slurm` through the library: (merged matrix, the Slurm run)."""
+    merged, _written, done = slurm_run(kernels, names, out, opts)
+    return merged, done
+
+
 def grid(matrix) -> dict:
     return {f"{k}/{e}": c.status for (k, e), c in matrix.cells.items()}
 
@@ -106,9 +113,9 @@ def grid(matrix) -> dict:
 def test_one_task_per_kernel_merged_into_one_report(on_cluster, monkeypatch, tmp_path, capfd):
     monkeypatch.setattr(slurm, "task_script", stand_in())
     out = tmp_path / "report"
-    done = slurm.run_on_slurm(KERNELS, ["readiter", "hellotrace"], out, options(tmp_path))
-    assert grid(done.matrix) == {f"{k}/{e}": "PASS" for k in KERNELS for e in ("readiter", "hellotrace")}
-    assert done.matrix.hosts == dict.fromkeys(KERNELS, slurmcluster.NODE)  # where each ran
+    merged, _ = run(KERNELS, ["readiter", "hellotrace"], out, options(tmp_path))
+    assert grid(merged) == {f"{k}/{e}": "PASS" for k in KERNELS for e in ("readiter", "hellotrace")}
+    assert merged.hosts == dict.fromkeys(KERNELS, slurmcluster.NODE)  # where each ran
     written = json.loads((out / "matrix.json").read_text())
     assert written["kernels"] == KERNELS and len(written["cells"]) == 4
     said = capfd.readouterr().err
@@ -121,9 +128,9 @@ def test_one_task_per_kernel_merged_into_one_report(on_cluster, monkeypatch, tmp
 def test_a_cancelled_task_is_error_cells_naming_slurms_state(on_cluster, monkeypatch, tmp_path):
     monkeypatch.setattr(slurm, "task_script", stand_in(hold_task=1))
     when_running(on_cluster, 1, lambda job: on_cluster.run("scancel", f"{job}_1"))
-    done = slurm.run_on_slurm(KERNELS, ["readiter"], tmp_path / "report", options(tmp_path))
-    assert done.matrix.cell("5.4.286", "readiter").status == "PASS"
-    cancelled = done.matrix.cell("6.1", "readiter")
+    merged, _ = run(KERNELS, ["readiter"], tmp_path / "report", options(tmp_path))
+    assert merged.cell("5.4.286", "readiter").status == "PASS"
+    cancelled = merged.cell("6.1", "readiter")
     assert cancelled.status == "ERROR"
     assert "CANCELLED" in cancelled.reason and "_1 " in cancelled.reason, cancelled.reason
     assert f"on {slurmcluster.NODE}" in cancelled.reason and "log " in cancelled.reason
@@ -137,8 +144,9 @@ def test_retry_resubmits_only_the_cancelled_task(on_cluster, monkeypatch, tmp_pa
     real_sbatch = slurm.sbatch
     monkeypatch.setattr(slurm, "sbatch", lambda args: submitted.append(args) or real_sbatch(args))
     when_running(on_cluster, 1, lambda job: on_cluster.run("scancel", f"{job}_1"))
-    done = slurm.run_on_slurm(KERNELS, ["readiter"], tmp_path / "report", options(tmp_path, retry=1))
-    assert grid(done.matrix) == {"5.4.286/readiter": "PASS", "6.1/readiter": "PASS"}
+    merged, done = run(KERNELS, ["readiter"], tmp_path / "report", options(tmp_path, retry=1))
+    assert grid(merged) == {"5.4.286/readiter": "PASS", "6.1/readiter": "PASS"}
+    assert [len(t.attempts) for t in done.tasks] == [1, 2]
     arrays = [next(a for a in args if a.startswith("--array=")) for args in submitted]
     assert arrays == ["--array=0,1", "--array=1"]  # the second round: the cancelled task only
     said = capfd.readouterr().err
@@ -150,11 +158,12 @@ def test_retry_resubmits_only_the_cancelled_task(on_cluster, monkeypatch, tmp_pa
 def test_ctrl_c_cancels_the_array_and_merges_what_finished(on_cluster, monkeypatch, tmp_path):
     monkeypatch.setattr(slurm, "task_script", stand_in(hold_task=1))
     when_running(on_cluster, 1, lambda _job: _thread.interrupt_main())
-    done = slurm.run_on_slurm(KERNELS, ["readiter"], tmp_path / "report", options(tmp_path, retry=2))
+    merged, done = run(KERNELS, ["readiter"], tmp_path / "report", options(tmp_path, retry=2))
     assert done.interrupted
-    assert done.matrix.cell("5.4.286", "readiter").status == "PASS"
-    assert done.matrix.cell("6.1", "readiter").status == "ERROR"
-    assert "CANCELLED" in done.matrix.cell("6.1", "readiter").reason
+    assert merged.cell("5.4.286", "readiter").status == "PASS"
+    assert merged.cell("6.1", "readiter").status == "ERROR"
+    assert "CANCELLED" in merged.cell("6.1", "readiter").reason
+    assert [len(t.attempts) for t in done.tasks] == [1, 1]  # Ctrl-C: no retry
     left = on_cluster.run("squeue", "-h", "-n", "kernlab-matrix", check=False).stdout.strip()
     assert not left, f"still queued after Ctrl-C: {left}"
 
@@ -162,7 +171,7 @@ def test_ctrl_c_cancels_the_array_and_merges_what_finished(on_cluster, monkeypat
 @needs_slurm
 def test_sbatch_refusing_a_partition_is_one_line(on_cluster, tmp_path):
     with pytest.raises(KernlabError, match=r"sbatch refused the job: .*partition"):
-        slurm.run_on_slurm(["6.1"], ["readiter"], tmp_path / "r", options(tmp_path, partition="nosuch"))
+        run(["6.1"], ["readiter"], tmp_path / "r", options(tmp_path, partition="nosuch"))
 
 
 def test_scontrol_lines_give_each_array_task_its_state():
@@ -212,9 +221,11 @@ def test_without_slurm_commands_it_says_where_to_run(monkeypatch):
         slurm.check_tools()
 
 
-def test_slurm_flags_need_slurm_and_exclude_hosts():
+def test_slurm_flags_need_slurm_and_exclude_hosts_and_merge():
     with pytest.raises(KernlabError, match="--slurm and --hosts both share the kernels out; use one"):
         slurm.check_flags(True, "hosts.yaml")
+    with pytest.raises(KernlabError, match="--merge runs nothing; --slurm runs the matrix; drop --slurm"):
+        slurm.check_flags(True, "", "--merge")
     with pytest.raises(KernlabError, match="--partition, --retry only apply with --slurm; add --slurm"):
         slurm.check_flags(False, "", partition="batch", account="", retry=2)
     slurm.check_flags(False, "", partition="", retry=0)  # nothing given: fine

@@ -3,8 +3,9 @@
 The submitting command writes a batch script into a run folder under ``--slurm-dir``
 (a folder every node sees), submits it with ``sbatch --array=0-N``, follows the array
 with ``scontrol`` (``sacct`` once the controller has forgotten a finished job, where
-accounting runs), echoes each task's progress lines, and merges the tasks' reports with
-`matrix --merge`'s code into one report.
+accounting runs) and echoes each task's state changes and progress lines. What it returns
+(each task's report folder, or Slurm's words for why there is none) is merged into one
+report by ``kernlab.compare.merge.slurm_run``, with `matrix --merge`'s code.
 
 How the work is cut: one task per kernel. A kernel's experiments share one boot and one
 snapshot; the task runs them in ``--lanes`` VMs side by side on its node, and asks Slurm
@@ -51,13 +52,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kernlab.compare.matrix import ERROR, Cell, Matrix, check_names, report_text, write_report
-from kernlab.compare.merge import merge_runs, write_merged
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter, without_stamp
 from kernlab.experiments.lanes import lane_count
-from kernlab.experiments.suite import experiment_names
 from kernlab.guest.image import find_image
 
 COMMANDS = ("sbatch", "scontrol", "scancel")
@@ -143,15 +141,29 @@ class Task:
     def log(self, run: Path, job: str | None = None) -> Path:
         return run / "logs" / f"task-{self.index}-{job or self.attempts[-1]}.out"
 
+    @property
+    def node(self) -> str:
+        """Where the last attempt ran ('' when it did not start)."""
+        node = self.state.node if self.state else ""
+        return "" if node in ("", "(null)", "None assigned") else node
+
 
 @dataclass
 class SlurmRun:
-    """The merged matrix, where the run's files are, and whether Ctrl-C cut it short."""
+    """The tasks (with their attempts and last states), the run folder, and whether Ctrl-C
+    cut the run short."""
 
-    matrix: Matrix
+    tasks: list[Task]
     run_dir: Path
-    written: dict[str, Path]
     interrupted: bool = False
+
+    def reports(self) -> list[Path]:
+        """The report folders of the tasks that wrote one."""
+        return [r for t in self.tasks if (r := t.report(self.run_dir)) is not None]
+
+    def failed(self) -> list[tuple[Task, str]]:
+        """The tasks without a report and why (Slurm's state and reason, their own error)."""
+        return [(t, error_reason(t, self.run_dir)) for t in self.tasks if t.report(self.run_dir) is None]
 
 
 # ---------------------------------------------------------------- checks
@@ -179,16 +191,28 @@ def slurm_dir_of(given: str) -> Path:
     return folder
 
 
-def check_flags(slurm: bool, hosts: str, **flags: str | int | None) -> None:
+def check_flags(slurm: bool, hosts: str, others: str = "", **flags: str | int | None) -> None:
     """--partition, --account, --time, --slurm-dir and --retry need --slurm; --slurm and
-    --hosts are two ways to share the kernels out: one at a time."""
+    --hosts are two ways to share the kernels out: one at a time; ``others`` names a flag
+    given that runs nothing (--merge, --rerender)."""
     if slurm and hosts:
         raise KernlabError("--slurm and --hosts both share the kernels out",
                            "use one: --slurm for a cluster, --hosts for machines of your own")
+    if slurm and others:
+        raise KernlabError(f"{others} runs nothing; --slurm runs the matrix", f"drop --slurm or {others}")
     given = [f"--{name.replace('_', '-')}" for name, value in flags.items()
              if value not in (None, "", 0, "0")]
     if given and not slurm:
         raise KernlabError(f"{', '.join(given)} only apply with --slurm", "add --slurm, or drop them")
+
+
+def slurm_options(slurm: bool, hosts: str, lanes: int | str | None, others: str = "", *,
+                  partition: str = "", account: str = "", time: str = "", slurm_dir: str = "",
+                  retry: int | str = 0) -> SlurmOptions | None:
+    """`matrix`/`ci`'s Slurm flags checked: the options, or None without --slurm."""
+    check_flags(slurm, hosts, others, partition=partition, account=account, time=time,
+                slurm_dir=slurm_dir, retry=retry)
+    return options_of(slurm_dir, partition, account, time, retry, lanes) if slurm else None
 
 
 def options_of(slurm_dir: str, partition: str, account: str, time_limit: str, retry: int | str,
@@ -211,18 +235,12 @@ def options_of(slurm_dir: str, partition: str, account: str, time_limit: str, re
 
 
 # ---------------------------------------------------------------- the run
-def run_on_slurm(kernels: list[str], experiments: list[str] | None, out: Path,
-                 options: SlurmOptions) -> SlurmRun:
-    """Submit one array task per kernel, follow it, retry what Slurm lost, merge into ``out``."""
+def run_array(kernels: list[str], names: list[str], options: SlurmOptions) -> SlurmRun:
+    """Submit one array task per kernel, follow it, resubmit what ended without a report
+    (``options.retry`` times); Ctrl-C cancels it and returns what finished."""
     check_tools()
     if not kernels:
         raise KernlabError("no kernels to run", "name at least one kernel, e.g. --kernels 6.1")
-    names = experiment_names() if experiments is None else list(experiments)
-    if not names:
-        raise KernlabError(f"no experiments to run in {paths.experiments_dir()}",
-                           "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
-    with shared_areas(options.slurm_dir):  # build ids are the shared work area's
-        check_names(kernels, names)
     run = _new_run(options.slurm_dir)
     tasks = [Task(i, k) for i, k in enumerate(kernels)]
     reporter().note(f"slurm: run folder {run}")
@@ -232,16 +250,7 @@ def run_on_slurm(kernels: list[str], experiments: list[str] | None, out: Path,
     except KeyboardInterrupt:
         interrupted = True
         _cancel_and_wait(tasks, jobs, options)
-    matrix = collect(tasks, names, run)
-    return SlurmRun(matrix, run, _written(matrix, out), interrupted)
-
-
-def run_and_report(kernels: list[str], experiments: list[str] | None, out: Path,
-                   options: SlurmOptions) -> tuple[SlurmRun, str]:
-    """`invoke matrix --slurm` / `ci --slurm`: the run, and what to print (the grid, the report's
-    files, the run folder)."""
-    done = run_on_slurm(kernels, experiments, out, options)
-    return done, report_text(done.matrix, done.written) + f"\n{'slurm':<9}{done.run_dir}"
+    return SlurmRun(tasks, run, interrupted)
 
 
 def _rounds(tasks: list[Task], names: list[str], run: Path, options: SlurmOptions, jobs: list[str]) -> None:
@@ -540,28 +549,7 @@ def _cancel_and_wait(tasks: list[Task], jobs: list[str], options: SlurmOptions) 
         reporter().warn("not waiting for the cancelled tasks to stop")
 
 
-# ---------------------------------------------------------------- merging
-def collect(tasks: list[Task], names: list[str], run: Path) -> Matrix:
-    """The tasks' reports merged (`matrix --merge`'s code); a task without one: ERROR cells
-    with Slurm's state and reason, and the task's own last error line when it printed one."""
-    reports = [r for t in tasks if (r := t.report(run)) is not None]
-    merged = merge_runs(reports) if reports else Matrix([], [])
-    for task in tasks:
-        node = task.state.node if task.state and task.state.node not in ("", "(null)") else ""
-        if task.report(run) is None:
-            why = error_reason(task, run)
-            for name in names:
-                merged.cells[(task.kernel, name)] = Cell(task.kernel, name, ERROR, why)
-        if node:
-            merged.hosts[task.kernel] = node
-    merged.experiments += [n for n in names if n not in merged.experiments]
-    merged.kernels = [t.kernel for t in tasks]  # the order asked for, as a local run keeps it
-    for kernel in merged.kernels:
-        for name in merged.experiments:
-            merged.cells.setdefault((kernel, name), Cell(kernel, name, ERROR, "not reported"))
-    return merged
-
-
+# ---------------------------------------------------------------- why a task has no report
 def error_reason(task: Task, run: Path) -> str:
     """Why a task has no report: Slurm's words, the task's own error line, its log."""
     if not task.attempts:
@@ -582,10 +570,3 @@ def _last_error(log: Path) -> str:
         return ""
     errors = [line.strip() for line in lines if "kernlab: error: " in line]
     return errors[-1][errors[-1].index("kernlab: error: "):][:300] if errors else ""
-
-
-def _written(matrix: Matrix, out: Path) -> dict[str, Path]:
-    """The merged report in ``out`` (bundles copied under out/bundles, as --merge does)."""
-    if any(c.bundle for c in matrix.cells.values()):
-        return write_merged(matrix, out)
-    return write_report(matrix, out)
