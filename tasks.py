@@ -43,7 +43,7 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
     if not junit.strip() or Path(junit).is_dir():
         raise KernlabError(f"--junit {junit!r} is not a file name", "give --junit PATH/junit.xml")
     if os.geteuid() == 0 and missing_packages(TEST_PACKAGES):
-        setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd; shellcheck for actionlint
+        setup_host(extra=TEST_PACKAGES)  # sshd (--hosts), shellcheck (actionlint), Slurm (--slurm)
     python = sys.executable  # the interpreter running invoke: kernlab's venv under ./kl
     c.run(f"{python} -m ruff check kernlab tasks.py tests bench", pty=False)
     marker = '-m "not slow"' if fast else ""

@@ -26,8 +26,9 @@ HOST_PACKAGES = [
 ]
 
 # only for the tests: a second sshd on 127.0.0.1 stands in for another lab host (--hosts);
-# shellcheck, which actionlint runs on the workflow's scripts
-TEST_PACKAGES = ["openssh-server", "shellcheck"]
+# shellcheck, which actionlint runs on the workflow's scripts; munge and slurm-wlm, whose
+# daemons tests/slurmcluster.py starts as a one-node cluster (--slurm)
+TEST_PACKAGES = ["openssh-server", "shellcheck", "munge", "slurm-wlm"]
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 SUITES = {
