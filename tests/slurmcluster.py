@@ -22,12 +22,28 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 SBIN = ("munged", "slurmctld", "slurmd")
 NODE = "kl1"
 PARTITION = "lab"
+
+
+def running(tmp_path_factory: Any) -> Iterator[Cluster]:
+    """For a module fixture (``yield from running(tmp_path_factory)``): a cluster, stopped at
+    the end; the test is skipped where the daemons are not installed."""
+    if not available():
+        pytest.skip("needs root, munge and slurm-wlm (invoke setup)")
+    cluster = start(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def available() -> bool:

@@ -30,11 +30,7 @@ needs_slurm = pytest.mark.skipif(not slurmcluster.available(),
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if not slurmcluster.available():
-        pytest.skip("needs root, munge and slurm-wlm (invoke setup)")
-    running = slurmcluster.start(tmp_path_factory.mktemp("slurm"))
-    yield running
-    running.stop()
+    yield from slurmcluster.running(tmp_path_factory)
 
 
 @pytest.fixture

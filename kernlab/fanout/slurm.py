@@ -48,13 +48,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter, without_stamp
+from kernlab.core.util import scoped_environ
 from kernlab.experiments.lanes import lane_count
 from kernlab.guest.image import find_image
 
@@ -278,20 +278,10 @@ def _new_run(slurm_dir: Path) -> Path:
     return run
 
 
-@contextlib.contextmanager
-def shared_areas(slurm_dir: Path) -> Iterator[None]:
+def shared_areas(slurm_dir: Path) -> contextlib.AbstractContextManager[None]:
     """KERNLAB_WORK and KERNLAB_STATE pointed at the shared ones inside the block."""
-    saved = {k: os.environ.get(k) for k in ("KERNLAB_WORK", "KERNLAB_STATE")}
-    os.environ["KERNLAB_WORK"] = str(slurm_dir / "work")
-    os.environ["KERNLAB_STATE"] = str(slurm_dir / "state")
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return scoped_environ({"KERNLAB_WORK": str(slurm_dir / "work"),
+                           "KERNLAB_STATE": str(slurm_dir / "state")})
 
 
 # ---------------------------------------------------------------- scripts and sbatch
