@@ -24,8 +24,10 @@ Where things live under ``--slurm-dir``:
   submitted when the image is already there. With ``KERNLAB_REGISTRY`` set, tasks pull
   kernels and image from the registry instead and no image job runs.
 - ``runs/<id>/``  the batch scripts, the tasks' logs (``logs/``) and each task attempt's
-  own state (VMs, snapshots; ``images`` links to the shared ones), bundles and report
-  (``tasks/<index>/<array job id>/``).
+  bundles and report (``tasks/<index>/<array job id>/``). A task's VMs and snapshots live
+  on its node's own disk (``$TMPDIR/kernlab-<job id>``, ``images`` linked to the shared
+  ones) and go when it ends: short paths for QEMU's sockets, no guest RAM on the shared
+  filesystem.
 
 A task counts as done when its report (``matrix.json``) is there, whatever its cells say;
 one without a report (cancelled, time limit, out of memory, node failure, a crash) gets
@@ -287,7 +289,7 @@ def shared_areas(slurm_dir: Path) -> contextlib.AbstractContextManager[None]:
 # ---------------------------------------------------------------- scripts and sbatch
 def task_script(tasks: list[Task], names: list[str], run: Path, slurm_dir: Path, lanes: int) -> str:
     """The array's batch script: array index -> kernel, then `invoke matrix` for that kernel
-    with the shared kernels and its attempt's own state, bundles and report."""
+    with the shared kernels, node-local state, and its attempt's own bundles and report."""
     cases = "\n".join(f"  {t.index}) KERNEL={shlex.quote(t.kernel)} ;;" for t in tasks)
     q = shlex.quote
     return f"""#!/bin/sh
@@ -298,14 +300,21 @@ case "$SLURM_ARRAY_TASK_ID" in
   *) echo "kernlab: error: no kernel for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;
 esac
 TASK_DIR={q(str(run))}/tasks/$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_JOB_ID
-mkdir -p "$TASK_DIR/state"
-ln -sfn {q(str(slurm_dir / "state" / "images"))} "$TASK_DIR/state/images"
+# VMs and snapshots on the node's own disk (short paths: QEMU's sockets allow 107 bytes),
+# removed when the task ends; the image is the shared one
+STATE="${{TMPDIR:-/tmp}}/kernlab-$SLURM_JOB_ID"
+mkdir -p "$TASK_DIR" "$STATE"
+trap 'rm -rf "$STATE"' EXIT
+trap 'exit 143' TERM INT
+ln -sfn {q(str(slurm_dir / "state" / "images"))} "$STATE/images"
 export KERNLAB_WORK={q(str(slurm_dir / "work"))}
-export KERNLAB_STATE="$TASK_DIR/state" KERNLAB_RESULTS="$TASK_DIR/bundles" KERNLAB_PLAIN=1
+export KERNLAB_STATE="$STATE" KERNLAB_RESULTS="$TASK_DIR/bundles" KERNLAB_PLAIN=1
 echo "kernlab: task $SLURM_ARRAY_TASK_ID: kernel $KERNEL on $(hostname), folder $TASK_DIR"
 cd {q(str(paths.root()))}
-exec {q(sys.executable)} -m invoke matrix --kernels "$KERNEL" --experiments {q(",".join(names))} \\
-  --out "$TASK_DIR/report" --lanes {lanes}
+status=0
+{q(sys.executable)} -m invoke matrix --kernels "$KERNEL" --experiments {q(",".join(names))} \\
+  --out "$TASK_DIR/report" --lanes {lanes} || status=$?
+exit $status
 """
 
 
