@@ -165,9 +165,10 @@ def test_ctrl_c_cancels_the_array_and_merges_what_finished(on_cluster, monkeypat
 
 
 @needs_slurm
-def test_sbatch_refusing_a_partition_is_one_line(on_cluster, tmp_path):
-    with pytest.raises(KernlabError, match=r"sbatch refused the job: .*partition"):
+def test_sbatch_refusing_a_partition_is_one_line_and_leaves_no_run_folder(on_cluster, tmp_path):
+    with pytest.raises(KernlabError, match=r"sbatch refused the job: .*partition.*; check --partition"):
         run(["6.1"], ["readiter"], tmp_path / "r", options(tmp_path, partition="nosuch"))
+    assert not list((tmp_path / "shared" / "runs").iterdir())
 
 
 def test_scontrol_lines_give_each_array_task_its_state():
@@ -222,6 +223,6 @@ def test_slurm_flags_need_slurm_and_exclude_hosts_and_merge():
         slurm.check_flags(True, "hosts.yaml")
     with pytest.raises(KernlabError, match="--merge runs nothing; --slurm runs the matrix; drop --slurm"):
         slurm.check_flags(True, "", "--merge")
-    with pytest.raises(KernlabError, match="--partition, --retry only apply with --slurm; add --slurm"):
+    with pytest.raises(KernlabError, match="--partition, --retry: only with --slurm; add --slurm"):
         slurm.check_flags(False, "", partition="batch", account="", retry=2)
     slurm.check_flags(False, "", partition="", retry=0)  # nothing given: fine

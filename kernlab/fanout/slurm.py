@@ -205,7 +205,7 @@ def check_flags(slurm: bool, hosts: str, others: str = "", **flags: str | int | 
     given = [f"--{name.replace('_', '-')}" for name, value in flags.items()
              if value not in (None, "", 0, "0")]
     if given and not slurm:
-        raise KernlabError(f"{', '.join(given)} only apply with --slurm", "add --slurm, or drop them")
+        raise KernlabError(f"{', '.join(given)}: only with --slurm", "add --slurm, or drop them")
 
 
 def slurm_options(slurm: bool, hosts: str, lanes: int | str | None, others: str = "", *,
@@ -249,6 +249,10 @@ def run_array(kernels: list[str], names: list[str], options: SlurmOptions) -> Sl
     interrupted, jobs = False, []
     try:
         _rounds(tasks, names, run, options, jobs)
+    except KernlabError:
+        if not jobs:  # nothing was submitted: no run folder left behind
+            shutil.rmtree(run, ignore_errors=True)
+        raise
     except KeyboardInterrupt:
         interrupted = True
         _cancel_and_wait(tasks, jobs, options)
@@ -386,7 +390,10 @@ def sbatch(args: list[str]) -> str:
     done = _slurm(["sbatch", *args])
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+        unreachable = any(w in said[-1] for w in ("configuration source", "contact slurm controller"))
         raise KernlabError(f"sbatch refused the job: {said[-1][:300]}",
+                           "point SLURM_CONF at the cluster's slurm.conf, or run on a login node"
+                           if unreachable else
                            "check --partition, --account and --time against the cluster (`sinfo`)")
     return done.stdout.strip().split(";")[0]
 
