@@ -58,7 +58,7 @@ def test(c, fast=False, k="", junit="results/junit.xml"):
     if not junit.strip() or Path(junit).is_dir():
         raise KernlabError(f"--junit {junit!r} is not a file name", "give --junit PATH/junit.xml")
     if os.geteuid() == 0 and missing_packages(TEST_PACKAGES):
-        setup_host(extra=TEST_PACKAGES)  # the --hosts tests' second sshd; shellcheck for actionlint
+        setup_host(extra=TEST_PACKAGES)  # sshd (--hosts), shellcheck (actionlint), Slurm (--slurm)
     python = sys.executable  # the interpreter running invoke: kernlab's venv under ./kl
     c.run(f"{python} -m ruff check kernlab tasks.py tests bench", pty=False)
     marker = '-m "not slow"' if fast else ""
@@ -529,7 +529,21 @@ def check_experiment(c, name, kernels=""):
 
 
 # ---------------------------------------------------------------- reproducibility and CI
-def _matrix(kernels: str, experiments: str, out: str, hosts: str = "", lanes: str | None = None):
+SLURM_HELP = {
+    "slurm": "Run the kernels as one Slurm job array, one task per kernel, from a login node "
+             "(README: Slurm); the tasks' reports are merged into --out.",
+    "partition": "With --slurm: the partition to submit to.",
+    "account": "With --slurm: the account to charge.",
+    "time": "With --slurm: each task's time limit, as Slurm writes it (e.g. 2:00:00).",
+    "slurm_dir": "With --slurm: a folder every node sees, for the shared kernels, image and run "
+                 "folders (default KERNLAB_SLURM_DIR, else slurm/ in the checkout).",
+    "retry": "With --slurm: resubmit the tasks that ended without a report (cancelled, time "
+             "limit, out of memory, node failure) up to N times (default 0).",
+}
+
+
+def _matrix(kernels: str, experiments: str, out: str, hosts: str = "", lanes: str | None = None,
+            slurm=None):
     from pathlib import Path
 
     from kernlab.compare import matrix
@@ -539,9 +553,18 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = "", lanes: st
     forced_accel()
     chosen = None if experiments.strip() == "all" else names(
         "experiments", experiments, "experiment", "readiter,hellotrace, or all")
-    result, shown = matrix.run_and_report(kernel_list, chosen, Path(hosts) if hosts else None,
-                                          matrix.out_dir(out), lanes)
-    print(shown)
+    if slurm is not None:
+        from kernlab.compare.merge import slurm_report
+
+        result, shown, interrupted = slurm_report(kernel_list, chosen, matrix.out_dir(out), slurm)
+        print(shown)
+        if interrupted:
+            raise Exit(f"kernlab: interrupted; the report holds what finished: {matrix.out_dir(out)}",
+                       code=130)
+    else:
+        result, shown = matrix.run_and_report(kernel_list, chosen, Path(hosts) if hosts else None,
+                                              matrix.out_dir(out), lanes)
+        print(shown)
     if not result.ran:
         raise matrix.nothing_ran(result)
     return result
@@ -556,11 +579,11 @@ def _matrix(kernels: str, experiments: str, out: str, hosts: str = "", lanes: st
             "rerender": "Only rewrite the report in --out from its matrix.json (no runs).",
             "merge": "Merge earlier runs' --out directories into one report in --out (no runs): "
             "repeat the flag, comma-separate, or give a quoted glob, e.g. --merge 'artifacts/*/report'.",
-            "lanes": LANES_HELP},
+            "lanes": LANES_HELP, **SLURM_HELP},
       iterable=["merge"])
 @friendly
 def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, merge=None,
-           lanes=None):
+           lanes=None, slurm=False, partition="", account="", time="", slurm_dir="", retry=0):
     """Run every experiment on every kernel (one VM per kernel) and write a comparison report.
 
     Each cell is PASS, FAIL, or n/a with the reason (the kernel lacks a needs.features entry).
@@ -568,7 +591,11 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
     from pathlib import Path
 
     from kernlab.compare import matrix as mx
+    from kernlab.fanout.slurm import slurm_options
 
+    others = "--merge" if merge else "--rerender" if rerender else ""
+    options = slurm_options(slurm, hosts, lanes, others, partition=partition, account=account,
+                            time=time, slurm_dir=slurm_dir, retry=retry)
     mode = mx.report_mode(kernels, experiments, out, hosts, rerender, merge)
     if mode == "merge":
         from kernlab.compare.merge import merge_reports
@@ -583,7 +610,7 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
         mx.write_report(result, Path(out))
         print(mx.grid_text(result))
         return
-    result = _matrix(kernels, experiments, out, hosts, lanes)
+    result = _matrix(kernels, experiments, out, hosts, lanes, options)
     if not result.passed:
         raise Exit("kernlab: matrix FAIL (see the report)", code=1)
 
@@ -592,16 +619,20 @@ def matrix(c, kernels="", experiments="all", out="", hosts="", rerender=False, m
             "experiments": "Comma-separated experiment names, or `all` (default).",
             "out": "Report directory (default results/matrix/<time>); JUnit XML is junit.xml there.",
             "hosts": "Hosts file (YAML) of other machines to share the kernels with (see `matrix`).",
-            "registry": REGISTRY_HELP})
+            "lanes": LANES_HELP, "registry": REGISTRY_HELP, **SLURM_HELP})
 @friendly
-def ci(c, kernels="", experiments="all", out="", hosts="", registry=None):
+def ci(c, kernels="", experiments="all", out="", hosts="", lanes=None, slurm=False, partition="",
+       account="", time="", slurm_dir="", retry=0, registry=None):
     """Non-interactive run for CI: plain progress, builds what is missing, matrix, JUnit XML, exit status."""
+    from kernlab.fanout.slurm import slurm_options
     from kernlab.kernel.catalog import load_catalog
 
     _use_registry(registry)
     os.environ.setdefault("CI", "1")
     os.environ["KERNLAB_PLAIN"] = "1"
-    result = _matrix(kernels or load_catalog().default, experiments, out, hosts)
+    options = slurm_options(slurm, hosts, lanes, partition=partition, account=account, time=time,
+                            slurm_dir=slurm_dir, retry=retry)
+    result = _matrix(kernels or load_catalog().default, experiments, out, hosts, lanes, options)
     if not result.passed:
         raise Exit("kernlab: ci FAIL", code=1)
     print("kernlab: ci PASS")

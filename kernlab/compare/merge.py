@@ -1,4 +1,5 @@
-"""`invoke matrix --merge DIR...`: the reports of several matrix runs as one.
+"""`invoke matrix --merge DIR...`: the reports of several matrix runs as one; and a Slurm
+run's tasks' reports as one (`invoke matrix --slurm`: ``slurm_run``).
 
 Each DIR is the ``--out`` directory of an earlier `invoke matrix` or `invoke ci`, for
 example one CI runner's kernel. Their cells go side by side in one grid (one
@@ -15,11 +16,22 @@ import re
 import shutil
 from pathlib import Path
 
-from kernlab.compare.matrix import NA, Cell, Matrix, load_matrix, write_report
-from kernlab.core import inuse
+from kernlab.compare.matrix import (
+    ERROR,
+    NA,
+    Cell,
+    Matrix,
+    check_names,
+    load_matrix,
+    report_text,
+    write_report,
+)
+from kernlab.core import inuse, paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.validate import new_output
+from kernlab.experiments.suite import experiment_names
+from kernlab.fanout import slurm
 
 GLOB_CHARS = "*?["
 
@@ -122,3 +134,42 @@ def merge_reports(values: list[str], out: Path) -> tuple[Matrix, dict[str, Path]
     merged = merge_runs(dirs)
     with inuse.temporary(out, f"merged report {out.name}") if not out.exists() else contextlib.nullcontext():
         return merged, write_merged(merged, out)  # a failed or stopped merge leaves no half --out
+
+
+# ---------------------------------------------------------------- a Slurm run's tasks
+def slurm_run(kernels: list[str], experiments: list[str] | None, out: Path,
+              options: slurm.SlurmOptions) -> tuple[Matrix, dict[str, Path], slurm.SlurmRun]:
+    """`matrix --slurm`: one Slurm array task per kernel (kernlab.fanout.slurm), their reports
+    merged as --merge merges runs, into ``out``; a task without one gives ERROR cells that
+    name Slurm's state and reason."""
+    names = experiment_names() if experiments is None else list(experiments)
+    if not names:
+        raise KernlabError(f"no experiments to run in {paths.experiments_dir()}",
+                           "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
+    with slurm.shared_areas(options.slurm_dir):  # a build id is the shared work area's
+        check_names(kernels, names)
+    done = slurm.run_array(kernels, names, options)
+    merged = merge_tasks(done, names)
+    return merged, write_merged(merged, out), done
+
+
+def slurm_report(kernels: list[str], experiments: list[str] | None, out: Path,
+                 options: slurm.SlurmOptions) -> tuple[Matrix, str, bool]:
+    """`invoke matrix --slurm` / `ci --slurm`: the merged matrix, what to print (the grid, the
+    report's files, the run folder), and whether Ctrl-C cut the run short."""
+    merged, written, done = slurm_run(kernels, experiments, out, options)
+    return merged, report_text(merged, written) + f"\n{'slurm':<9}{done.run_dir}", done.interrupted
+
+
+def merge_tasks(done: slurm.SlurmRun, names: list[str]) -> Matrix:
+    """The tasks' reports as one matrix, kernels in the order asked; each kernel's column
+    names the node that ran it."""
+    reports = done.reports()
+    merged = merge_runs(reports) if reports else Matrix([], [])
+    for task, why in done.failed():
+        merged.cells.update({(task.kernel, n): Cell(task.kernel, n, ERROR, why) for n in names})
+    merged.kernels = [t.kernel for t in done.tasks]
+    merged.experiments += [n for n in names if n not in merged.experiments]
+    merged.hosts.update({t.kernel: t.node for t in done.tasks if t.node})
+    _fill_gaps(merged)
+    return merged

@@ -26,8 +26,10 @@ HOST_PACKAGES = [
 ]
 
 # only for the tests: a second sshd on 127.0.0.1 stands in for another lab host (--hosts);
-# shellcheck, which actionlint runs on the workflow's scripts
-TEST_PACKAGES = ["openssh-server", "shellcheck", "crash", "python3-drgn",  # crash, drgn: vmcore tests
+# shellcheck, which actionlint runs on the workflow's scripts; munge and slurm-wlm, whose
+# daemons tests/slurmcluster.py starts as a one-node cluster (--slurm)
+TEST_PACKAGES = ["openssh-server", "shellcheck", "munge", "slurm-wlm",
+                 "crash", "python3-drgn",  # tests/test_debug_slow.py opens vmcores with them
                  # tests/test_registry*.py: a real OCI registry (the CNCF distribution registry) and htpasswd
                  "docker-registry", "apache2-utils"]
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
