@@ -140,6 +140,21 @@ def test_an_error_in_another_lane_stops_the_suite_after_the_running_items():
         run_lanes(["slow", "refused", "never-1", "never-2", "never-3"], ["a", "b"], run_one)
 
 
+def test_the_next_kernels_lanes_run_after_a_lane_failed_on_the_kernel_before():
+    """A matrix runs one kernel's suite after another in one process: a lane that failed on the
+    first kernel (its error reported there) must not leave the second kernel's lanes stopped
+    (ci on 5.4.286,6.1 ended in `KeyError: 0` and never ran 6.1)."""
+    def failing(item: str, lane: str) -> str:
+        if item == "dies":
+            raise KernlabError("VM lab-l2 is not running: QEMU exited", "boot it again")
+        time.sleep(0.1)
+        return item
+
+    with pytest.raises(KernlabError, match="QEMU exited"):
+        run_lanes(["ok", "dies", "later"], ["lab", "lab-l2"], failing)
+    assert run_lanes(["a", "b", "c"], ["lab", "lab-l2"], lambda item, lane: item) == ["a", "b", "c"]
+
+
 def test_ctrl_c_in_the_main_lane_stops_the_other_lanes_running_items():
     taken: dict[str, list[str]] = {}
     stopped: list[str] = []

@@ -75,6 +75,12 @@ def stop_threads() -> None:
     _STOP_THREADS.set()
 
 
+def clear_stop() -> None:
+    """A new set of worker threads starts: an earlier set's stop (a lane that failed on the
+    kernel before, its error already reported) must not stop these before they start."""
+    _STOP_THREADS.clear()
+
+
 def stopping() -> bool:
     """Whether ``stop_threads()`` was called in this ``scope()`` (take no more work)."""
     return _STOP_THREADS.is_set()

@@ -100,6 +100,7 @@ def run_lanes(items: Sequence[Item], lanes: Sequence[Lane],
     as Ctrl-C does) before it goes on; an exception in another lane is raised here after
     every lane has stopped.
     """
+    interrupt.clear_stop()  # a matrix's next kernel: the last kernel's failed lane is no reason to stop
     queue = deque(enumerate(items))
     lock = threading.Lock()
     results: dict[int, Any] = {}
@@ -127,6 +128,8 @@ def run_lanes(items: Sequence[Item], lanes: Sequence[Lane],
             thread.join(JOIN_TIMEOUT)
     if errors:
         raise errors[0]
+    if len(results) < len(items):  # the lanes were told to stop and took no more work
+        raise interrupt.Interrupted()
     return [results[i] for i in range(len(items))]
 
 
