@@ -274,8 +274,8 @@ def test_a_users_vm_with_another_kernel_is_refused_not_restarted(kernel, env, vm
         done = cli("run-experiment", "longrun", "--kernel", "6.1", "--vm-name", name, env=env)
         assert done.returncode == 1
         line = one_error(done.stderr)
-        assert f"VM {name} is running {Path(other['build_dir']).name}" in line
-        assert f"not {Path(kernel['build_dir']).name}" in line
+        assert f"VM {name} is running {other.id}" in line
+        assert f"not {kernel.id}" in line
         assert f"stop it first: `invoke vm.down --name {name}`" in line
         assert qemu_pids(name) == [pid], "refused, and left running"
     finally:
