@@ -13,6 +13,7 @@ Builds are of the fake kernel tree (tests/fakekernel.py); packs are of test_pack
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ import pytest
 from interrupts import sigint_default
 from test_locks import wait_for
 from test_pack import bundle  # noqa: F401 (a fixture)
+
+from kernlab.core import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -201,9 +204,13 @@ def test_two_runs_on_one_vm_name_one_after_the_other(lab_kernel, lab_image, tmp_
     stopped the VM the second was told would stay up. Now the second waits, naming the first."""
     env = {**os.environ, "KERNLAB_PLAIN": "1", "KERNLAB_RESULTS": str(tmp_path / "results")}
     name = f"h22a-{os.getpid() % 10000}"
-    args = ("run-experiment", "hellotrace", "--kernel", "6.1", "--vm-name", name)
+    slow = tmp_path / "hellotrace"  # hellotrace whose workload first sleeps: the first run holds
+    shutil.copytree(ROOT / "experiments" / "hellotrace", slow)  # its VM while the second starts
+    spec = slow / "experiment.yaml"
+    spec.write_text(spec.read_text().replace("cmd: ./hellotrace 3", "cmd: sleep 10 && ./hellotrace 3"))
+    args = ("run-experiment", str(slow), "--kernel", "6.1", "--vm-name", name)
     first = start(*args, env=env, err=tmp_path / "first.err")
-    state = Path(env.get("KERNLAB_STATE", ROOT / ".kernlab" / "state"))
+    state = paths.state_dir()
     wait_for("the first run's VM", lambda: (state / "vms" / name / "vm.json").is_file(), timeout=600)
     second = start(*args, "--keep-vm", env=env, err=tmp_path / "second.err")
     try:
@@ -211,7 +218,7 @@ def test_two_runs_on_one_vm_name_one_after_the_other(lab_kernel, lab_image, tmp_
         assert second.wait(timeout=900) == 0, (tmp_path / "second.err").read_text()
         err = (tmp_path / "second.err").read_text()
         assert f"a command on VM {name} is in progress in pid {first.pid} (invoke -r {ROOT} " \
-               f"run-experiment hellotrace" in err, err
+               f"run-experiment {slow}" in err, err
         assert "waiting for it (Ctrl-C stops waiting)" in err
         assert (state / "vms" / name / "vm.json").is_file()  # --keep-vm: the second's VM stays up
     finally:

@@ -24,7 +24,7 @@ def kernels() -> dict[str, Kernel]:
     """The three lab kernels: built in CI, found (or skipped) elsewhere; ./kl test without
     KERNLAB_LOCAL_KERNELS cannot fetch 4.15 and 5.4.286 here, and need not when they are built."""
     builds = {v: ci_build(v) for v in ("4.15", "5.4.286", "6.1")}
-    return {v: Kernel(b if isinstance(b, dict) else b.to_json()) for v, b in builds.items()}
+    return {v: Kernel(b) for v, b in builds.items()}
 
 
 def verdicts(kernel: Kernel) -> dict[str, str]:
