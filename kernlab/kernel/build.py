@@ -446,7 +446,7 @@ def make_command(plan: Plan, obj: Path | None, tree: Path, targets: list[str],
     cc = plan.compiler
     if plan.opts.ccache and shutil.which("ccache"):
         cc = f"{CC_WRAPPER.name} {cc}"  # ccache, but not for .incbin sources (see the script)
-    maps = debug_prefix_maps(tree, obj)
+    maps = debug_prefix_maps(tree, obj, maps_file_macro(plan.spec.version))
     # HOSTCC through ccache too: a --clean rebuild otherwise recompiles objtool,
     # resolve_btfids and their libbpf/libsubcmd twice (obj/ and the samples tree's prepare).
     # Host tools only run at build time; the bzImage is unchanged (measured, README).
@@ -463,13 +463,14 @@ SOURCE_NAME = "/kernlab/src"  # what debug info calls the source tree, wherever 
 OBJ_NAME = "/kernlab/obj"  # ... and the O= directory (the compiler's working directory)
 
 
-def debug_prefix_maps(tree: Path, obj: Path | None) -> str:
+def debug_prefix_maps(tree: Path, obj: Path | None, file_macro_mapped: bool = True) -> str:
     """Compiler flags that take the tree's and build directory's paths out of debug info.
 
     Under O= the compiler runs in ``obj`` on ``<tree>/kernel/fork.c``, so the DWARF holds
     both absolute paths (DW_AT_comp_dir, DW_AT_name, line tables), pahole carries them
     into .BTF, and a build elsewhere gave another bzImage. The kernel itself maps only
-    __FILE__ (-fmacro-prefix-map=$(srctree)/=); -ffile-prefix-map would override that, so
+    __FILE__ (-fmacro-prefix-map=$(srctree)/=, from 4.19; before, ``file_macro_mapped``
+    False adds that map here); -ffile-prefix-map would override that, so
     this maps debug info only (gcc also hands it to gas for .S files, hence KAFLAGS too).
     ccache (4.x) hashes only the option's name and the working directory after the map,
     so with base_dir at the work area (KERNLAB_CCACHE_SHARE), work areas share objects.
@@ -478,7 +479,22 @@ def debug_prefix_maps(tree: Path, obj: Path | None) -> str:
     maps = [f"-fdebug-prefix-map={tree}={SOURCE_NAME}"]
     if obj is not None:
         maps.append(f"-fdebug-prefix-map={obj}={OBJ_NAME}")
+    if not file_macro_mapped:
+        maps.append(f"-fmacro-prefix-map={tree}/=")
     return " ".join(maps)
+
+
+def maps_file_macro(version: str) -> bool:
+    """Whether this release's Makefile makes __FILE__ relative itself (from 4.19 on).
+
+    Before it (4.15), __FILE__ in BUG()/WARN() sites and lib/oid_registry.c's generated
+    table carried the tree's absolute path into vmlinux, so a rebuild in another directory
+    (--rebuild-check, --hosts, reproduce) gave other bytes: kernlab then passes the same
+    -fmacro-prefix-map=$(srctree)/= the newer Makefiles add. Decided by the catalog
+    version, not by reading the tree, so that the flag is in the build key.
+    """
+    match = re.match(r"^(\d+)\.(\d+)", version)
+    return not match or (int(match.group(1)), int(match.group(2))) >= (4, 19)
 
 
 def pahole_flags(tree: Path) -> str | None:
