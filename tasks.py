@@ -459,11 +459,15 @@ def list_experiments(c, kernel=""):
         "vm_name": "Name of the VM to use or boot (with --all: lane 1's).",
         "lanes": LANES_HELP + " With --all only.",
         "registry": REGISTRY_HELP,
+        "gdb": "Boot the VM with QEMU's gdbstub on 127.0.0.1:PORT (`--gdb` alone, after NAME: a "
+               "free port; KASLR off) and wait for a debugger before the workload: `invoke vm.gdb "
+               "--name VM`, set breakpoints, `continue`. One experiment, not --all.",
     },
+    optional=["gdb"],
 )
 @friendly
 def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name="default",
-                   lanes=None, registry=None):
+                   lanes=None, registry=None, gdb=None):
     """Run an experiment in the lab VM; last line: bundle path and PASS/FAIL.
 
     Exit status: 0 PASS, 1 FAIL or error, 77 (NA_EXIT) the experiment is n/a on the kernel.
@@ -480,6 +484,10 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
     run_dir_of(vm_name)  # a bad name fails before any build
     _use_registry(registry)
     forced_accel()
+    port = gdb_port(gdb)
+    if port is not None and (all_ or lanes is not None):
+        raise KernlabError("--gdb stops one experiment's workload for a debugger, not a suite's",
+                           "name one experiment: `invoke run-experiment NAME --gdb`")
     if whole_suite(name, all_, lanes):
         bundles = run_suite(None, kernel=kernel, keep_vm=keep_vm, vm_name=vm_name, lanes=lanes)
         print(summary_table(bundles))
@@ -490,7 +498,7 @@ def run_experiment(c, name=None, kernel=None, keep_vm=False, all_=False, vm_name
     exp = load_experiment(name)
     choice = choose_kernel(kernel or None)
     try:
-        bundle = run_one(exp, choice, keep_vm=keep_vm, vm_name=vm_name)
+        bundle = run_one(exp, choice, keep_vm=keep_vm, vm_name=vm_name, gdb_port=port)
     except NotApplicable as na:
         raise Exit(f"kernlab: n/a: {na.line()}", code=NA_EXIT) from None
     print(verdict_text(bundle))

@@ -1,5 +1,6 @@
 """Debugging the guest kernel with real tools: gdb through QEMU's gdbstub (a breakpoint on
-copyout hit by readiter's workload, the file's bytes in its source buffer), and a vmcore
+copyout hit by readiter's workload, the file's bytes in its source buffer; by hand on a
+`vm.up --gdb` VM and through `run-experiment --gdb`, which waits for gdb), and a vmcore
 written by `vm.dump` opened by Debian's crash and by drgn.
 
 No kernel is built here: the 6.1 build must exist (`invoke build-kernel --version 6.1`);
@@ -89,6 +90,49 @@ def test_gdb_stops_in_copyout_with_the_files_bytes(debug_vm, tmp_path) -> None:
     assert "lib/iov_iter.c" in transcript
     assert "HIT copyout len=42" in transcript
     assert '"KERNLAB-READITER-CONTENT-0123456' in transcript
+
+
+def wait_for_text(path: Path, text: str, proc: subprocess.Popen, seconds: float = 600) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in path.read_text():
+        assert proc.poll() is None, path.read_text()
+        assert time.monotonic() < deadline, path.read_text()
+        time.sleep(0.2)
+
+
+def test_run_experiment_waits_for_gdb_and_its_breakpoint_sees_the_workloads_read(lab_image, vm_name,
+                                                                                 tmp_path) -> None:
+    """`run-experiment readiter --gdb PORT`: the workload waits until gdb (`vm.gdb --batch`)
+    is attached and continues; readiter's read stops at the breakpoint in copyout with the
+    file's bytes, the guest stopped in the debugger is no fault, and the run PASSes."""
+    ci_build("6.1")
+    name, port = vm_name("rungdb"), free_port()
+    env = {**os.environ, "KERNLAB_PLAIN": "1", "KERNLAB_RESULTS": str(tmp_path / "results")}
+    err = tmp_path / "run.err"
+    with open(err, "w") as handle:
+        run_proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "run-experiment",
+                                     "readiter", "--kernel", "6.1", "--vm-name", name, "--gdb", str(port)],
+                                    stdout=subprocess.PIPE, stderr=handle, text=True, env=env)
+    try:
+        wait_for_text(err, f"waiting for a debugger on 127.0.0.1:{port}", run_proc)
+        time.sleep(3)
+        assert "run readiter in the guest" not in err.read_text()  # no debugger yet: no workload
+        script, transcript = tmp_path / "copyout.gdb", tmp_path / "gdb.out"
+        script.write_text(GDB_SCRIPT)
+        with open(transcript, "w") as handle:
+            debugger = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "vm.gdb", "--name",
+                                       name, "--batch", str(script)], stdout=handle, stderr=subprocess.STDOUT,
+                                      env=env, timeout=600, check=False)
+        out, _ = run_proc.communicate(timeout=600)
+    finally:
+        run_proc.kill()
+    said, gdb_said = err.read_text(), transcript.read_text()
+    print(said[-3000:], gdb_said)
+    assert debugger.returncode == 0, gdb_said
+    assert run_proc.returncode == 0 and out.strip().endswith("PASS"), out + said
+    assert "debugger attached after" in said
+    assert "Breakpoint 1, copyout (" in gdb_said and "HIT copyout len=42" in gdb_said
+    assert '"KERNLAB-READITER-CONTENT-0123456' in gdb_said
 
 
 @pytest.fixture(scope="module")

@@ -376,3 +376,31 @@ def test_a_vm_being_started_elsewhere_is_not_touched(state: Path, tmp_path: Path
             start_vm(BuildRecord.from_json({"version": "9.9", "outputs": {"bzImage": {"path": str(kernel)}}}),
                      ImageRecord.from_json({}), "t-busy")
     assert (vms_dir() / "t-busy/console.log").read_text() == "the other process's guest\n"
+
+
+# ---------------------------------------------------------------- gdb
+def test_a_debugger_on_the_stub_is_seen_only_while_connected() -> None:
+    """`run-experiment --gdb` starts the workload once a debugger is connected to the stub
+    (and the guest runs on): the connection is what /proc/net/tcp shows, a listener alone is not."""
+    with socket.socket() as stub:
+        stub.bind(("127.0.0.1", 0))
+        stub.listen(1)
+        port = stub.getsockname()[1]
+        assert not qemu.gdb_attached(port)
+        with socket.create_connection(("127.0.0.1", port)):  # the debugger
+            accepted, _ = stub.accept()
+            with accepted:
+                assert qemu.gdb_attached(port)
+                assert not qemu.gdb_attached(qemu.free_port())
+        assert not qemu.gdb_attached(port)  # the debugger left
+
+
+def test_run_experiment_gdb_is_for_one_experiment(tmp_path: Path) -> None:
+    env = {"KERNLAB_STATE": str(tmp_path / "state")}
+    done = _invoke("run-experiment", "--all", "--gdb", "1234", env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "kernlab: error: --gdb stops one experiment's workload for a debugger, not a suite's; "
+        "name one experiment: `invoke run-experiment NAME --gdb`")
+    bad = _invoke("run-experiment", "readiter", "--gdb", "70000", env=env)
+    assert bad.returncode == 1 and "--gdb 70000" in bad.stderr and "Traceback" not in bad.stderr

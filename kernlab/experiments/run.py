@@ -11,6 +11,7 @@ on one kernel is ``kernlab.experiments.suiterun``.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import socket
 import tempfile
@@ -42,7 +43,7 @@ from kernlab.experiments.transfer import (
     guest_command,
     upload,
 )
-from kernlab.guest import health
+from kernlab.guest import gdb, health
 from kernlab.guest.ensure import Target
 from kernlab.guest.health import console_tail
 from kernlab.kernel.selection import KernelChoice
@@ -98,6 +99,11 @@ def _execute(exp: Experiment, session: Session, bundle: Bundle,
     if session.guest["release"] != build.kernelrelease:
         raise KernlabError(f"the guest runs {session.guest['release']}, not "
                            f"{build.kernelrelease}", "run `invoke vm.down` and retry")
+    # under a debugger the guest may sit at a breakpoint for as long as the user looks: the
+    # host waits as long (the guest's own step timeouts run on its clock, which stops meanwhile)
+    limit = plan["timeout"] + DRIVER_SLACK if session.gdb_port is None else math.inf
+    if session.gdb_port is not None:
+        gdb.wait_for_debugger(session.vm)
     with tempfile.TemporaryDirectory() as tmp:
         run_error: KernlabError | None = None
         interrupted: float | None = None
@@ -105,7 +111,7 @@ def _execute(exp: Experiment, session: Session, bundle: Bundle,
             with reporter().step(f"run {exp.name} in the guest"):
                 driver = f"cd {workdir} && python3 kernlab_driver.py plan.json"
                 ran = guest_command(conn, marked(exp, bundle, driver), bundle.log("remote"),
-                                    timeout=plan["timeout"] + DRIVER_SLACK, check=False,
+                                    timeout=limit, check=False,
                                     stop_grace=DRIVER_STOP_GRACE, stop_also=_kill_steps(plan["outdir"]))
             if failed := driver_failure(ran, bundle.log("remote")):
                 bundle.fail(failed)  # the driver's own cause, before what collecting then finds
@@ -199,7 +205,11 @@ def run_in_session(exp: Experiment, session: Session, root: Path | None = None) 
     A kernel that lacks what the experiment needs raises before any bundle is made.
     """
     variables, symbols = requirements(exp, session)
-    session.check_vm()  # a VM of the user's that runs another kernel: refused before any bundle
+    running = session.check_vm()  # a VM of the user's that runs another kernel: refused before any bundle
+    if session.gdb_port is not None and running is not None and not running.info.data.get("gdb_port"):
+        raise KernlabError(f"VM {session.vm_name} already runs, without a gdb stub",
+                           f"stop it (`invoke vm.down --name {session.vm_name}`) so that --gdb boots "
+                           "it with one, or give another --vm-name")
     bundle = Bundle.create(exp.name, session.version, root)
     reporter().note(f"bundle: {bundle.dir}")
     bundle.facts["source"] = exp.origin()  # where the experiment came from and its hash
@@ -263,19 +273,21 @@ def run_manifest(exp: Experiment, session: Session, bundle: Bundle) -> Manifest:
 
 def run_experiment(exp: Experiment, choice: KernelChoice, keep_vm: bool = False,
                    vm_name: str = "default", root: Path | None = None,
-                   target: Target | None = None) -> Bundle:
+                   target: Target | None = None, gdb_port: int | None = None) -> Bundle:
     """Run the loaded experiment ``exp`` on the chosen kernel end to end; returns its bundle
     (check ``bundle.passed``).
 
     ``target``: the kernel, image and VM already found (reproduce). Raises NotApplicable,
-    before any work, when the kernel lacks what the experiment needs.
+    before any work, when the kernel lacks what the experiment needs. ``gdb_port``: the VM
+    boots with QEMU's gdbstub there and the workload waits for a debugger (kernlab.guest.gdb).
     """
     reason = na_reason(exp, choice.release)
     if reason:
         for warning in exp.warnings:  # an older-format bound's note: why, and what to write
             reporter().warn(f"{exp.name}: {warning}")
         raise NotApplicable(exp.name, reason)
-    session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, target=target)
+    session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, target=target,
+                      gdb_port=gdb_port)
     with interrupt.scope():
         try:
             return run_in_session(exp, session, root)

@@ -31,13 +31,15 @@ class Session:
     choice: KernelChoice | None = None
     flag: str = "--kernel"  # the command's flag that picks a kernel (for notes)
     target: Target | None = None  # given: reuse what another step (reproduce) already found
+    gdb_port: int | None = None  # `run-experiment --gdb`: the VM's gdbstub port (kernlab.guest.gdb)
 
     def __post_init__(self) -> None:
         if self.choice is None:
             self.choice = self.target.choice if self.target and self.target.choice else \
                 choose_kernel(self.kernel)
         if self.target is None:
-            self.target = Target(self.choice, self.recipe, self.vm_name, self.flag)
+            self.target = Target(self.choice, self.recipe, self.vm_name, self.flag,
+                                 vm_opts={"gdb_port": self.gdb_port} if self.gdb_port else {})
 
     @property
     def ensure(self) -> Target:

@@ -11,13 +11,17 @@ scripts (``vmlinux-gdb.py``: lx-symbols, lx-dmesg, lx-ps) loaded when the build 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
+from kernlab.core import interrupt
 from kernlab.core.errors import KernlabError
 from kernlab.core.proc import require_tool
+from kernlab.core.progress import reporter
+from kernlab.guest import health, qemu
 
 BOOT_ARGS = "nokaslr"  # for a kernel with KASLR (CONFIG_RANDOMIZE_BASE)
 SRC_PREFIX, OBJ_PREFIX = "/kernlab/src", "/kernlab/obj"  # kernlab.kernel.build's debug prefix map
@@ -76,3 +80,25 @@ def missing(vmlinux: Path) -> str:
     if not (vmlinux.parent / "vmlinux-gdb.py").is_file():
         lacks.append("no vmlinux-gdb.py (CONFIG_GDB_SCRIPTS is off): no lx-symbols, lx-dmesg, lx-ps")
     return "; ".join(lacks)
+
+
+def wait_for_debugger(vm: Any, poll: float = 0.2) -> None:
+    """Until a debugger has attached to ``vm``'s gdbstub and let the guest run on
+    (`run-experiment --gdb`: the workload starts then, its breakpoints set). QEMU pauses the
+    guest when a debugger attaches; running with one attached, twice in a row, is the sign."""
+    port = vm.info.data.get("gdb_port")
+    if not port:
+        raise KernlabError(f"VM {vm.name} runs without a gdb stub",
+                           f"stop it (`invoke vm.down --name {vm.name}`) so that --gdb boots it "
+                           "with one, or give another --vm-name")
+    reporter().note(f"waiting for a debugger on 127.0.0.1:{port} before the workload: "
+                    f"`invoke vm.gdb --name {vm.name}` in another terminal, set breakpoints, then "
+                    "`continue` (Ctrl-C stops the run)")
+    started, going = time.monotonic(), 0
+    while going < 2:
+        if not vm.alive():
+            raise health.GuestDown(vm, health.exited(vm))
+        interrupt.check()
+        going = going + 1 if qemu.gdb_attached(int(port)) and health.qmp_status(vm) == "running" else 0
+        time.sleep(poll)
+    reporter().note(f"debugger attached after {time.monotonic() - started:.1f}s: running the workload")

@@ -3,7 +3,9 @@
 Every answer comes from the host side within seconds, whatever the guest does:
 
 - QEMU's process: gone (its exit), or stopped (state ``T`` in /proc: SIGSTOP, a debugger);
-- QMP ``query-status``: the guest paused (``stop``) or panicked (``guest-panicked``);
+- QMP ``query-status``: the guest paused (``stop``) or panicked (``guest-panicked``); paused
+  with a debugger on its gdbstub (``vm.up --gdb``, ``run-experiment --gdb``) it is stopped
+  in the debugger, which is no fault: its silence then is not either;
 - the serial console log: the ``Kernel panic - not syncing: ...`` line (with the lab
   command line's ``panic=-1`` and QEMU's ``-no-reboot``, QEMU exits right after it);
 - the SSH port: the guest's sshd must send its banner within ``BANNER_TIMEOUT``;
@@ -30,6 +32,8 @@ from kernlab.core.util import atomic_write_json, read_json
 from kernlab.guest import qemu
 
 RUNNING, FROZEN, PANICKED, SSH_DOWN, GONE = "running", "frozen", "panicked", "ssh not answering", "stopped"
+DEBUGGER = "stopped in the debugger"  # paused by gdb on the VM's stub: ok, and silent meanwhile
+DEBUG_STATUSES = ("debug", "paused")  # QMP: at a breakpoint or step; on the debugger's attach
 PANIC_LINE = re.compile(r"Kernel panic - not syncing:.*")
 BANNER_TIMEOUT = 6.0  # a live sshd answers in well under a second, even under TCG
 QMP_TIMEOUT = 2.0
@@ -63,7 +67,7 @@ class Health:
 
     @property
     def ok(self) -> bool:
-        return self.state == RUNNING
+        return self.state in (RUNNING, DEBUGGER)
 
     def shown(self) -> str:
         """``frozen (QEMU pid 12 is stopped)``: for `vm.status`."""
@@ -216,15 +220,23 @@ def quick_state(vm: Vm, console_offset: int = 0, qmp: bool = True) -> Health:
         status = qmp_status(vm)
         if status == "guest-panicked":
             return Health(PANICKED, "QEMU reports guest-panicked")
+        if status in DEBUG_STATUSES and (port := in_debugger(vm)):
+            return Health(DEBUGGER, f"gdb on 127.0.0.1:{port}")
         if status is not None and status != "running":
             return Health(FROZEN, f"QEMU reports the guest {status} (QMP query-status)")
     return Health(RUNNING)
 
 
+def in_debugger(vm: Vm) -> int | None:
+    """The VM's gdbstub port when a debugger is attached to it (None: no stub or no debugger)."""
+    port = vm.info.data.get("gdb_port")
+    return int(port) if port and qemu.gdb_attached(int(port)) else None
+
+
 def state(vm: Vm, ssh: bool = True) -> Health:
     """The VM's state for `vm.status` and before use; at most about 8 s (QMP, then the banner)."""
     health = quick_state(vm)
-    if health.ok and ssh and (problem := ssh_banner(vm)):
+    if health.state == RUNNING and ssh and (problem := ssh_banner(vm)):
         again = quick_state(vm, qmp=False)  # it may have died while we waited for the banner
         return again if not again.ok else Health(SSH_DOWN, problem)
     return health
@@ -251,6 +263,7 @@ class Watch:
         self.offset = console_size(vm)
         self.next_check = 0.0
         self.next_qmp = time.monotonic() + 2.0
+        self.debugging = False  # QMP's last word: stopped in the debugger (no SSH ping then)
 
     def check(self, silent_for: float) -> GuestDown | None:
         now = time.monotonic()
@@ -261,7 +274,9 @@ class Watch:
         if use_qmp:
             self.next_qmp = now + 3.0
         health = quick_state(self.vm, self.offset, qmp=use_qmp)
-        if health.ok and silent_for > PING_AFTER and not self._ping():
+        if use_qmp:
+            self.debugging = health.state == DEBUGGER
+        if health.state == RUNNING and not self.debugging and silent_for > PING_AFTER and not self._ping():
             health = quick_state(self.vm, self.offset, qmp=False)
             if health.ok and (problem := ssh_banner(self.vm)):  # slow, or really gone?
                 health = Health(SSH_DOWN, f"the SSH connection got no answer within {PING_TIMEOUT:.0f}s "

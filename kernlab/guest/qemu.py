@@ -300,6 +300,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def gdb_attached(port: int) -> bool:
+    """A debugger is connected to the gdbstub on 127.0.0.1:``port``: an established TCP
+    connection whose local end is the stub's (/proc/net/tcp; QEMU pauses the guest on it)."""
+    local = f"0100007F:{port:04X}"
+    try:
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(len(f) > 3 and f[1] == local and f[3] == "01" for f in (row.split() for row in rows))
+
+
 def candidate_ports(first: int | None) -> Iterator[int]:
     if first:
         yield first

@@ -287,7 +287,7 @@ def kernel_splats(name: str, state: health.Health, vm: Vm | None) -> list[splats
     console = vm.console_log if vm is not None else run_dir_of(name) / "console.log"
     text = console.read_text(errors="replace") if console.is_file() else ""
     dmesg = ""
-    if vm is not None and state.ok:
+    if vm is not None and state.state == health.RUNNING:  # not while gdb holds it
         with contextlib.suppress(KernlabError, OSError, EOFError, paramiko.SSHException):
             dmesg = remote.run(remote.connect(vm, timeout=ANSWER_TIMEOUT), "dmesg", timeout=20,
                                check=False).stdout
