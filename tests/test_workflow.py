@@ -17,7 +17,7 @@ from kernlab.kernel.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "kernlab.yml"
-KERNELS = ["4.15", "5.4", "5.10", "6.1"]
+KERNELS = ["4.15", "5.4", "5.10", "6.1", "6.12"]
 # The first major whose action.yml says `runs.using: node24` (node20 left the runners on
 # 2026-09-23); an action missing here fails the test until its node24 major is added.
 NODE24_MAJOR = {"actions/checkout": 5, "actions/cache": 5, "actions/upload-artifact": 6,
