@@ -147,9 +147,9 @@ def test_clean_lists_and_removes_what_a_killed_pack_left(bundle, tmp_path: Path)
     assert listed.returncode == 0, listed.stderr
     for left in (part, staging[0]):
         assert f"{left}  (left by a killed command, pid {proc.pid} (invoke -r {ROOT} pack " in listed.stdout
-    assert "would remove 2 directories" in listed.stdout and part.exists()
+    assert "would remove 1 directory and 1 file" in listed.stdout and part.exists()  # staging, .part
     cleaned = invoke("clean", "--yes", env=env)
-    assert cleaned.returncode == 0 and "removing 2 directories" in cleaned.stdout, cleaned.stdout
+    assert cleaned.returncode == 0 and "removing 1 directory and 1 file" in cleaned.stdout, cleaned.stdout
     assert not part.exists() and not staging[0].exists()
     assert "nothing to remove" in invoke("clean", env=env).stdout
 

@@ -136,7 +136,16 @@ def plan_text(items: list[Removable], removing: bool) -> str:
     total = human_bytes(sum(item.bytes for item in items))
     verb = "removing" if removing else "would remove"
     tail = "" if removing else "; `invoke clean --yes` removes them"
-    return "\n".join([*lines, f"{verb} {len(items)} directories, {total}{tail}"])
+    return "\n".join([*lines, f"{verb} {counted(items)}, {total}{tail}"])
+
+
+def counted(items: list[Removable]) -> str:
+    """``2 directories and 1 file``: a killed pack leaves files (``.part``) beside folders."""
+    folders = sum(1 for item in items if item.path.is_dir())
+    files = len(items) - folders
+    words = [f"{folders} {'directory' if folders == 1 else 'directories'}" if folders else "",
+             f"{files} {'file' if files == 1 else 'files'}" if files else ""]
+    return " and ".join(word for word in words if word)
 
 
 def clean(in_use: set[str], yes: bool) -> str:
@@ -145,7 +154,8 @@ def clean(in_use: set[str], yes: bool) -> str:
     items = plan_cleanup(in_use)
     busy = busy_items(items)
     free = [item for item in items if item not in {b for b, _ in busy}]
+    text = plan_text(free, removing=yes)  # before removing: what each item is
     skipped = remove(free) if yes else []
-    return "\n".join([plan_text(free, removing=yes),
+    return "\n".join([text,
                       *(f"kept {item.path}: {why}" for item, why in busy),
                       *(f"skipped {item.path}: {why}" for item, why in skipped)])
