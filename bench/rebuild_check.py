@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-INVOKE = [sys.executable, "-m", "invoke", "-r", str(ROOT)]
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"  # ./kl's venv, where invoke and kernlab are
+INVOKE = [str(VENV_PYTHON if VENV_PYTHON.exists() else sys.executable), "-m", "invoke", "-r", str(ROOT)]
 
 
 def start_registry(root: Path, port: int) -> subprocess.Popen:
