@@ -206,10 +206,8 @@ def run_in_session(exp: Experiment, session: Session, root: Path | None = None) 
     """
     variables, symbols = requirements(exp, session)
     running = session.check_vm()  # a VM of the user's that runs another kernel: refused before any bundle
-    if session.gdb_port is not None and running is not None and not running.info.data.get("gdb_port"):
-        raise KernlabError(f"VM {session.vm_name} already runs, without a gdb stub",
-                           f"stop it (`invoke vm.down --name {session.vm_name}`) so that --gdb boots "
-                           "it with one, or give another --vm-name")
+    if session.gdb_port is not None and running is not None:
+        gdb.stub_port(running)  # --gdb on a VM booted without a stub: refused before any bundle
     bundle = Bundle.create(exp.name, session.version, root)
     reporter().note(f"bundle: {bundle.dir}")
     bundle.facts["source"] = exp.origin()  # where the experiment came from and its hash

@@ -82,15 +82,21 @@ def missing(vmlinux: Path) -> str:
     return "; ".join(lacks)
 
 
+def stub_port(vm: Any) -> int:
+    """The port of ``vm``'s gdbstub; a VM booted without one is refused, naming the fix."""
+    port = vm.info.data.get("gdb_port")
+    if not port:
+        raise KernlabError(f"VM {vm.name} already runs, without a gdb stub",
+                           f"stop it (`invoke vm.down --name {vm.name}`) so that --gdb boots it "
+                           "with one, or give another --vm-name")
+    return int(port)
+
+
 def wait_for_debugger(vm: Any, poll: float = 0.2) -> None:
     """Until a debugger has attached to ``vm``'s gdbstub and let the guest run on
     (`run-experiment --gdb`: the workload starts then, its breakpoints set). QEMU pauses the
     guest when a debugger attaches; running with one attached, twice in a row, is the sign."""
-    port = vm.info.data.get("gdb_port")
-    if not port:
-        raise KernlabError(f"VM {vm.name} runs without a gdb stub",
-                           f"stop it (`invoke vm.down --name {vm.name}`) so that --gdb boots it "
-                           "with one, or give another --vm-name")
+    port = stub_port(vm)
     reporter().note(f"waiting for a debugger on 127.0.0.1:{port} before the workload: "
                     f"`invoke vm.gdb --name {vm.name}` in another terminal, set breakpoints, then "
                     "`continue` (Ctrl-C stops the run)")
@@ -99,6 +105,6 @@ def wait_for_debugger(vm: Any, poll: float = 0.2) -> None:
         if not vm.alive():
             raise health.GuestDown(vm, health.exited(vm))
         interrupt.check()
-        going = going + 1 if qemu.gdb_attached(int(port)) and health.qmp_status(vm) == "running" else 0
+        going = going + 1 if qemu.gdb_attached(port) and health.qmp_status(vm) == "running" else 0
         time.sleep(poll)
     reporter().note(f"debugger attached after {time.monotonic() - started:.1f}s: running the workload")
