@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import socket
 import tarfile
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from httpmirror import Mirror
 
 from kernlab.core.errors import KernlabError
+from kernlab.kernel import identity
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.source import SourceOptions, resolve_source, safe_extract
 
@@ -176,3 +178,58 @@ def test_archive_members_escaping_the_tree_are_refused(tmp_path, member, kind, w
         safe_extract(archive, dest)
     assert not (tmp_path / "evil").exists()
     assert not list(dest.rglob("link"))
+
+
+def chained_links_tar(path: Path, compression: str = "") -> None:
+    """t/s2 -> '.', t/s1 -> 's2/..' (the top, inside), t/s3 -> 's1/..' (one above the top:
+    outside, though 't/s1/..' reads as 't'), then a file written through t/s3."""
+    with tarfile.open(path, f"w:{compression}") as tar:
+        top = tarfile.TarInfo("t")
+        top.type = tarfile.DIRTYPE
+        tar.addfile(top)
+        for name, target in (("t/s2", "."), ("t/s1", "s2/.."), ("t/s3", "s1/..")):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            tar.addfile(link)
+        evil = tarfile.TarInfo("t/s3/evil")
+        evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil"))
+
+
+@pytest.mark.parametrize("route", ["file", "stream"])
+def test_a_symlink_reaching_out_through_earlier_symlinks_is_refused(tmp_path, route):
+    """Read lexically, t/s3 -> s1/.. stays in t; followed through t/s1 and t/s2 it leaves the
+    tree. Both routes (an archive file, checked then unpacked by GNU tar; a stream, checked
+    as it unpacks) follow the links the archive made, and nothing lands beside the tree."""
+    archive = tmp_path / "chain.tar.gz"
+    chained_links_tar(archive, "gz")
+    dest = tmp_path / "area" / "out"
+    with pytest.raises(KernlabError, match=re.escape("t/s3' refused: symlink to s1/.. points outside")):
+        if route == "file":
+            safe_extract(archive, dest)
+        else:
+            with archive.open("rb") as stream:
+                safe_extract(None, dest, stream=stream)
+    assert not (tmp_path / "area" / "evil").exists() and not list(tmp_path.rglob("evil"))
+
+
+def test_gnu_tar_and_the_stream_route_make_the_same_tree(tmp_path):
+    """An archive file unpacked by GNU tar and the same archive streamed through Python's
+    tarfile give the same tree identity: files, the owner's x bit, symlinks."""
+    archive = tmp_path / "k.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        for name, data, mode in (("linux-9.9/Makefile", b"VERSION = 9\n", 0o644),
+                                 ("linux-9.9/scripts/run.sh", b"#!/bin/sh\n", 0o755)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("linux-9.9/tools/run")
+        link.type, link.linkname = tarfile.SYMTYPE, "../scripts/run.sh"
+        tar.addfile(link)
+    by_file = safe_extract(archive, tmp_path / "a")
+    with archive.open("rb") as stream:
+        by_stream = safe_extract(None, tmp_path / "b", stream=stream)
+    assert by_file.name == by_stream.name == "linux-9.9"
+    assert (by_file / "tools" / "run").read_bytes() == b"#!/bin/sh\n"
+    assert (by_file / "scripts" / "run.sh").stat().st_mode & 0o100
+    assert identity.tree_sha256(by_file) == identity.tree_sha256(by_stream)

@@ -1,4 +1,5 @@
-"""The thesis's kernels run the thesis's experiments: the whole suite on 4.15, 5.4 and 6.1.
+"""The thesis's kernels run the thesis's experiments: the whole suite on 4.15, 5.4 and 6.1,
+and on today's long-term kernel, 6.12 (Debian's linux-source-6.12, copyout brought back).
 
 Real kernel builds (4.15 and 5.4.286 from the pinned local tarballs that
 KERNLAB_LOCAL_KERNELS names, as .ci/run sets it; 5.4.302 and 4.15 from kernel.org
@@ -29,15 +30,15 @@ REASON = re.compile(r"needs .+ \(Linux \d+\.\d+\)")
 
 
 def thesis_kernels() -> list[str]:
-    """4.15, the 5.4 that can be built here (5.4.286 from local tarballs, else 5.4), 6.1."""
+    """4.15, the 5.4 that can be built here (5.4.286 from local tarballs, else 5.4), 6.1, 6.12."""
     catalog = load_catalog()
     local = str(catalog.kernel("5.4.286").sources[0].kind) == "file"
-    return ["4.15", "5.4.286" if local else "5.4", "6.1"]
+    return ["4.15", "5.4.286" if local else "5.4", "6.1", "6.12"]
 
 
 @pytest.fixture(scope="module")
 def suite_matrix(tmp_path_factory) -> dict:
-    """`invoke matrix` over the three kernels with every experiment (builds what is missing)."""
+    """`invoke matrix` over the four kernels with every experiment (builds what is missing)."""
     out = tmp_path_factory.mktemp("thesis-matrix")
     kernels = ",".join(thesis_kernels())
     done = subprocess.run([*INVOKE, "matrix", "--kernels", kernels, "--experiments", "all",
@@ -76,3 +77,11 @@ def test_hellotrace_takes_the_pre_4_17_sys_write_branch_on_4_15(suite_matrix):
     assert re.search(r"hellotrace: SyS_write fd=1 count=15", trace)
     manifest = json.loads((Path(cell["bundle"]) / "manifest.json").read_text())
     assert manifest["variables"]["WRITE_SYM"] == "SyS_write"
+
+
+@pytest.mark.parametrize("experiment", ["readiter", "ppos", "file-io", "samples-bpf"])
+def test_the_thesis_probes_work_on_6_12(suite_matrix, experiment):
+    """6.12's iov_iter rework removed copyout and inlines file_ppos; its patches bring both
+    back, and its samples/bpf are the renamed *.bpf.o objects: all PASS, not n/a."""
+    cell = cells(suite_matrix)[("6.12", experiment)]
+    assert cell["status"] == "PASS", f"6.12/{experiment}: {cell['reason']}"
