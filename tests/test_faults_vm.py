@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -397,8 +399,8 @@ def test_a_vm_lost_mid_run_is_named_in_the_bundle(fault: RunFault, kernel, env, 
     if fault.kind == "frozen":
         time.sleep(2)
         freeze(name)
-    elif fault.kind == "panic":  # QEMU ends right after the panic
-        deadline = time.monotonic() + 60
+    elif fault.kind == "panic":  # QEMU ends once the panicked guest's memory is dumped
+        deadline = time.monotonic() + 120
         while qemu_pids(name):
             assert time.monotonic() < deadline, run.err()
             time.sleep(0.05)
@@ -418,6 +420,26 @@ def test_a_vm_lost_mid_run_is_named_in_the_bundle(fault: RunFault, kernel, env, 
     assert took < DETECT_LIMIT + MARGIN, f"{took:.1f}s"
     assert (bundle_of(out) / "console.log").is_file()
     assert not qemu_pids(name), "the VM this run started is stopped, frozen or not"
+    if fault.kind == "panic":
+        panicked_guest_dump_opens_in_crash(bundle_of(out))
+    else:
+        assert not (bundle_of(out) / "vmcore").exists(), "a vmcore only of a guest that panicked"
+
+
+def panicked_guest_dump_opens_in_crash(bundle: Path) -> None:
+    """The bundle keeps the panicked guest's memory (kdump-compressed) and says how to open
+    it; Debian's crash, as the record says, finds the panic in the dump's own log buffer."""
+    vmcore = bundle / "vmcore" / "vmcore.kdump"
+    record = json.loads(vmcore.with_name("vmcore.kdump.json").read_text())
+    assert record["format"] == "kdump-zlib" and vmcore.stat().st_size > 1 << 20, record
+    assert json.loads((bundle / "result.json").read_text())["vmcore"] == "vmcore/vmcore.kdump"
+    if not shutil.which("crash"):
+        pytest.skip("Debian's crash is not installed (`apt-get install crash`)")
+    argv = shlex.split(record["open"]["crash"])
+    done = subprocess.run([argv[0], "-s", *argv[1:]], input="log\nquit\n", capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Kernel panic - not syncing: Attempted to kill init!" in done.stdout, done.stdout[-3000:]
 
 
 # what the tests above cover, for tests/test_bad_input.py's count by kind

@@ -43,9 +43,10 @@ from kernlab.experiments.transfer import (
     guest_command,
     upload,
 )
-from kernlab.guest import gdb, health
+from kernlab.guest import dump, gdb, health
 from kernlab.guest.ensure import Target
 from kernlab.guest.health import console_tail
+from kernlab.guest.vm import dump_of
 from kernlab.kernel.selection import KernelChoice
 
 GUEST_ROOT = "/root/kernlab/exp"
@@ -94,6 +95,8 @@ def _execute(exp: Experiment, session: Session, bundle: Bundle,
     plan = driver_plan(exp, workdir, _guest_env(exp, workdir, build, variables, symbols))
     with reporter().step("VM"):
         conn = session.connection()
+    if session.started_vm and not session.keep_vm and session.vm is not None:
+        dump.hold_after_shutdown(session.vm.info.qmp_socket)  # a panic leaves memory to dump
     with reporter().step(f"upload {exp.name}"):
         session.guest = upload(conn, exp, built, plan, bundle, exp.tools)
     if session.guest["release"] != build.kernelrelease:
@@ -220,6 +223,7 @@ def run_in_session(exp: Experiment, session: Session, root: Path | None = None) 
         bundle.settle()
     except health.GuestDown as error:
         _failed(bundle, error, session)
+        _keep_vmcore(bundle, session, error)
     except KernlabError as error:
         bundle.fail(error.one_line())
         bundle.write("logs/error.log", f"{error.one_line()}\n{error.details}\n")
@@ -242,6 +246,29 @@ def _splats(exp: Experiment, session: Session, bundle: Bundle, console: str) -> 
     conn = session.vm.conn if session.vm is not None else None
     asked = conn is not None and bundle.reason != "interrupted"
     check_splats(exp, bundle, guest_dmesg(conn, exp, bundle) if asked else None, console)
+
+
+VMCORE = "vmcore/vmcore.kdump"  # in a bundle whose guest panicked: kdump-compressed, for crash
+
+
+def _keep_vmcore(bundle: Bundle, session: Session, error: health.GuestDown) -> None:
+    """A panicked guest's memory into the bundle (``vmcore/``, with how to open it), when the
+    run's own VM holds it paused (``hold_after_shutdown``); else a note why there is none."""
+    vm = session.vm
+    if error.health.state != health.PANICKED or vm is None or not session.started_vm or session.keep_vm:
+        return
+    if not vm.alive() or health.qmp_status(vm) != "shutdown":
+        reporter().note("no vmcore: QEMU did not hold the panicked guest (it needs QEMU 6.0's set-action)")
+        return
+    try:
+        record = dump_of(vm, bundle.dir / VMCORE, "kdump-zlib")
+    except KernlabError as failed:
+        reporter().warn(f"no vmcore of the panicked guest: {failed.one_line()}")
+        return
+    bundle.facts["vmcore"] = VMCORE
+    opener = record.get("open", {}).get("crash", "")
+    reporter().note(f"vmcore of the panicked guest: {bundle.dir / VMCORE}"
+                    + (f"; open it: {opener}" if opener else ""))
 
 
 def _failed(bundle: Bundle, error: KernlabError, session: Session) -> None:

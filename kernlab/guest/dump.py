@@ -95,6 +95,17 @@ def _vmcoreinfo(out: Path, kernel: dict[str, Any], vmlinux: Path | None, fmt: st
     return f"added by kernlab from {system_map} (the kernel publishes none)"
 
 
+def hold_after_shutdown(qmp_socket: Path) -> bool:
+    """Have QEMU pause, not exit, when its guest shuts down or reboots (a panic does: the lab
+    command line's ``panic=-1`` reboots, ``-no-reboot`` makes that a shutdown), so the dead
+    guest's memory is still there to dump. QMP ``set-action``: False on a QEMU before 6.0."""
+    try:
+        qemu.qmp(qmp_socket, "set-action", shutdown="pause")
+    except (OSError, ValueError, KernlabError):
+        return False
+    return True
+
+
 def dump_guest(qmp_socket: Path, out: Path, kernel: dict[str, Any], vmlinux: Path | None,
                fmt: str = "elf") -> dict[str, Any]:
     """Write the dump and its record (``<out>.json``); returns the record."""

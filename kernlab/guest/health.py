@@ -167,11 +167,8 @@ def exited(vm: Vm) -> Health:
     line = panic_line(vm.console_log)
     if line:
         return Health(PANICKED, line)
-    tail = console_tail_text(vm.console_log)
-    for words, what in (("reboot: Power down", "the guest powered off"),
-                        ("reboot: Restarting system", "the guest rebooted (QEMU runs with -no-reboot)")):
-        if words in tail:
-            return Health(GONE, f"{what} ({words}); QEMU (pid {vm.pid}) exited")
+    if ended := how_it_ended(vm):
+        return Health(GONE, f"{ended}; QEMU (pid {vm.pid}) exited")
     if by := stopped_by(vm):
         return Health(GONE, f"stopped by another command while in use: `{by['command']}` (pid "
                             f"{by['pid']}) quit its QEMU (pid {vm.pid})")
@@ -183,6 +180,16 @@ def exited(vm: Vm) -> Health:
                  if x.strip() and not x.startswith(("$ ", "# "))]
         said = f": {lines[-1].strip()}" if lines else ""
     return Health(GONE, f"QEMU (pid {vm.pid}) exited{said}")
+
+
+def how_it_ended(vm: Vm) -> str | None:
+    """The guest's own shutdown or reboot, from its console's last lines; None if neither."""
+    tail = console_tail_text(vm.console_log)
+    for words, what in (("reboot: Power down", "the guest powered off"),
+                        ("reboot: Restarting system", "the guest rebooted (QEMU runs with -no-reboot)")):
+        if words in tail:
+            return f"{what} ({words})"
+    return None
 
 
 STOPPED_BY = "stopped-by.json"
@@ -220,6 +227,9 @@ def quick_state(vm: Vm, console_offset: int = 0, qmp: bool = True) -> Health:
         status = qmp_status(vm)
         if status == "guest-panicked":
             return Health(PANICKED, "QEMU reports guest-panicked")
+        if status == "shutdown":  # a run's own VM pauses there (kernlab.guest.dump.hold_after_shutdown)
+            return Health(GONE, f"{how_it_ended(vm) or 'the guest shut down'}; QEMU (pid {vm.pid}) "
+                                "holds it paused")
         if status in DEBUG_STATUSES and (port := in_debugger(vm)):
             return Health(DEBUGGER, f"gdb on 127.0.0.1:{port}")
         if status is not None and status != "running":

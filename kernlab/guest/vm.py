@@ -670,6 +670,11 @@ def dump_vm(name: str, out: str = "", fmt: str = "elf") -> dict[str, Any]:
     target = Path(out).resolve() if out else dump.dump_path(vm.run_dir, fmt)
     if target.exists():
         raise KernlabError(f"{target} exists", "give another --out, or remove it")
+    return dump_of(vm, target, fmt)
+
+
+def dump_of(vm: Vm, target: Path, fmt: str) -> dict[str, Any]:
+    """A vmcore of ``vm`` at ``target`` with its record beside it (kernlab.guest.dump)."""
     return dump.dump_guest(vm.info.qmp_socket, target, dict(vm.info.data.get("kernel") or {}),
                            vmlinux_of(vm), fmt)
 
