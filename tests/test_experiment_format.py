@@ -16,7 +16,7 @@ from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
 from kernlab.experiments.suite import experiment_names, load_all, load_experiment
 
 SUITE = ["bcc-opensnoop", "buffermap", "caller-stack", "file-io", "hellotrace",
-         "kretprobe-hist", "passfd", "ppos", "readiter", "samples-bpf", "samples-cpustat",
+         "kretprobe-hist", "notrace", "passfd", "ppos", "readiter", "samples-bpf", "samples-cpustat",
          "uprobe-local", "verifier"]
 
 MINIMAL = """\

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -165,7 +166,7 @@ def _run_local(matrix: Matrix, kernels: list[str], names: list[str],
 
 def _vm_name(kernel: str) -> str:
     """The matrix's VM for ``kernel`` (a version or build id), within vm.NAME_RE."""
-    return ("matrix-" + kernel.replace(".", "-").lower())[:32]
+    return ("matrix-" + re.sub(r"[^a-z0-9_-]", "-", kernel.lower()))[:32]  # 5.4.286+no-notrace too
 
 
 def _add_host_cells(matrix: Matrix, run: Any, names: list[str]) -> None:

@@ -9,16 +9,23 @@ from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
 from kernlab.experiments.expect import substitute
-from kernlab.experiments.spec import Experiment, version_tuple
+from kernlab.experiments.spec import CONFIG_KEY, Experiment, version_tuple
 from kernlab.kernel.kconfig import defines_option, read_config
+from kernlab.kernel.variant import VariantSpec
 
 
-def resolve_vars(exp: Experiment, version: str) -> dict[str, str]:
-    """Per-version variables for ``version``: the entry with the highest min <= it."""
+def resolve_vars(exp: Experiment, version: str, config: dict[str, str] | None = None) -> dict[str, str]:
+    """Per-kernel variables: a ``CONFIG_X=v`` entry the kernel's ``config`` matches (the first
+    in the file), else the entry with the highest min version <= ``version``."""
     have = version_tuple(version)
     chosen: dict[str, str] = {}
     for name, table in exp.variables.items():
-        fits = [k for k in table if version_tuple(k) <= have]
+        by_config = [k for k in table if CONFIG_KEY.match(k) and config is not None
+                     and _config_has(config, k)]
+        if by_config:
+            chosen[name] = table[by_config[0]]
+            continue
+        fits = [k for k in table if not CONFIG_KEY.match(k) and version_tuple(k) <= have]
         if not fits:
             raise KernlabError(
                 f"{exp.spec_path}: vars.{name} has no value for kernel {version}",
@@ -27,11 +34,21 @@ def resolve_vars(exp: Experiment, version: str) -> dict[str, str]:
     return chosen
 
 
-def na_reason(exp: Experiment, release: str) -> str:
-    """Why ``exp`` cannot run on Linux ``release`` ('' when it can).
+def _config_has(config: dict[str, str], key: str) -> bool:
+    """``CONFIG_X=v`` against a .config's values (an option absent from it is ``n``)."""
+    option, _, value = key.removeprefix("CONFIG_").partition("=")
+    return config.get(option, "n") == value
+
+
+def na_reason(exp: Experiment, release: str, variant: VariantSpec | None = None) -> str:
+    """Why ``exp`` cannot run on Linux ``release`` ('' when it can), or on that kernel's
+    ``variant``: a config option the experiment needs that the variant unsets.
 
     e.g. ``needs bpf_probe_read_user (Linux 5.5); kernel 5.4.286 is older``.
     """
+    if variant is not None and (removed := [o for o in exp.config if o in variant.unset]):
+        return (f"needs {', '.join('CONFIG_' + o for o in removed)}, which variant {variant.name} "
+                "unsets")
     have = version_tuple(release)
     missing = [f"{name} (Linux {added})" for name, added in exp.features.items()
                if have < version_tuple(added)]

@@ -47,7 +47,8 @@ from kernlab.guest import dump, gdb, health
 from kernlab.guest.ensure import Target
 from kernlab.guest.health import console_tail
 from kernlab.guest.vm import dump_of
-from kernlab.kernel.selection import KernelChoice
+from kernlab.kernel.kconfig import read_config
+from kernlab.kernel.selection import KernelChoice, variant_of
 
 GUEST_ROOT = "/root/kernlab/exp"
 COPY_DIR = "experiment"  # in a bundle: the copy of the experiment folder (and its _lib) that ran
@@ -79,7 +80,8 @@ def _guest_env(exp: Experiment, workdir: str, build: BuildRecord, variables: dic
 def requirements(exp: Experiment, session: Session) -> tuple[dict[str, str], dict[str, str]]:
     """Kernel and image ready, needs met: (variables, symbols); raises naming what is missing."""
     build, _image = session.kernel_and_image()
-    variables = resolve_vars(exp, session.release)
+    config = build.existing_output("config")
+    variables = resolve_vars(exp, session.release, read_config(config) if config else None)
     check_targets(exp, build, variables)  # the probe atlas: an unattachable target stops here, with its fix
     symbols = check_needs(exp, build, variables)
     return {**variables, **{f"SYM_{k}": v for k, v in symbols.items()}}, symbols
@@ -306,7 +308,7 @@ def run_experiment(exp: Experiment, choice: KernelChoice, keep_vm: bool = False,
     before any work, when the kernel lacks what the experiment needs. ``gdb_port``: the VM
     boots with QEMU's gdbstub there and the workload waits for a debugger (kernlab.guest.gdb).
     """
-    reason = na_reason(exp, choice.release)
+    reason = na_reason(exp, choice.release, variant_of(choice.version))
     if reason:
         for warning in exp.warnings:  # an older-format bound's note: why, and what to write
             reporter().warn(f"{exp.name}: {warning}")

@@ -28,6 +28,7 @@ LIB_DIR = "_lib"
 FORMAT_DOC = "see experiments/README.md"
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
+CONFIG_KEY = re.compile(r"^CONFIG_[A-Z0-9_]+=(y|m|n|-?[0-9]+|\"[^\"\n]*\")$")  # a vars key on the .config
 SIGNALS = ("INT", "TERM", "KILL")
 DAY = 86400.0  # no timeout kernlab reads from a file may be longer
 VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -474,7 +475,8 @@ def _parse_needs(spec: _Spec) -> tuple[list[str], dict[str, str], list[str], lis
 
 
 def _parse_vars(spec: _Spec) -> dict[str, dict[str, str]]:
-    """``vars: {NAME: {"<min version>": value, ...}}``: the highest min <= kernel wins."""
+    """``vars: {NAME: {"<min version>": value, "CONFIG_X=y": value, ...}}``: a config entry the
+    kernel's .config matches wins, else the highest min version <= the kernel's."""
     raw = spec.get("vars", dict, {})
     out: dict[str, dict[str, str]] = {}
     for name, table in raw.items():
@@ -482,8 +484,9 @@ def _parse_vars(spec: _Spec) -> dict[str, dict[str, str]]:
             spec.fail(f"vars.{name}", "names are UPPER_CASE (they become environment variables)")
         sub = spec.sub(f"vars.{name}", table)
         for key in sub.data:
-            if not VERSION.match(str(key)):
-                sub.fail(str(key), "keys are minimum kernel versions like '4.17' or '0'")
+            if not VERSION.match(str(key)) and not CONFIG_KEY.match(str(key)):
+                sub.fail(str(key), "keys are minimum kernel versions like '4.17' or '0', or config "
+                                   "values like 'CONFIG_KPROBE_EVENTS_ON_NOTRACE=y'")
         out[str(name)] = {str(k): str(v) for k, v in sub.data.items()}
     return out
 

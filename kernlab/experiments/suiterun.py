@@ -17,7 +17,7 @@ from kernlab.experiments.spec import Experiment
 from kernlab.experiments.suite import check_known, experiment_names, load_experiment
 from kernlab.guest.ensure import Target, VmRefused
 from kernlab.guest.vm import claim_free, find_vm
-from kernlab.kernel.selection import choose_kernel
+from kernlab.kernel.selection import choose_kernel, variant_of
 
 
 def whole_suite(name: str | None, all_: bool, lanes: int | str | None) -> bool:
@@ -69,7 +69,7 @@ def _triage(name: str, session: Session, root: Path | None) -> Experiment | Bund
     experiment.yaml does not load. Never raises KernlabError."""
     try:
         exp = load_experiment(name)
-        reason = na_reason(exp, session.release)
+        reason = na_reason(exp, session.release, variant_of(session.version))
     except KernlabError as error:
         reporter().warn(f"{name}: {error.one_line()}")
         return _error_bundle(name, error, session, root)

@@ -34,7 +34,7 @@ from kernlab.core.util import (
     staging_dir,
     why_not_a_file,
 )
-from kernlab.kernel import identity, layers, symbols
+from kernlab.kernel import identity, layers, symbols, variant
 from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
 from kernlab.kernel.kconfig import load_model, raise_if_dropped, requested_options, verify_config
 from kernlab.kernel.kheaders import find_headers
@@ -91,11 +91,13 @@ class Plan:
     compiler: str
     opts: BuildOptions
     left_out: tuple[str, ...] = ()  # catalog patches --no-patch left out, named when planned
+    variant_fragment: Path | None = None  # a variant's own fragment (kernlab.kernel.variant)
 
     def lock_entry(self, source: ResolvedSource) -> dict[str, Any]:
+        """The inputs kernlab.lock pins for the base kernel (a variant's fragment is its own)."""
         return lock.kernel_entry(
             source.sha256, [p.record() for p in self.patches],
-            [(f.name, sha256_file(f)) for f in self.fragments],
+            [(f.name, sha256_file(f)) for f in self.fragments if f != self.variant_fragment],
             compiler_version(self.compiler), binutils_version(), debian=source.extra.get("debian"),
         )
 
@@ -133,6 +135,10 @@ def make_plan(version: str, opts: BuildOptions | None = None, catalog: Catalog |
     opts = opts or BuildOptions()
     catalog = catalog or load_catalog()
     spec = catalog.kernel(version)
+    if spec.variant is not None and opts.update_lock:
+        raise KernlabError(f"{version} is a variant; --update-lock would record its changes as "
+                           f"{spec.base_version}'s inputs",
+                           f"leave --update-lock out, or update {spec.base_version} itself")
     patch_dirs = [series_dir(name) for name in spec.patches] + list(opts.extra_patches)
     for directory in patch_dirs:
         if not directory.is_dir():
@@ -145,20 +151,30 @@ def make_plan(version: str, opts: BuildOptions | None = None, catalog: Catalog |
         if not fragment.is_file():
             raise KernlabError(f"config fragment {fragment} {why_not_a_file(fragment)}", "fix --fragment")
     every = collect_patches(patch_dirs)
+    own = variant_fragment(spec)
     kept = _without(every, opts.without_patches, version)
-    return Plan(spec, catalog, kept, fragments, spec.compiler, opts,
-                tuple(p.name for p in every if p not in kept))
+    if spec.variant is not None:
+        kept = _without(kept, spec.variant.without_patches, version,
+                        f"variants.{spec.variant.name}.without_patches in {catalog.path}")
+    return Plan(spec, catalog, kept, fragments + ([own] if own else []), spec.compiler, opts,
+                tuple(p.name for p in every if p not in kept), own)
 
 
-def _without(patches: list[Patch], names: tuple[str, ...], version: str) -> list[Patch]:
-    """``patches`` minus the ones named (by file name or series/name); a name not in the series is refused."""
+def variant_fragment(spec: KernelSpec) -> Path | None:
+    """The fragment a variant adds after the entry's own (None for a catalog entry)."""
+    return variant.fragment_path(spec.variant) if spec.variant is not None else None
+
+
+def _without(patches: list[Patch], names: tuple[str, ...], version: str, where: str = "") -> list[Patch]:
+    """``patches`` minus the ones named (by file name or series/name); a name not in the series
+    is refused (``where``: the catalog key that named it; else --no-patch did)."""
     def named(patch: Patch, name: str) -> bool:
         return name in (patch.name, f"{patch.series.name}/{patch.name}", patch.path.stem)
 
     for name in names:
         if not any(named(p, name) for p in patches):
-            raise KernlabError(f"--no-patch {name}: no such patch in the series of {version}",
-                               "give a name `invoke build-kernel --version V --plan` lists")
+            raise KernlabError(f"{where or '--no-patch'} {name}: no such patch in the series of {version}",
+                               f"give a name `invoke build-kernel --version {version} --plan` lists")
     return [p for p in patches if not any(named(p, name) for name in names)]
 
 
@@ -213,7 +229,7 @@ def build_planned(plan: Plan, source: ResolvedSource, started: float | None = No
     started = time.monotonic() if started is None else started
     opts, version = plan.opts, plan.spec.version
     lock_entry = plan.lock_entry(source)
-    lock.check_kernel(version, lock_entry, opts.update_lock, without=_left_out(plan))
+    lock.check_kernel(plan.spec.base_version, lock_entry, opts.update_lock, without=_left_out(plan))
     key = hash_inputs(plan.inputs(source.sha256))
     build_dir = paths.work_dir() / "build" / f"{version}-{short(key)}"
     if not opts.clean and (record := _up_to_date(version, build_dir, not plan.left_out)):
@@ -230,7 +246,7 @@ def build_planned(plan: Plan, source: ResolvedSource, started: float | None = No
 def pinned_source_sha256(plan: Plan) -> str | None:
     """The source checksum a build of ``plan`` has without resolving (or fetching) it:
     kernlab.lock's for the version, else the catalog's first pinned tarball or file."""
-    locked = lock.read_lock()["kernels"].get(plan.spec.version) or {}
+    locked = lock.read_lock()["kernels"].get(plan.spec.base_version) or {}
     if locked.get("source_sha256"):
         return str(locked["source_sha256"])
     for source in plan.spec.sources:
@@ -337,7 +353,7 @@ def _build_locked(plan: Plan, source: ResolvedSource, key: str, build_dir: Path,
     """build_kernel's work, under the build key's lock; its source tree is marked in use
     (kernlab.core.inuse) from when it is made until the build ends, so `clean` leaves it."""
     with contextlib.ExitStack() as held:
-        with reporter().step(f"patched tree for {plan.spec.version}"), _tree_lock(plan, source):
+        with reporter().step(f"patched tree for {plan.spec.base_version}"), _tree_lock(plan, source):
             tree = prepared_tree(plan, source)
             held.enter_context(inuse.using(tree, f"build {build_dir.name}"))
         return _compile(plan, source, key, build_dir, tree, started)
@@ -382,7 +398,7 @@ def _tree_key(plan: Plan, source: ResolvedSource) -> str:
 @contextlib.contextmanager
 def _tree_lock(plan: Plan, source: ResolvedSource) -> Iterator[None]:
     """One process at a time makes a source tree; staging left by a killed one is removed."""
-    name = f"{plan.spec.version}-{short(_tree_key(plan, source))}"
+    name = f"{plan.spec.base_version}-{short(_tree_key(plan, source))}"
     with filelock.exclusive(filelock.locks_dir(paths.work_dir()) / f"src-{name}.lock", f"source tree {name}"):
         for stale in (paths.work_dir() / "src").glob(f".{name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -392,8 +408,8 @@ def _tree_lock(plan: Plan, source: ResolvedSource) -> Iterator[None]:
 def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
     """The extracted, patched source tree, shared by builds with the same source+patches."""
     tree_key = _tree_key(plan, source)
-    final = paths.work_dir() / "src" / f"{plan.spec.version}-{short(tree_key)}"
-    log = paths.work_dir() / "logs" / f"patch-{plan.spec.version}-{short(tree_key)}.log"
+    final = paths.work_dir() / "src" / f"{plan.spec.base_version}-{short(tree_key)}"
+    log = paths.work_dir() / "logs" / f"patch-{plan.spec.base_version}-{short(tree_key)}.log"
     if (final / ".kernlab-tree-done").exists():
         if (final / identity.MARKER).is_file():
             source.set_tree((final / identity.MARKER).read_text().strip())
@@ -446,7 +462,7 @@ def make_command(plan: Plan, obj: Path | None, tree: Path, targets: list[str],
     cc = plan.compiler
     if plan.opts.ccache and shutil.which("ccache"):
         cc = f"{CC_WRAPPER.name} {cc}"  # ccache, but not for .incbin sources (see the script)
-    maps = debug_prefix_maps(tree, obj, maps_file_macro(plan.spec.version))
+    maps = debug_prefix_maps(tree, obj, maps_file_macro(plan.spec.base_version))
     # HOSTCC through ccache too: a --clean rebuild otherwise recompiles objtool,
     # resolve_btfids and their libbpf/libsubcmd twice (obj/ and the samples tree's prepare).
     # Host tools only run at build time; the bzImage is unchanged (measured, README).
@@ -624,7 +640,7 @@ def verify_symbols(plan: Plan, tree: Path, obj: Path, make_log: Path) -> None:
     raise KernlabError(
         f"{', '.join(missing)} not in System.map of {obj.parent.name}, which the catalog's symbols: "
         f"for {plan.spec.version} requires ({reasons})",
-        f"fix patches/{plan.spec.version}/ (the tree: {tree}), or drop the name from symbols: in "
+        f"fix patches/{plan.spec.base_version}/ (the tree: {tree}), or drop the name from symbols: in "
         f"{plan.catalog.path}")
 
 

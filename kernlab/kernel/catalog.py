@@ -15,12 +15,15 @@ from typing import Any
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.spec import SpecFile, type_name
+from kernlab.kernel import variant as variants
+from kernlab.kernel.variant import VariantSpec
 
 SOURCE_TYPES = ("debian", "tarball", "file", "git")
 BASES = ("tinyconfig", "defconfig")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-TOP_KEYS = ("mirror", "default", "kernels")
+TOP_KEYS = ("mirror", "default", "kernels", "variants")
+VARIANT_KEYS = ("description", "set", "unset", "without_patches", "kernels")
 KERNEL_KEYS = ("release", "description", "sources", "patches", "config", "compiler", "samples_bpf",
                "symbols", "arch")
 CONFIG_KEYS = ("base", "fragments")
@@ -105,6 +108,13 @@ class KernelSpec:
     samples_bpf: tuple[str, ...] = ()
     symbols: tuple[str, ...] = ()
     arch: str = "x86_64"
+    variant: VariantSpec | None = None  # set on VERSION+NAME (kernlab.kernel.variant)
+
+    @property
+    def base_version(self) -> str:
+        """The catalog entry a variant is made from (its source, tree and lock pins); the
+        version itself otherwise."""
+        return variants.split(self.version)[0]
 
 
 @dataclass
@@ -113,16 +123,34 @@ class Catalog:
     mirror: str
     default: str
     kernels: dict[str, KernelSpec] = field(default_factory=dict)
+    variants: dict[str, VariantSpec] = field(default_factory=dict)
 
     def kernel(self, version: str) -> KernelSpec:
-        """The entry for ``version`` or an error listing the known versions."""
-        if version in self.kernels:
-            return self.kernels[version]
-        known = ", ".join(self.kernels)
-        raise NotFound(
-            f"unknown kernel version '{version}' (known: {known})",
-            f"pick one of those or add an entry to {self.path}",
-        )
+        """The entry for ``version`` (``VERSION+VARIANT``: that entry as the variant changes
+        it) or an error listing the known versions or variants."""
+        base, name = variants.split(version)
+        if base not in self.kernels:
+            known = ", ".join(self.kernels)
+            raise NotFound(
+                f"unknown kernel version '{base}' (known: {known})",
+                f"pick one of those or add an entry to {self.path}",
+            )
+        if not name:
+            return self.kernels[base]
+        return self._variant_of(self.kernels[base], name)
+
+    def _variant_of(self, spec: KernelSpec, name: str) -> KernelSpec:
+        chosen = self.variants.get(name)
+        if chosen is None:
+            known = ", ".join(self.variants) or "none"
+            raise NotFound(f"unknown variant '{name}' of kernel {spec.version} (variants: {known})",
+                           f"pick one of those, or add it under variants: in {self.path}")
+        if chosen.kernels and spec.version not in chosen.kernels:
+            raise NotFound(f"variant '{name}' is not made for kernel {spec.version} (only "
+                           f"{', '.join(chosen.kernels)})",
+                           f"use {spec.version} itself, or add it to variants.{name}.kernels in {self.path}")
+        return replace(spec, version=f"{spec.version}{variants.SEPARATOR}{name}",
+                       description=chosen.description or spec.description, variant=chosen)
 
     def effective_mirror(self) -> str:
         return os.environ.get("KERNLAB_MIRROR") or self.mirror
@@ -217,6 +245,39 @@ def _kernel(v: _Validator, version: str, raw: Any) -> KernelSpec:
     )
 
 
+def _variant(v: _Validator, name: str, raw: Any, catalog: Catalog) -> VariantSpec:
+    """One ``variants:`` entry, each option and kernel checked (names go into build ids)."""
+    key = f"variants.{name}"
+    if not variants.NAME_RE.match(name):
+        raise v.fail(key, f"'{name}' is not a variant name (lowercase letters, digits and -, "
+                          "at most 32)")
+    raw = v.mapping(raw, key)
+    v.known_keys(raw, key, VARIANT_KEYS)
+    options = {str(k): v.string(val if not isinstance(val, bool) else ("y" if val else "n"),
+                                f"{key}.set.{k}")
+               for k, val in v.mapping(raw.get("set") or {}, f"{key}.set").items()}
+    unset = v.strings(raw.get("unset"), f"{key}.unset")
+    for option in [*options, *unset]:
+        if not variants.OPTION_RE.match(option.removeprefix("CONFIG_")):
+            raise v.fail(key, f"'{option}' is not a config option name (like KPROBE_EVENTS_ON_NOTRACE)")
+    for option, value in options.items():
+        if not variants.VALUE_RE.match(value):
+            raise v.fail(f"{key}.set.{option}", f"'{value}' is not a config value (y, m, n, a number "
+                                                "or a quoted string)")
+    kernels = v.strings(raw.get("kernels"), f"{key}.kernels")
+    for i, version in enumerate(kernels):
+        if version not in catalog.kernels:
+            raise v.fail(f"{key}.kernels[{i}]", f"'{version}' is not in kernels")
+    if not (options or unset or raw.get("without_patches")):
+        raise v.fail(key, "changes nothing: give set, unset or without_patches")
+    return VariantSpec(
+        name=name, description=str(raw.get("description", "")),
+        set=tuple((k.removeprefix("CONFIG_"), val) for k, val in options.items()),
+        unset=tuple(o.removeprefix("CONFIG_") for o in unset),
+        without_patches=v.strings(raw.get("without_patches"), f"{key}.without_patches"),
+        kernels=kernels)
+
+
 def local_tarballs() -> dict[str, tuple[Path, str]]:
     """``KERNLAB_LOCAL_KERNELS``: {file name: (path, sha256)} from that folder's SHA256SUMS."""
     folder = os.environ.get("KERNLAB_LOCAL_KERNELS")
@@ -263,6 +324,8 @@ def load_catalog(path: Path | None = None) -> Catalog:
     for version, entry in kernels.items():
         spec = _kernel(v, str(version), entry)
         catalog.kernels[str(version)] = with_local_source(spec, local)
+    for name, entry in v.mapping(raw.get("variants") or {}, "variants").items():
+        catalog.variants[str(name)] = _variant(v, str(name), entry, catalog)
     if catalog.default and catalog.default not in catalog.kernels:
         raise v.fail("default", f"'{catalog.default}' is not in kernels")
     return catalog

@@ -169,6 +169,8 @@ class KconfigModel:
         chain = self._why_off(sym, depth=0, seen=set())
         if request.value in ("y", "m") and got in ("n", ""):
             return f"was dropped: {chain}" if chain else "was dropped by olddefconfig"
+        if request.value == "n" and _rev_dep_value_is_set(sym):
+            return f"ended up as {got}: selected by {self.kconfiglib.expr_str(sym.rev_dep)}"
         return f"ended up as {got}" + (f": {chain}" if chain else "")
 
     def _why_off(self, sym, depth: int, seen: set[str]) -> str:

@@ -22,8 +22,10 @@ from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
 from kernlab.core.util import read_json, sha256_file
 from kernlab.kernel import build as kernel_build  # build_kernel looked up at call time (tests replace it)
+from kernlab.kernel import variant
 from kernlab.kernel.build import complete_record, make_plan
-from kernlab.kernel.catalog import Catalog, load_catalog
+from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
+from kernlab.kernel.variant import VariantSpec
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def _ordered(version: str, every: list[BuildRef], today: dict[str, list[str]] | 
 def catalog_recipe(version: str, catalog: Catalog | None = None) -> dict[str, list[str]] | None:
     """The patch and fragment hashes the catalog asks for today (no sources resolved);
     None when ``version`` is not in the catalog or its files are missing."""
-    if catalog is not None and version not in catalog.kernels:
+    if catalog is not None and in_catalog(catalog, version) is None:
         return None
     try:
         plan = make_plan(version, catalog=catalog)
@@ -148,8 +150,8 @@ def choose_kernel(asked: str | None) -> KernelChoice:
     mine = _ordered(asked, every, today)
     if mine:
         return _choice(asked, mine[0], every, tuple(recipe_differences(mine[0].record, today)))
-    if asked in versions:
-        return KernelChoice(asked, asked, versions[asked], None, 0)
+    if spec := in_catalog(catalog, asked):
+        return KernelChoice(asked, asked, spec.release, None, 0)
     prefixed = [b for b in every if "-" in asked and b.id.startswith(asked)]
     if len(prefixed) == 1:
         found = prefixed[0]
@@ -158,8 +160,27 @@ def choose_kernel(asked: str | None) -> KernelChoice:
     if prefixed:
         raise KernlabError(f"build id prefix {asked!r} matches {len(prefixed)} builds: "
                            f"{', '.join(b.id for b in prefixed)}", "give more of the id")
+    if variant.SEPARATOR in asked:
+        catalog.kernel(asked)  # an unknown variant or base: the catalog's error names the known ones
     raise NotFound(f"unknown kernel version {asked!r} (catalog: {', '.join(versions) or 'none'})",
                    "give a catalog version or a build id (`invoke list-kernels` shows both)")
+
+
+def variant_of(version: str) -> VariantSpec | None:
+    """The variant ``version`` names (``5.4.286+no-notrace``); None for a plain version, a
+    build id or a name the catalog does not know."""
+    if variant.SEPARATOR not in version:
+        return None
+    spec = in_catalog(load_catalog(), version)
+    return spec.variant if spec is not None else None
+
+
+def in_catalog(catalog: Catalog, version: str) -> KernelSpec | None:
+    """The catalog's kernel ``version`` (an entry, or ``VERSION+VARIANT``), else None."""
+    try:
+        return catalog.kernel(version)
+    except NotFound:
+        return None
 
 
 def _choice(asked: str, build: BuildRef, every: list[BuildRef],
@@ -277,4 +298,19 @@ def catalog_table() -> str:
         pin = source.pin(locked.get(version)) or source.unpinned()
         rows.append(f"{'':<8} source: {source.where(catalog.effective_mirror())}")
         rows.append(f"{'':<8} pinned: {pin}")
-    return "\n".join(rows) + "\n\n" + builds_table()
+    return "\n".join(rows + variants_table(catalog, every)) + "\n\n" + builds_table()
+
+
+def variants_table(catalog: Catalog, every: list[BuildRef]) -> list[str]:
+    """`list-kernels`' variants: each one's changes and kernels, and the builds made of it."""
+    if not catalog.variants:
+        return []
+    rows = ["", "variants (ask for VERSION+NAME, e.g. "
+                f"{next(iter(catalog.kernels))}{variant.SEPARATOR}{next(iter(catalog.variants))}):"]
+    for name, each in catalog.variants.items():
+        built = sorted(b.version for b in every if b.version.endswith(f"{variant.SEPARATOR}{name}"))
+        rows.append(f"  {name}: {' '.join(each.changes())}; kernels: {', '.join(each.kernels) or 'any'}"
+                    + (f"; built: {', '.join(dict.fromkeys(built))}" if built else ""))
+        if each.description:
+            rows.append(f"    {each.description}")
+    return rows

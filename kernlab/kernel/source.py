@@ -129,7 +129,7 @@ def requested_sources(spec: KernelSpec, opts: SourceOptions) -> list[SourceSpec]
 
 def describe_sources(spec: KernelSpec, opts: SourceOptions, mirror: str) -> list[str]:
     """`--plan`'s lines: each source in order and what pins it (kernlab.lock for Debian's)."""
-    locked = lock.read_lock()["kernels"].get(spec.version)
+    locked = lock.read_lock()["kernels"].get(spec.base_version)
     lines = []
     for source in requested_sources(spec, opts):
         pin = source.pin(locked) if source.kind == "debian" else ""
@@ -149,7 +149,7 @@ def resolve_source(spec: KernelSpec, catalog: Catalog, opts: SourceOptions, log:
     candidates = requested_sources(spec, opts)
     for source in candidates:
         try:
-            resolved = _resolve_one(source, catalog.effective_mirror(), opts, log, spec.version)
+            resolved = _resolve_one(source, catalog.effective_mirror(), opts, log, spec.base_version)
         except debsource.PinError:
             raise  # kernlab.lock names this source: falling back to another would defeat the pin
         except KernlabError as error:

@@ -20,6 +20,7 @@ from kernlab.core.errors import KernlabError, NotFound
 from kernlab.core.progress import reporter
 from kernlab.core.records import BuildRecord
 from kernlab.core.util import atomic_write_json, read_json, sha256_file, sha256_text
+from kernlab.kernel import variant
 from kernlab.kernel.catalog import load_catalog
 from kernlab.kernel.patch import series_dir
 from kernlab.kernel.selection import builds_of, choose_kernel, complete_builds
@@ -104,7 +105,7 @@ class Kernel:
         home = former_home(name, [p for p in self.peers if p.release != self.release])
         if home is None:
             try:
-                spec = load_catalog().kernels.get(self.version)
+                spec = load_catalog().kernels.get(variant.split(self.version)[0])
             except KernlabError:
                 spec = None
             series = [series_dir(s) for s in (spec.patches if spec else ())]
@@ -134,6 +135,18 @@ class Kernel:
 
     def options(self, *names: str) -> dict[str, str]:
         return {f"CONFIG_{n}": self.option(n) for n in names}
+
+    def fix_setting(self, option: str) -> str:
+        """How to get ``option`` set: in the lab fragment, or, when this build is a variant
+        that changes it (``5.4.286+no-notrace``), by using the kernel it was made from."""
+        base, name = variant.split(self.version)
+        try:
+            spec = load_catalog().kernel(self.version).variant if name else None
+        except KernlabError:
+            spec = None
+        if spec is not None and option in (*spec.unset, *(k for k, _ in spec.set)):
+            return f"use {base}: this build is its variant {name}, which changes CONFIG_{option}"
+        return f"set CONFIG_{option}=y in {self.fragment()} and rebuild"
 
     def fragment(self) -> str:
         """The build's own lab fragment (configs/lab-<v>.config), where a fix adds an option."""
@@ -177,7 +190,7 @@ def kprobe_row(target: Target, kernel: Kernel) -> Row:
     if ftrace is False and _notrace_refused(kernel):
         row.reason = (f"notrace ({site}): kprobe_events refuses it "
                       f"(\"trace_kprobe: Could not probe notrace function {use}\")")
-        row.fix = f"set CONFIG_KPROBE_EVENTS_ON_NOTRACE=y in {kernel.fragment()} and rebuild"
+        row.fix = kernel.fix_setting("KPROBE_EVENTS_ON_NOTRACE")
         return row
     row.verdict = "clone" if use != name else "attachable"
     row.reason = _attach_reason(kernel, name, use, ftrace, site)
