@@ -173,6 +173,15 @@ def guest_leftovers(name: str, env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
+def wait_for_steps(name: str, env: dict[str, str], run: Background, limit: float = 60.0) -> None:
+    """Until the guest runs both steps' ``sleep 600`` (a fixed delay is not enough on a
+    loaded machine: the driver may not have started the workload yet)."""
+    deadline = time.monotonic() + limit
+    while guest_leftovers(name, env).count("sleep 600") < 2:
+        assert time.monotonic() < deadline, f"the steps did not start within {limit:.0f}s\n{run.err()}"
+        time.sleep(0.5)
+
+
 @pytest.mark.parametrize("case", INTERRUPTS, ids=[c.id for c in INTERRUPTS])
 def test_ctrl_c_stops_the_run_and_its_guest_processes_and_writes_the_bundle(
         case: Interrupt, kernel, env, tmp_path, vm_name) -> None:
@@ -184,8 +193,8 @@ def test_ctrl_c_stops_the_run_and_its_guest_processes_and_writes_the_bundle(
         run = Background(["run-experiment", "longrun", "--kernel", "6.1", "--vm-name", name], env, tmp_path)
         run.wait_for(case.marker)
         time.sleep(case.delay)
-        if case.marker == MID_RUN and case.user_vm:
-            assert "sleep 600" in guest_leftovers(name, env)  # the steps run: now stop them
+        if case.marker == MID_RUN:  # the loader and the workload both run: now stop them
+            wait_for_steps(name, env, run)
         sent = time.monotonic()
         for sig in case.signals:
             run.proc.send_signal(sig)
