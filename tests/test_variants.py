@@ -4,6 +4,7 @@ No kernel is built here: tests/test_variants_slow.py builds 5.4.286+no-notrace."
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +93,7 @@ def test_a_variant_plans_its_own_fragment_and_key_on_the_base_kernels_pins():
 
 
 def test_update_lock_on_a_variant_is_refused():
-    with pytest.raises(KernlabError, match="5.4.286\\+no-notrace is a variant; --update-lock"):
+    with pytest.raises(KernlabError, match=re.escape("5.4.286+no-notrace is a variant; --update-lock")):
         make_plan("5.4.286+no-notrace", BuildOptions(update_lock=True))
 
 
@@ -101,7 +102,8 @@ def test_an_unbuilt_variant_is_chosen_by_name_and_a_typo_names_the_variants(tmp_
     choice = choose_kernel("5.4.286+no-notrace")
     assert (choice.version, choice.release, choice.build) == ("5.4.286+no-notrace", "5.4.286", None)
     assert variant_of("5.4.286+no-notrace").name == "no-notrace" and variant_of("5.4.286") is None
-    with pytest.raises(NotFound, match="unknown variant 'no-notrac' of kernel 5.4.286 .variants: no-notrace"):
+    typo = re.escape("unknown variant 'no-notrac' of kernel 5.4.286 (variants: no-notrace")
+    with pytest.raises(NotFound, match=typo):
         choose_kernel("5.4.286+no-notrac")
 
 
@@ -143,5 +145,5 @@ def test_a_vars_key_that_is_neither_a_version_nor_a_config_value_is_refused(tmp_
         'title: t\nvars:\n  V: {"CONFIG_X": a}\nrun:\n  steps:\n    - name: s\n      cmd: "true"\n'
         "expect:\n  - in: step:s\n    contains: x\n")
     monkeypatch.setenv("KERNLAB_EXPERIMENTS", str(tmp_path))
-    with pytest.raises(KernlabError, match="vars.V.CONFIG_X: keys are minimum kernel versions"):
+    with pytest.raises(KernlabError, match=re.escape("vars.V.CONFIG_X: keys are minimum kernel versions")):
         load_experiment("x")

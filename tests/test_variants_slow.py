@@ -88,8 +88,8 @@ def test_the_probe_atlas_agrees_with_the_runs(builds):
     assert f"copy_page_to_iter on {builds['5.4.286'].id}: attachable" in lab
     assert variant.startswith(": not attachable")
     assert 'refuses it ("trace_kprobe: Could not probe notrace function copy_page_to_iter")' in variant
-    assert "use 5.4.286: this build is its variant no-notrace, which changes CONFIG_KPROBE_EVENTS_ON_NOTRACE" \
-        in variant
+    assert ("use 5.4.286: this build is its variant no-notrace, which changes "
+            "CONFIG_KPROBE_EVENTS_ON_NOTRACE") in variant
 
 
 def test_a_variant_unsetting_what_another_option_selects_is_reported(builds, tmp_path):
