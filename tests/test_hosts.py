@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 import sshd
 import yaml
+from guests import ci_build
 from interrupts import sigint_default
 
 from kernlab.core.errors import KernlabError
 from kernlab.fanout import fleet as hosts
 
 ROOT = Path(__file__).resolve().parent.parent
+LAB2_KERNEL = "4.15"  # the kernel lab2 is pinned to (hosts.yaml `kernels:`)
 needs_sshd = pytest.mark.skipif(not sshd.available(), reason="needs root and openssh-server (invoke setup)")
 
 
@@ -46,16 +48,18 @@ def lab2_workdir(tmp_path_factory) -> Iterator[Path]:
 
 
 def lab2_entry(server, workdir: Path) -> dict:
-    """lab2 runs 6.1 with its own tree, venv, kernel build, image and VMs under its workdir.
-    It is this machine, so it shares the download and compiler cache (Debian's .debs,
-    ccache: with KERNLAB_CCACHE_SHARE, as .ci/run sets it, a warm build of about 3 minutes
-    instead of a cold 8). A host's run does not inherit this process's environment."""
+    """lab2 runs 4.15 with its own tree, venv, kernel build, image and VMs under its workdir.
+    It is this machine, so it shares the download and compiler cache and the pinned local
+    tarballs (ccache: with KERNLAB_CCACHE_SHARE, as .ci/run sets it, a warm build of about
+    1.5 minutes; 4.15 rather than 6.1, which takes twice that). A host's run does not
+    inherit this process's environment."""
     from kernlab.core import paths
 
     env = {"KERNLAB_CACHE": str(paths.cache_dir())}
-    if os.environ.get("KERNLAB_CCACHE_SHARE"):
-        env["KERNLAB_CCACHE_SHARE"] = os.environ["KERNLAB_CCACHE_SHARE"]
-    return server.host_entry("lab2", workdir, kernels=["6.1"], env=env)
+    for name in ("KERNLAB_CCACHE_SHARE", "KERNLAB_LOCAL_KERNELS"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    return server.host_entry("lab2", workdir, kernels=[LAB2_KERNEL], env=env)
 
 
 def write_hosts(path: Path, entries: list[dict], include_local: bool = True) -> Path:
@@ -229,20 +233,21 @@ def test_a_replaced_suite_goes_with_the_tree_as_the_hosts_suite(tmp_path, monkey
 
 @needs_sshd
 @pytest.mark.slow
-def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, lab2_workdir, tmp_path):
-    """lab2 runs 6.1 there: ships kernlab, makes its venv, its own image and VM, runs, sends back."""
+def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab2_workdir, tmp_path):
+    """lab2 runs 4.15 there: ships kernlab, makes its venv, its own image and VM, runs, sends back."""
     workdir = lab2_workdir
+    here = ci_build(LAB2_KERNEL)
     path = write_hosts(tmp_path / "h.yaml", [lab2_entry(server, workdir)], include_local=False)
     out = tmp_path / "out"
     outside_experiment(tmp_path / "research").joinpath("leak").unlink()
-    done = invoke("matrix", "--kernels", "6.1", "--experiments", "hellotrace,readiter,hello-outside",
+    done = invoke("matrix", "--kernels", LAB2_KERNEL, "--experiments", "hellotrace,readiter,hello-outside",
                   "--hosts", str(path), "--out", str(out), timeout=3600,
                   env={"KERNLAB_EXPERIMENT_PATH": str(tmp_path / "research")})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "6.1 @ lab2" in done.stdout and "[lab2] > kernel 6.1: 3 experiments" in done.stderr
+    assert "4.15 @ lab2" in done.stdout and "[lab2] > kernel 4.15: 3 experiments" in done.stderr
 
     matrix = json.loads((out / "matrix.json").read_text())
-    assert matrix["hosts"] == {"6.1": "lab2"}
+    assert matrix["hosts"] == {"4.15": "lab2"}
     for cell in matrix["cells"]:
         assert (cell["status"], cell["host"]) == ("PASS", "lab2")
         bundle = Path(cell["bundle"])
@@ -250,13 +255,13 @@ def test_a_host_runs_its_cells_and_the_bundles_come_back(server, lab_kernel, lab
         manifest = json.loads((bundle / "manifest.json").read_text())
         assert manifest["build"]["build_dir"].startswith(str(workdir / "kernels"))  # lab2 built it
         # ... in another directory, and got the very same bzImage as this machine's build
-        assert manifest["build"]["outputs"]["bzImage"]["sha256"] == lab_kernel.output_sha256("bzImage")
+        assert manifest["build"]["outputs"]["bzImage"]["sha256"] == here.output_sha256("bzImage")
         assert manifest["image"]["dir"].startswith(str(workdir / "state"))  # and its own image
         assert (bundle / "trace.txt").is_file() and (bundle / "console.log").is_file()
     assert "| readiter | ✅ PASS |" in (out / "report.md").read_text()
     assert 'hostname="lab2"' in (out / "junit.xml").read_text()
     log = (out / "hosts" / "lab2.log").read_text()
-    assert "./kl matrix --kernels 6.1" in log and "> make bzImage modules" in log
+    assert "./kl matrix --kernels 4.15" in log and "> make bzImage modules" in log
     assert len(list(workdir.glob("tree-*/.venv/bin/invoke"))) == 1
     assert not qemu_processes_under(workdir)
 
@@ -268,7 +273,7 @@ def test_a_host_that_fails_says_why_in_its_cells(server, lab2_workdir, tmp_path)
     entry = lab2_entry(server, lab2_workdir)
     entry["env"]["KERNLAB_CONFIGS"] = str(tmp_path / "no-configs")
     path = write_hosts(tmp_path / "h.yaml", [entry], include_local=False)
-    done = invoke("matrix", "--kernels", "6.1", "--experiments", "hellotrace", "--hosts", str(path),
+    done = invoke("matrix", "--kernels", LAB2_KERNEL, "--experiments", "hellotrace", "--hosts", str(path),
                   "--out", str(tmp_path / "out"), timeout=1800)
     assert done.returncode == 1
     cell = json.loads((tmp_path / "out" / "matrix.json").read_text())["cells"][0]
@@ -284,11 +289,11 @@ def qemu_processes_under(workdir: Path) -> list[str]:
 
 @needs_sshd
 @pytest.mark.slow
-def test_ctrl_c_is_passed_on_to_the_host_which_stops_its_vm(server, lab_kernel, lab2_workdir, tmp_path):
+def test_ctrl_c_is_passed_on_to_the_host_which_stops_its_vm(server, lab2_workdir, tmp_path):
     path = write_hosts(tmp_path / "h.yaml", [lab2_entry(server, lab2_workdir)], include_local=False)
     run = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "matrix", "--kernels", "6.1", "--experiments", "hellotrace,readiter",
-         "--hosts", str(path), "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "invoke", "matrix", "--kernels", LAB2_KERNEL, "--experiments",
+         "hellotrace,readiter", "--hosts", str(path), "--out", str(tmp_path / "out")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     seen = []
     for line in run.stderr:  # wait until lab2's guest is running an experiment (in any lane)
