@@ -18,6 +18,7 @@ from kernlab.experiments.suite import check_known, experiment_names, load_experi
 from kernlab.guest.ensure import Target, VmRefused
 from kernlab.guest.vm import claim_free, find_vm
 from kernlab.kernel.selection import choose_kernel, variant_of
+from kernlab.kernel.variant import VariantSpec
 
 
 def whole_suite(name: str | None, all_: bool, lanes: int | str | None) -> bool:
@@ -54,7 +55,8 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     session = Session(choice.asked, keep_vm=keep_vm, vm_name=vm_name, choice=choice, flag=flag)
     with interrupt.scope():
         try:
-            triaged = {name: _triage(name, session, root) for name in names}
+            variant = variant_of(session.version)  # the catalog read once, not per experiment
+            triaged = {name: _triage(name, session, root, variant) for name in names}
             to_run = {name: t for name, t in triaged.items() if isinstance(t, Experiment)}
             count = lane_count(lanes, len(to_run))
             ran = dict(zip(to_run, _run_in_lanes(list(to_run.values()), session, root, count),
@@ -64,12 +66,13 @@ def run_suite(names: list[str] | None, kernel: str | None = None, keep_vm: bool 
     return [ran.get(name, triaged[name]) for name in triaged]
 
 
-def _triage(name: str, session: Session, root: Path | None) -> Experiment | Bundle:
+def _triage(name: str, session: Session, root: Path | None,
+            variant: VariantSpec | None = None) -> Experiment | Bundle:
     """The experiment to run, or already its bundle: n/a with the reason, or FAIL when its
     experiment.yaml does not load. Never raises KernlabError."""
     try:
         exp = load_experiment(name)
-        reason = na_reason(exp, session.release, variant_of(session.version))
+        reason = na_reason(exp, session.release, variant)
     except KernlabError as error:
         reporter().warn(f"{name}: {error.one_line()}")
         return _error_bundle(name, error, session, root)
