@@ -119,6 +119,9 @@ def run_lanes(items: Sequence[Item], lanes: Sequence[Lane],
         for thread in threads:
             thread.start()
         work(lanes[0])
+        for thread in threads:  # the other lanes finish their running items (each has its timeouts)
+            while thread.is_alive():
+                thread.join(1.0)  # short waits: a Ctrl-C meanwhile still stops every lane
     except BaseException as error:
         errors.append(error)
         interrupt.stop_threads()
