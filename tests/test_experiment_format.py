@@ -17,7 +17,8 @@ from kernlab.experiments.suite import experiment_names, load_all, load_experimen
 
 SUITE = ["bcc-opensnoop", "buffermap", "caller-stack", "file-io", "hellotrace",
          "kretprobe-hist", "notrace", "passfd", "ppos", "readiter", "samples-bpf", "samples-cpustat",
-         "uprobe-local", "verifier"]
+         "tc-ipstats", "uprobe-local", "verifier", "xdp-filter", "xdp-ipstats", "xdp-ipstats-bcc",
+         "xdp-ipstats-native", "xdp-ipstats-testrun"]
 
 MINIMAL = """\
 title: a tiny experiment

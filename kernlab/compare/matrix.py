@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernlab.compare import atlas_report, splat_report
+from kernlab.compare import atlas_report, network_report, splat_report
 from kernlab.core import paths
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
@@ -56,6 +56,7 @@ class Matrix:
     experiments: list[str]
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     hosts: dict[str, str] = field(default_factory=dict)  # kernel -> runner, when not all local
+    network: dict[str, str] = field(default_factory=dict)  # experiment -> its network hook and mode
 
     def cell(self, kernel: str, experiment: str) -> Cell:
         return self.cells[(kernel, experiment)]
@@ -102,7 +103,7 @@ def run_matrix(kernels: list[str], experiments: list[str] | None = None, hosts_f
                            "add one (see experiments/README.md) or set KERNLAB_EXPERIMENTS")
     check_names(kernels, names)
     lane_count(lanes, 1)  # a bad --lanes or KERNLAB_LANES stops it before any work
-    matrix = Matrix(kernels, names)
+    matrix = Matrix(kernels, names, network=network_report.network_hooks(names))
     if hosts_file is None:
         _run_local(matrix, kernels, names, lanes)
         return matrix
@@ -216,7 +217,8 @@ def load_matrix(matrix_json: Path) -> Matrix:
     """
     data = read_matrix_json(matrix_json)
     here = matrix_json.parent.resolve()
-    matrix = Matrix(list(data["kernels"]), list(data["experiments"]), hosts=dict(data.get("hosts") or {}))
+    matrix = Matrix(list(data["kernels"]), list(data["experiments"]), hosts=dict(data.get("hosts") or {}),
+                    network={str(k): str(v) for k, v in (data.get("network") or {}).items()})
     for raw in data["cells"]:
         _add_cell(matrix, raw, find_bundle(raw.get("bundle"), data.get("out"), here))
     missing = [(k, e) for k in matrix.kernels for e in matrix.experiments if (k, e) not in matrix.cells]
@@ -358,7 +360,8 @@ def write_report(matrix: Matrix, out: Path) -> dict[str, Path]:
     atomic_write_text(written["junit"], junit_xml(matrix))
     atomic_write_json(written["json"], {
         "kernels": matrix.kernels, "experiments": matrix.experiments, "passed": matrix.passed,
-        "hosts": matrix.hosts, "out": str(out.resolve()),  # to find the bundles after the directory moves
+        "hosts": matrix.hosts, "network": matrix.network,
+        "out": str(out.resolve()),  # to find the bundles after the directory moves
         "cells": [{"kernel": c.kernel, "experiment": c.experiment, "status": c.status, "reason": c.reason,
                    "host": matrix.host(c.kernel), "bundle": str(c.bundle) if c.bundle else None}
                   for c in matrix.cells.values()],
@@ -402,6 +405,7 @@ def markdown(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
             parts += ["", "| " + " | ".join(k for k, _ in pics) + " |", "|" + "---|" * len(pics),
                       "| " + " | ".join(f"![{name} on {k}]({p})" for k, p in pics) + " |"]
         parts.append("")
+    parts += network_report.markdown_section(matrix)
     parts += splat_report.markdown_section(matrix)
     parts += atlas_report.markdown_sections(matrix)
     return "\n".join(parts) + "\n"
@@ -440,7 +444,8 @@ def html_report(matrix: Matrix, shown: dict[tuple[str, str], list[str]]) -> str:
             f"<style>{style}</style></head><body><h1>kernlab matrix: {esc(', '.join(matrix.kernels))}</h1>"
             f"<p>Overall: <b>{'PASS' if matrix.passed else 'FAIL'}</b></p>{''.join(grid)}"
             f"<h2>Differences between kernels</h2>{''.join(sections)}"
-            f"{splat_report.html_section(matrix)}{atlas_report.html_sections(matrix)}</body></html>\n")
+            f"{network_report.html_section(matrix)}{splat_report.html_section(matrix)}"
+            f"{atlas_report.html_sections(matrix)}</body></html>\n")
 
 
 def junit_xml(matrix: Matrix) -> str:
@@ -510,7 +515,8 @@ def grid_text(matrix: Matrix) -> str:
     reasons = [f"{c.status:<5} {c.kernel} {c.experiment}: {c.reason}"
                for k in matrix.kernels for n in matrix.experiments
                if (c := matrix.cell(k, n)).status != PASS and c.reason]
-    return "\n".join(lines + (["", *reasons] if reasons else []) + splat_report.text_lines(matrix))
+    return "\n".join(lines + (["", *reasons] if reasons else []) + network_report.text_lines(matrix)
+                     + splat_report.text_lines(matrix))
 
 
 def report_mode(kernels: str, experiments: str, out: str, hosts: str, rerender: bool,

@@ -73,6 +73,7 @@ def merge_runs(dirs: list[Path]) -> Matrix:
         merged.kernels += [k for k in run.kernels if k not in merged.kernels]
         merged.experiments += [e for e in run.experiments if e not in merged.experiments]
         merged.hosts.update(run.hosts)
+        merged.network.update(run.network)
     merged.kernels.sort(key=kernel_order)
     _fill_gaps(merged)
     return merged

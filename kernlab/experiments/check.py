@@ -33,7 +33,7 @@ from kernlab.core.util import short, staging_dir
 from kernlab.experiments.build import build_experiment
 from kernlab.experiments.expect import resolved, substitute
 from kernlab.experiments.fit import check_needs, na_reason, resolve_vars
-from kernlab.experiments.probecheck import experiment_targets
+from kernlab.experiments.probecheck import experiment_targets, network_hooks, network_note
 from kernlab.experiments.spec import Experiment, Step
 from kernlab.experiments.suite import load_experiment
 from kernlab.guest import remote
@@ -379,6 +379,8 @@ def _atlas_line(exp: Experiment, build: BuildRecord, variables: dict[str, str]) 
     lines) through the probe atlas, as the run checks them before it starts."""
     what = "probe targets (atlas)"
     targets = experiment_targets(exp, variables)
+    if not targets and network_hooks(exp):
+        return Line(SKIP, what, f"no kernel function: {network_note(exp)}")
     if not targets:
         return Line(OK, what, "none found in SEC(), bpftrace programs or kprobe_events lines")
     try:

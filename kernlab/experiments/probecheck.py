@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kernlab.core.errors import KernlabError, NotFound
@@ -57,11 +58,49 @@ def _sec_targets(text: str, macros: dict[str, str]) -> list[str]:
     return targets
 
 
+# libbpf section names of programs that attach to a network device, not to a kernel function
+NETWORK_SECTIONS = {"xdp": "XDP", "xdp.frags": "XDP", "xdp_devmap": "XDP", "xdp_cpumap": "XDP",
+                    "tc": "tc", "classifier": "tc", "action": "tc", "tcx": "tc"}
+BCC_NETWORK = {"attach_xdp": "XDP", "BPF.SCHED_CLS": "tc", "BPF.SCHED_ACT": "tc"}
+
+
+def source_path(exp: Experiment, source: str) -> Path:
+    """Where a build step's source is: the folder's, or the shared _lib's for ``lib/...``."""
+    if source.startswith("lib/"):
+        return exp.lib_dir / source.removeprefix("lib/")
+    return exp.dir / source
+
+
+def network_hooks(exp: Experiment) -> list[str]:
+    """The network hooks ``exp``'s programs attach to (``XDP``, ``tc``): its libbpf sources'
+    SEC() names and its bcc scripts' attach calls. The probe atlas does not check these."""
+    found: list[str] = []
+    for step in exp.build:
+        path = source_path(exp, step.source) if step.source else None
+        if step.kind == "bpf" and path and path.is_file():
+            for match in SEC.finditer(path.read_text(errors="replace")):
+                section = "".join(re.findall(r'"([^"]*)"', match.group(1))).partition("/")[0]
+                found.append(NETWORK_SECTIONS.get(section, ""))
+    for script in sorted(exp.dir.glob("*.py")):
+        text = script.read_text(errors="replace")
+        found += [hook for call, hook in BCC_NETWORK.items() if call in text]
+    return sorted({hook for hook in found if hook})
+
+
+def network_note(exp: Experiment) -> str:
+    """What the atlas says of an experiment whose programs attach to network devices."""
+    hooks = " and ".join(network_hooks(exp))
+    return (f"its {hooks} programs attach to a network device (xdp:DEV, tc:DEV:ingress), which the "
+            "probe atlas does not check: it answers for kernel functions, tracepoints and uprobes; "
+            "whether a kernel has the hook is the experiment's needs.features and the matrix "
+            "report's Networking section")
+
+
 def experiment_targets(exp: Experiment, variables: dict[str, str]) -> list[Target]:
     """The probe targets ``exp`` attaches to on a kernel with these ``variables``."""
     words: list[str] = []
     for step in exp.build:
-        path = exp.dir / step.source if step.source else None
+        path = source_path(exp, step.source) if step.source else None
         if step.kind == "bpf" and path and path.is_file():
             words += _sec_targets(path.read_text(errors="replace"), _macros(step.cflags, variables))
     scripts = [p.read_text(errors="replace") for p in sorted(exp.dir.glob("*.bt"))]
@@ -137,6 +176,10 @@ def atlas_rows(words: list[str], kernels: list[str], experiment: str | None,
             used = experiment_targets(exp, resolve_vars(exp, kernel.release))
             targets += [t for t in used if t not in targets]
         rows += [row_for(t, kernel) for t in targets]
+    if not rows and exp is not None and network_hooks(exp):
+        raise KernlabError(f"experiment {experiment} uses no probe target: {network_note(exp)}",
+                           f"`invoke list-experiments` shows the release each hook needs; `invoke matrix "
+                           f"--experiments {experiment}` runs it on each kernel")
     if not rows:  # only --experiment, and it attaches to nothing kernlab can read
         raise KernlabError(f"experiment {experiment} uses no probe target kernlab can find (no SEC() "
                            "kprobe/tracepoint, bpftrace probe or kprobe_events line)",

@@ -117,6 +117,7 @@ class Experiment:
     warnings: list[str] = field(default_factory=list)  # traps the loader saw (not errors)
     drain: float = 0.5  # seconds after the last step before background steps are stopped
     splats_expected: list[str] = field(default_factory=list)  # kernel splat classes provoked on purpose
+    network: NetworkHook | None = None  # the hook a network experiment attaches at (the matrix's section)
 
     @property
     def spec_path(self) -> Path:
@@ -394,6 +395,34 @@ def _check_regex(spec: _Spec, key: str, pattern: str) -> None:
         spec.fail(key, f"bad regular expression {pattern!r}: {error}")
 
 
+NETWORK_HOOKS = ("xdp", "tc")
+
+
+@dataclass(frozen=True)
+class NetworkHook:
+    """``network: {hook: xdp|tc, mode: TEXT}``: where a network experiment attaches, and how
+    (generic, native, test-run, ingress...): the matrix report's networking section."""
+
+    hook: str
+    mode: str
+
+    def label(self) -> str:
+        return f"{self.hook} {self.mode}"
+
+
+def _parse_network(spec: _Spec) -> NetworkHook | None:
+    if spec.get("network", dict) is None:
+        return None
+    table = spec.sub("network", spec.get("network", dict))
+    table.only("hook", "mode")
+    hook, mode = table.text("hook", required=True), table.text("mode", required=True).strip()
+    if hook not in NETWORK_HOOKS:
+        table.fail("hook", f"must be one of {', '.join(NETWORK_HOOKS)}, got {hook!r}")
+    if not mode or len(mode) > 40:
+        table.fail("mode", f"must be a short name (generic, native, test-run, ingress...), got {mode!r}")
+    return NetworkHook(hook, mode)
+
+
 def _parse_splats(spec: _Spec) -> list[str]:
     """``splats: {expected: [CLASS...], reason: TEXT}``: the kernel splat classes this
     experiment provokes on purpose (recorded, not a failure); a reason is required."""
@@ -569,7 +598,7 @@ def parse_experiment(file: Path) -> Experiment:
     refuse_special_files(file.parent)  # its content hash reads every file: a FIFO would hang it
     spec = _Spec(file, SpecFile(file, FORMAT_DOC).load(empty={}))
     spec.only("title", "description", "kernels", "needs", "vars", "build", "run", "capture",
-              "expect", "artifacts", "splats")
+              "expect", "artifacts", "splats", "network")
     notes: list[str] = []
     kernel_min, kernel_max, kernel_reason = _parse_kernels(spec, notes)
     steps, run_timeout, drain = _parse_steps(spec)
@@ -593,4 +622,5 @@ def parse_experiment(file: Path) -> Experiment:
         run_timeout=run_timeout, drain=drain, capture=_parse_capture(spec),
         expectations=expectations, artifacts=_parse_artifacts(spec),
         warnings=notes + _bpftrace_warnings(steps), splats_expected=_parse_splats(spec),
+        network=_parse_network(spec),
     )
