@@ -8,6 +8,7 @@ import html
 from typing import Any
 
 from kernlab.core.errors import KernlabError
+from kernlab.experiments.suite import load_experiment
 
 Matrix = Any  # compare.matrix.Matrix (which imports this module)
 INTRO = ("Each row is an experiment's network hook and mode (its `network:` key) on a veth pair "
@@ -18,8 +19,6 @@ INTRO = ("Each row is an experiment's network hook and mode (its `network:` key)
 def network_hooks(names: list[str]) -> dict[str, str]:
     """Experiment name -> ``hook mode`` for the named experiments that declare one (a folder
     that does not load has none: its cells FAIL with the loader's error)."""
-    from kernlab.experiments.suite import load_experiment
-
     hooks = {}
     for name in names:
         try:
