@@ -178,3 +178,13 @@ def test_a_stopped_loader_detaches_its_program(built):
               "ip link show kl0 | grep -c xdpgeneric || true")
     done = _in_private_netns(built, script)
     assert done.stdout.split() == ["1", "0"], done.stdout + done.stderr
+
+
+def test_the_test_bed_comes_down_for_the_next_experiment_in_the_vm(built):
+    """A suite runs the next experiment in the same VM: `netns.sh down` removes the
+    namespace and the veth pair (and `netns.sh` twice in a row makes one, not two)."""
+    count = "ip -o link show type veth | wc -l"
+    done = _in_private_netns(built, f"sh lib/netns.sh; sh lib/netns.sh; {count}; sh lib/netns.sh down; "
+                                    f"ip netns list | wc -l; {count}")
+    counts = [line for line in done.stdout.split() if line.isdigit()]
+    assert counts == ["1", "0", "0"], done.stdout + done.stderr  # veths, then netns and veths after down
