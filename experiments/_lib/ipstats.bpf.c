@@ -11,11 +11,11 @@ int xdp_ipstats(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u32 source = kl_ipv4_source(data, data_end);
+	struct iphdr *ip = kl_ipv4(data, data_end);
 
-	if (!source)
+	if (!ip)
 		return XDP_PASS;
-	return kl_count(source, data_end - data) ? XDP_DROP : XDP_PASS;
+	return kl_count(ip->saddr, data_end - data) ? XDP_DROP : XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -29,41 +29,36 @@ struct {
 	__type(value, __u8);
 } blocklist SEC(".maps");
 
-/* The IPv4 source of the Ethernet frame [data, data_end), or 0 when it is not IPv4. */
-static __always_inline __u32 kl_ipv4_source(void *data, void *data_end)
+/* The IPv4 header of the Ethernet frame [data, data_end), or NULL when it is not IPv4. */
+static __always_inline struct iphdr *kl_ipv4(void *data, void *data_end)
 {
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return 0;
-	return ip->saddr;
+	return ip;
 }
 
-/* The IPv4 destination of the frame, or 0 when it is not IPv4. */
-static __always_inline __u32 kl_ipv4_dest(void *data, void *data_end)
+/* `addr`'s entry in the hash map `map` (made zero on first sight); NULL if it cannot be. */
+static __always_inline struct ipstats *kl_entry(void *map, __u32 addr)
 {
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
+	struct ipstats zero = {}, *entry = bpf_map_lookup_elem(map, &addr);
 
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return 0;
-	return ip->daddr;
+	if (entry)
+		return entry;
+	bpf_map_update_elem(map, &addr, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, &addr);
 }
 
-/* Count a frame of `len` bytes for `addr`; 1 when `addr` is on the blocklist (counted
+/* Count a frame of `len` bytes from `addr`; 1 when `addr` is on the blocklist (counted
  * as dropped: the caller drops it). */
 static __always_inline int kl_count(__u32 addr, __u64 len)
 {
-	struct ipstats zero = {}, *entry;
+	struct ipstats *entry = kl_entry(&stats, addr);
 
-	entry = bpf_map_lookup_elem(&stats, &addr);
-	if (!entry) {
-		bpf_map_update_elem(&stats, &addr, &zero, BPF_NOEXIST);
-		entry = bpf_map_lookup_elem(&stats, &addr);
-		if (!entry)
-			return 0;
-	}
+	if (!entry)
+		return 0;
 	__sync_fetch_and_add(&entry->packets, 1);
 	__sync_fetch_and_add(&entry->bytes, len);
 	if (!bpf_map_lookup_elem(&blocklist, &addr))

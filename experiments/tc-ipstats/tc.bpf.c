@@ -19,11 +19,11 @@ int tc_ingress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	__u32 source = kl_ipv4_source(data, data_end);
+	struct iphdr *ip = kl_ipv4(data, data_end);
 
-	if (!source)
+	if (!ip)
 		return TC_ACT_OK;
-	return kl_count(source, skb->len) ? TC_ACT_SHOT : TC_ACT_OK;
+	return kl_count(ip->saddr, skb->len) ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
 SEC("tc")
@@ -31,18 +31,11 @@ int tc_egress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	__u32 dest = kl_ipv4_dest(data, data_end);
-	struct ipstats zero = {}, *entry;
+	struct iphdr *ip = kl_ipv4(data, data_end);
+	struct ipstats *entry = ip ? kl_entry(&egress, ip->daddr) : 0;
 
-	if (!dest)
+	if (!entry)
 		return TC_ACT_OK;
-	entry = bpf_map_lookup_elem(&egress, &dest);
-	if (!entry) {
-		bpf_map_update_elem(&egress, &dest, &zero, BPF_NOEXIST);
-		entry = bpf_map_lookup_elem(&egress, &dest);
-		if (!entry)
-			return TC_ACT_OK;
-	}
 	__sync_fetch_and_add(&entry->packets, 1);
 	__sync_fetch_and_add(&entry->bytes, skb->len);
 	return TC_ACT_OK;
