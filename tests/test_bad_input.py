@@ -358,6 +358,9 @@ CASES = [
          setup=lambda tmp: {"KERNLAB_ACCEL": "hvf"}),
     Case("env", "accel-unknown-matrix", ["matrix", "--kernels", "6.1"], "KERNLAB_ACCEL='kqemu' is not kvm",
          setup=lambda tmp: {"KERNLAB_ACCEL": "kqemu"}),
+    Case("env", "tcg-threads-unknown", ["vm.up", "--kernel", "6.1"],
+         "KERNLAB_TCG_THREADS='many' is not multi or single",
+         setup=lambda tmp: {"KERNLAB_TCG_THREADS": "many"}),
     # damaged files kernlab wrote itself
     Case("damaged", "latest-pointer", ["kernel-info", "--version", "6.1"], "kernel 6.1 is not built",
          setup=work_file("latest/6.1.json", "{not json")),

@@ -161,7 +161,7 @@ CHECKED = """\
 title: tools and binaries
 description: what the run needs from the image
 needs:
-  tools: [bpftrace, ping]
+  tools: [bpftrace, tcpdump]
 run:
   steps:
     - name: trace
@@ -193,19 +193,19 @@ def merged_usr_disk(tmp_path_factory) -> str:
 
 
 def test_check_experiment_looks_up_tools_and_binaries_in_the_image(tmp_path, merged_usr_disk):
-    """`ok needs: ..., ping` for a tool the image lacks; `command: dd` and `uprobe:bash:`
+    """`ok needs: ..., tcpdump` for a tool the image lacks; `command: dd` and `uprobe:bash:`
     that bpftrace refuses in the guest (two matches, /bin and /usr/bin): now each a line."""
     from kernlab.experiments.check import guest_lines
     from kernlab.guest.imagefiles import read_disk
 
     files = read_disk(merged_usr_disk, packages=3)
     assert files.links == {"/bin": "/usr/bin", "/sbin": "/usr/sbin"}
-    assert files.on_path("dd") == ["/usr/bin/dd", "/bin/dd"] and files.on_path("ping") == []
+    assert files.on_path("dd") == ["/usr/bin/dd", "/bin/dd"] and files.on_path("tcpdump") == []
     write(tmp_path, "checked", CHECKED)
     lines = {line.what: (line.status, line.detail) for line in
              guest_lines(load_experiment("checked", tmp_path), files)}
     assert lines["guest tools"][0] == "FAIL" and lines["guest tools"][1].startswith(
-        "not in the image (3 packages): ping; add the package")
+        "not in the image (3 packages): tcpdump; add the package")
     assert lines["step dd command"] == ("ok", "dd is /usr/bin/dd (given to bpftrace -c as that path)")
     assert lines["step trace uprobe"][0] == "FAIL"
     uprobes = [line for line in guest_lines(load_experiment("checked", tmp_path), files)
@@ -229,7 +229,7 @@ def test_check_experiment_on_a_built_kernel_and_the_image(tmp_path, lab_kernel, 
                            "6.1"], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     fails = [line.strip() for line in done.stdout.splitlines() if line.startswith("  FAIL")]
-    assert any(f.startswith("FAIL guest tools: not in image bookworm-") and ": ping;" in f for f in fails)
+    assert any(f.startswith("FAIL guest tools: not in image bookworm-") and ": tcpdump;" in f for f in fails)
     assert any("uprobe binary bash matches 2 files (/usr/bin/bash, /bin/bash)" in f for f in fails)
     assert any(f.startswith("FAIL probe targets (atlas): no_such_function_kl") for f in fails), fails
     assert "ok   step dd command: dd is /usr/bin/dd" in done.stdout

@@ -233,3 +233,21 @@ def test_gnu_tar_and_the_stream_route_make_the_same_tree(tmp_path):
     assert (by_file / "tools" / "run").read_bytes() == b"#!/bin/sh\n"
     assert (by_file / "scripts" / "run.sh").stat().st_mode & 0o100
     assert identity.tree_sha256(by_file) == identity.tree_sha256(by_stream)
+
+
+def test_an_xz_archive_with_bytes_after_its_stream_is_refused_and_nothing_unpacked(tmp_path):
+    """The check pass decompresses with `xz -T0`; xz's own verdict counts, not only tar's end
+    marker: a whole tar followed by stray bytes is one line, and no tree is left."""
+    archive = tmp_path / "k.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        info = tarfile.TarInfo("linux-9.9/Makefile")
+        info.size = 12
+        tar.addfile(info, io.BytesIO(b"VERSION = 9\n"))
+    whole = safe_extract(archive, tmp_path / "whole")
+    assert (whole / "Makefile").read_bytes() == b"VERSION = 9\n"
+    spoiled = tmp_path / "spoiled.tar.xz"
+    spoiled.write_bytes(archive.read_bytes() + b"stray bytes\n")
+    with pytest.raises(KernlabError, match=r"spoiled.tar.xz is not a complete tar archive \(xz says the "
+                                           r"compressed data is corrupt or cut short; 1 members were read\)"):
+        safe_extract(spoiled, tmp_path / "out")
+    assert not any((tmp_path / "out").iterdir())

@@ -72,11 +72,21 @@ def test_broken_kvm_falls_back_to_tcg_with_one_note(state: Path, monkeypatch, ca
     notes = [line for line in capsys.readouterr().err.splitlines() if "KVM" in line]
     assert len(notes) == 1 and "using TCG, timeouts x5" in notes[0]
     assert str(qemu.verdict_log()) in notes[0]
-    assert accel.args()[:2] == ["-accel", "tcg,thread=multi"]
+    assert accel.args()[:2] == ["-accel", "tcg,thread=single"]
     assert (state / "accel.json").is_file()
     asked.clear()
     assert qemu.choose_accel().name == "tcg"  # cached verdict: no second probe
     assert asked == []
+
+
+def test_tcg_runs_the_vcpus_on_one_thread_unless_told_otherwise(monkeypatch) -> None:
+    """Single-threaded TCG by default (no cross-vCPU race on re-patched kernel text);
+    KERNLAB_TCG_THREADS=multi gives a thread per vCPU; KVM's arguments do not change."""
+    tcg = qemu.Accel("tcg", "test")
+    assert tcg.args() == ["-accel", "tcg,thread=single", "-cpu", "max"]
+    monkeypatch.setenv("KERNLAB_TCG_THREADS", "Multi")
+    assert tcg.args() == ["-accel", "tcg,thread=multi", "-cpu", "max"]
+    assert qemu.Accel("kvm", "test").args() == ["-accel", "kvm", "-cpu", "host"]
 
 
 def test_crawling_kvm_is_found_out_against_tcg(state: Path, monkeypatch, tmp_path) -> None:

@@ -81,7 +81,24 @@ class Accel:
     def args(self) -> list[str]:
         if self.name == "kvm":
             return ["-accel", "kvm", "-cpu", "host"]
-        return ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        return ["-accel", f"tcg,thread={tcg_threads()}", "-cpu", "max"]
+
+
+def tcg_threads() -> str:
+    """TCG's vCPU threading: ``single`` (one host thread runs the guest's vCPUs in turn), or
+    ``multi`` (a thread per vCPU) when KERNLAB_TCG_THREADS says so.
+
+    Single by default. Under QEMU 7.2's multi-threaded TCG a restored 6.12 guest once died
+    of ``Oops: int3`` in __schedule: one vCPU ran a stale translation of code another had
+    just re-patched (text_poke_bp, as every tracepoint or static key switch does). One
+    thread cannot race itself, and the suite in three lanes on two cores was as fast
+    (bench/README.md: 6.12 100 s against 113 s, 6.1 152 s against 135 s, one run each).
+    """
+    chosen = os.environ.get("KERNLAB_TCG_THREADS", "").strip().lower() or "single"
+    if chosen not in ("multi", "single"):
+        raise KernlabError(f"KERNLAB_TCG_THREADS={chosen!r} is not multi or single",
+                           "unset it or set it to multi or single")
+    return chosen
 
 
 def probe_cache() -> Path:
@@ -113,8 +130,10 @@ def verdict_log() -> Path:
 def forced_accel() -> str | None:
     """``KERNLAB_ACCEL`` (kvm or tcg) if set; a one-line error for anything else.
 
-    Commands that boot call it first, so a typo fails before any kernel or image is built.
+    Commands that boot call it first, so a typo fails before any kernel or image is built
+    (KERNLAB_TCG_THREADS's too).
     """
+    tcg_threads()
     forced = os.environ.get("KERNLAB_ACCEL", "").strip().lower()
     if forced and forced not in TIMEOUT_SCALE:
         raise KernlabError(f"KERNLAB_ACCEL={forced!r} is not kvm or tcg", "unset it or set it to kvm or tcg")

@@ -418,7 +418,8 @@ def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
         reporter().note(f"extracting {source.origin}")
         top = extract_source(source, staging / "x", log)
         release = tree_release(top, source.origin)  # a tree without a Makefile stops here
-        source.set_tree(identity.tree_sha256(top))  # before any patch: the source's own tree
+        # before any patch: the source's own tree (remembered by the source's sha256 once hashed)
+        source.set_tree(source.tree_sha256 or identity.tree_sha256(top))
         (staging / identity.MARKER).write_text(f"{source.tree_sha256}\n")
         if release != plan.spec.release:
             reporter().note(f"tree is {release} (catalog names {plan.spec.release})")
