@@ -108,7 +108,8 @@ class Plan:
             "arch": self.spec.arch,
             "source": source_id,
             "patches": [p.record()["sha256"] for p in self.patches],
-            **({"without_patches": list(self.opts.without_patches)} if self.opts.without_patches else {}),
+            # the patches left out by file name, however --no-patch spelled them
+            **({"without_patches": list(self.left_out)} if self.opts.without_patches else {}),
             "base": self.spec.base,
             "fragments": [[f.name, sha256_file(f)] for f in self.fragments],
             "compiler": compiler_version(self.compiler),
