@@ -487,7 +487,7 @@ def safe_extract(archive: Path | None, dest: Path, *, stream: Any = None) -> Pat
     return _top_of(dest)
 
 
-Opener = Callable[[], AbstractContextManager[IO[bytes]]]  # opens the archive anew for each pass
+Opener = Callable[[], AbstractContextManager[io.BufferedReader]]  # a peekable archive, anew per pass
 
 
 def extract_checked(open_stream: Opener, dest: Path, what: str) -> Path:
@@ -537,11 +537,9 @@ def _member_check(dest: Path) -> Callable[[tarfile.TarInfo], None]:
     return MemberCheck()
 
 
-COMPRESSION = {b"\xfd7zXZ\x00": "--xz", b"\x1f\x8b": "--gzip", b"BZh": "--bzip2",
-               b"\x28\xb5\x2f\xfd": "--zstd"}  # by magic: GNU tar does not sniff a pipe
-
-
 XZ_MAGIC = b"\xfd7zXZ\x00"
+COMPRESSION = {XZ_MAGIC: "--xz", b"\x1f\x8b": "--gzip", b"BZh": "--bzip2",
+               b"\x28\xb5\x2f\xfd": "--zstd"}  # by magic: GNU tar does not sniff a pipe
 
 
 def _xz_threads() -> list[str] | None:
@@ -552,18 +550,18 @@ def _xz_threads() -> list[str] | None:
 
 
 @contextlib.contextmanager
-def _plain(raw: IO[bytes]) -> Iterator[IO[bytes]]:
+def _plain(raw: io.BufferedReader) -> Iterator[IO[bytes]]:
     """``raw`` as an uncompressed tar stream: an xz archive through ``xz -T0`` (fed from a
     thread, since ``raw`` may be a member of a .deb), anything else as it is (tarfile's
-    ``r|*`` sniffs it). A corrupt or cut xz stream ends early: tarfile then says so."""
-    head = raw.read(6)
-    command = _xz_threads() if head.startswith(XZ_MAGIC) else None
+    ``r|*`` sniffs it). Its magic is peeked, not read. A corrupt or cut xz stream is a
+    tarfile.ReadError."""
+    command = _xz_threads() if raw.peek(len(XZ_MAGIC)).startswith(XZ_MAGIC) else None
     if command is None:
-        yield _Prefixed(head, raw)
+        yield raw
         return
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdin is not None and proc.stdout is not None
-    feeder = threading.Thread(target=_feed, args=(head, raw, proc.stdin), daemon=True)
+    feeder = threading.Thread(target=_feed, args=(raw, proc.stdin), daemon=True)
     feeder.start()
     try:
         yield proc.stdout
@@ -578,32 +576,12 @@ def _plain(raw: IO[bytes]) -> Iterator[IO[bytes]]:
         proc.stdout.close()
 
 
-def _feed(head: bytes, raw: IO[bytes], sink: IO[bytes]) -> None:
-    """Copy ``head`` then ``raw`` into ``sink`` and close it (a reader gone early is no error)."""
+def _feed(raw: IO[bytes], sink: IO[bytes]) -> None:
+    """Copy ``raw`` into ``sink`` and close it (a reader gone early is no error)."""
     with contextlib.suppress(BrokenPipeError, ValueError, OSError):
-        sink.write(head)
         shutil.copyfileobj(raw, sink, 1 << 20)
     with contextlib.suppress(BrokenPipeError, OSError):
         sink.close()
-
-
-class _Prefixed(io.RawIOBase):
-    """``head`` (already read from ``raw``) followed by the rest of ``raw``, as one stream."""
-
-    def __init__(self, head: bytes, raw: IO[bytes]) -> None:
-        self._head, self._raw = head, raw
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            if size < 0:
-                out, self._head = self._head + self._raw.read(), b""
-                return out
-            out, self._head = self._head[:size], self._head[size:]
-            return out
-        return self._raw.read(size)
 
 
 def _gnu_tar_unpack(raw: IO[bytes], dest: Path, what: str) -> None:
@@ -677,8 +655,9 @@ def extract_source(source: ResolvedSource, dest: Path, log: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _tarball_in(deb: Path, member: str | None) -> Iterator[IO[bytes]]:
+def _tarball_in(deb: Path, member: str | None) -> Iterator[io.BufferedReader]:
     with debsource.open_tarball(deb, member) as (_, stream):
+        assert isinstance(stream, io.BufferedReader)  # tarfile's member file: peekable
         yield stream
 
 
