@@ -241,3 +241,25 @@ def test_a_new_patch_is_pinned_only_where_the_lock_has_the_version(tmp_path, mon
     assert lock.add_patch(["5.4", "5.4.286"], "0002-b.patch", "bb") == ["5.4.286"]
     entry = lock.read_lock()["kernels"]["5.4.286"]
     assert entry == {"patches": {"0001-a.patch": "aa", "0002-b.patch": "bb"}, "source_sha256": "s"}
+
+
+def test_an_inlined_function_a_catalog_patch_defines_names_that_patch_as_the_fix(kernel, tmp_path,
+                                                                                 monkeypatch):
+    """Built without the series' patch that makes it a symbol (a --no-patch build, or an old
+    build): the fix is that patch, not a new make-probeable one (6.1's copyout without its
+    patch; the real build of that is 6.12's in test_probes_slow)."""
+    project = tmp_path / "project"
+    (project / "patches" / "9.9").mkdir(parents=True)
+    (project / "configs").mkdir()
+    (project / "patches" / "9.9" / "0001-folded.patch").write_text(
+        "--- a/lib/t.c\n+++ b/lib/t.c\n@@ -1 +1 @@\n-static inline int folded(int x)\n"
+        "+noinline int folded(int x)\n")
+    (project / "configs" / "kernels.yaml").write_text(
+        "kernels:\n  9.9-test:\n    release: '9.9'\n    compiler: gcc\n"
+        f"    sources: [{{file: {{path: /nonexistent/l.tar.xz, sha256: '{'0' * 64}'}}}}]\n"
+        "    patches: ['9.9']\n    config: {base: tinyconfig}\n")
+    monkeypatch.setenv("KERNLAB_ROOT", str(project))
+    monkeypatch.delenv("KERNLAB_CONFIGS", raising=False)
+    row = verdict(kernel, "folded")
+    assert row.verdict == "no" and row.inlined_into == ["outer"]
+    assert row.fix == "build with patches/9.9/0001-folded.patch: `invoke build-kernel --version 9.9-test`"

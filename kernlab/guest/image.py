@@ -26,6 +26,7 @@ from kernlab.core.records import ImageRecord
 from kernlab.core.spec import SpecFile
 from kernlab.core.util import atomic_write_json, hash_inputs, sha256_file, short, staging_dir
 from kernlab.core.validate import plain_name
+from kernlab.guest import imagecache
 
 FORMAT = 1  # bump when the way an image is made changes (not only its recipe)
 INIT_PATH = "/sbin/kernlab-init"
@@ -153,17 +154,27 @@ def _cached_or_built(recipe: str, key: str, spec: dict[str, Any]) -> ImageRecord
     final = image_dir(recipe, key)
     if (final / "image.json").is_file():
         reporter().note(f"image {final.name} is cached")
+        imagecache.keep(final)
         return ImageRecord.load(final / "image.json")
+    with filelock.exclusive(_image_lock(final), f"build of image {final.name}"):
+        taken = imagecache.take(final) if not (final / "image.json").is_file() else None
+    if taken is not None:
+        return ImageRecord.from_json(taken)
     pulled = registry.lookup(IMAGE, recipe, key, final, images_dir() / f".{final.name}.pull.lock")
     if pulled is not None:
         return ImageRecord.from_json(pulled.record)
     _check_host()
     # one build of an image at a time: a second waits (naming the first), then finds it cached
-    with filelock.exclusive(filelock.locks_dir(paths.state_dir()) / f"image-{final.name}.lock",
-                            f"build of image {final.name}"):
+    with filelock.exclusive(_image_lock(final), f"build of image {final.name}"):
         if (final / "image.json").is_file():
             return ImageRecord.load(final / "image.json")
-        return _built(recipe, key, spec, final)
+        built = _built(recipe, key, spec, final)
+    imagecache.keep(final)
+    return built
+
+
+def _image_lock(final: Path) -> Path:
+    return filelock.locks_dir(paths.state_dir()) / f"image-{final.name}.lock"
 
 
 def _built(recipe: str, key: str, spec: dict[str, Any], final: Path) -> ImageRecord:
