@@ -53,7 +53,7 @@ def boot_once(build: dict, img: dict, name: str) -> dict:
         stale.stop()
     vm = start_vm(build, img, name)
     try:
-        return {k: vm.record.get(k) for k in
+        return {k: vm.info.data.get(k) for k in
                 ("ready_seconds", "console_ready_seconds", "guest_uptime_at_ready")}
     finally:
         vm.stop()

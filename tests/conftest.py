@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -13,6 +14,14 @@ from kernlab.core.records import BuildRecord, ImageRecord
 for _name in ("KERNLAB_REGISTRY", "KERNLAB_REGISTRY_TOKEN", "KERNLAB_REGISTRY_USER",
               "KERNLAB_REGISTRY_INSECURE"):
     os.environ.pop(_name, None)
+
+
+# A shell starts a background job with SIGINT ignored, and a process started with SIGINT
+# ignored keeps it so, children included: Python then never raises KeyboardInterrupt, and
+# the Ctrl-C tests' SIGINT to a child did nothing (a replica started as `.ci/run &` failed
+# three of them). Python's own handler here is reset to the default in every child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # ---------------------------------------------------------------- image and VM

@@ -95,8 +95,22 @@ def test_last_seconds_reads_the_newest_bundle_of_that_kernel(tmp_path):
     broken.mkdir(parents=True)
     (broken / "result.json").write_text("{not json")
     assert last_seconds(tmp_path, "bcc-opensnoop", "6.1") == 11.5
-    assert last_seconds(tmp_path, "bcc-opensnoop", "4.15") == UNKNOWN_SECONDS
     assert last_seconds(tmp_path, "readiter", "6.1") == UNKNOWN_SECONDS
+
+
+def test_a_kernel_with_no_bundle_takes_the_newest_from_another_kernel(tmp_path):
+    """The first suite on a kernel still sends the long experiments out first (in a fresh
+    clone the thesis grid's 4.15 column ran xdp-ipstats-bcc, the longest, among the last)."""
+    for kernel, stamp, seconds, status in (("6.1", "20261126T100000Z", 40.0, "PASS"),
+                                           ("5.4.286", "20261126T120000Z", 43.5, "FAIL"),
+                                           ("4.15", "20261126T130000Z", 0.0, "n/a")):
+        bundle = tmp_path / "xdp-ipstats-bcc" / kernel / stamp
+        bundle.mkdir(parents=True)
+        (bundle / "result.json").write_text(json.dumps({"seconds": seconds, "status": status}))
+    assert last_seconds(tmp_path, "xdp-ipstats-bcc", "6.12") == 43.5  # the newest that ran
+    assert last_seconds(tmp_path, "xdp-ipstats-bcc", "4.15") == 43.5  # its own n/a does not count
+    assert last_seconds(tmp_path, "xdp-ipstats-bcc", "6.1") == 40.0  # its own kernel first
+    assert last_seconds(tmp_path, "hellotrace", "6.12") == UNKNOWN_SECONDS
 
 
 def test_longest_goes_first_and_ties_keep_their_order():

@@ -8,7 +8,7 @@ is); lanes 2.. are VMs the suite starts as ``<vm-name>-l2``... once lane 1's VM 
 first cold boot saves the snapshot the others restore) and always stops at its end.
 
 Experiments are handed out longest first, by the seconds of each one's last bundle on this
-kernel (one never run counts as long), each to whichever lane is free. Ctrl-C stops every
+kernel, else on another (one never run counts as long), each to whichever lane is free. Ctrl-C stops every
 lane's running experiment the way it stops one run (each saves what it collected):
 ``kernlab.core.interrupt.stop_threads``.
 
@@ -76,14 +76,26 @@ def available_gib(meminfo: Path = Path("/proc/meminfo")) -> float:
 
 def last_seconds(results: Path, name: str, kernel: str) -> float:
     """The seconds of the newest bundle of ``name`` on ``kernel`` under ``results`` (its
-    folders are UTC timestamps); UNKNOWN_SECONDS when there is none that says."""
-    runs = sorted((results / name / kernel).glob("*/result.json"), reverse=True)
-    for result in runs[:3]:
-        try:
-            return float(json.loads(result.read_text())["seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+    folders are UTC timestamps); with none there, of its newest bundle on another kernel (an
+    experiment takes about as long on each: a first run on a new kernel still sends the long
+    ones out first); UNKNOWN_SECONDS when no bundle that ran says. n/a bundles do not count."""
+    here = sorted((results / name / kernel).glob("*/result.json"), reverse=True)
+    elsewhere = sorted((results / name).glob("*/*/result.json"), key=lambda p: p.parent.name, reverse=True)
+    for runs in (here, elsewhere):
+        for result in runs[:3]:
+            seconds = _ran_seconds(result)
+            if seconds is not None:
+                return seconds
     return UNKNOWN_SECONDS
+
+
+def _ran_seconds(result: Path) -> float | None:
+    """A bundle's seconds, or None when it cannot be read or did not run (n/a)."""
+    try:
+        data = json.loads(result.read_text())
+        return None if data.get("status") == "n/a" else float(data["seconds"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def longest_first(items: Sequence[Item], seconds: Callable[[Item], float]) -> list[Item]:

@@ -34,7 +34,7 @@ from kernlab.core.util import (
     staging_dir,
     why_not_a_file,
 )
-from kernlab.kernel import identity, layers, symbols, variant
+from kernlab.kernel import identity, layers, symbols, treecache, variant
 from kernlab.kernel.catalog import Catalog, KernelSpec, load_catalog
 from kernlab.kernel.kconfig import load_model, raise_if_dropped, requested_options, verify_config
 from kernlab.kernel.kheaders import find_headers
@@ -291,6 +291,7 @@ def vmlinux_of(build: BuildRecord) -> Path:
 def rebuild_check(version: str, opts: BuildOptions | None = None) -> tuple[BuildRecord, BuildRecord]:
     """Rebuild ``version``'s build (pulled from the registry, or found here) from source in
     a scratch work area and compare the bzImages byte for byte: (the build, the rebuild).
+    The source is extracted and patched anew there (not this machine's kept tree).
 
     A difference is an error naming both sha256s (the scratch area is kept for diffing);
     the same bytes remove it.
@@ -302,7 +303,7 @@ def rebuild_check(version: str, opts: BuildOptions | None = None) -> tuple[Build
     scratch = paths.work_dir() / "rebuild-check" / build.id
     shutil.rmtree(scratch, ignore_errors=True)
     with reporter().step(f"rebuild {build.id} from source in {scratch}"), \
-            scoped_environ({"KERNLAB_WORK": str(scratch)}, unset=(oci.REGISTRY_ENV,)):
+            scoped_environ({"KERNLAB_WORK": str(scratch), treecache.ENV: "0"}, unset=(oci.REGISTRY_ENV,)):
         rebuilt = build_kernel(version, dataclasses.replace(opts, registry=False, clean=False))
     ours, theirs = rebuilt.output_sha256("bzImage"), build.output_sha256("bzImage")
     if rebuilt.key != build.key:
@@ -411,9 +412,10 @@ def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
     tree_key = _tree_key(plan, source)
     final = paths.work_dir() / "src" / f"{plan.spec.base_version}-{short(tree_key)}"
     log = paths.work_dir() / "logs" / f"patch-{plan.spec.base_version}-{short(tree_key)}.log"
-    if (final / ".kernlab-tree-done").exists():
+    if (final / treecache.DONE).exists() or treecache.take(final):
         if (final / identity.MARKER).is_file():
             source.set_tree((final / identity.MARKER).read_text().strip())
+        treecache.keep(final)
         return final
     with staging_dir(final) as staging:
         reporter().note(f"extracting {source.origin}")
@@ -435,7 +437,8 @@ def prepared_tree(plan: Plan, source: ResolvedSource) -> Path:
         for item in top.iterdir():
             os.replace(item, staging / item.name)
         shutil.rmtree(staging / "x")  # now empty: the tree's top directory was inside it
-        (staging / ".kernlab-tree-done").write_text(release + "\n")
+        (staging / treecache.DONE).write_text(release + "\n")
+    treecache.keep(final)
     return final
 
 
