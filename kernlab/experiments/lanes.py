@@ -79,10 +79,14 @@ def last_seconds(results: Path, name: str, kernel: str) -> float:
     folders are UTC timestamps); with none there, of its newest bundle on another kernel (an
     experiment takes about as long on each: a first run on a new kernel still sends the long
     ones out first); UNKNOWN_SECONDS when no bundle that ran says. n/a bundles do not count."""
-    here = sorted((results / name / kernel).glob("*/result.json"), reverse=True)
-    elsewhere = sorted((results / name).glob("*/*/result.json"), key=lambda p: p.parent.name, reverse=True)
+    def here() -> list[Path]:
+        return sorted((results / name / kernel).glob("*/result.json"), reverse=True)
+
+    def elsewhere() -> list[Path]:  # read only when this kernel has none
+        return sorted((results / name).glob("*/*/result.json"), key=lambda p: p.parent.name, reverse=True)
+
     for runs in (here, elsewhere):
-        for result in runs[:3]:
+        for result in runs()[:3]:
             seconds = _ran_seconds(result)
             if seconds is not None:
                 return seconds

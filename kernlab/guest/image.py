@@ -157,7 +157,9 @@ def _cached_or_built(recipe: str, key: str, spec: dict[str, Any]) -> ImageRecord
         imagecache.keep(final)
         return ImageRecord.load(final / "image.json")
     with filelock.exclusive(_image_lock(final), f"build of image {final.name}"):
-        taken = imagecache.take(final) if not (final / "image.json").is_file() else None
+        if (final / "image.json").is_file():  # made by another process while we waited
+            return ImageRecord.load(final / "image.json")
+        taken = imagecache.take(final)
     if taken is not None:
         return ImageRecord.from_json(taken)
     pulled = registry.lookup(IMAGE, recipe, key, final, images_dir() / f".{final.name}.pull.lock")

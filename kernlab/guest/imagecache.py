@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from kernlab.core import filelock, paths, registry
+from kernlab.core import machinecache, registry
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import atomic_write_json, read_json, sha256_file, staging_dir
@@ -30,13 +30,12 @@ ENV = "KERNLAB_IMAGE_CACHE"
 
 
 def enabled() -> bool:
-    """Whether images are shared through this machine's cache (KERNLAB_IMAGE_CACHE, not 0)."""
-    return os.environ.get(ENV, "1").strip() not in ("0", "no", "off", "false")
+    return machinecache.enabled(ENV)
 
 
 def kept_dir(name: str) -> Path:
     """Where the image called ``name`` (``<recipe>-<short key>``) is kept for this machine."""
-    return paths.cache_dir() / "images" / name
+    return machinecache.kept_dir("images", name)
 
 
 def take(final: Path) -> dict[str, Any] | None:
@@ -47,7 +46,7 @@ def take(final: Path) -> dict[str, Any] | None:
         return None
     record = read_json(kept / RECORD)
     try:
-        with _kept_lock(final.name), \
+        with machinecache.kept_lock("images", final.name), \
                 reporter().step(f"image {final.name} from this machine's cache ({kept})"), \
                 staging_dir(final) as stage:
             _link_or_copy(kept / DISK, stage / DISK)
@@ -74,7 +73,7 @@ def keep(final: Path) -> None:
         return
     kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        with _kept_lock(final.name), staging_dir(kept) as stage:
+        with machinecache.kept_lock("images", final.name), staging_dir(kept) as stage:
             if (kept / RECORD).is_file():  # kept by another work area meanwhile
                 return
             _link_or_copy(final / DISK, stage / DISK)
@@ -86,11 +85,6 @@ def keep(final: Path) -> None:
     except (OSError, KernlabError) as error:  # the image in final is fine: only sharing failed
         reporter().warn(f"image {final.name} not kept for this machine's other work areas: {error}")
 
-
-def _kept_lock(name: str):
-    """One process at a time places or keeps the image ``name`` in this machine's cache."""
-    return filelock.exclusive(filelock.locks_dir(paths.cache_dir()) / f"image-{name}.lock",
-                              f"this machine's copy of image {name}")
 
 
 class _Mismatch(Exception):

@@ -12,12 +12,10 @@ sharing off.
 
 from __future__ import annotations
 
-import os
 import subprocess
-from contextlib import AbstractContextManager
 from pathlib import Path
 
-from kernlab.core import filelock, paths
+from kernlab.core import machinecache
 from kernlab.core.errors import KernlabError
 from kernlab.core.progress import reporter
 from kernlab.core.util import staging_dir
@@ -27,13 +25,12 @@ ENV = "KERNLAB_TREE_CACHE"
 
 
 def enabled() -> bool:
-    """Whether trees are shared through this machine's cache (KERNLAB_TREE_CACHE, not 0)."""
-    return os.environ.get(ENV, "1").strip() not in ("0", "no", "off", "false")
+    return machinecache.enabled(ENV)
 
 
 def kept_dir(name: str) -> Path:
     """Where the tree called ``name`` (``<version>-<short tree key>``) is kept for this machine."""
-    return paths.cache_dir() / "trees" / name
+    return machinecache.kept_dir("trees", name)
 
 
 def take(final: Path) -> bool:
@@ -43,7 +40,7 @@ def take(final: Path) -> bool:
     if not enabled() or not (kept / DONE).is_file() or not _one_filesystem(kept, final.parent):
         return False
     try:
-        with _kept_lock(final.name), \
+        with machinecache.kept_lock("trees", final.name), \
                 reporter().step(f"tree {final.name} from this machine's cache ({kept})"), \
                 staging_dir(final) as stage:
             _link_copy(kept, stage)
@@ -63,18 +60,13 @@ def keep(final: Path) -> None:
     if not _one_filesystem(kept.parent, final):
         return  # hard links cannot cross; a copy would cost what extracting does
     try:
-        with _kept_lock(final.name), staging_dir(kept) as stage:
+        with machinecache.kept_lock("trees", final.name), staging_dir(kept) as stage:
             if (kept / DONE).is_file():  # kept by another work area meanwhile
                 return
             _link_copy(final, stage)
     except (OSError, KernlabError) as error:
         reporter().warn(f"tree {final.name} not kept for this machine's other work areas: {error}")
 
-
-def _kept_lock(name: str) -> AbstractContextManager[None]:
-    """One process at a time places or keeps the tree ``name`` in this machine's cache."""
-    return filelock.exclusive(filelock.locks_dir(paths.cache_dir()) / f"tree-{name}.lock",
-                              f"this machine's copy of tree {name}")
 
 
 def _one_filesystem(a: Path, b: Path) -> bool:
